@@ -1,0 +1,52 @@
+# InsightX: `make run` starts the whole stack, `make test` runs every test. `make help` lists the rest.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROTO_SRC := $(wildcard protos/insightx/v1/*.proto)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv install proto run test test-fast lint bench clean demo browser-deps
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtual environment and install everything
+
+proto: $(STAMP) ## Regenerate insightx/v1 from protos/
+	$(BIN)/python -m tools.gen_protos
+
+run: install ## Start the whole stack (offline analyst, demo dataset) on http://localhost:8000
+	$(BIN)/python -m tools.run_stack
+
+demo: install ## Write the demo dataset (UPI transactions, 250k rows) to data/demo/
+	$(BIN)/python -m tools.demo_data
+
+browser-deps: ## Install Debian's Chromium for the browser tests (needs root)
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install browser-deps ## Run the whole suite: unit, integration, end-to-end and browser tests
+	$(BIN)/python -m pytest -q
+
+test-fast: install ## Unit tests only
+	$(BIN)/python -m pytest -q -m "not integration and not e2e and not browser and not slow"
+
+lint: install ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy common services gateway tools
+
+bench: install ## Run every benchmark under bench/
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean: ## Remove the virtual environment and local data
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""What every InsightX service needs, written once: settings, logging, errors, channels, servers, stores."""

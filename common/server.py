@@ -1,0 +1,102 @@
+"""One way to run a gRPC service: grpc.aio, standard health, reflection, request ids, SIGTERM stop.
+
+A service module builds its servicers and calls `create_server`, then `serve_forever`. Health reports
+NOT_SERVING until the service calls `set_serving()` (i.e. once it is really ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from common.channels import CHANNEL_OPTIONS
+from common.logging import REQUEST_ID_METADATA_KEY, request_id_var
+
+log = logging.getLogger(__name__)
+
+
+class RequestIdInterceptor(grpc.aio.ServerInterceptor):
+    """Puts the caller's `x-request-id` (or a new one) into the logging context of the call."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        rid = metadata.get(REQUEST_ID_METADATA_KEY) or uuid.uuid4().hex[:16]
+        request_id_var.set(str(rid))
+        return await continuation(handler_call_details)
+
+
+@dataclass
+class RunningServer:
+    """A started server with its health servicer and bound port."""
+
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    port: int
+    service_names: Sequence[str]
+    _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def set_serving(self) -> None:
+        """Reports SERVING for the server and each of its services."""
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def on_stop(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Registers cleanup to run after the server stops taking calls."""
+        self._on_stop.append(callback)
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Reports NOT_SERVING, lets calls in flight finish within the grace period, then cleans up."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        for callback in self._on_stop:
+            try:
+                await callback()
+            except Exception:
+                log.exception("cleanup after stop failed")
+
+
+async def create_server(
+    address: str,
+    service_names: Sequence[str],
+    add_servicers: Callable[[grpc.aio.Server], Any],
+) -> RunningServer:
+    """Builds and starts a server on `address` (use `[::]:0` for a free port in tests)."""
+    server = grpc.aio.server(interceptors=[RequestIdInterceptor()], options=CHANNEL_OPTIONS)
+    add_servicers(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise SystemExit(f"could not bind {address}: is another process using the port?")
+    await server.start()
+    log.info("listening", extra={"address": address, "port": port, "services": list(service_names)})
+    return RunningServer(server=server, health=health_servicer, port=port, service_names=service_names)
+
+
+async def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:
+    """Waits for SIGTERM or SIGINT, then stops gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", extra={"grace_s": grace_s})
+    await running.stop(grace_s)

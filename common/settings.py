@@ -1,0 +1,41 @@
+"""Typed settings read once from the environment (and `.env`); every service shares these names."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Addresses, data location and limits common to the suite (`INSIGHTX_*` variables)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="INSIGHTX_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    orchestrator_addr: str = Field("localhost:50051", description="host:port of OrchestratorService")
+    llm_gateway_addr: str = Field("localhost:50052", description="host:port of LlmGatewayService")
+    sql_engine_addr: str = Field("localhost:50053", description="host:port of SqlEngineService")
+    py_sandbox_addr: str = Field("localhost:50054", description="host:port of PySandboxService")
+    gateway_host: str = Field("0.0.0.0", description="interface the HTTP gateway binds")
+    gateway_port: int = Field(8000, description="port of the HTTP gateway")
+    data_dir: Path = Field(Path("data"), description="root of the embedded dataset and chat store")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    max_upload_bytes: int = Field(1 << 30, description="largest accepted upload (bytes)")
+    chat_deadline_s: float = Field(120.0, description="deadline of one chat answer, end to end")
+    rpc_deadline_s: float = Field(30.0, description="default deadline of a unary call between services")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def listen_address(addr: str) -> str:
+    """Turns a peer address (`host:port`) into the address a server binds (`[::]:port`)."""
+    port = addr.rsplit(":", 1)[-1]
+    return f"[::]:{port}"

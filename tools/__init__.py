@@ -1,0 +1,1 @@
+"""Developer tools: stub generation, the demo dataset, and the stack runner."""
