@@ -1,0 +1,1 @@
+"""SqlEngineService: datasets and read-only SQL on DuckDB over each session's immutable Parquet."""

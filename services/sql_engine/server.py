@@ -1,0 +1,39 @@
+"""Starts SqlEngineService: `python -m services.sql_engine`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.logging import configure_logging
+from common.server import RunningServer, create_server, serve_forever
+from common.settings import listen_address
+from common.store import open_dataset_store
+from insightx.v1 import sql_engine_pb2, sql_engine_pb2_grpc
+from services.sql_engine.engine import SqlEngine
+from services.sql_engine.servicer import SqlEngineServicer
+from services.sql_engine.settings import SqlEngineSettings
+
+SERVICE_NAME = sql_engine_pb2.DESCRIPTOR.services_by_name["SqlEngineService"].full_name
+
+
+async def start(settings: SqlEngineSettings, address: str | None = None) -> RunningServer:
+    """Builds the engine over the configured store and starts serving on `address`."""
+    engine = SqlEngine(store=open_dataset_store(settings.data_dir), settings=settings)
+    servicer = SqlEngineServicer(engine, settings.data_dir / "spool")
+    running = await create_server(
+        address or listen_address(settings.sql_engine_addr),
+        [SERVICE_NAME],
+        lambda server: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(servicer, server),
+    )
+    await running.set_serving()
+    return running
+
+
+async def main() -> None:
+    settings = SqlEngineSettings()
+    configure_logging("sql_engine", settings.log_level)
+    await serve_forever(await start(settings))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
