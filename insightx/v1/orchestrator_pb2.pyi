@@ -160,6 +160,7 @@ class SqlResultEvent(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ERROR_REASON_FIELD_NUMBER: _builtins.int
+    TOTAL_ROWS_FIELD_NUMBER: _builtins.int
     query: _builtins.str
     """The SQL that ran."""
     attempt: _builtins.int
@@ -168,6 +169,8 @@ class SqlResultEvent(_message.Message):
     """When the attempt failed: the engine's message (result is then empty)."""
     error_reason: _builtins.str
     """When the attempt failed: the engine's reason, e.g. SQL_SYNTAX."""
+    total_rows: _builtins.int
+    """Rows the query returned (result holds at most the event's cap of them)."""
     @_builtins.property
     def result(self) -> _common_pb2.TableResult:
         """Its rows (capped)."""
@@ -180,10 +183,11 @@ class SqlResultEvent(_message.Message):
         attempt: _builtins.int = ...,
         error: _builtins.str = ...,
         error_reason: _builtins.str = ...,
+        total_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "error_reason", b"error_reason", "query", b"query", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "error_reason", b"error_reason", "query", b"query", "result", b"result", "total_rows", b"total_rows"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

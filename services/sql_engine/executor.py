@@ -47,7 +47,7 @@ def execute(
     timer = threading.Timer(timeout_ms / 1000.0, interrupt)
     timer.start()
     try:
-        reader = con.execute(sql).fetch_record_batch(rows_per_batch=min(max_rows + 1, 100_000))
+        reader = con.sql(sql).to_arrow_reader(min(max_rows + 1, 100_000))
         batches: list[pa.RecordBatch] = []
         kept = 0
         truncated = False

@@ -1,0 +1,52 @@
+"""HTTP errors: every failure is a JSON body `{"error": {"code", "message"}}` with the right status."""
+
+from __future__ import annotations
+
+import grpc
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.errors import error_info
+
+_HTTP_STATUS = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+_REASON_STATUS = {"FILE_TOO_LARGE": 413}
+
+
+def error_response(status: int, code: str, message: str) -> JSONResponse:
+    """The one shape of an HTTP error."""
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+
+def from_rpc_error(exc: grpc.aio.AioRpcError, service: str) -> JSONResponse:
+    """Maps a failed gRPC call to an HTTP error with the service's reason and message."""
+    info = error_info(exc)
+    if info.code == grpc.StatusCode.UNAVAILABLE:
+        return error_response(503, "UPSTREAM_UNAVAILABLE", f"The {service} is unreachable; try again shortly.")
+    status = _REASON_STATUS.get(info.reason, _HTTP_STATUS.get(info.code, 502))
+    return error_response(status, info.reason, info.message)
+
+
+async def http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail))
+
+
+async def validation_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in exc.errors()
+    )
+    return error_response(422, "INVALID_REQUEST", f"The request is not valid: {problems}")

@@ -1,0 +1,1 @@
+"""OrchestratorService: the multi-agent pipeline that answers a question and streams each step."""

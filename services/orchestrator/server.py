@@ -1,0 +1,40 @@
+"""Starts OrchestratorService: `python -m services.orchestrator`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from common.logging import configure_logging
+from common.server import RunningServer, create_server, serve_forever
+from common.settings import listen_address
+from insightx.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from services.orchestrator.peers import Peers
+from services.orchestrator.pipeline import Pipeline
+from services.orchestrator.servicer import OrchestratorServicer
+from services.orchestrator.settings import OrchestratorSettings
+
+SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+
+
+async def start(settings: OrchestratorSettings, address: str | None = None) -> RunningServer:
+    """Connects to the peers and starts serving on `address`."""
+    peers = Peers.connect(settings)
+    servicer = OrchestratorServicer(Pipeline(peers, settings))
+    running = await create_server(
+        address or listen_address(settings.orchestrator_addr),
+        [SERVICE_NAME],
+        lambda server: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server),
+    )
+    running.on_stop(peers.close)
+    await running.set_serving()
+    return running
+
+
+async def main() -> None:
+    settings = OrchestratorSettings()
+    configure_logging("orchestrator", settings.log_level)
+    await serve_forever(await start(settings))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,73 @@
+"""`make run`: the whole stack with the built-in analyst and the demo dataset, on http://localhost:8000."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from common.settings import Settings
+from tools.demo_data import write_csv
+from tools.stack import Stack
+
+
+def load_demo(stack: Stack, data_dir: Path) -> str:
+    """Uploads the demo CSV once; later runs reuse its session."""
+    marker = data_dir / "demo" / "session.json"
+    if marker.exists():
+        session_id = json.loads(marker.read_text())["session_id"]
+        if httpx.get(f"{stack.base_url}/api/datasets/{session_id}", timeout=10).status_code == 200:
+            return str(session_id)
+    csv = write_csv(data_dir / "demo" / "upi_transactions.csv")
+    with csv.open("rb") as handle:
+        reply = httpx.post(
+            f"{stack.base_url}/api/datasets", files={"file": (csv.name, handle, "text/csv")}, timeout=300
+        )
+    reply.raise_for_status()
+    session_id = reply.json()["session_id"]
+    marker.write_text(json.dumps({"session_id": session_id}))
+    return str(session_id)
+
+
+def main() -> int:
+    settings = Settings()
+    data_dir = settings.data_dir.resolve()
+    stack = Stack(data_dir=data_dir, http_port=settings.gateway_port, log_dir=data_dir / "logs")
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print("starting orchestrator, llm_gateway, sql_engine, py_sandbox and the gateway ...", flush=True)
+    stack.start()
+    try:
+        services = stack.wait_healthy()
+        print("healthy: " + ", ".join(f"{k}={v}" for k, v in services.items()), flush=True)
+        session_id = load_demo(stack, data_dir)
+        print(f"demo dataset loaded: session {session_id}", flush=True)
+        print(f"\n  InsightX is running on http://localhost:{stack.http_port}   (Ctrl-C stops everything)")
+        print(f"  logs: {data_dir / 'logs'}\n", flush=True)
+        while not stopping:
+            for name, proc in list(stack.procs.items()):
+                if proc.poll() is not None:
+                    print(f"{name} exited with code {proc.returncode}; restarting it", flush=True)
+                    stack.start_one(name)
+            time.sleep(0.5)
+    except Exception as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
