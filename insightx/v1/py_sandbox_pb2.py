@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from insightx.v1 import common_pb2 as insightx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinsightx/v1/py_sandbox.proto\x12\x0binsightx.v1\x1a\x18insightx/v1/common.proto\"#\n\x13ValidateCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"9\n\x14ValidateCodeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\"t\n\x0eRunCodeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12-\n\x0binput_table\x18\x04 \x01(\x0b\x32\x18.insightx.v1.TableResult\"L\n\x08RunError\x12/\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1d.insightx.v1.RunErrorCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xd6\x01\n\x0fRunCodeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12.\n\x0cresult_table\x18\x02 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x0e\n\x06stdout\x18\x03 \x01(\t\x12\x0e\n\x06stderr\x18\x04 \x01(\t\x12$\n\x07\x66igures\x18\x05 \x03(\x0b\x32\x13.insightx.v1.Figure\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.insightx.v1.RunError\x12\x12\n\nelapsed_ms\x18\x07 \x01(\x01\"\x19\n\x17GetSandboxStatusRequest\"b\n\tIsolation\x12\x12\n\nnamespaces\x18\x01 \x03(\t\x12\x0f\n\x07seccomp\x18\x02 \x01(\x08\x12\x14\n\x0cno_new_privs\x18\x03 \x01(\x08\x12\x0b\n\x03uid\x18\x04 \x01(\x05\x12\r\n\x05level\x18\x05 \x01(\t\"\x82\x01\n\x18GetSandboxStatusResponse\x12)\n\tisolation\x18\x01 \x01(\x0b\x32\x16.insightx.v1.Isolation\x12\x18\n\x10running_children\x18\x02 \x01(\x05\x12\x0f\n\x07zygotes\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05*\xa1\x02\n\x10RunErrorCategory\x12\"\n\x1eRUN_ERROR_CATEGORY_UNSPECIFIED\x10\x00\x12\x1d\n\x19RUN_ERROR_CATEGORY_POLICY\x10\x01\x12 \n\x1cRUN_ERROR_CATEGORY_EXCEPTION\x10\x02\x12\x1e\n\x1aRUN_ERROR_CATEGORY_TIMEOUT\x10\x03\x12\x1d\n\x19RUN_ERROR_CATEGORY_MEMORY\x10\x04\x12#\n\x1fRUN_ERROR_CATEGORY_OUTPUT_LIMIT\x10\x05\x12\x1d\n\x19RUN_ERROR_CATEGORY_KILLED\x10\x06\x12%\n!RUN_ERROR_CATEGORY_INVALID_RESULT\x10\x07\x32\x8e\x02\n\x10PySandboxService\x12S\n\x0cValidateCode\x12 .insightx.v1.ValidateCodeRequest\x1a!.insightx.v1.ValidateCodeResponse\x12\x44\n\x07RunCode\x12\x1b.insightx.v1.RunCodeRequest\x1a\x1c.insightx.v1.RunCodeResponse\x12_\n\x10GetSandboxStatus\x12$.insightx.v1.GetSandboxStatusRequest\x1a%.insightx.v1.GetSandboxStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinsightx/v1/py_sandbox.proto\x12\x0binsightx.v1\x1a\x18insightx/v1/common.proto\"#\n\x13ValidateCodeRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\"9\n\x14ValidateCodeResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x12\n\nviolations\x18\x02 \x03(\t\"t\n\x0eRunCodeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\x11\n\ttimeout_s\x18\x03 \x01(\x01\x12-\n\x0binput_table\x18\x04 \x01(\x0b\x32\x18.insightx.v1.TableResult\"L\n\x08RunError\x12/\n\x08\x63\x61tegory\x18\x01 \x01(\x0e\x32\x1d.insightx.v1.RunErrorCategory\x12\x0f\n\x07message\x18\x02 \x01(\t\"\x8a\x02\n\x0fRunCodeResponse\x12\x13\n\x0bresult_json\x18\x01 \x01(\t\x12.\n\x0cresult_table\x18\x02 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x0e\n\x06stdout\x18\x03 \x01(\t\x12\x0e\n\x06stderr\x18\x04 \x01(\t\x12$\n\x07\x66igures\x18\x05 \x03(\x0b\x32\x13.insightx.v1.Figure\x12$\n\x05\x65rror\x18\x06 \x01(\x0b\x32\x15.insightx.v1.RunError\x12\x12\n\nelapsed_ms\x18\x07 \x01(\x01\x12\x18\n\x10stdout_truncated\x18\x08 \x01(\x08\x12\x18\n\x10stderr_truncated\x18\t \x01(\x08\"\x19\n\x17GetSandboxStatusRequest\"\xbc\x01\n\tIsolation\x12\x12\n\nnamespaces\x18\x01 \x03(\t\x12\x0f\n\x07seccomp\x18\x02 \x01(\x08\x12\x14\n\x0cno_new_privs\x18\x03 \x01(\x08\x12\x0b\n\x03uid\x18\x04 \x01(\x05\x12\r\n\x05level\x18\x05 \x01(\t\x12\x1a\n\x12private_filesystem\x18\x06 \x01(\x08\x12\x0f\n\x07rlimits\x18\x07 \x03(\t\x12\x19\n\x11\x63lean_environment\x18\x08 \x01(\x08\x12\x10\n\x08problems\x18\t \x03(\t\"\xfa\x01\n\x18GetSandboxStatusResponse\x12)\n\tisolation\x18\x01 \x01(\x0b\x32\x16.insightx.v1.Isolation\x12\x18\n\x10running_children\x18\x02 \x01(\x05\x12\x0f\n\x07zygotes\x18\x03 \x01(\x05\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x0e\n\x06queued\x18\x05 \x01(\x05\x12\x15\n\rminimum_level\x18\x06 \x01(\t\x12\x16\n\x0e\x61\x63\x63\x65pting_code\x18\x07 \x01(\x08\x12\x1e\n\x16weak_isolation_allowed\x18\x08 \x01(\x08\x12\x17\n\x0fzygote_restarts\x18\t \x01(\x05*\xa1\x02\n\x10RunErrorCategory\x12\"\n\x1eRUN_ERROR_CATEGORY_UNSPECIFIED\x10\x00\x12\x1d\n\x19RUN_ERROR_CATEGORY_POLICY\x10\x01\x12 \n\x1cRUN_ERROR_CATEGORY_EXCEPTION\x10\x02\x12\x1e\n\x1aRUN_ERROR_CATEGORY_TIMEOUT\x10\x03\x12\x1d\n\x19RUN_ERROR_CATEGORY_MEMORY\x10\x04\x12#\n\x1fRUN_ERROR_CATEGORY_OUTPUT_LIMIT\x10\x05\x12\x1d\n\x19RUN_ERROR_CATEGORY_KILLED\x10\x06\x12%\n!RUN_ERROR_CATEGORY_INVALID_RESULT\x10\x07\x32\x8e\x02\n\x10PySandboxService\x12S\n\x0cValidateCode\x12 .insightx.v1.ValidateCodeRequest\x1a!.insightx.v1.ValidateCodeResponse\x12\x44\n\x07RunCode\x12\x1b.insightx.v1.RunCodeRequest\x1a\x1c.insightx.v1.RunCodeResponse\x12_\n\x10GetSandboxStatus\x12$.insightx.v1.GetSandboxStatusRequest\x1a%.insightx.v1.GetSandboxStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'insightx.v1.py_sandbox_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNERRORCATEGORY']._serialized_start=841
-  _globals['_RUNERRORCATEGORY']._serialized_end=1130
+  _globals['_RUNERRORCATEGORY']._serialized_start=1104
+  _globals['_RUNERRORCATEGORY']._serialized_end=1393
   _globals['_VALIDATECODEREQUEST']._serialized_start=71
   _globals['_VALIDATECODEREQUEST']._serialized_end=106
   _globals['_VALIDATECODERESPONSE']._serialized_start=108
@@ -43,13 +43,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RUNERROR']._serialized_start=285
   _globals['_RUNERROR']._serialized_end=361
   _globals['_RUNCODERESPONSE']._serialized_start=364
-  _globals['_RUNCODERESPONSE']._serialized_end=578
-  _globals['_GETSANDBOXSTATUSREQUEST']._serialized_start=580
-  _globals['_GETSANDBOXSTATUSREQUEST']._serialized_end=605
-  _globals['_ISOLATION']._serialized_start=607
-  _globals['_ISOLATION']._serialized_end=705
-  _globals['_GETSANDBOXSTATUSRESPONSE']._serialized_start=708
-  _globals['_GETSANDBOXSTATUSRESPONSE']._serialized_end=838
-  _globals['_PYSANDBOXSERVICE']._serialized_start=1133
-  _globals['_PYSANDBOXSERVICE']._serialized_end=1403
+  _globals['_RUNCODERESPONSE']._serialized_end=630
+  _globals['_GETSANDBOXSTATUSREQUEST']._serialized_start=632
+  _globals['_GETSANDBOXSTATUSREQUEST']._serialized_end=657
+  _globals['_ISOLATION']._serialized_start=660
+  _globals['_ISOLATION']._serialized_end=848
+  _globals['_GETSANDBOXSTATUSRESPONSE']._serialized_start=851
+  _globals['_GETSANDBOXSTATUSRESPONSE']._serialized_end=1101
+  _globals['_PYSANDBOXSERVICE']._serialized_start=1396
+  _globals['_PYSANDBOXSERVICE']._serialized_end=1666
 # @@protoc_insertion_point(module_scope)

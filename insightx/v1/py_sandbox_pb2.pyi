@@ -189,6 +189,8 @@ class RunCodeResponse(_message.Message):
     FIGURES_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     ELAPSED_MS_FIELD_NUMBER: _builtins.int
+    STDOUT_TRUNCATED_FIELD_NUMBER: _builtins.int
+    STDERR_TRUNCATED_FIELD_NUMBER: _builtins.int
     result_json: _builtins.str
     """`result` encoded as JSON when it is a scalar, list or dict."""
     stdout: _builtins.str
@@ -197,6 +199,10 @@ class RunCodeResponse(_message.Message):
     """Captured standard error (capped)."""
     elapsed_ms: _builtins.float
     """Wall-clock time of the run, in milliseconds."""
+    stdout_truncated: _builtins.bool
+    """True when stdout was cut at its cap."""
+    stderr_truncated: _builtins.bool
+    """True when stderr was cut at its cap."""
     @_builtins.property
     def result_table(self) -> _common_pb2.TableResult:
         """`result` as a table when it is a DataFrame or Series."""
@@ -219,10 +225,12 @@ class RunCodeResponse(_message.Message):
         figures: _abc.Iterable[_common_pb2.Figure] | None = ...,
         error: Global___RunError | None = ...,
         elapsed_ms: _builtins.float = ...,
+        stdout_truncated: _builtins.bool = ...,
+        stderr_truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result_table", b"result_table"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "error", b"error", "figures", b"figures", "result_json", b"result_json", "result_table", b"result_table", "stderr", b"stderr", "stdout", b"stdout"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["elapsed_ms", b"elapsed_ms", "error", b"error", "figures", b"figures", "result_json", b"result_json", "result_table", b"result_table", "stderr", b"stderr", "stderr_truncated", b"stderr_truncated", "stdout", b"stdout", "stdout_truncated", b"stdout_truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -256,6 +264,10 @@ class Isolation(_message.Message):
     NO_NEW_PRIVS_FIELD_NUMBER: _builtins.int
     UID_FIELD_NUMBER: _builtins.int
     LEVEL_FIELD_NUMBER: _builtins.int
+    PRIVATE_FILESYSTEM_FIELD_NUMBER: _builtins.int
+    RLIMITS_FIELD_NUMBER: _builtins.int
+    CLEAN_ENVIRONMENT_FIELD_NUMBER: _builtins.int
+    PROBLEMS_FIELD_NUMBER: _builtins.int
     seccomp: _builtins.bool
     """True when a seccomp filter is installed in the child."""
     no_new_privs: _builtins.bool
@@ -264,9 +276,21 @@ class Isolation(_message.Message):
     """The uid the child runs as."""
     level: _builtins.str
     """"strong", "partial" or "none"."""
+    private_filesystem: _builtins.bool
+    """True when the child sees a private root (read-only system paths, a private tmpfs, nothing else)."""
+    clean_environment: _builtins.bool
+    """True when the child's environment is rebuilt from scratch (no server variables)."""
     @_builtins.property
     def namespaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Namespaces the child gets, e.g. ["net", "mnt", "pid", "ipc", "uts"]."""
+
+    @_builtins.property
+    def rlimits(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The resource limits applied, e.g. ["AS", "CPU", "FSIZE", "NOFILE", "NPROC", "CORE"]."""
+
+    @_builtins.property
+    def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Isolation steps that failed or were skipped on this machine, with the reason."""
 
     def __init__(
         self,
@@ -276,10 +300,14 @@ class Isolation(_message.Message):
         no_new_privs: _builtins.bool = ...,
         uid: _builtins.int = ...,
         level: _builtins.str = ...,
+        private_filesystem: _builtins.bool = ...,
+        rlimits: _abc.Iterable[_builtins.str] | None = ...,
+        clean_environment: _builtins.bool = ...,
+        problems: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["level", b"level", "namespaces", b"namespaces", "no_new_privs", b"no_new_privs", "seccomp", b"seccomp", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["clean_environment", b"clean_environment", "level", b"level", "namespaces", b"namespaces", "no_new_privs", b"no_new_privs", "private_filesystem", b"private_filesystem", "problems", b"problems", "rlimits", b"rlimits", "seccomp", b"seccomp", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -295,12 +323,27 @@ class GetSandboxStatusResponse(_message.Message):
     RUNNING_CHILDREN_FIELD_NUMBER: _builtins.int
     ZYGOTES_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    MINIMUM_LEVEL_FIELD_NUMBER: _builtins.int
+    ACCEPTING_CODE_FIELD_NUMBER: _builtins.int
+    WEAK_ISOLATION_ALLOWED_FIELD_NUMBER: _builtins.int
+    ZYGOTE_RESTARTS_FIELD_NUMBER: _builtins.int
     running_children: _builtins.int
     """Children running now."""
     zygotes: _builtins.int
     """Live zygotes."""
     capacity: _builtins.int
     """Maximum concurrent runs."""
+    queued: _builtins.int
+    """Runs waiting for a free slot."""
+    minimum_level: _builtins.str
+    """The minimum isolation level required to run untrusted code ("strong", "partial" or "none")."""
+    accepting_code: _builtins.bool
+    """True when the service runs code: isolation meets the minimum, or weak isolation is explicitly allowed."""
+    weak_isolation_allowed: _builtins.bool
+    """True when weak isolation is allowed (a development machine)."""
+    zygote_restarts: _builtins.int
+    """Zygotes restarted since the service started."""
     @_builtins.property
     def isolation(self) -> Global___Isolation:
         """The isolation in force."""
@@ -312,10 +355,15 @@ class GetSandboxStatusResponse(_message.Message):
         running_children: _builtins.int = ...,
         zygotes: _builtins.int = ...,
         capacity: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        minimum_level: _builtins.str = ...,
+        accepting_code: _builtins.bool = ...,
+        weak_isolation_allowed: _builtins.bool = ...,
+        zygote_restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["isolation", b"isolation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "isolation", b"isolation", "running_children", b"running_children", "zygotes", b"zygotes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepting_code", b"accepting_code", "capacity", b"capacity", "isolation", b"isolation", "minimum_level", b"minimum_level", "queued", b"queued", "running_children", b"running_children", "weak_isolation_allowed", b"weak_isolation_allowed", "zygote_restarts", b"zygote_restarts", "zygotes", b"zygotes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
