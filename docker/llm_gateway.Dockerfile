@@ -1,0 +1,22 @@
+# llm_gateway: one gRPC service of InsightX. Build from the repository root:
+#   docker build -f docker/llm_gateway.Dockerfile -t insightx/llm_gateway .
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml ./
+COPY common ./common
+COPY insightx ./insightx
+COPY services ./services
+COPY gateway ./gateway
+COPY tools ./tools
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir .
+
+FROM python:3.11-slim-bookworm
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 INSIGHTX_DATA_DIR=/data
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /app
+COPY --from=build /src /app
+RUN useradd --system --uid 10001 --home /app insightx && mkdir -p /data && chown insightx /data
+USER insightx
+EXPOSE 50052
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["python", "-m", "tools.healthcheck", "127.0.0.1:50052"]
+CMD ["python", "-m", "services.llm_gateway"]
