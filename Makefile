@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/insightx/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv install proto run test test-fast lint bench clean demo browser-deps
+.PHONY: help install proto run test test-fast lint bench clean demo system-deps
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -31,11 +32,16 @@ run: install ## Start the whole stack (offline analyst, demo dataset) on http://
 demo: install ## Write the demo dataset (UPI transactions, 250k rows) to data/demo/
 	$(BIN)/python -m tools.demo_data
 
-browser-deps: ## Install Debian's Chromium for the browser tests (needs root)
-	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+system-deps: ## Debian packages the tests use: Chromium (browser tests), docker-compose (compose validation)
+	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
-test: install browser-deps ## Run the whole suite: unit, integration, end-to-end and browser tests
-	$(BIN)/python -m pytest -q
+test: install system-deps ## Run the whole suite: unit, integration, end-to-end and browser tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 test-fast: install ## Unit tests only
 	$(BIN)/python -m pytest -q -m "not integration and not e2e and not browser and not slow"

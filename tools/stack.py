@@ -21,6 +21,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
+CONFIG_PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 
 SERVICES = ("sql_engine", "py_sandbox", "llm_gateway", "orchestrator")
 DEFAULT_PORTS = {"orchestrator": 50051, "llm_gateway": 50052, "sql_engine": 50053, "py_sandbox": 50054}
@@ -47,6 +48,7 @@ class Stack:
     http_port: int = 8000
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
+    inherit_config: bool = True
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @classmethod
@@ -62,6 +64,8 @@ class Stack:
     def env(self) -> dict[str, str]:
         """The environment every child shares: addresses, data dir, plus extras."""
         env = dict(os.environ)
+        if not self.inherit_config:
+            env = {k: v for k, v in env.items() if not k.startswith(CONFIG_PREFIXES)}
         env.update(
             {f"INSIGHTX_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in self.ports.items()}
         )
