@@ -103,4 +103,3 @@ def error_info(error: grpc.aio.AioRpcError | grpc.RpcError) -> RemoteError:
                     detail.Unpack(info)
                     reason, metadata = info.reason, dict(info.metadata)
     return RemoteError(code=code, reason=reason, message=message or "", metadata=metadata)
-

@@ -16,7 +16,10 @@ def test_compose_file_validates() -> None:
     assert shutil.which("docker-compose"), "install Debian's docker-compose (make system-deps)"
     result = subprocess.run(
         ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-        capture_output=True, text=True, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
     )
     assert result.returncode == 0, result.stderr
     for name in SERVICES:

@@ -10,7 +10,6 @@ import pytest
 
 from tools.gen_protos import ROOT, generate, proto_files
 
-
 # DESIGN.md §2 names the chat stream's message ChatEvent; the frontend contract depends on that name.
 _DESIGNED_RESPONSES = {"Chat": "ChatEvent"}
 
@@ -40,7 +39,9 @@ def test_proto_follows_buf_style(proto: Path) -> None:
         name, body = enum_body
         first = re.search(r"(\w+) = 0;", body)
         assert first and first.group(1).endswith("_UNSPECIFIED"), f"{name}'s zero value must be *_UNSPECIFIED"
-    for rpc, request, response in re.findall(r"rpc (\w+)\((?:stream )?(\w+)\) returns \((?:stream )?(\w+)\)", text):
+    for rpc, request, response in re.findall(
+        r"rpc (\w+)\((?:stream )?(\w+)\) returns \((?:stream )?(\w+)\)", text
+    ):
         expected = _DESIGNED_RESPONSES.get(rpc, f"{rpc}Response")
         assert request == f"{rpc}Request" and response == expected, f"{rpc} must use its own pair"
 

@@ -13,11 +13,31 @@ DEFAULT_ROWS = 250_000
 SEED = 20240601
 
 TYPES = ["P2P", "P2M", "Bill Payment", "Recharge"]
-CATEGORIES = ["Food", "Grocery", "Fuel", "Entertainment", "Shopping", "Healthcare", "Education",
-              "Transport", "Utilities", "Other"]
+CATEGORIES = [
+    "Food",
+    "Grocery",
+    "Fuel",
+    "Entertainment",
+    "Shopping",
+    "Healthcare",
+    "Education",
+    "Transport",
+    "Utilities",
+    "Other",
+]
 AGE_GROUPS = ["18-25", "26-35", "36-45", "46-55", "56+"]
-STATES = ["Maharashtra", "Karnataka", "Tamil Nadu", "Delhi", "Uttar Pradesh", "Gujarat", "Rajasthan",
-          "West Bengal", "Telangana", "Andhra Pradesh"]
+STATES = [
+    "Maharashtra",
+    "Karnataka",
+    "Tamil Nadu",
+    "Delhi",
+    "Uttar Pradesh",
+    "Gujarat",
+    "Rajasthan",
+    "West Bengal",
+    "Telangana",
+    "Andhra Pradesh",
+]
 BANKS = ["SBI", "HDFC", "ICICI", "Axis", "PNB", "Kotak", "IndusInd", "Yes Bank"]
 DEVICES = ["Android", "iOS", "Web"]
 NETWORKS = ["4G", "5G", "WiFi", "3G"]

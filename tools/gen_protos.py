@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,11 +33,8 @@ def generate(out: Path = OUT) -> None:
         f"--mypy_grpc_out={out}",
         *[str(p.relative_to(PROTO_ROOT)) for p in proto_files()],
     ]
-    plugin_dir = Path(sys.executable).parent
-    import os
-
-    env_path = os.environ.get("PATH", "")
-    os.environ["PATH"] = f"{plugin_dir}{os.pathsep}{env_path}"
+    # protoc finds the mypy-protobuf plugins on PATH: put the venv's bin first.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")

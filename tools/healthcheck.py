@@ -1,4 +1,4 @@
-"""A gRPC health probe for containers: `python -m tools.healthcheck host:port [service]` exits 0 if SERVING."""
+"""gRPC health probe for containers: `python -m tools.healthcheck HOST:PORT [SERVICE]`; exit 0 if SERVING."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from common.channels import check_health, open_channel
 from common.errors import NotFound, abort_with, error_info
 from common.logging import JsonFormatter, request_id_var
 from common.server import RunningServer, create_server
-from insightx.v1 import sql_engine_pb2 as pb, sql_engine_pb2_grpc
+from insightx.v1 import sql_engine_pb2 as pb
+from insightx.v1 import sql_engine_pb2_grpc
 
 SERVICE = pb.DESCRIPTOR.services_by_name["SqlEngineService"].full_name
 
@@ -29,7 +30,9 @@ class _Probe(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         self.seen_request_ids = []
 
     async def DescribeDataset(self, request, context):  # type: ignore[no-untyped-def]
-        await abort_with(context, NotFound("DATASET_NOT_FOUND", f"no dataset {request.session_id}", {"k": "v"}))
+        await abort_with(
+            context, NotFound("DATASET_NOT_FOUND", f"no dataset {request.session_id}", {"k": "v"})
+        )
 
     async def GetEngineStatus(self, request, context):  # type: ignore[no-untyped-def]
         self.seen_request_ids.append(request_id_var.get())
@@ -41,7 +44,9 @@ class _Probe(sql_engine_pb2_grpc.SqlEngineServiceServicer):
 async def server() -> AsyncIterator[tuple[RunningServer, _Probe]]:
     probe = _Probe()
     running = await create_server(
-        "127.0.0.1:0", [SERVICE], lambda s: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(probe, s)
+        "127.0.0.1:0",
+        [SERVICE],
+        lambda s: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(probe, s),
     )
     yield running, probe
     await running.stop(0)
@@ -105,7 +110,9 @@ async def test_graceful_stop_reports_not_serving() -> None:
     port = running.port
     channel = open_channel(f"127.0.0.1:{port}")
     stub = health_pb2_grpc.HealthStub(channel)
-    assert (await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)).status == health_pb2.HealthCheckResponse.SERVING
+    assert (
+        await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+    ).status == health_pb2.HealthCheckResponse.SERVING
     await running.stop(0.1)
     assert await check_health(channel, "", timeout_s=1.0) == "UNREACHABLE"
     await channel.close()

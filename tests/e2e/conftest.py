@@ -32,6 +32,8 @@ def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("csv") / "Sales Report (2024).csv"
     lines = ['order id,"amount (INR)",Region,order date']
     for i in range(137):
-        lines.append(f"{i},{(i * 37) % 500 + 0.5},{['North', 'South', 'East'][i % 3]},2024-0{1 + i % 9}-1{i % 9}")
+        lines.append(
+            f"{i},{(i * 37) % 500 + 0.5},{['North', 'South', 'East'][i % 3]},2024-0{1 + i % 9}-1{i % 9}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path

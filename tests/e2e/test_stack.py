@@ -33,13 +33,15 @@ def read_events(base_url: str, body: dict[str, Any], timeout: float = 60.0) -> l
         assert reply.headers["content-type"].startswith("text/event-stream")
         for line in reply.iter_lines():
             if line.startswith("data: "):
-                events.append(json.loads(line[len("data: "):]))
+                events.append(json.loads(line[len("data: ") :]))
     return events
 
 
 def upload(base_url: str, path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
-        reply = httpx.post(f"{base_url}/api/datasets", files={"file": (path.name, handle, "text/csv")}, timeout=120)
+        reply = httpx.post(
+            f"{base_url}/api/datasets", files={"file": (path.name, handle, "text/csv")}, timeout=120
+        )
     assert reply.status_code == 200, reply.text
     return dict(reply.json())
 
@@ -121,9 +123,7 @@ def test_chat_on_unknown_session_ends_with_an_error_event(stack: Stack) -> None:
     assert "upload" in events[-1]["message"].lower()
 
 
-def test_a_service_that_is_down_is_named_by_health_and_chat_fails_fast(
-    stack: Stack, small_csv: Path
-) -> None:
+def test_a_service_that_is_down_is_named_by_health_and_chat_fails_fast(stack: Stack, small_csv: Path) -> None:
     session = upload(stack.base_url, small_csv)["session_id"]
     stack.stop_one("sql_engine")
     try:
@@ -151,7 +151,9 @@ async def test_grpc_bad_input_is_invalid_argument(stack: Stack) -> None:
     try:
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.ExecuteSql(sql_engine_pb2.ExecuteSqlRequest(session_id="../etc", sql="SELECT 1"), timeout=5)
+            await stub.ExecuteSql(
+                sql_engine_pb2.ExecuteSqlRequest(session_id="../etc", sql="SELECT 1"), timeout=5
+            )
         assert caught.value.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
     finally:
         await channel.close()

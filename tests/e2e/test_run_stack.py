@@ -1,0 +1,67 @@
+"""`make run`'s runner: starts everything, loads the demo dataset, and Ctrl-C leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tools.stack import CONFIG_PREFIXES, DEFAULT_PORTS, ROOT, free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+def test_runner_serves_the_demo_and_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_PREFIXES)}
+    env.update({f"INSIGHTX_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in DEFAULT_PORTS})
+    http_port = free_port()
+    env.update({"INSIGHTX_DATA_DIR": str(tmp_path / "data"), "INSIGHTX_GATEWAY_PORT": str(http_port)})
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "tools.run_stack"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert runner.stdout is not None
+        started, lines = time.monotonic(), []
+        while time.monotonic() - started < 120:
+            line = runner.stdout.readline()
+            lines.append(line)
+            if "InsightX is running" in line or runner.poll() is not None:
+                break
+        assert any("InsightX is running" in line for line in lines), "".join(lines)
+        assert f"http://localhost:{http_port}" in "".join(lines)
+        health = httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=10)
+        assert health.status_code == 200
+        session = next(line.split()[-1] for line in lines if "demo dataset loaded" in line)
+        demo = httpx.get(f"http://127.0.0.1:{http_port}/api/datasets/{session}", timeout=10).json()
+        assert demo["row_count"] == 250_000
+        assert "amount (INR)" in [c["name"] for c in demo["columns"]]
+        children = _children(runner.pid)
+        assert len(children) == 5
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(30) == 0
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in children if _alive(pid)], "orphans left behind"
+    finally:
+        if runner.poll() is None:
+            runner.kill()
