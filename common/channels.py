@@ -19,9 +19,47 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel to a peer on a trusted network (TLS terminates at the edge)."""
-    return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+DEFAULT_DEADLINE_S = 30.0
+
+
+class _CallDefaults(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+):
+    """Gives every outgoing call a deadline (when the caller set none) and the current request id."""
+
+    def __init__(self, default_deadline_s: float) -> None:
+        self.default_deadline_s = default_deadline_s
+
+    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()))
+        rid = request_id_var.get()
+        if rid and REQUEST_ID_METADATA_KEY not in metadata:
+            metadata.add(REQUEST_ID_METADATA_KEY, rid)
+        timeout = details.timeout if details.timeout is not None else self.default_deadline_s
+        return grpc.aio.ClientCallDetails(
+            details.method, timeout, metadata, details.credentials, details.wait_for_ready
+        )
+
+    async def intercept_unary_unary(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_unary_stream(self, continuation, client_call_details, request):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request)
+
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):  # type: ignore[no-untyped-def]
+        return await continuation(self._details(client_call_details), request_iterator)
+
+
+def open_channel(address: str, default_deadline_s: float = DEFAULT_DEADLINE_S) -> grpc.aio.Channel:
+    """An insecure channel to a peer on a trusted network (TLS terminates at the edge).
+
+    Calls made without a timeout get `default_deadline_s`, and carry the current request id.
+    """
+    return grpc.aio.insecure_channel(
+        address, options=CHANNEL_OPTIONS, interceptors=[_CallDefaults(default_deadline_s)]
+    )
 
 
 def call_metadata(extra: dict[str, str] | None = None) -> tuple[tuple[str, str], ...]:

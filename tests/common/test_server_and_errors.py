@@ -116,3 +116,35 @@ async def test_graceful_stop_reports_not_serving() -> None:
     await running.stop(0.1)
     assert await check_health(channel, "", timeout_s=1.0) == "UNREACHABLE"
     await channel.close()
+
+
+class _Clock(sql_engine_pb2_grpc.SqlEngineServiceServicer):
+    """Reports the deadline and request id each call arrived with."""
+
+    async def GetEngineStatus(self, request, context):  # type: ignore[no-untyped-def]
+        remaining = context.time_remaining()
+        rid = dict(context.invocation_metadata() or ()).get("x-request-id", "")
+        return pb.GetEngineStatusResponse(
+            running_queries=-1 if remaining is None else int(remaining * 1000), open_databases=len(rid)
+        )
+
+
+async def test_channels_give_calls_a_default_deadline_and_the_request_id() -> None:
+    running = await create_server(
+        "127.0.0.1:0",
+        [SERVICE],
+        lambda s: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(_Clock(), s),
+    )
+    channel = open_channel(f"127.0.0.1:{running.port}", default_deadline_s=3.0)
+    try:
+        stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+        request_id_var.set("abcdef")
+        reply = await stub.GetEngineStatus(pb.GetEngineStatusRequest())
+        assert 0 < reply.running_queries <= 3000
+        assert reply.open_databases == len("abcdef")
+        explicit = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=20)
+        assert 3000 < explicit.running_queries <= 20_500  # the clock of the deadline is coarse
+    finally:
+        request_id_var.set("")
+        await channel.close()
+        await running.stop(0)
