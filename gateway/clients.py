@@ -14,6 +14,7 @@ from insightx.v1 import (
     orchestrator_pb2,
     orchestrator_pb2_grpc,
     py_sandbox_pb2,
+    py_sandbox_pb2_grpc,
     sql_engine_pb2,
     sql_engine_pb2_grpc,
 )
@@ -38,6 +39,7 @@ class Backends:
     channels: dict[str, grpc.aio.Channel]
     orchestrator: orchestrator_pb2_grpc.OrchestratorServiceStub
     sql_engine: sql_engine_pb2_grpc.SqlEngineServiceStub
+    py_sandbox: py_sandbox_pb2_grpc.PySandboxServiceStub
 
     @classmethod
     def connect(cls, settings: Settings) -> Backends:
@@ -46,14 +48,13 @@ class Backends:
             channels=channels,
             orchestrator=orchestrator_pb2_grpc.OrchestratorServiceStub(channels["orchestrator"]),
             sql_engine=sql_engine_pb2_grpc.SqlEngineServiceStub(channels["sql_engine"]),
+            py_sandbox=py_sandbox_pb2_grpc.PySandboxServiceStub(channels["py_sandbox"]),
         )
 
     async def health(self) -> dict[str, str]:
         """Each service's health status, checked concurrently."""
         names = list(SERVICES)
-        statuses = await asyncio.gather(
-            *(check_health(self.channels[n], SERVICES[n][1]) for n in names)
-        )
+        statuses = await asyncio.gather(*(check_health(self.channels[n], SERVICES[n][1]) for n in names))
         return dict(zip(names, statuses, strict=True))
 
     async def close(self) -> None:

@@ -23,6 +23,12 @@ _HTTP_STATUS = {
     grpc.StatusCode.UNAVAILABLE: 503,
 }
 _REASON_STATUS = {"FILE_TOO_LARGE": 413}
+_HTTP_CODES = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    413: "REQUEST_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:
@@ -34,19 +40,26 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, service: str) -> JSONResponse:
     """Maps a failed gRPC call to an HTTP error with the service's reason and message."""
     info = error_info(exc)
     if info.code == grpc.StatusCode.UNAVAILABLE:
-        return error_response(503, "UPSTREAM_UNAVAILABLE", f"The {service} is unreachable; try again shortly.")
+        return error_response(
+            503, "UPSTREAM_UNAVAILABLE", f"The {service} is unreachable; try again shortly."
+        )
     status = _REASON_STATUS.get(info.reason, _HTTP_STATUS.get(info.code, 502))
     return error_response(status, info.reason, info.message)
 
 
 async def http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail))
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    return error_response(exc.status_code, code, str(exc.detail))
 
 
 async def validation_exception_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return error_response(400, "MALFORMED_JSON", "The request body is not valid JSON.")
+    code = "MISSING_FIELD" if any(err.get("type") == "missing" for err in errors) else "INVALID_REQUEST"
     problems = "; ".join(
-        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in errors
     )
-    return error_response(422, "INVALID_REQUEST", f"The request is not valid: {problems}")
+    return error_response(422, code, f"The request is not valid: {problems}")

@@ -51,7 +51,9 @@ def event_to_json(event: pb.ChatEvent, max_rows: int = 200) -> dict[str, Any]:
         final = event.final_response
         out["data"] = {
             "text": final.text,
-            "answer": _integral(json_format.MessageToDict(final.answer)) if final.HasField("answer") else None,
+            "answer": _integral(json_format.MessageToDict(final.answer))
+            if final.HasField("answer")
+            else None,
             "answer_type": final.answer_type,
             "chart": json_format.MessageToDict(final.chart) if final.HasField("chart") else None,
             "follow_ups": list(final.follow_ups),
@@ -65,13 +67,17 @@ def event_to_json(event: pb.ChatEvent, max_rows: int = 200) -> dict[str, Any]:
     elif kind == "key_rotation":
         rot = event.key_rotation
         out["message"] = f"LLM key {rot.fingerprint} {rot.kind.replace('_', ' ')}"
-        out["data"] = {"kind": rot.kind, "provider": rot.provider, "fingerprint": rot.fingerprint,
-                       "reason": rot.reason}
+        out["data"] = {
+            "kind": rot.kind,
+            "provider": rot.provider,
+            "fingerprint": rot.fingerprint,
+            "reason": rot.reason,
+        }
     return out
 
 
 def _integral(value: Any) -> Any:
-    """protobuf Values carry every number as a double: give whole numbers back as ints (250000, not 250000.0)."""
+    """protobuf Values carry numbers as doubles: whole numbers go back as ints (250000, not 250000.0)."""
     if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
         return int(value)
     if isinstance(value, list):

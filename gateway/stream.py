@@ -1,0 +1,112 @@
+"""One chat answer as SSE: the orchestrator's events in order, ids from `seq`, cancelled with the client.
+
+The generator owns the upstream gRPC call: whatever ends the stream (the last event, an upstream failure,
+the client leaving, the server stopping), `finally` cancels the call so the orchestrator stops its own
+downstream work. `StreamStats` counts calls by how they ended, so the cancellation is observable.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from common.errors import error_info
+from gateway.events import event_to_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StreamStats:
+    """Upstream chat calls of this gateway: open now, and how the finished ones ended.
+
+    `open` and `cancelled` come from gRPC's own done callback, so they prove the call really ended;
+    `completed` and `failed` are counted by the stream that read the call to its end.
+    """
+
+    open: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+
+    def track(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
+        """Counts the call as open until gRPC reports it done (after a cancel, too)."""
+        self.open += 1
+
+        def done(finished: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
+            self.open -= 1
+            if finished.cancelled():
+                self.cancelled += 1
+
+        call.add_done_callback(done)
+
+    def as_json(self) -> dict[str, int]:
+        return {
+            "open": self.open,
+            "completed": self.completed,
+            "cancelled": self.cancelled,
+            "failed": self.failed,
+        }
+
+
+OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def sse_events(
+    call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
+    *,
+    max_rows: int,
+    retry_ms: int,
+    after_seq: int = 0,
+    on_event: OnEvent | None = None,
+    stats: StreamStats | None = None,
+) -> AsyncIterator[dict[str, Any]]:
+    """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event."""
+    yield {"retry": retry_ms, "comment": "stream open"}
+    seq = after_seq
+    try:
+        async for event in call:
+            if event.seq <= seq:
+                continue  # a resumed stream never repeats what the client already has
+            seq = event.seq
+            payload = event_to_json(event, max_rows)
+            await _notify(on_event, payload)
+            yield {"id": str(seq), "data": json.dumps(payload, ensure_ascii=False)}
+        if stats is not None:
+            stats.completed += 1
+    except grpc.aio.AioRpcError as exc:
+        info = error_info(exc)
+        if info.code == grpc.StatusCode.CANCELLED:
+            return
+        if stats is not None:
+            stats.failed += 1
+        message, code = stream_failure(info.code, info.message)
+        payload = {"type": "error", "seq": seq + 1, "message": message, "code": code}
+        await _notify(on_event, payload)
+        yield {"id": str(seq + 1), "data": json.dumps(payload)}
+    finally:
+        call.cancel()
+
+
+async def _notify(on_event: OnEvent | None, payload: dict[str, Any]) -> None:
+    """Side work on an event (saving the answer) never breaks the stream."""
+    if on_event is None:
+        return
+    try:
+        await on_event(payload)
+    except Exception:
+        log.exception("recording a chat event failed")
+
+
+def stream_failure(code: grpc.StatusCode, detail: str) -> tuple[str, str]:
+    """The error event a person sees when the upstream call itself fails."""
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return "The orchestrator is unreachable right now; try again in a moment.", "UPSTREAM_UNAVAILABLE"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return "The answer took too long and was stopped; try a simpler question.", "DEADLINE_EXCEEDED"
+    return f"The answer failed: {detail}", code.name
