@@ -56,3 +56,11 @@ bench: install ## Run every benchmark under bench/
 
 clean: ## Remove the virtual environment and local data
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
+
+.PHONY: web-deps
+install: web-deps
+web-deps: gateway/web/node_modules/.package-lock.json ## Install the page's chart libraries (vega, vega-lite, vega-embed) with npm ci
+
+gateway/web/node_modules/.package-lock.json: gateway/web/package.json gateway/web/package-lock.json
+	cd gateway/web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
