@@ -26,43 +26,43 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from insightx.v1 import common_pb2 as insightx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinsightx/v1/llm_gateway.proto\x12\x0binsightx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18insightx/v1/common.proto\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\xab\x01\n\x0f\x43ompleteRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\tB\x0e\n\x0c_temperature\"\x80\x01\n\x10\x43ompleteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x05 \x01(\t\"\xb1\x01\n\x15StreamCompleteRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\tB\x0e\n\x0c_temperature\"Y\n\x16StreamCompleteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\"\x15\n\x13GetKeyStatusRequest\"\xe3\x01\n\tKeyStatus\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.insightx.v1.KeyState\x12\x31\n\rcooling_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x03\x12!\n\x05usage\x18\x07 \x01(\x0b\x32\x12.insightx.v1.Usage\x12\x11\n\tin_flight\x18\x08 \x01(\x05\"\x81\x01\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.insightx.v1.ProviderState\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.insightx.v1.KeyStatus\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\"P\n\nAgentUsage\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\"o\n\x14GetKeyStatusResponse\x12.\n\tproviders\x18\x01 \x03(\x0b\x32\x1b.insightx.v1.ProviderStatus\x12\'\n\x06\x61gents\x18\x02 \x03(\x0b\x32\x17.insightx.v1.AgentUsage\"\x17\n\x15WatchKeyEventsRequest\"\xed\x01\n\x16WatchKeyEventsResponse\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.insightx.v1.KeyEventType\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x18\n\x10next_fingerprint\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecovers_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8e\x01\n\rProviderState\x12\x1e\n\x1aPROVIDER_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dPROVIDER_STATE_NOT_CONFIGURED\x10\x01\x12\x1c\n\x18PROVIDER_STATE_AVAILABLE\x10\x02\x12\x1c\n\x18PROVIDER_STATE_EXHAUSTED\x10\x03*k\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_HEALTHY\x10\x01\x12\x15\n\x11KEY_STATE_COOLING\x10\x02\x12\x16\n\x12KEY_STATE_DISABLED\x10\x03*\xb6\x01\n\x0cKeyEventType\x12\x1e\n\x1aKEY_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19KEY_EVENT_TYPE_KEY_FAILED\x10\x01\x12\x1e\n\x1aKEY_EVENT_TYPE_KEY_ROTATED\x10\x02\x12 \n\x1cKEY_EVENT_TYPE_KEY_RECOVERED\x10\x03\x12%\n!KEY_EVENT_TYPE_ALL_KEYS_EXHAUSTED\x10\x04\x32\xeb\x02\n\x11LlmGatewayService\x12G\n\x08\x43omplete\x12\x1c.insightx.v1.CompleteRequest\x1a\x1d.insightx.v1.CompleteResponse\x12[\n\x0eStreamComplete\x12\".insightx.v1.StreamCompleteRequest\x1a#.insightx.v1.StreamCompleteResponse0\x01\x12S\n\x0cGetKeyStatus\x12 .insightx.v1.GetKeyStatusRequest\x1a!.insightx.v1.GetKeyStatusResponse\x12[\n\x0eWatchKeyEvents\x12\".insightx.v1.WatchKeyEventsRequest\x1a#.insightx.v1.WatchKeyEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinsightx/v1/llm_gateway.proto\x12\x0binsightx.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18insightx/v1/common.proto\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x03\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x03\"\xab\x01\n\x0f\x43ompleteRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\tB\x0e\n\x0c_temperature\"\xcb\x01\n\x10\x43ompleteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x05 \x01(\t\x12\x37\n\nkey_events\x18\x06 \x03(\x0b\x32#.insightx.v1.WatchKeyEventsResponse\x12\x10\n\x08\x61ttempts\x18\x07 \x01(\x05\"\xb1\x01\n\x15StreamCompleteRequest\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12*\n\x08messages\x18\x03 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x18\n\x0btemperature\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x05 \x01(\x05\x12\x10\n\x08provider\x18\x06 \x01(\tB\x0e\n\x0c_temperature\"\xcb\x01\n\x16StreamCompleteResponse\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x17\n\x0fkey_fingerprint\x18\x05 \x01(\t\x12\x37\n\nkey_events\x18\x06 \x03(\x0b\x32#.insightx.v1.WatchKeyEventsResponse\x12\x0c\n\x04\x64one\x18\x07 \x01(\x08\"\x15\n\x13GetKeyStatusRequest\"\xe3\x01\n\tKeyStatus\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12$\n\x05state\x18\x02 \x01(\x0e\x32\x15.insightx.v1.KeyState\x12\x31\n\rcooling_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x10\n\x08requests\x18\x05 \x01(\x03\x12\x10\n\x08\x66\x61ilures\x18\x06 \x01(\x03\x12!\n\x05usage\x18\x07 \x01(\x0b\x32\x12.insightx.v1.Usage\x12\x11\n\tin_flight\x18\x08 \x01(\x05\"\xd1\x01\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.insightx.v1.ProviderState\x12$\n\x04keys\x18\x03 \x03(\x0b\x32\x16.insightx.v1.KeyStatus\x12\x10\n\x08\x62\x61se_url\x18\x04 \x01(\t\x12/\n\x0brecovers_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15max_in_flight_per_key\x18\x06 \x01(\x05\"P\n\nAgentUsage\x12\r\n\x05\x61gent\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12!\n\x05usage\x18\x03 \x01(\x0b\x32\x12.insightx.v1.Usage\"o\n\x14GetKeyStatusResponse\x12.\n\tproviders\x18\x01 \x03(\x0b\x32\x1b.insightx.v1.ProviderStatus\x12\'\n\x06\x61gents\x18\x02 \x03(\x0b\x32\x17.insightx.v1.AgentUsage\".\n\x15WatchKeyEventsRequest\x12\x15\n\rreplay_recent\x18\x01 \x01(\x08\"\xed\x01\n\x16WatchKeyEventsResponse\x12\'\n\x04type\x18\x01 \x01(\x0e\x32\x19.insightx.v1.KeyEventType\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x18\n\x10next_fingerprint\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brecovers_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x8e\x01\n\rProviderState\x12\x1e\n\x1aPROVIDER_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dPROVIDER_STATE_NOT_CONFIGURED\x10\x01\x12\x1c\n\x18PROVIDER_STATE_AVAILABLE\x10\x02\x12\x1c\n\x18PROVIDER_STATE_EXHAUSTED\x10\x03*k\n\x08KeyState\x12\x19\n\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATE_HEALTHY\x10\x01\x12\x15\n\x11KEY_STATE_COOLING\x10\x02\x12\x16\n\x12KEY_STATE_DISABLED\x10\x03*\xb6\x01\n\x0cKeyEventType\x12\x1e\n\x1aKEY_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n\x19KEY_EVENT_TYPE_KEY_FAILED\x10\x01\x12\x1e\n\x1aKEY_EVENT_TYPE_KEY_ROTATED\x10\x02\x12 \n\x1cKEY_EVENT_TYPE_KEY_RECOVERED\x10\x03\x12%\n!KEY_EVENT_TYPE_ALL_KEYS_EXHAUSTED\x10\x04\x32\xeb\x02\n\x11LlmGatewayService\x12G\n\x08\x43omplete\x12\x1c.insightx.v1.CompleteRequest\x1a\x1d.insightx.v1.CompleteResponse\x12[\n\x0eStreamComplete\x12\".insightx.v1.StreamCompleteRequest\x1a#.insightx.v1.StreamCompleteResponse0\x01\x12S\n\x0cGetKeyStatus\x12 .insightx.v1.GetKeyStatusRequest\x1a!.insightx.v1.GetKeyStatusResponse\x12[\n\x0eWatchKeyEvents\x12\".insightx.v1.WatchKeyEventsRequest\x1a#.insightx.v1.WatchKeyEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'insightx.v1.llm_gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROVIDERSTATE']._serialized_start=1608
-  _globals['_PROVIDERSTATE']._serialized_end=1750
-  _globals['_KEYSTATE']._serialized_start=1752
-  _globals['_KEYSTATE']._serialized_end=1859
-  _globals['_KEYEVENTTYPE']._serialized_start=1862
-  _globals['_KEYEVENTTYPE']._serialized_end=2044
+  _globals['_PROVIDERSTATE']._serialized_start=1901
+  _globals['_PROVIDERSTATE']._serialized_end=2043
+  _globals['_KEYSTATE']._serialized_start=2045
+  _globals['_KEYSTATE']._serialized_end=2152
+  _globals['_KEYEVENTTYPE']._serialized_start=2155
+  _globals['_KEYEVENTTYPE']._serialized_end=2337
   _globals['_USAGE']._serialized_start=105
   _globals['_USAGE']._serialized_end=184
   _globals['_COMPLETEREQUEST']._serialized_start=187
   _globals['_COMPLETEREQUEST']._serialized_end=358
   _globals['_COMPLETERESPONSE']._serialized_start=361
-  _globals['_COMPLETERESPONSE']._serialized_end=489
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=492
-  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=669
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=671
-  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=760
-  _globals['_GETKEYSTATUSREQUEST']._serialized_start=762
-  _globals['_GETKEYSTATUSREQUEST']._serialized_end=783
-  _globals['_KEYSTATUS']._serialized_start=786
-  _globals['_KEYSTATUS']._serialized_end=1013
-  _globals['_PROVIDERSTATUS']._serialized_start=1016
-  _globals['_PROVIDERSTATUS']._serialized_end=1145
-  _globals['_AGENTUSAGE']._serialized_start=1147
-  _globals['_AGENTUSAGE']._serialized_end=1227
-  _globals['_GETKEYSTATUSRESPONSE']._serialized_start=1229
-  _globals['_GETKEYSTATUSRESPONSE']._serialized_end=1340
-  _globals['_WATCHKEYEVENTSREQUEST']._serialized_start=1342
-  _globals['_WATCHKEYEVENTSREQUEST']._serialized_end=1365
-  _globals['_WATCHKEYEVENTSRESPONSE']._serialized_start=1368
-  _globals['_WATCHKEYEVENTSRESPONSE']._serialized_end=1605
-  _globals['_LLMGATEWAYSERVICE']._serialized_start=2047
-  _globals['_LLMGATEWAYSERVICE']._serialized_end=2410
+  _globals['_COMPLETERESPONSE']._serialized_end=564
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_start=567
+  _globals['_STREAMCOMPLETEREQUEST']._serialized_end=744
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_start=747
+  _globals['_STREAMCOMPLETERESPONSE']._serialized_end=950
+  _globals['_GETKEYSTATUSREQUEST']._serialized_start=952
+  _globals['_GETKEYSTATUSREQUEST']._serialized_end=973
+  _globals['_KEYSTATUS']._serialized_start=976
+  _globals['_KEYSTATUS']._serialized_end=1203
+  _globals['_PROVIDERSTATUS']._serialized_start=1206
+  _globals['_PROVIDERSTATUS']._serialized_end=1415
+  _globals['_AGENTUSAGE']._serialized_start=1417
+  _globals['_AGENTUSAGE']._serialized_end=1497
+  _globals['_GETKEYSTATUSRESPONSE']._serialized_start=1499
+  _globals['_GETKEYSTATUSRESPONSE']._serialized_end=1610
+  _globals['_WATCHKEYEVENTSREQUEST']._serialized_start=1612
+  _globals['_WATCHKEYEVENTSREQUEST']._serialized_end=1658
+  _globals['_WATCHKEYEVENTSRESPONSE']._serialized_start=1661
+  _globals['_WATCHKEYEVENTSRESPONSE']._serialized_end=1898
+  _globals['_LLMGATEWAYSERVICE']._serialized_start=2340
+  _globals['_LLMGATEWAYSERVICE']._serialized_end=2703
 # @@protoc_insertion_point(module_scope)

@@ -196,6 +196,8 @@ class CompleteResponse(_message.Message):
     USAGE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
     KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    KEY_EVENTS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The model's text."""
     model: _builtins.str
@@ -204,9 +206,17 @@ class CompleteResponse(_message.Message):
     """The provider that answered."""
     key_fingerprint: _builtins.str
     """Fingerprint of the key used (never the key)."""
+    attempts: _builtins.int
+    """Attempts made (1 when the first key answered)."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Token usage."""
+
+    @_builtins.property
+    def key_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchKeyEventsResponse]:
+        """Key events this call caused before it succeeded (failures, rotations), in order: lets a caller tell
+        its user that a key was rotated.
+        """
 
     def __init__(
         self,
@@ -216,10 +226,12 @@ class CompleteResponse(_message.Message):
         usage: Global___Usage | None = ...,
         provider: _builtins.str = ...,
         key_fingerprint: _builtins.str = ...,
+        key_events: _abc.Iterable[Global___WatchKeyEventsResponse] | None = ...,
+        attempts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "key_fingerprint", b"key_fingerprint", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "content", b"content", "key_events", b"key_events", "key_fingerprint", b"key_fingerprint", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -280,13 +292,27 @@ class StreamCompleteResponse(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    KEY_EVENTS_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """Text appended since the previous message."""
     model: _builtins.str
     """The model that answers."""
+    provider: _builtins.str
+    """The provider that answers (set on the first message)."""
+    key_fingerprint: _builtins.str
+    """Fingerprint of the key used (set on the first message)."""
+    done: _builtins.bool
+    """True on the last message of a completed stream."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """Set on the last message when the provider reports usage."""
+
+    @_builtins.property
+    def key_events(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchKeyEventsResponse]:
+        """Key events this call caused before its first token (set on the first message)."""
 
     def __init__(
         self,
@@ -294,10 +320,14 @@ class StreamCompleteResponse(_message.Message):
         delta: _builtins.str = ...,
         model: _builtins.str = ...,
         usage: Global___Usage | None = ...,
+        provider: _builtins.str = ...,
+        key_fingerprint: _builtins.str = ...,
+        key_events: _abc.Iterable[Global___WatchKeyEventsResponse] | None = ...,
+        done: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "model", b"model", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "key_events", b"key_events", "key_fingerprint", b"key_fingerprint", "model", b"model", "provider", b"provider", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -384,15 +414,23 @@ class ProviderStatus(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     KEYS_FIELD_NUMBER: _builtins.int
     BASE_URL_FIELD_NUMBER: _builtins.int
+    RECOVERS_AT_FIELD_NUMBER: _builtins.int
+    MAX_IN_FLIGHT_PER_KEY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """"bytez" or "openai"."""
     state: Global___ProviderState.ValueType
     """Its state."""
     base_url: _builtins.str
     """The base URL in use."""
+    max_in_flight_per_key: _builtins.int
+    """Requests allowed in flight per key (0: no cap)."""
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___KeyStatus]:
         """Its keys."""
+
+    @_builtins.property
+    def recovers_at(self) -> _timestamp_pb2.Timestamp:
+        """When the earliest cooling key recovers (set when the provider is EXHAUSTED and a key will recover)."""
 
     def __init__(
         self,
@@ -401,10 +439,12 @@ class ProviderStatus(_message.Message):
         state: Global___ProviderState.ValueType = ...,
         keys: _abc.Iterable[Global___KeyStatus] | None = ...,
         base_url: _builtins.str = ...,
+        recovers_at: _timestamp_pb2.Timestamp | None = ...,
+        max_in_flight_per_key: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recovers_at", b"recovers_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "keys", b"keys", "name", b"name", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["base_url", b"base_url", "keys", b"keys", "max_in_flight_per_key", b"max_in_flight_per_key", "name", b"name", "recovers_at", b"recovers_at", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -478,12 +518,17 @@ class WatchKeyEventsRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    REPLAY_RECENT_FIELD_NUMBER: _builtins.int
+    replay_recent: _builtins.bool
+    """Also send the recent events kept from before the call (up to the last 256), oldest first."""
     def __init__(
         self,
+        *,
+        replay_recent: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["replay_recent", b"replay_recent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
