@@ -1,0 +1,82 @@
+// The frontend's SSE reader: fetch, split the body on "\n", JSON.parse every `data: ` line.
+// One module for the page and for Node (tests/gateway/reader.test.mjs): no DOM, only fetch and streams.
+
+/** Yields each event of an SSE response body, in order, however the bytes were chunked. */
+export async function* sseEvents(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      const lines = buffer.split("\n");
+      buffer = lines.pop();
+      for (const line of lines) {
+        if (line.startsWith("data: ")) yield JSON.parse(line.slice(6));
+      }
+    }
+    buffer += decoder.decode();
+    if (buffer.startsWith("data: ")) yield JSON.parse(buffer.slice(6));
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/** An HTTP error answered as {"error": {"code", "message"}}. */
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export async function apiError(response) {
+  let code = `HTTP_${response.status}`;
+  let message = response.statusText || "The request failed.";
+  try {
+    const body = await response.json();
+    if (body && body.error) ({ code, message } = body.error);
+  } catch {
+    /* not JSON: keep the status line */
+  }
+  return new ApiError(response.status, code, message);
+}
+
+const TERMINAL = new Set(["final_response", "error"]);
+
+/**
+ * POSTs one question and calls onEvent for every event until `final_response` or `error`.
+ * A connection that drops before the end is resumed with Last-Event-ID (the last seq seen).
+ */
+export async function streamChat(baseUrl, body, { onEvent, signal, retries = 3, retryMs = 1000 } = {}) {
+  let lastSeq = 0;
+  for (let attempt = 0; ; attempt++) {
+    const headers = { "content-type": "application/json", accept: "text/event-stream" };
+    if (lastSeq > 0) headers["last-event-id"] = String(lastSeq);
+    let response;
+    try {
+      response = await fetch(`${baseUrl}/api/chat/stream`, {
+        method: "POST", headers, body: JSON.stringify(body), signal,
+      });
+    } catch (err) {
+      if (signal?.aborted || attempt >= retries) throw err;
+      await new Promise((r) => setTimeout(r, retryMs));
+      continue;
+    }
+    if (!response.ok) throw await apiError(response);
+    try {
+      for await (const event of sseEvents(response)) {
+        if (typeof event.seq === "number") lastSeq = Math.max(lastSeq, event.seq);
+        onEvent(event);
+        if (TERMINAL.has(event.type)) return event;
+      }
+    } catch (err) {
+      if (signal?.aborted || attempt >= retries || err instanceof SyntaxError) throw err;
+    }
+    if (attempt >= retries) throw new ApiError(0, "STREAM_ENDED", "The answer stream ended before the answer.");
+    await new Promise((r) => setTimeout(r, retryMs));
+  }
+}
