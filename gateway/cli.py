@@ -1,0 +1,180 @@
+"""`insightx`: ask a question about a file from the terminal, or start the whole stack.
+
+    insightx ask data.csv "how many rows are there?"     steps live, then the answer
+    insightx ask data.csv "..." --json                    only the final event, as JSON
+    insightx serve                                        the stack on http://localhost:8000 (like make run)
+
+`ask` uses the gateway at --url when one answers there; otherwise it starts a private stack on free ports
+for the one question and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.syntax import Syntax
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="InsightX: ask your tables questions.")
+DEFAULT_URL = "http://localhost:8000"
+TERMINAL = {"final_response", "error"}
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The JSON of every `data: ` line (the same reading rule as the web page's)."""
+    for line in lines:
+        if line.startswith("data: "):
+            yield json.loads(line[6:])
+
+
+def _reachable(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health", timeout=2.0).status_code in (200, 503)
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def gateway_at(url: str | None, console: Console) -> Iterator[str]:
+    """A gateway's base URL: the given one, the default one if it answers, else a private stack."""
+    if url:
+        yield url.rstrip("/")
+        return
+    if _reachable(DEFAULT_URL):
+        yield DEFAULT_URL
+        return
+    from tools.stack import Stack
+
+    with tempfile.TemporaryDirectory(prefix="insightx-") as tmp:
+        stack = Stack.on_free_ports(Path(tmp) / "data")
+        with console.status("Starting the InsightX stack (first answer takes a few seconds)…"):
+            stack.start()
+            try:
+                stack.wait_healthy()
+            except BaseException:
+                stack.stop()
+                raise
+        try:
+            yield stack.base_url
+        finally:
+            stack.stop()
+
+
+def _fail(console: Console, message: str, code: str = "") -> None:
+    console.print(f"[bold red]Error:[/] {message}" + (f" [dim]({code})[/]" if code else ""))
+    raise typer.Exit(1)
+
+
+def _error_of(response: httpx.Response) -> tuple[str, str]:
+    try:
+        err = response.json()["error"]
+        return str(err["message"]), str(err["code"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}", ""
+
+
+def _table(data: dict[str, Any], limit: int = 15) -> Table:
+    table = Table(show_edge=False, header_style="bold")
+    for column in data.get("columns", []):
+        table.add_column(str(column))
+    for row in data.get("rows", [])[:limit]:
+        table.add_row(*(str(row.get(c, "")) for c in data.get("columns", [])))
+    return table
+
+
+def _show(console: Console, event: dict[str, Any]) -> None:
+    data = event.get("data") or {}
+    kind = event["type"]
+    if kind == "orchestrator_result":
+        console.print(f"[bold]plan[/] {data.get('classification')}: [dim]{data.get('reasoning', '')}[/]")
+    elif kind == "sql_result":
+        console.print(Syntax(data.get("query", ""), "sql", word_wrap=True))
+        if data.get("error"):
+            console.print(f"[yellow]SQL failed:[/] {data['error']}")
+        else:
+            console.print(_table(data))
+            console.print(f"[dim]{data.get('row_count', 0):,} row(s)[/]")
+    elif kind == "python_result":
+        console.print(Syntax(data.get("code", ""), "python", word_wrap=True))
+        if data.get("stdout"):
+            console.print(data["stdout"].rstrip())
+    elif kind == "final_response":
+        console.print(Markdown(data.get("text", "")))
+        if data.get("follow_ups"):
+            console.print("[dim]Next: " + " · ".join(data["follow_ups"]) + "[/]")
+    elif kind == "error":
+        console.print(f"[bold red]Error:[/] {event.get('message')} [dim]({event.get('code')})[/]")
+    elif kind == "key_rotation":
+        console.print(f"[dim]{event.get('message')}[/]")
+
+
+@app.command()
+def ask(
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="CSV, Parquet, JSON…")
+    ],
+    question: Annotated[str, typer.Argument(help="The question, in plain language")],
+    url: Annotated[
+        str | None, typer.Option(help="Gateway URL (default: localhost:8000, else a private stack)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only the final event as JSON")] = False,
+) -> None:
+    """Uploads FILE and asks QUESTION; prints each step as it happens, then the answer."""
+    console = Console(stderr=as_json)
+    with gateway_at(url, console) as base:
+        with console.status(f"Uploading {file.name}…"), file.open("rb") as handle:
+            reply = httpx.post(f"{base}/api/datasets", files={"file": (file.name, handle)}, timeout=600.0)
+        if reply.status_code != 200:
+            _fail(console, *_error_of(reply))
+        session = reply.json()
+        console.print(
+            f"[dim]{file.name}: {session['row_count']:,} rows, {len(session['columns'])} columns[/]"
+        )
+        body = {"chat_id": uuid.uuid4().hex, "session_id": session["session_id"], "message": question}
+        final: dict[str, Any] | None = None
+        timeout = httpx.Timeout(10.0, read=300.0)
+        with (
+            console.status("Thinking…") as spinner,
+            httpx.stream("POST", f"{base}/api/chat/stream", json=body, timeout=timeout) as response,
+        ):
+            if response.status_code != 200:
+                response.read()
+                _fail(console, *_error_of(response))
+            for event in sse_events(response.iter_lines()):
+                if event["type"] == "status":
+                    spinner.update(str(event.get("message", "")) + "…")
+                elif not as_json:
+                    _show(console, event)
+                if event["type"] in TERMINAL:
+                    final = event
+                    break
+    if final is None:
+        _fail(console, "The answer stream ended before the answer.", "STREAM_ENDED")
+    assert final is not None
+    if as_json:
+        sys.stdout.write(json.dumps(final, ensure_ascii=False) + "\n")
+    if final["type"] == "error":
+        raise typer.Exit(1)
+
+
+@app.command()
+def serve() -> None:
+    """Starts the whole stack with the demo dataset on http://localhost:8000 (Ctrl-C stops it)."""
+    from tools.run_stack import main
+
+    raise typer.Exit(main())
+
+
+if __name__ == "__main__":
+    app()
