@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -24,13 +25,19 @@ def to_struct(mapping: dict[str, Any]) -> struct_pb2.Struct:
 class EventBuilder:
     """Creates the events of one chat answer in order."""
 
-    def __init__(self, chat_id: str, start_seq: int = 0) -> None:
+    def __init__(
+        self, chat_id: str, start_seq: int = 0, sink: Callable[[pb.ChatEvent], None] | None = None
+    ) -> None:
         self.chat_id = chat_id
         self.seq = start_seq
+        self.sink = sink
 
     def _next(self, **payload: Any) -> pb.ChatEvent:
         self.seq += 1
-        return pb.ChatEvent(seq=self.seq, chat_id=self.chat_id, **payload)
+        event = pb.ChatEvent(seq=self.seq, chat_id=self.chat_id, **payload)
+        if self.sink is not None:
+            self.sink(event)
+        return event
 
     def status(self, message: str, stage: str) -> pb.ChatEvent:
         return self._next(status=pb.StatusEvent(message=message, stage=stage))
@@ -89,3 +96,18 @@ class EventBuilder:
 
     def error(self, message: str, code: str) -> pb.ChatEvent:
         return self._next(error=pb.ErrorEvent(message=message, code=code))
+
+    def key_rotation(self, kind: str, provider: str, fingerprint: str, reason: str) -> pb.ChatEvent:
+        return self._next(
+            key_rotation=pb.KeyRotationEvent(
+                kind=kind, provider=provider, fingerprint=fingerprint, reason=reason
+            )
+        )
+
+    def replay(self, event: pb.ChatEvent) -> pb.ChatEvent:
+        """A copy of an earlier answer's event (e.g. from the answer cache), renumbered into this one."""
+        copy = pb.ChatEvent()
+        copy.CopyFrom(event)
+        kind = copy.WhichOneof("payload")
+        payload = getattr(copy, kind) if kind else None
+        return self._next(**({kind: payload} if kind else {}))

@@ -1,105 +1,254 @@
-"""Runs one question through the pipeline and yields its events; knows gRPC only as a client.
+"""Runs one question through the pipeline and streams its events; knows gRPC only as a client.
 
-Steps: load the dataset's profile → plan (classification) → SQL → Python → compose. Every downstream call
-has a deadline bounded by the chat's own; every failure becomes one `error` event a person can act on.
+load the profile → answer cache → model path (services.orchestrator.model_analyst) or, when no model can
+answer, the built-in analyst (a `status` event with stage "fallback" says so) → final_response → record.
+Every downstream call has a deadline bounded by the chat's own; every failure becomes one `error` event a
+person can act on. Answers run as tasks in `AnswerStreams`, so a dropped stream can resume by seq and a
+caller that goes away cancels its answer (and every call in flight) at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
+from google.protobuf import json_format
 
-from common.arrow import ipc_to_table
 from common.channels import call_metadata
-from common.errors import error_info
-from insightx.v1 import orchestrator_pb2 as pb, sql_engine_pb2
+from insightx.v1 import common_pb2, sql_engine_pb2
+from insightx.v1 import orchestrator_pb2 as pb
+from services.llm_gateway.agents import AgentRegistry, load_registry
 from services.orchestrator.builtin import plan_question
+from services.orchestrator.cache import AnswerCache, cache_key
+from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
+from services.orchestrator.execution import Execution, remaining
+from services.orchestrator.model_analyst import ModelAnalyst
+from services.orchestrator.models import AgentClient, KeyNotice, ModelUnavailable
 from services.orchestrator.peers import Peers
-from services.orchestrator.plan import DatasetContext, Plan, StepResults
+from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.streams import AnswerStreams
+from services.orchestrator.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
-_SERVICE_NAMES = {"sql": "SQL engine", "sandbox": "Python sandbox", "llm": "LLM gateway"}
+_FALLBACK_MESSAGES = {
+    "LLM_NOT_CONFIGURED": "No language model is configured: the built-in analyst answers.",
+    "ALL_KEYS_EXHAUSTED": "Every language-model key is out for now: the built-in analyst answers.",
+}
 
 
-class StepFailed(Exception):
-    """A step failed; carries the error event's message and code."""
-
-    def __init__(self, message: str, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-
-
-def _failure(peer: str, exc: grpc.aio.AioRpcError) -> StepFailed:
-    info = error_info(exc)
-    name = _SERVICE_NAMES[peer]
-    if info.code == grpc.StatusCode.UNAVAILABLE:
-        return StepFailed(f"The {name} is unreachable right now; try again in a moment.", "UPSTREAM_UNAVAILABLE")
-    if info.code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return StepFailed(f"The {name} did not answer in time.", "DEADLINE_EXCEEDED")
-    return StepFailed(info.message or f"The {name} failed.", info.reason)
+def _plan(question: str, dataset: DatasetContext, history: Sequence[common_pb2.ChatMessage]) -> Plan:
+    """The built-in analyst's plan, passing the history when its version accepts one."""
+    if "history" in inspect.signature(plan_question).parameters:
+        turns = [{"role": m.role, "content": m.content} for m in history]
+        return plan_question(question, dataset, history=turns)  # type: ignore[call-arg]
+    return plan_question(question, dataset)
 
 
 class Pipeline:
     """Answers questions using the peers; one instance serves every chat."""
 
-    def __init__(self, peers: Peers, settings: OrchestratorSettings) -> None:
+    def __init__(
+        self,
+        peers: Peers,
+        settings: OrchestratorSettings,
+        registry: AgentRegistry | None = None,
+        transcript: Transcript | None = None,
+    ) -> None:
         self.peers = peers
         self.settings = settings
+        self.registry = registry or load_registry()
+        self.transcript = transcript
+        self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
+        self.streams = AnswerStreams(
+            settings.resume_retention_s, settings.resume_max_chats, settings.resume_max_events
+        )
 
-    def _timeout(self, deadline: float, cap_s: float) -> float:
-        """Seconds left for a downstream call: the chat's remaining time, at most `cap_s`."""
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise StepFailed("The answer took longer than its deadline.", "DEADLINE_EXCEEDED")
-        return min(left, cap_s)
+    async def close(self) -> None:
+        await self.streams.close()
+        if self.transcript is not None:
+            self.transcript.close()
+
+    # -- streams and resume -------------------------------------------------------------------------
+
+    async def chat(self, request: pb.ChatRequest, deadline: float) -> AsyncIterator[pb.ChatEvent]:
+        """The events of the answer to `request`; with last_event_seq, the rest of an earlier stream."""
+        after = max(0, request.last_event_seq)
+        earlier = self.streams.get(request.chat_id) if after and request.chat_id else None
+        same = earlier is not None and (not request.message or earlier.message == request.message)
+        if earlier is not None and same and (earlier.complete or not earlier.done):
+            stream = earlier
+        else:
+            start_seq = max(after, earlier.last_seq if earlier is not None and same else 0)
+            resumed = bool(after)
+
+            async def produce(publish: Callable[[pb.ChatEvent], None]) -> None:
+                await self.produce(request, deadline, publish, start_seq, resumed)
+
+            stream = self.streams.start(request.chat_id, request.message, produce)
+        async for event in stream.follow(after):
+            yield event
 
     async def answer(self, request: pb.ChatRequest, deadline: float) -> AsyncIterator[pb.ChatEvent]:
-        """Yields the events of one answer; the last is `final_response` or `error`."""
-        events = EventBuilder(request.chat_id)
+        """The events of one new answer (no resume), in order."""
+        queue: asyncio.Queue[pb.ChatEvent | None] = asyncio.Queue()
+
+        async def run() -> None:
+            try:
+                await self.produce(request, deadline, queue.put_nowait)
+            finally:
+                queue.put_nowait(None)
+
+        task = asyncio.create_task(run())
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            task.cancel()
+
+    # -- one answer ---------------------------------------------------------------------------------
+
+    async def produce(
+        self,
+        request: pb.ChatRequest,
+        deadline: float,
+        publish: Callable[[pb.ChatEvent], None],
+        start_seq: int = 0,
+        resumed: bool = False,
+    ) -> None:
+        """Publishes the events of one answer; the last is `final_response` or `error`."""
+        events = EventBuilder(request.chat_id, start_seq, sink=publish)
+        if resumed:
+            events.status("The earlier stream is no longer available: answering again.", "resume")
         if not request.message.strip():
-            yield events.error("The question is empty: type a question about your data.", "EMPTY_QUESTION")
+            events.error("The question is empty: type a question about your data.", "EMPTY_QUESTION")
             return
         try:
-            yield events.status("Reading the dataset's profile", "load")
+            events.status("Reading the dataset's profile", "load")
             dataset = await self._load(request.session_id, deadline)
-            yield events.status("Classifying the question", "classify")
-            plan = plan_question(request.message, dataset)
-            yield events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
-            results = StepResults()
-            if plan.sql:
-                yield events.status("Running SQL on DuckDB", "sql")
-                async for event in self._run_sql(plan, dataset, results, events, deadline):
-                    yield event
-            yield events.status("Composing the answer", "compose")
-            answer = plan.compose(results)
-            yield events.final_response(
+            history = list(request.history)
+            if not history and self.transcript is not None and request.chat_id:
+                history = await self.transcript.history(request.chat_id, self.settings.prompt_max_history)
+            key = cache_key(
+                dataset.dataset_hash, request.message, history[-self.settings.prompt_max_history :]
+            )
+            hit = self.cache.get(key) if dataset.dataset_hash else None
+            if hit is not None:
+                events.status("Answered from the cache: same question, same data", "cache")
+                cached = pb.ChatEvent()
+                cached.CopyFrom(hit)
+                cached.final_response.cached = True
+                final = events.replay(cached)
+                await self._record(request, final.final_response)
+                return
+            execution = Execution(self.peers, self.settings, dataset, events, deadline)
+            try:
+                answer, sql = await self._model_answer(request, dataset, history, events, execution, deadline)
+                source = "llm"
+            except ModelUnavailable as exc:
+                message = _FALLBACK_MESSAGES.get(
+                    exc.reason, "The language model is unavailable: the built-in analyst answers."
+                )
+                events.status(message, "fallback")
+                answer, sql = await self._builtin_answer(request.message, dataset, history, events, execution)
+                source = "builtin"
+            final = events.final_response(
                 text=answer.text,
                 answer=answer.answer,
                 answer_type=answer.answer_type,
                 chart=answer.chart,
                 follow_ups=answer.follow_ups,
-                sql=plan.sql or "",
+                sql=sql,
                 confidence=answer.confidence,
             )
+            if source == "llm" and dataset.dataset_hash:
+                self.cache.put(key, final)
+            await self._record(request, final.final_response)
         except StepFailed as failure:
-            yield events.error(failure.message, failure.code)
+            events.error(failure.message, failure.code)
+        except asyncio.CancelledError:
+            log.info("answer cancelled", extra={"chat_id": request.chat_id})
+            raise
+        except Exception:
+            log.exception("answer failed", extra={"chat_id": request.chat_id})
+            events.error("Something went wrong while answering; try again.", "INTERNAL")
+
+    async def _record(self, request: pb.ChatRequest, final: pb.FinalResponseEvent) -> None:
+        if self.transcript is None or not request.chat_id:
+            return
+        answer = json_format.MessageToDict(final.answer) if final.HasField("answer") else None
+        await self.transcript.record(
+            request.chat_id, request.session_id, request.message, final.text, answer, final.sql
+        )
+
+    async def _model_answer(
+        self,
+        request: pb.ChatRequest,
+        dataset: DatasetContext,
+        history: Sequence[common_pb2.ChatMessage],
+        events: EventBuilder,
+        execution: Execution,
+        deadline: float,
+    ) -> tuple[Answer, str]:
+        def on_key_event(notice: KeyNotice) -> None:
+            events.key_rotation(notice.kind, notice.provider, notice.fingerprint, notice.reason)
+
+        agents = AgentClient(
+            self.peers.llm,
+            self.registry,
+            self.settings.llm_timeout_s,
+            self.settings.reply_max_attempts,
+            on_key_event,
+        )
+        analyst = ModelAnalyst(
+            agents, execution, events, self.settings, dataset, request.message, history, deadline
+        )
+        return await analyst.answer()
+
+    async def _builtin_answer(
+        self,
+        question: str,
+        dataset: DatasetContext,
+        history: Sequence[common_pb2.ChatMessage],
+        events: EventBuilder,
+        execution: Execution,
+    ) -> tuple[Answer, str]:
+        events.status("Classifying the question", "classify")
+        plan = _plan(question, dataset, history)
+        events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
+        results = StepResults()
+        if plan.sql:
+            events.status("Running SQL on DuckDB", "sql")
+            outcome = await execution.sql(plan.sql, 1)
+            if not outcome.ok:
+                raise StepFailed(f"The query failed: {outcome.error}", outcome.reason or "SQL_FAILED")
+            results.sql_table, results.sql_truncated = outcome.table, outcome.truncated
+        if plan.python_code:
+            events.status("Running Python analysis", "python")
+            table = results.sql_table if plan.python_on_sql_result else None
+            run = await execution.python(plan.python_code, table)
+            if not run.ok:
+                raise StepFailed(f"The analysis failed: {run.error}", "PYTHON_FAILED")
+            results.python_result, results.python_table = run.result, run.table
+            results.python_stdout = run.stdout
+        events.status("Composing the answer", "compose")
+        return plan.compose(results), plan.sql or ""
 
     async def _load(self, session_id: str, deadline: float) -> DatasetContext:
         try:
             reply = await self.peers.sql.DescribeDataset(
                 sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
-                timeout=self._timeout(deadline, self.settings.rpc_deadline_s),
+                timeout=remaining(deadline, self.settings.rpc_deadline_s),
                 metadata=call_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
-            raise _failure("sql", exc) from exc
+            raise peer_failure("sql", exc) from exc
         return DatasetContext(
             session_id=session_id,
             table=reply.table,
@@ -109,38 +258,10 @@ class Pipeline:
             dataset_hash=reply.dataset_hash,
         )
 
-    async def _run_sql(
-        self,
-        plan: Plan,
-        dataset: DatasetContext,
-        results: StepResults,
-        events: EventBuilder,
-        deadline: float,
-    ) -> AsyncIterator[pb.ChatEvent]:
-        assert plan.sql is not None
-        timeout = self._timeout(deadline, self.settings.sql_timeout_ms / 1000.0 + 2.0)
-        try:
-            reply = await self.peers.sql.ExecuteSql(
-                sql_engine_pb2.ExecuteSqlRequest(
-                    session_id=dataset.session_id,
-                    sql=plan.sql,
-                    max_rows=self.settings.sql_max_rows,
-                    timeout_ms=int(min(self.settings.sql_timeout_ms, timeout * 1000)),
-                ),
-                timeout=timeout,
-                metadata=call_metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            info = error_info(exc)
-            yield events.sql_result(plan.sql, None, False, 1, error=info.message, error_reason=info.reason)
-            raise _failure("sql", exc) from exc
-        table = ipc_to_table(reply.result.arrow_ipc)
-        results.sql_table, results.sql_truncated = table, reply.result.truncated
-        cap = self.settings.event_max_rows
-        yield events.sql_result(
-            plan.sql,
-            table.slice(0, cap),
-            reply.result.truncated or table.num_rows > cap,
-            attempt=1,
-            total_rows=table.num_rows,
-        )
+
+def budget_deadline(settings: OrchestratorSettings, caller_remaining: float | None) -> float:
+    """The chat's deadline: its own budget, ending a little before the caller's so the error event arrives."""
+    budget = settings.chat_deadline_s
+    if caller_remaining is not None:
+        budget = min(budget, max(0.1, caller_remaining - 0.25))
+    return time.monotonic() + budget

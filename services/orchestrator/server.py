@@ -8,10 +8,12 @@ from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
 from insightx.v1 import orchestrator_pb2, orchestrator_pb2_grpc
+from services.llm_gateway.agents import load_registry
 from services.orchestrator.peers import Peers
 from services.orchestrator.pipeline import Pipeline
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
+from services.orchestrator.transcript import Transcript
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 
@@ -19,12 +21,14 @@ SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService
 async def start(settings: OrchestratorSettings, address: str | None = None) -> RunningServer:
     """Connects to the peers and starts serving on `address`."""
     peers = Peers.connect(settings)
-    servicer = OrchestratorServicer(Pipeline(peers, settings))
+    pipeline = Pipeline(peers, settings, load_registry(), Transcript(settings.chat_db_path))
+    servicer = OrchestratorServicer(pipeline)
     running = await create_server(
         address or listen_address(settings.orchestrator_addr),
         [SERVICE_NAME],
         lambda server: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server),
     )
+    running.on_stop(pipeline.close)
     running.on_stop(peers.close)
     await running.set_serving()
     return running

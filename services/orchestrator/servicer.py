@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from insightx.v1 import orchestrator_pb2 as pb, orchestrator_pb2_grpc
-from services.orchestrator.pipeline import Pipeline
+from insightx.v1 import orchestrator_pb2 as pb
+from insightx.v1 import orchestrator_pb2_grpc
+from services.orchestrator.pipeline import Pipeline, budget_deadline
 
 
 class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
-    """Streams the events of each answer; the caller's deadline bounds every downstream call."""
+    """Streams the events of each answer; the caller's deadline bounds every downstream call.
+
+    When the caller goes away, grpc.aio cancels this handler; leaving the answer's stream cancels the
+    answer's task, and with it every downstream call in flight.
+    """
 
     def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
@@ -20,10 +24,6 @@ class OrchestratorServicer(orchestrator_pb2_grpc.OrchestratorServiceServicer):
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatEvent]:
-        remaining = context.time_remaining()
-        budget = self.pipeline.settings.chat_deadline_s
-        if remaining is not None:
-            budget = min(budget, remaining)
-        deadline = time.monotonic() + budget
-        async for event in self.pipeline.answer(request, deadline):
+        deadline = budget_deadline(self.pipeline.settings, context.time_remaining())
+        async for event in self.pipeline.chat(request, deadline):
             yield event

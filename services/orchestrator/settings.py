@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import Settings
 
 
 class OrchestratorSettings(Settings):
-    """Deadlines and caps of the pipeline."""
+    """Deadlines, caps, retries, cache and resume window of the pipeline."""
 
     model_config = SettingsConfigDict(env_prefix="INSIGHTX_", env_file=".env", extra="ignore")
 
-    sql_timeout_ms: int = 30_000
-    sql_max_rows: int = 5_000
-    event_max_rows: int = 200
-    python_timeout_s: float = 30.0
+    sql_timeout_ms: int = Field(30_000, description="longest a pipeline query may run")
+    sql_max_rows: int = Field(5_000, description="rows fetched from a query")
+    event_max_rows: int = Field(200, description="rows carried by a sql_result event")
+    python_timeout_s: float = Field(30.0, description="wall-clock limit of one sandbox run")
+    llm_timeout_s: float = Field(60.0, description="longest one model call may take")
+    sql_max_attempts: int = Field(3, description="SQL tries per question, first one included")
+    python_max_attempts: int = Field(2, description="Python tries per question, first one included")
+    reply_max_attempts: int = Field(2, description="tries to get a parseable reply from one agent")
+    validator_retries: int = Field(1, description="times the validator may send the work back")
+    prompt_max_history: int = Field(10, description="earlier turns carried into prompts")
+    prompt_max_rows: int = Field(30, description="result rows shown to the validator and composer")
+    answer_cache_size: int = Field(256, description="answers kept in the answer cache (0 turns it off)")
+    answer_cache_ttl_s: float = Field(3600.0, description="how long a cached answer is served")
+    resume_retention_s: float = Field(300.0, description="how long an answer's events can be resumed")
+    resume_max_chats: int = Field(500, description="answers kept for resume (oldest dropped first)")
+    resume_max_events: int = Field(1_000, description="events kept per answer")
+    orchestrator_chat_db: Path | None = Field(
+        None,
+        description="chat transcript (SQLite); default data_dir/orchestrator/chats.sqlite3",
+    )
+
+    @property
+    def chat_db_path(self) -> Path:
+        return self.orchestrator_chat_db or self.data_dir / "orchestrator" / "chats.sqlite3"
