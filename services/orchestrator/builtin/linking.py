@@ -1,0 +1,260 @@
+"""Links the words of a question to columns, to values found in the data, and to numbers.
+
+A column is linked by its header's words (any order, small gaps), their forms, synonyms and abbreviations; a
+value by its words in the profile's top values (or its initials: "HR" → "Human Resources"). Every link keeps
+the token span it covers, so that the planner can read the question's structure around it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, abbreviation_of, synonyms
+from services.orchestrator.builtin.schema import Column, Schema
+from services.orchestrator.builtin.text import ORDINALS, Token, same_word, split_name, stem, tokenize, word_number
+
+
+@dataclass
+class ColumnLink:
+    """A span of the question that names a column (best candidate first)."""
+
+    start: int
+    end: int  # exclusive token index
+    candidates: list[tuple[Column, float]]
+
+    @property
+    def column(self) -> Column:
+        return self.candidates[0][0]
+
+    @property
+    def score(self) -> float:
+        return self.candidates[0][1]
+
+
+@dataclass
+class ValueLink:
+    """A span of the question that names a value of a column."""
+
+    start: int
+    end: int
+    column: Column
+    value: str
+    score: float
+    element: bool = False  # an element of a list-like column's lists
+
+
+@dataclass
+class NumberLink:
+    """A number in the question (digits or words)."""
+
+    index: int
+    value: float
+    percent: bool = False
+
+
+@dataclass
+class Links:
+    """Everything linked in one question."""
+
+    tokens: list[Token]
+    columns: list[ColumnLink] = field(default_factory=list)
+    values: list[ValueLink] = field(default_factory=list)
+    numbers: list[NumberLink] = field(default_factory=list)
+    quoted: list[tuple[int, int, str]] = field(default_factory=list)
+    entities: list[tuple[int, str]] = field(default_factory=list)
+
+    def covered(self, index: int) -> bool:
+        return any(link.start <= index < link.end for link in (*self.columns, *self.values))
+
+    def column_at(self, index: int) -> ColumnLink | None:
+        return next((c for c in self.columns if c.start <= index < c.end), None)
+
+
+def _word_strength(q: str, h: str) -> float:
+    if q == h:
+        return 1.0
+    if same_word(q, h):
+        return 0.9
+    if h in synonyms(q):
+        return 0.7
+    return 0.0
+
+
+def _match_phrase(tokens: list[Token], phrase: list[str]) -> list[tuple[int, int, float, int]]:
+    """(start, end, strength, matched) for each maximal run of question words covering phrase words."""
+    content = [w for w in phrase if w not in STOP_STEMS and w != "&"]
+    if not content:
+        return []
+    runs = []
+    n = len(tokens)
+    i = 0
+    while i < n:
+        strengths: dict[str, float] = {}
+        j, last, gap = i, -1, 0
+        while j < n:
+            q = tokens[j].stem
+            best_word, best = None, 0.0
+            for w in content:
+                if w in strengths:
+                    continue
+                s = _word_strength(q, w)
+                if s > best:
+                    best_word, best = w, s
+            if best_word is not None:
+                strengths[best_word] = best
+                last, gap = j, 0
+            elif last >= 0 and q in STOP_STEMS and gap < 3:
+                gap += 1
+            else:
+                break
+            j += 1
+        if last >= 0:
+            runs.append((i, last + 1, sum(strengths.values()), len(strengths)))
+            i = last + 1
+        else:
+            i += 1
+    return [(a, b, s, m) for a, b, s, m in runs] if content else []
+
+
+def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, int, Column, float]]:
+    found = []
+    for column in schema.columns:
+        best: dict[tuple[int, int], float] = {}
+        for phrase in column.phrases:
+            content = [w for w in phrase if w not in STOP_STEMS and w != "&"]
+            if not content:
+                continue
+            specific = [w for w in content if w not in GENERIC]
+            for start, end, strength, matched in _match_phrase(tokens, phrase):
+                span_stems = {t.stem for t in tokens[start:end]}
+                hits_specific = any(
+                    any(_word_strength(q, w) > 0 for q in span_stems) for w in specific
+                )
+                full = matched == len(content)
+                if not full and not hits_specific:
+                    continue
+                if not full and all(_word_strength(q, w) < 0.9 for q in span_stems for w in specific):
+                    # a synonym alone links only short headers ("expensive" → "Cost of Living Index" is fine)
+                    if matched / len(content) < 0.3:
+                        continue
+                coverage = matched / len(content)
+                score = strength + coverage + (1.0 if full else 0.0)
+                key = (start, end)
+                best[key] = max(best.get(key, 0.0), score)
+        for (start, end), score in best.items():
+            found.append((start, end, column, score))
+    return found
+
+
+def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnLink]:
+    found.sort(key=lambda f: (-f[3], -(f[1] - f[0]), f[2].position))
+    links: list[ColumnLink] = []
+    for start, end, column, score in found:
+        clash = next((lk for lk in links if start < lk.end and lk.start < end), None)
+        if clash is None:
+            links.append(ColumnLink(start, end, [(column, score)]))
+        elif clash.start <= start and end <= clash.end and column not in [c for c, _ in clash.candidates]:
+            clash.candidates.append((column, score))
+    links.sort(key=lambda lk: lk.start)
+    return links
+
+
+def _value_words(value: str) -> list[str]:
+    return [stem(w) for w in split_name(value) if stem(w) not in STOP_STEMS and w != "&"]
+
+
+def _elements(column: Column) -> list[tuple[str, int]]:
+    out: dict[str, int] = {}
+    for value, count in column.values:
+        for part in value.strip("[]").split(","):
+            part = part.strip().strip("'\"")
+            if part:
+                out[part] = out.get(part, 0) + count
+    return list(out.items())
+
+
+def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[ValueLink]:
+    found: list[ValueLink] = []
+    upper = {i for i, t in enumerate(tokens) if raw[t.start : t.end].isupper() and len(t.text) >= 2}
+    for column in schema.columns:
+        if not column.textual or not column.values:
+            continue
+        values = _elements(column) if column.listlike else column.values
+        for value, count in values:
+            words = _value_words(value)
+            if not words or len(words) > 6:
+                continue
+            initials = abbreviation_of(split_name(value))
+            for i, t in enumerate(tokens):
+                if len(words) >= 2 and i in upper and t.text == initials:
+                    found.append(ValueLink(i, i + 1, column, value, 1.5, column.listlike))
+            for start, end, strength, matched in _match_phrase(tokens, words):
+                full = matched == len(words)
+                span_stems = [t.stem for t in tokens[start:end]]
+                exactish = all(_word_strength(q, w) >= 0.9 for q in span_stems for w in words if q in words) and any(
+                    _word_strength(q, w) >= 0.9 for q in span_stems for w in words
+                )
+                if not exactish:
+                    continue
+                if not full and (matched < 1 or len(words) < 2 or all(w in GENERIC for w in span_stems)):
+                    continue
+                score = strength + (1.0 if full else 0.0) + min(count, 1000) / 10000
+                found.append(ValueLink(start, end, column, value, score, column.listlike))
+    return found
+
+
+_QUOTED = re.compile(r"'([^']{2,})'|\"([^\"]{2,})\"|‘([^’]{2,})’|“([^”]{2,})”")
+
+
+def link(question: str, schema: Schema) -> Links:
+    """All links of `question` against `schema`."""
+    tokens = tokenize(question)
+    links = Links(tokens=tokens)
+    for match in _QUOTED.finditer(question):
+        text = next(g for g in match.groups() if g)
+        start = next((i for i, t in enumerate(tokens) if t.start >= match.start()), len(tokens))
+        end = next((i for i, t in enumerate(tokens) if t.start >= match.end()), len(tokens))
+        links.quoted.append((start, end, text))
+    columns = _select_columns(_column_candidates(tokens, schema))
+    values = _value_candidates(tokens, schema, question)
+    # a full value match beats a partial column match over the same words ("Sales" the department)
+    chosen: list[ValueLink] = []
+    for value in sorted(values, key=lambda v: (-v.score, -(v.end - v.start))):
+        if any(value.start < c.end and c.start < value.end for c in chosen):
+            continue
+        overlapping = [c for c in columns if value.start < c.end and c.start < value.end]
+        words = len(_value_words(value.value))
+        full = value.score >= 2.0 or value.end - value.start >= words
+        if overlapping and not full:
+            continue
+        if overlapping and any(c.score >= 3.0 and (c.end - c.start) > (value.end - value.start) for c in overlapping):
+            continue
+        if overlapping and any(
+            c.column.name.lower() == value.value.lower() or c.score >= 3.0 and value.score < 2.5 for c in overlapping
+        ):
+            continue
+        chosen.append(value)
+        columns = [c for c in columns if c not in overlapping]
+    links.values = sorted(chosen, key=lambda v: v.start)
+    links.columns = columns
+    for i, t in enumerate(tokens):
+        if links.covered(i):
+            continue
+        number = word_number(t.text)
+        if number is not None and t.text not in ("single",):
+            links.numbers.append(NumberLink(i, number, t.text.endswith("%")))
+        elif t.text in ORDINALS:
+            continue
+    for i, t in enumerate(tokens):
+        word = question[t.start : t.end]
+        if (
+            i > 0
+            and word[:1].isupper()
+            and not links.covered(i)
+            and t.stem not in STOP_STEMS
+            and not word.isupper()
+            and word_number(t.text) is None
+        ):
+            links.entities.append((i, word))
+    return links

@@ -1,0 +1,622 @@
+"""Question shapes → SQL (and sandbox code) with a composer; the first shape that fits answers.
+
+Each shape is a function `(Question) -> Plan | None`. Shapes are tried from the most specific to the most
+general; a question no shape fits gets an honest "cannot answer" plan, never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from services.orchestrator.builtin import compose as c
+from services.orchestrator.builtin import stats
+from services.orchestrator.builtin.linking import ColumnLink
+from services.orchestrator.builtin.question import Filter, Question, add_flag_filters, parse
+from services.orchestrator.builtin.schema import Column, Schema, literal, schema_of
+from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
+
+_AGG_SQL = {
+    "avg": "avg({})",
+    "median": "median({})",
+    "sum": "sum({})",
+    "max": "max({})",
+    "min": "min({})",
+    "std": "stddev_samp({})",
+    "var": "var_samp({})",
+    "range": "max({0}) - min({0})",
+}
+_AGG_NAME = {
+    "avg": "Average",
+    "median": "Median",
+    "sum": "Total",
+    "max": "Maximum",
+    "min": "Minimum",
+    "std": "Standard deviation",
+    "var": "Variance",
+    "range": "Range (max − min)",
+}
+_ADDITIVE = re.compile(r"amount|revenue|sale|charge|price|cost|profit|income|quantity|total|spend|value|fee", re.I)
+_ENTITY_WORDS = {"individual", "person", "applicant", "student", "employee", "one", "who", "customer", "product",
+                 "country", "people", "patient", "user", "item", "entry", "row", "record", "someone", "whose"}
+
+
+class _Ctx:
+    """The question plus what every shape needs: table, filters as SQL, follow-ups."""
+
+    def __init__(self, q: Question) -> None:
+        self.q = q
+        self.schema: Schema = q.schema
+        self.table = q.schema.from_sql
+
+    def where(self, extra: list[str] | None = None, filters: list[Filter] | None = None) -> str:
+        preds = [f.sql for f in (self.q.filters if filters is None else filters)] + (extra or [])
+        return " WHERE " + " AND ".join(preds) if preds else ""
+
+    def basis(self, filters: list[Filter] | None = None) -> str:
+        fs = self.q.filters if filters is None else filters
+        return (" where " + " and ".join(f.text for f in fs)) if fs else ""
+
+    def follow_ups(self, *cols: Column | None) -> list[str]:
+        return c.follow_ups_for(self.schema, {col.name for col in cols if col is not None})
+
+
+def _plan(ctx: _Ctx, sql: str, composer: c.Composer, reasoning: str, classification: str = "SQL_ONLY",
+          python: str | None = None, on_sql: bool = False) -> Plan:
+    return Plan(classification=classification, reasoning=reasoning, compose=composer, sql=sql,
+                python_code=python, python_on_sql_result=on_sql)
+
+
+# ---- helpers over links -------------------------------------------------------------------------------------
+
+
+def _free(ctx: _Ctx) -> list[ColumnLink]:
+    return ctx.q.free_columns()
+
+
+def _pick(link: ColumnLink, want: Callable[[Column], bool]) -> Column | None:
+    return next((col for col, _ in link.candidates if want(col)), None)
+
+
+def _first(ctx: _Ctx, want: Callable[[Column], bool], after: int = -1, exclude: tuple[Column | None, ...] = ()) \
+        -> Column | None:
+    for lk in _free(ctx):
+        if lk.end <= after:
+            continue
+        col = _pick(lk, lambda x: want(x) and x not in exclude)
+        if col is not None:
+            return col
+    return None
+
+
+def _target(ctx: _Ctx) -> ColumnLink | None:
+    free = _free(ctx)
+    return free[0] if free else None
+
+
+def _order_column(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> Column | None:
+    sup = ctx.q.superlative
+    if sup is None:
+        return None
+    for lk in ctx.q.links.columns:
+        if lk.start <= sup.index < lk.end:
+            col = _pick(lk, lambda x: x.numeric and x not in exclude)
+            if col is not None:
+                return col
+    after = [lk for lk in _free(ctx) if lk.start > sup.index]
+    for lk in after:
+        col = _pick(lk, lambda x: (x.numeric or x.temporal) and x not in exclude)
+        if col is not None:
+            return col
+    return None
+
+
+def _direction(col: Column, desc: bool) -> str:
+    """Rank-like columns are best when smallest: "top-ranked" means rank 1."""
+    if any(w in ("rank", "position", "place") for w in col.words) and not ctx_is_value_question(col):
+        desc = not desc
+    return "DESC" if desc else "ASC"
+
+
+def ctx_is_value_question(col: Column) -> bool:
+    return False
+
+
+def _is_count_question(q: Question) -> bool:
+    return q.agg == "count" or q.has(r"\bhow many\b")
+
+
+# ---- shapes ---------------------------------------------------------------------------------------------------
+
+
+def _row_count(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not _is_count_question(q) or q.distinct or q.filters or q.superlative:
+        return None
+    free = _free(ctx)
+    if any(lk.column.textual or lk.column.numeric for lk in free) and not q.has(
+        r"\b(rows|records|entries|lines|elements|observations)\b"
+    ):
+        return None
+    return _plan(ctx, f"SELECT count(*) AS row_count FROM {ctx.table}",
+                 c.number(f"Rows in `{ctx.schema.table}`", ctx.follow_ups(), integral=True),
+                 "Counting rows needs one aggregate over the table.")
+
+
+def _correlation(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not q.has(r"\bcorrelat|\brelationship between\b|\brelated to each other\b|\bassociation between\b"):
+        return None
+    cols = [col for lk in _free(ctx) + q.links.columns for col in [_pick(lk, lambda x: x.measure)] if col]
+    cols = list(dict.fromkeys(cols))
+    if len(cols) < 2:
+        return None
+    a, b = cols[0], cols[1]
+    sql = (f"SELECT corr({a.sql}, {b.sql}) AS correlation, count(*) AS n FROM {ctx.table}"
+           f"{ctx.where([f'{a.sql} IS NOT NULL', f'{b.sql} IS NOT NULL'])}")
+    label = f"Pearson correlation between `{a.name}` and `{b.name}`{ctx.basis()}"
+
+    def compose(results: StepResults) -> Answer:
+        answer = c.number(label, ctx.follow_ups(a, b))(results)
+        if isinstance(answer.answer, float):
+            r = answer.answer
+            strength = "strong" if abs(r) >= 0.7 else "moderate" if abs(r) >= 0.4 else "weak" if abs(r) >= 0.1 \
+                else "no meaningful"
+            answer.text += f" That is a {strength} {'positive' if r > 0 else 'negative'} linear relationship."
+        return answer
+
+    return _plan(ctx, sql, compose, f"Correlation of two measures: corr(`{a.name}`, `{b.name}`).")
+
+
+def _outliers(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not q.has(r"\boutlier|\banomal|\bunusual(ly)?\b|\bextreme values?\b"):
+        return None
+    col = _first(ctx, lambda x: x.measure)
+    if col is None:
+        return None
+    sql = f"SELECT {col.sql} AS value FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+    return _plan(ctx, sql, stats.outliers_composer(col, ctx.follow_ups(col)),
+                 f"Outliers of `{col.name}` by the 1.5×IQR rule, computed in the sandbox.",
+                 "SQL_THEN_PY", stats.OUTLIERS_CODE, True)
+
+
+def _significance(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not q.has(r"\bsignifican|\bstatistically\b|\bt-test\b|\bp-value\b|\bchi"):
+        return None
+    measure = _first(ctx, lambda x: x.measure)
+    group = _first(ctx, lambda x: x.textual and not x.listlike and 1 < x.distinct <= 50, exclude=(measure,))
+    if group is None:
+        fcol = next((f.column for f in q.filters if f.column is not None and f.column.textual), None)
+        group = fcol
+    if group is None:
+        return None
+    if measure is not None:
+        sql = f"SELECT {group.sql}::VARCHAR AS grp, {measure.sql} AS value FROM {ctx.table} WHERE {measure.sql} IS NOT NULL AND {group.sql} IS NOT NULL"
+        code = stats.ANOVA_CODE
+        reasoning = f"Does `{measure.name}` differ across `{group.name}`? Welch t-test / ANOVA in the sandbox."
+    else:
+        other = _first(ctx, lambda x: x.textual and 1 < x.distinct <= 50, exclude=(group,))
+        if other is None:
+            return None
+        sql = f"SELECT {group.sql}::VARCHAR AS grp, {other.sql}::VARCHAR AS value FROM {ctx.table} WHERE {group.sql} IS NOT NULL AND {other.sql} IS NOT NULL"
+        code = stats.CHI2_CODE
+        reasoning = f"Are `{group.name}` and `{other.name}` independent? Chi-square test in the sandbox."
+    return _plan(ctx, sql, stats.test_composer(reasoning, ctx.follow_ups(group, measure)), reasoning, "SQL_THEN_PY",
+                 code, True)
+
+
+_BUCKETS = [
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(hour|hours)\b|\bhourly\b|\bhour of (the )?day\b", "hour",
+     "hour({})"),
+    (r"\bday of (the )?week\b|\bweekday|\bby day of\b", "day of week", "dayname({})"),
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(day|date|days)\b|\bdaily\b", "day", "CAST({} AS DATE)"),
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(week|weeks)\b|\bweekly\b", "week",
+     "CAST(date_trunc('week', {}) AS DATE)"),
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(month|months)\b|\bmonthly\b|\bmonth over month\b|\btrend\b"
+     r"|\bover time\b", "month", "strftime({}, '%Y-%m')"),
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(quarter|quarters)\b|\bquarterly\b", "quarter",
+     "strftime({}, '%Y') || '-Q' || quarter({})::VARCHAR"),
+    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(year|years)\b|\byearly\b|\bannual", "year", "year({})"),
+]
+
+
+def _time_buckets(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    temporal = [col for col in ctx.schema.columns if col.temporal]
+    if not temporal:
+        return None
+    for pattern, name, expr in _BUCKETS:
+        if not q.has(pattern):
+            continue
+        tcol = next((lk.column for lk in q.links.columns if lk.column.temporal), temporal[0])
+        bucket = expr.format(tcol.sql, tcol.sql) if name == "quarter" else expr.format(tcol.sql)
+        value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(tcol,))
+        order = "min(" + tcol.sql + ")" if name == "day of week" else "1"
+        sql = (f"SELECT {bucket} AS \"{name}\", {value_sql} AS \"{value_label}\" FROM {ctx.table}"
+               f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY {order}")
+        if name == "day of week":
+            sql = (f"SELECT {bucket} AS \"{name}\", {value_sql} AS \"{value_label}\" FROM {ctx.table}"
+                   f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY isodow({tcol.sql})")
+        label = f"{value_label} by {name} of `{tcol.name}`{ctx.basis()}"
+        return _plan(ctx, sql, c.breakdown(label, name, value_label, ctx.follow_ups(tcol), percent, True, unit),
+                     f"A time series: {value_label} per {name} of `{tcol.name}`.")
+    return None
+
+
+def _event_filter(ctx: _Ctx) -> Filter | None:
+    """The event a rate or share counts: a value filter ("failed") or a flag column ("fraud")."""
+    q = ctx.q
+    for f in q.filters:
+        return f
+    for lk in _free(ctx):
+        flags = lk.column.flag_values
+        if flags is not None:
+            return Filter(lk.column, f"{lk.column.sql} = {flags[0]}", f"`{lk.column.name}` = {flags[0]}",
+                          lk.start, lk.end)
+    return None
+
+
+def _measure_expr(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> tuple[str, str, bool, str]:
+    """The value of a breakdown: count, a rate, or an aggregate of a measure."""
+    q = ctx.q
+    if q.has(r"\b(rate|share|percentage|proportion|percent|ratio)\b|%"):
+        event = _event_filter(ctx)
+        if event is not None:
+            q.filters = [f for f in q.filters if f is not event]
+            word = re.search(r"\b(\w+)\s+(rate|share|percentage|proportion|ratio)\b", q.low)
+            name = f"{word.group(1)} {word.group(2)}" if word else "share"
+            return f"round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 2)", f"{name} (%)", True, ""
+    measure = _first(ctx, lambda x: x.measure and x.flag_values is None, exclude=exclude)
+    agg = q.agg if q.agg in _AGG_SQL else None
+    if measure is not None and (agg or not _is_count_question(q)):
+        agg = agg or ("sum" if _ADDITIVE.search(measure.name) else "avg")
+        label = f"{_AGG_NAME[agg].lower()} {measure.name}"
+        return _AGG_SQL[agg].format(measure.sql), label, False, c.unit_of(measure)
+    return "count(*)", "rows", False, ""
+
+
+def _rate(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not q.has(r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b|%|\bwhat part\b"):
+        return None
+    if _group_column(ctx) is not None:
+        return None
+    event = _event_filter(ctx)
+    if event is None:
+        return None
+    rest = [f for f in q.filters if f is not event]
+    sql = (f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "
+           f"count(*) AS n FROM {ctx.table}{ctx.where(filters=rest)}")
+    label = f"Share of rows with {event.text}{ctx.basis(rest)}"
+    return _plan(ctx, sql, c.number(label, ctx.follow_ups(event.column), percent=True),
+                 f"A rate: the share of rows where {event.text}.")
+
+
+_GROUP_WORDS = re.compile(r"\b(by|per|for each|for every|each|across|broken down by|grouped by|split by|among the)\s+"
+                          r"(the\s+|different\s+|each\s+)?", re.I)
+
+
+def _group_column(ctx: _Ctx) -> Column | None:
+    q = ctx.q
+    for m in _GROUP_WORDS.finditer(q.low):
+        index = q.index_at(m.end())
+        for lk in q.links.columns:
+            if lk.start == index or (lk.start == index + 1 and q.tokens[index].stem in ("the", "different")):
+                col = _pick(lk, lambda x: (x.textual and not x.listlike) or (x.numeric and 1 < x.distinct <= 60)
+                            or x.temporal)
+                if col is not None:
+                    return col
+    return None
+
+
+def _breakdown(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if q.answer_type == "boolean":
+        return None
+    group = _group_column(ctx)
+    if group is None:
+        return None
+    value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(group,))
+    desc = q.superlative.desc if q.superlative is not None and not q.superlative.mode else True
+    limit = f" LIMIT {q.k}" if q.k else ""
+    sql = (f"SELECT {group.sql} AS {c_quote(group.name)}, {value_sql} AS {c_quote(value_label)} FROM {ctx.table}"
+           f"{ctx.where([f'{group.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1{limit}")
+    label = f"{value_label[0].upper()}{value_label[1:]} by `{group.name}`{ctx.basis()}"
+    if q.superlative is not None and q.answer_type != "list" and not q.k:
+        sql = sql + " LIMIT 1"
+        return _plan(ctx, sql, c.category(f"`{group.name}` with the {'highest' if desc else 'lowest'} {value_label}"
+                                          f"{ctx.basis()}", ctx.follow_ups(group), value_label),
+                     f"Group by `{group.name}` and take the {'top' if desc else 'bottom'} one.")
+    return _plan(ctx, sql, c.breakdown(label, group.name, value_label, ctx.follow_ups(group), percent, False, unit),
+                 f"A breakdown: {value_label} per `{group.name}`.")
+
+
+def c_quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _boolean(ctx: _Ctx) -> Plan | None:
+    from services.orchestrator.builtin import booleans
+
+    if ctx.q.answer_type != "boolean":
+        return None
+    return booleans.plan(ctx)
+
+
+def _mode_plan(ctx: _Ctx, col: Column, desc: bool, k: int | None, offset: int, as_list: bool,
+               counts: bool = False) -> Plan:
+    q = ctx.q
+    expr, src = col.sql, ctx.table
+    if col.listlike:
+        src = (f"(SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS {col.sql} FROM {ctx.table}"
+               f"{ctx.where()})")
+        where = f" WHERE {col.sql} <> ''"
+    else:
+        where = ctx.where([f"{col.sql} IS NOT NULL"])
+    limit = k or 1
+    sql = (f"SELECT {expr if not counts else 'count(*)'} AS {c_quote(col.name if not counts else 'count')}, "
+           f"{'count(*)' if not counts else expr} AS {c_quote('count' if not counts else col.name)} "
+           f"FROM {src}{where} GROUP BY {expr} ORDER BY count(*) {'DESC' if desc else 'ASC'}, {expr} "
+           f"LIMIT {limit} OFFSET {offset}")
+    word = "most" if desc else "least"
+    if as_list or k:
+        label = f"The {limit} {word} common values of `{col.name}`{ctx.basis()}" if not counts else \
+            f"Row counts of the {limit} {word} common values of `{col.name}`{ctx.basis()}"
+        composer = c.listing(label, ctx.follow_ups(col))
+    else:
+        composer = c.category(f"The {word} common `{col.name}`{ctx.basis()}", ctx.follow_ups(col), "rows:")
+    _ = q
+    return _plan(ctx, sql, composer, f"Count rows per value of `{col.name}` and take the {word} frequent.")
+
+
+def _ranked(ctx: _Ctx) -> Plan | None:
+    """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top mean."""
+    q = ctx.q
+    sup = q.superlative
+    if sup is None or q.answer_type == "boolean":
+        return None
+    as_list = q.answer_type == "list" or (q.k is not None and q.k > 1)
+    free = _free(ctx)
+    target_link = free[0] if free else None
+    if sup.mode:
+        # "the most common X": X is the column named nearest the words
+        col = None
+        for lk in sorted(free, key=lambda lk: abs(lk.start - sup.index)):
+            col = _pick(lk, lambda x: not x.temporal)
+            if col is not None:
+                break
+        if col is None:
+            return None
+        counts = as_list and q.has(r"\b(number|counts?|how many|amount)\b")
+        return _mode_plan(ctx, col, sup.desc, q.k, sup.offset, as_list, counts)
+    order = _order_column(ctx)
+    target = None
+    if target_link is not None:
+        target = _pick(target_link, lambda x: True)
+    # "which X has the most <rows>" (no measure after the superlative): a count per X
+    if order is None or (target is not None and order is target and target.textual):
+        if target is None:
+            return None
+        if target.numeric and order is target:
+            pass
+        else:
+            return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list,
+                              as_list and q.has(r"\b(number|counts?)\b"))
+    if target is None:
+        target = order
+    if target is order or (q.agg in ("max", "min") and target.numeric):
+        # the top values of one column
+        col = order
+        direction = _direction(col, sup.desc)
+        if as_list or q.k:
+            sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+                   f" ORDER BY {col.sql} {direction} LIMIT {q.k or 5}")
+            return _plan(ctx, sql, c.listing(f"The {'top' if sup.desc else 'bottom'} {q.k or 5} values of "
+                                             f"`{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
+                         f"Sort `{col.name}` and keep the first {q.k or 5}.")
+        agg = "max" if direction == "DESC" else "min"
+        if sup.offset:
+            sql = (f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY {col.sql} "
+                   f"{direction} LIMIT 1 OFFSET {sup.offset}")
+        else:
+            sql = f"SELECT {agg}({col.sql}) AS {c_quote(agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
+        return _plan(ctx, sql, c.number(f"{_AGG_NAME[agg]} `{col.name}`{ctx.basis()}", ctx.follow_ups(col),
+                                        c.unit_of(col)),
+                     f"The {agg} of `{col.name}`.")
+    direction = _direction(order, sup.desc)
+    group_level = q.agg in ("avg", "sum", "median", "count") and not target.numeric or (
+        target.textual and target.distinct <= 60 and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
+        and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
+    )
+    if group_level and not target.numeric:
+        agg = q.agg if q.agg in ("avg", "sum", "median", "max", "min") else (
+            "sum" if _ADDITIVE.search(order.name) else "avg")
+        expr = _AGG_SQL[agg].format(order.sql)
+        label = f"{_AGG_NAME[agg].lower()} {order.name}"
+        limit = q.k or 1
+        sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {expr} AS {c_quote(label)} FROM {ctx.table}"
+               f"{ctx.where([f'{target.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {direction}, 1 LIMIT {limit}"
+               f" OFFSET {sup.offset}")
+        if as_list:
+            composer = c.listing(f"`{target.name}` by {label}{ctx.basis()}", ctx.follow_ups(target, order))
+        else:
+            composer = c.category(f"`{target.name}` with the {'highest' if direction == 'DESC' else 'lowest'} "
+                                  f"{label}{ctx.basis()}", ctx.follow_ups(target, order), label)
+        return _plan(ctx, sql, composer, f"Group by `{target.name}`, {agg} of `{order.name}`, take the top.")
+    limit = q.k or 1
+    sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {order.sql} AS {c_quote(order.name)} FROM {ctx.table}"
+           f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {limit}"
+           f" OFFSET {sup.offset}")
+    word = "highest" if sup.desc else "lowest"
+    if as_list or q.k:
+        composer = c.listing(f"`{target.name}` of the {limit} rows with the {word} `{order.name}`{ctx.basis()}",
+                             ctx.follow_ups(target, order))
+    else:
+        composer = c.category(f"`{target.name}` of the row with the {word} `{order.name}`{ctx.basis()}",
+                              ctx.follow_ups(target, order), f"`{order.name}` =")
+    return _plan(ctx, sql, composer, f"Sort by `{order.name}` ({direction}) and read `{target.name}`.")
+
+
+def _distinct(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if not q.distinct and not q.has(r"\b(all|possible|every)\b.*\bvalues?\b|\bcategories\b"):
+        return None
+    col = None
+    for lk in _free(ctx):
+        col = _pick(lk, lambda x: not x.temporal)
+        if col is not None:
+            break
+    if col is None:
+        return None
+    if _is_count_question(q) or q.answer_type == "number":
+        if col.listlike:
+            sql = (f"SELECT count(DISTINCT v) FROM (SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS v "
+                   f"FROM {ctx.table}{ctx.where()}) WHERE v <> ''")
+        else:
+            sql = f"SELECT count(DISTINCT {col.sql}) AS distinct_values FROM {ctx.table}{ctx.where()}"
+        return _plan(ctx, sql, c.number(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col),
+                                        integral=True), f"Count the distinct values of `{col.name}`.")
+    if q.answer_type not in ("list", "unknown"):
+        return None
+    sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+           f" GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1000")
+    return _plan(ctx, sql, c.listing(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
+                 f"List the distinct values of `{col.name}`.")
+
+
+_NULL_BEFORE = re.compile(r"\b(no|without|missing|null( values)?( in)?|empty|lack(ing)?|not have( an?| any)?)\s+$")
+
+
+def _null_filters(ctx: _Ctx) -> None:
+    q = ctx.q
+    for lk in _free(ctx):
+        head = q.low[: q.tokens[lk.start].start]
+        if _NULL_BEFORE.search(head) and lk.column.flag_values is None:
+            col = lk.column
+            sql = f"({col.sql} IS NULL OR trim({col.sql}::VARCHAR) IN ('', '[]'))"
+            q.filters.append(Filter(col, sql, f"`{col.name}` is empty", lk.start, lk.end))
+            q.used.update(range(lk.start, lk.end))
+        elif re.search(r"\bnon[- ]?(null|empty)\s+$|\bnot (null|empty)\s+$", head) or re.search(
+            r"^\s*(is|are)?\s*not (null|empty)", q.low[q.tokens[lk.end - 1].end :]
+        ):
+            col = lk.column
+            if _is_count_question(q) and not q.distinct:
+                sql = f"({col.sql} IS NOT NULL AND trim({col.sql}::VARCHAR) NOT IN ('', '[]'))"
+                q.filters.append(Filter(col, sql, f"`{col.name}` is not empty", lk.start, lk.end))
+                q.used.update(range(lk.start, lk.end))
+
+
+def _aggregate(ctx: _Ctx) -> Plan | None:
+    q = ctx.q
+    if q.agg in _AGG_SQL:
+        col = _first(ctx, lambda x: x.numeric, after=q.agg_index - 1) or _first(ctx, lambda x: x.numeric)
+        if col is None:
+            return None
+        sql = f"SELECT {_AGG_SQL[q.agg].format(col.sql)} AS {c_quote(q.agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
+        label = f"{_AGG_NAME[q.agg]} of `{col.name}`{ctx.basis()}"
+        return _plan(ctx, sql, c.number(label, ctx.follow_ups(col), c.unit_of(col)),
+                     f"One aggregate: {q.agg}(`{col.name}`){' with filters' if q.filters else ''}.")
+    if _is_count_question(q):
+        if not q.filters and not q.has(r"\b(rows|records|entries|elements|observations|people|products|items)\b"):
+            if _free(ctx):
+                return None
+        sql = f"SELECT count(*) AS n FROM {ctx.table}{ctx.where()}"
+        return _plan(ctx, sql, c.number(f"Rows{ctx.basis()}", ctx.follow_ups(), integral=True),
+                     "Count the rows that match the filters.")
+    return None
+
+
+def _lookup(ctx: _Ctx) -> Plan | None:
+    """"What is Iceland's rank?": a value of one column for a row named by a value of another."""
+    q = ctx.q
+    if not q.filters or q.answer_type in ("boolean",):
+        return None
+    target = _first(ctx, lambda x: True)
+    if target is None:
+        return None
+    agg = "" if q.answer_type != "number" or not target.numeric else ""
+    sql = f"SELECT {agg}{target.sql} AS {c_quote(target.name)} FROM {ctx.table}{ctx.where()} LIMIT 50"
+    composer = c.listing if q.answer_type == "list" else None
+    if composer is not None:
+        return _plan(ctx, sql, composer(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
+                     f"Read `{target.name}` of the matching rows.")
+    return _plan(ctx, sql, c.category(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
+                 f"Read `{target.name}` of the matching row.")
+
+
+def _entity_filters(ctx: _Ctx) -> None:
+    """Capitalized words the profile does not know ("Iceland"): a match on the most name-like text column."""
+    q = ctx.q
+    if not q.links.entities and not q.links.quoted:
+        return
+    text_cols = [col for col in ctx.schema.columns if col.textual]
+    if not text_cols:
+        return
+    for start, end, text in q.links.quoted:
+        if any(f.start >= start and f.end <= end + 1 for f in q.filters if f.start >= 0):
+            continue
+        near = next((lk.column for lk in q.links.columns if lk.column.textual and abs(lk.end - start) <= 3), None)
+        col = near or max(text_cols, key=lambda x: x.distinct)
+        if col.listlike:
+            sql = f"list_contains(string_split(lower(trim({col.sql}, '[]')), ', '), {literal(text.lower())})"
+        else:
+            sql = f"lower({col.sql}) = {literal(text.lower())}"
+        q.filters.append(Filter(col, sql, f"`{col.name}` = '{text}'", start, end))
+        q.used.update(range(start, end))
+        for lk in q.links.columns:
+            if lk.column is col and abs(lk.end - start) <= 3:
+                q.used.update(range(lk.start, lk.end))
+    names = [col for col in text_cols if not col.listlike and col.distinct >= 0.5 * max(ctx.schema.row_count, 1)]
+    if not names:
+        return
+    col = max(names, key=lambda x: x.distinct)
+    groups: list[list[tuple[int, str]]] = []
+    for index, word in q.links.entities:
+        if any(f.start <= index < f.end for f in q.filters):
+            continue
+        if groups and groups[-1][-1][0] == index - 1:
+            groups[-1].append((index, word))
+        else:
+            groups.append([(index, word)])
+    for group in groups:
+        text = " ".join(w for _, w in group)
+        q.filters.append(Filter(col, f"lower({col.sql}) LIKE {literal(text.lower() + '%')}",
+                                f"`{col.name}` = {text}", group[0][0], group[-1][0] + 1))
+
+
+_SHAPES: list[Callable[[_Ctx], Plan | None]] = [
+    _correlation, _outliers, _significance, _time_buckets, _boolean, _rate, _breakdown, _distinct, _ranked,
+    _row_count, _aggregate, _lookup,
+]
+
+
+def plan_question(question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None) -> Plan:
+    """The plan for `question` over `dataset`: the first shape that fits, or an honest "cannot answer"."""
+    schema = schema_of(dataset)
+    q = parse(question, schema)
+    ctx = _Ctx(q)
+    _entity_filters(ctx)
+    _null_filters(ctx)
+    target = _target(ctx)
+    add_flag_filters(q, target.start if target is not None and q.answer_type != "boolean" else None)
+    _ = history
+    for shape in _SHAPES:
+        plan = shape(ctx)
+        if plan is not None:
+            return plan
+    return unanswerable(schema, _why(q))
+
+
+def _why(q: Question) -> str:
+    if not q.links.columns and not q.links.values:
+        return "no column or value of this dataset is named in the question."
+    return "the question names parts of the data, but not in a shape I can compute without a language model."
+
+
+def unanswerable(schema: Schema, reason: str) -> Plan:
+    def compose(_: StepResults) -> Answer:
+        return c.nothing_matched(schema, reason)
+
+    return Plan(classification="EXPLAIN_ONLY", reasoning=f"No answerable shape: {reason}", compose=compose)

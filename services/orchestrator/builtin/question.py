@@ -1,0 +1,352 @@
+"""Reads a question's form: the answer type, aggregate, superlative, k, filters and comparisons.
+
+Works on the links (columns, values, numbers) so that every piece of structure is tied to a column; nothing
+here writes SQL except the filters' predicates, which are small and quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from services.orchestrator.builtin.linking import ColumnLink, Links, link
+from services.orchestrator.builtin.schema import Column, Schema, literal
+from services.orchestrator.builtin.text import ORDINALS, Token, word_number
+
+_BOOL_START = re.compile(
+    r"^\s*(is|are|does|do|did|was|were|has|have|can|could|would|will|should|isn't|aren't|doesn't)\b", re.I
+)
+_LIST_START = re.compile(r"^\s*(list|name the|show( me)?( the| all)?|give me( the| all)?|enumerate|what are( the)?)\b", re.I)
+
+AGG_WORDS: list[tuple[str, str]] = [
+    (r"\bstandard deviation\b|\bstd\b|\bstdev\b", "std"),
+    (r"\bvariance\b", "var"),
+    (r"\brange\b|\bdifference between the (highest|largest|maximum|max) and (the )?(lowest|smallest|minimum|min)\b"
+     r"|\bspread\b", "range"),
+    (r"\bmedian\b|\bmiddle\b", "median"),
+    (r"\baverage\b|\bmean\b|\bavg\b|\btypical\b|\bon average\b", "avg"),
+    (r"\bsum\b|\btotal (amount|value|sum)\b|\baccumulated\b|\bcombined\b|\bin total\b|\btotal\b", "sum"),
+    (r"\b(how many|number of|count of|count)\b", "count"),
+    (r"\bmaximum\b|\bmax\b", "max"),
+    (r"\bminimum\b|\bmin\b", "min"),
+]
+_DESC = (r"highest|most|max|maximum|largest|biggest|greatest|top|best|longest|oldest|richest|heaviest|tallest"
+         r"|most expensive|priciest|latest|newest|strongest|more|higher")
+_ASC = (r"lowest|least|min|minimum|smallest|fewest|bottom|worst|cheapest|youngest|shortest|poorest|lightest"
+        r"|earliest|oldest first|weakest|cheaper|less|lower|fewer")
+_MODE = re.compile(
+    r"\b(most|least|more|less)\s+(common|frequent|frequently|popular|represented|usual|often|prevalent|typical|used)"
+    r"|\bmost commonly\b|\b(commonest|rarest)\b|\bmode\b|\bappears? (the )?most\b",
+    re.I,
+)
+_SUPER = re.compile(rf"\b(?P<desc>{_DESC})\b|\b(?P<asc>{_ASC})\b", re.I)
+_NEG = {"not", "no", "non", "without", "never", "don't", "doesn't", "didn't", "dont", "excluding", "except",
+        "nt", "t", "childless"}
+
+_CMP: list[tuple[str, str]] = [
+    (r"\bat least\b|\bno less than\b|\bminimum of\b|\bor more\b|>=", ">="),
+    (r"\bat most\b|\bno more than\b|\bup to\b|\bor less\b|\bor fewer\b|<=", "<="),
+    (r"\b(more|greater|higher|bigger|larger|better|older|longer|over|above|exceed(s|ing)?|beyond|after)\b( than)?|>",
+     ">"),
+    (r"\b(less|fewer|lower|smaller|worse|younger|shorter|under|below|before|beneath)\b( than)?|<", "<"),
+    (r"\b(equal to|equals?|exactly|same as|of|is|=|to|are|at)\b", "="),
+]
+
+
+@dataclass
+class Filter:
+    """A WHERE predicate with the words that produced it."""
+
+    column: Column | None
+    sql: str
+    text: str
+    start: int = -1
+    end: int = -1
+    op: str = ""  # for numeric comparisons: >, >=, <, <=, =, between
+    number: float | None = None
+
+
+@dataclass
+class Superlative:
+    """A "highest"/"most common" word: its position, direction, and whether it counts rows."""
+
+    index: int
+    desc: bool
+    mode: bool
+    offset: int = 0  # "second highest" → 1
+
+
+@dataclass
+class Question:
+    """A question read against a schema."""
+
+    text: str
+    low: str
+    schema: Schema
+    links: Links
+    answer_type: str
+    filters: list[Filter] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)  # token indices consumed by filters
+    k: int | None = None
+    superlative: Superlative | None = None
+    agg: str | None = None
+    agg_index: int = -1
+    distinct: bool = False
+
+    @property
+    def tokens(self) -> list[Token]:
+        return self.links.tokens
+
+    def free_columns(self) -> list[ColumnLink]:
+        """Column links that are not part of a filter, in question order."""
+        return [c for c in self.links.columns if not any(i in self.used for i in range(c.start, c.end))]
+
+    def index_at(self, char: int) -> int:
+        return next((i for i, t in enumerate(self.tokens) if t.end > char), len(self.tokens))
+
+    def has(self, pattern: str) -> bool:
+        return re.search(pattern, self.low) is not None
+
+
+def _answer_type(text: str) -> str:
+    if _BOOL_START.match(text) or re.match(r"^\s*(is it true|true or false)", text, re.I):
+        return "boolean"
+    if _LIST_START.match(text):
+        return "list"
+    low = text.lower()
+    if re.search(r"\bhow (many|much|old|long|far)\b|\bwhat (is|was) the (number|count|total|sum|average|mean"
+                 r"|median|standard|range|variance|percentage|proportion|share|rate|ratio|difference)\b", low):
+        return "number"
+    return "unknown"
+
+
+def _negated(tokens: list[Token], index: int, window: int = 3) -> bool:
+    return any(t.text in _NEG for t in tokens[max(0, index - window) : index])
+
+
+def _percent_scale(column: Column, value: float, percent: bool) -> float:
+    if percent and column.max is not None and column.max <= 1.0 and value > 1:
+        return value / 100.0
+    return value
+
+
+def _num_sql(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+def _value_filters(q: Question) -> None:
+    by_column: dict[str, list] = {}
+    for v in q.links.values:
+        by_column.setdefault(v.column.name, []).append(v)
+    for values in by_column.values():
+        column = values[0].column
+        neg = all(_negated(q.tokens, v.start) for v in values)
+        if column.listlike:
+            parts = [f"list_contains(string_split(trim({column.sql}, '[]'), ', '), {literal(v.value)})" for v in values]
+            sql = "(" + " OR ".join(parts) + ")"
+            if neg:
+                sql = f"NOT {sql}"
+        else:
+            lits = ", ".join(dict.fromkeys(literal(v.value) for v in values))
+            sql = f"{column.sql} {'NOT IN' if neg else 'IN'} ({lits})"
+        text = " or ".join(f"`{v.value}`" for v in values)
+        q.filters.append(Filter(column, sql, f"`{column.name}` {'≠' if neg else '='} {text}", values[0].start,
+                                values[-1].end))
+        for v in values:
+            q.used.update(range(v.start, v.end))
+            # the column named next to its value is part of the filter ("the Sales department")
+            for c in q.links.columns:
+                if c.column is column and (abs(c.start - v.end) <= 1 or abs(v.start - c.end) <= 2):
+                    q.used.update(range(c.start, c.end))
+
+
+def _k_numbers(q: Question) -> set[int]:
+    """Numbers that count answers ("top 5", "3 most common", "first 4") rather than filter."""
+    out = set()
+    toks = q.tokens
+    for n in q.links.numbers:
+        before = toks[n.index - 1].text if n.index > 0 else ""
+        after = toks[n.index + 1].text if n.index + 1 < len(toks) else ""
+        if before in ("top", "bottom", "first", "last", "lowest", "highest", "best", "worst", "largest",
+                      "smallest", "the", "list") or after in (
+            "most", "least", "highest", "lowest", "largest", "smallest", "best", "worst", "top", "bottom",
+            "biggest", "cheapest", "youngest", "oldest", "different", "unique", "distinct"
+        ):
+            if float(n.value).is_integer() and 0 < n.value <= 1000:
+                out.add(n.index)
+    return out
+
+
+def _comparison_at(q: Question, index: int) -> tuple[str, int] | None:
+    """The comparator ending right before token `index` (the number), as (op, first token of the phrase)."""
+    start_char = q.tokens[index].start
+    head = q.low[:start_char].rstrip()
+    head = re.sub(r"(\$|₹|€|£|rs\.?|inr|usd)\s*$", "", head).rstrip()
+    for pattern, op in _CMP:
+        m = re.search(rf"(?:{pattern})\s*(?:a|an|the)?\s*(?:score|grade|value|rating|total|number)?\s*(?:of)?\s*$",
+                      head)
+        if m:
+            return op, q.index_at(m.start())
+    return None
+
+
+def _nearest_numeric(q: Question, index: int, before_only: bool = False) -> Column | None:
+    best: tuple[int, Column] | None = None
+    for c in q.links.columns:
+        col = next((cand for cand, _ in c.candidates if cand.numeric), None)
+        if col is None:
+            continue
+        if c.start <= index < c.end:
+            return col
+        dist = index - c.end if c.end <= index else (None if before_only else (c.start - index) + 3)
+        if dist is None:
+            continue
+        if best is None or dist < best[0]:
+            best = (dist, col)
+    return best[1] if best else None
+
+
+def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float, Column]]:
+    """Comparisons "column op number" found in the question (not yet turned into filters)."""
+    found = []
+    toks = q.tokens
+    numbers = [n for n in q.links.numbers if n.index not in skip]
+    i = 0
+    while i < len(numbers):
+        n = numbers[i]
+        between = toks[n.index - 1].text == "between" if n.index > 0 else False
+        if between and i + 1 < len(numbers) and toks[numbers[i + 1].index - 1].text == "and":
+            col = _nearest_numeric(q, n.index)
+            if col is not None:
+                pct = any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3]) or n.percent
+                lo, hi = _percent_scale(col, n.value, pct), _percent_scale(col, numbers[i + 1].value, pct)
+                found.append((n.index, "between", lo, col))
+                found.append((numbers[i + 1].index, "between_hi", hi, col))
+                i += 2
+                continue
+        cmp = _comparison_at(q, n.index)
+        if cmp is None:
+            i += 1
+            continue
+        op, first = cmp
+        col = _nearest_numeric(q, first if first < n.index else n.index, before_only=False)
+        # a comparator word that itself links a column ("older" → age) decides the column
+        for c in q.links.columns:
+            if first <= c.start < n.index:
+                cand = next((cc for cc, _ in c.candidates if cc.numeric), None)
+                if cand is not None:
+                    col = cand
+        if col is not None:
+            pct = n.percent or any(t.text in ("per", "percent", "cent") for t in toks[n.index + 1 : n.index + 3])
+            value = _percent_scale(col, n.value, pct)
+            if n.index + 1 < len(toks) and toks[n.index + 1].stem == "decade":
+                value *= 10
+            found.append((n.index, op, value, col))
+            q.used.add(first)
+        i += 1
+    return found
+
+
+def _perfect_filters(q: Question) -> None:
+    for m in re.finditer(r"\bperfect\b", q.low):
+        index = q.index_at(m.start())
+        col = None
+        for c in q.links.columns:
+            if c.start > index and c.start - index <= 6:
+                col = next((cc for cc, _ in c.candidates if cc.numeric and cc.max is not None), None)
+                if col:
+                    q.used.update(range(c.start, c.end))
+                    break
+        if col is not None and col.max is not None:
+            q.filters.append(Filter(col, f"{col.sql} = {_num_sql(col.max)}", f"`{col.name}` = {col.max:g} (its maximum)",
+                                    index, index + 1))
+            q.used.add(index)
+
+
+def _flag_filters(q: Question, target_index: int | None) -> None:
+    for c in q.links.columns:
+        col = c.column
+        flags = col.flag_values
+        if flags is None or any(i in q.used for i in range(c.start, c.end)):
+            continue
+        if target_index is not None and c.start == target_index:
+            continue
+        neg = _negated(q.tokens, c.start, 4) or any(t.text == "childless" for t in q.tokens[c.start : c.end])
+        lit = flags[1] if neg else flags[0]
+        q.filters.append(Filter(col, f"{col.sql} = {lit}", f"`{col.name}` = {lit.strip(chr(39))}", c.start, c.end))
+        q.used.update(range(c.start, c.end))
+
+
+def _superlative(q: Question) -> Superlative | None:
+    mode = _MODE.search(q.low)
+    if mode:
+        word = mode.group(0).split()[0]
+        desc = word in ("most", "more", "commonest") or word.startswith("mode") or word == "appears"
+        index = q.index_at(mode.start())
+        return Superlative(index, desc, True, _ordinal_before(q, index))
+    for m in _SUPER.finditer(q.low):
+        word = m.group(0)
+        index = q.index_at(m.start())
+        if word in ("more", "less", "higher", "lower", "fewer", "cheaper") and not q.has(r"\bthe (more|less)\b"):
+            continue
+        if word == "most" and re.match(r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start():]):
+            continue
+        return Superlative(index, m.group("desc") is not None, False, _ordinal_before(q, index))
+    return None
+
+
+def _ordinal_before(q: Question, index: int) -> int:
+    for t in q.tokens[max(0, index - 2) : index]:
+        if t.text in ORDINALS and ORDINALS[t.text] > 1:
+            return ORDINALS[t.text] - 1
+    return 0
+
+
+def parse(question: str, schema: Schema) -> Question:
+    """Reads `question` against `schema`."""
+    links = link(question, schema)
+    q = Question(text=question, low=question.lower(), schema=schema, links=links,
+                 answer_type=_answer_type(question))
+    for pattern, agg in AGG_WORDS:
+        m = re.search(pattern, q.low)
+        if m:
+            q.agg, q.agg_index = agg, q.index_at(m.start())
+            break
+    q.distinct = q.has(r"\b(unique|distinct|different)\b")
+    q.superlative = _superlative(q)
+    k_idx = _k_numbers(q)
+    if k_idx:
+        q.k = int(next(n.value for n in links.numbers if n.index in k_idx))
+    elif q.superlative is not None:
+        for n in links.numbers:
+            if 0 < q.superlative.index - n.index <= 2 and float(n.value).is_integer():
+                q.k = int(n.value)
+                k_idx.add(n.index)
+    _value_filters(q)
+    _perfect_filters(q)
+    for index, op, value, col in _numeric_filters(q, k_idx):
+        if op == "between":
+            continue
+        if op == "between_hi":
+            lo = next(v for i, o, v, c in _numeric_filters(q, k_idx) if o == "between" and c is col)
+            sql = f"{col.sql} BETWEEN {_num_sql(lo)} AND {_num_sql(value)}"
+            text = f"`{col.name}` between {lo:g} and {value:g}"
+        else:
+            sql = f"{col.sql} {op} {_num_sql(value)}"
+            text = f"`{col.name}` {op} {value:g}"
+        q.filters.append(Filter(col, sql, text, index, index + 1, op, value))
+        q.used.add(index)
+        for c in links.columns:
+            if c.column is col or col in [cc for cc, _ in c.candidates]:
+                if abs(c.end - index) <= 4 or abs(c.start - index) <= 1:
+                    q.used.update(range(c.start, c.end))
+    return q
+
+
+def add_flag_filters(q: Question, target_index: int | None) -> None:
+    """Flag columns named outside the target become filters ("applicants with research experience")."""
+    _flag_filters(q, target_index)
+
+
+def number_of(token: Token) -> float | None:
+    return word_number(token.text)
