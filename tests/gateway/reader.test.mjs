@@ -1,0 +1,94 @@
+// The page's SSE reader (gateway/static/sse.js) in Node against a running gateway.
+// Run by tests/gateway/test_reader_node.py, which passes GATEWAY_URL, SESSION_ID, BIG_SESSION_ID, BIG_QUESTION.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { sseEvents, streamChat, ApiError } from "../../gateway/static/sse.js";
+
+const BASE = process.env.GATEWAY_URL;
+const SESSION = process.env.SESSION_ID;
+const BIG_SESSION = process.env.BIG_SESSION_ID;
+const BIG_QUESTION = process.env.BIG_QUESTION;
+const BIG_BYTES = 2_000_000;
+
+const body = (session, message) => ({ chat_id: `node-${Math.random().toString(36).slice(2)}`, session_id: session, message, history: [] });
+
+async function rawStream(session, message) {
+  const response = await fetch(`${BASE}/api/chat/stream`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body(session, message)),
+  });
+  assert.equal(response.status, 200);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/** A Response whose body arrives in the given chunk sizes (cycled). */
+function chunked(bytes, sizes) {
+  let offset = 0;
+  let i = 0;
+  const stream = new ReadableStream({
+    pull(controller) {
+      if (offset >= bytes.length) return controller.close();
+      const size = sizes[i++ % sizes.length];
+      controller.enqueue(bytes.slice(offset, offset + size));
+      offset += size;
+    },
+  });
+  return new Response(stream);
+}
+
+async function collect(response) {
+  const events = [];
+  for await (const event of sseEvents(response)) events.push(event);
+  return events;
+}
+
+/** The reference: the whole body at once, split on "\n", every `data: ` line parsed. */
+function wholeBody(bytes) {
+  return new TextDecoder().decode(bytes).split("\n").filter((l) => l.startsWith("data: ")).map((l) => JSON.parse(l.slice(6)));
+}
+
+function assertOrdered(events) {
+  assert.ok(events.length > 0);
+  assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1));
+  assert.equal(events.at(-1).type, "final_response");
+}
+
+test("streamChat reads a live answer from the gateway, in order, to the final response", async () => {
+  const seen = [];
+  const last = await streamChat(BASE, body(SESSION, "how many rows are there?"), { onEvent: (e) => seen.push(e) });
+  assertOrdered(seen);
+  assert.equal(last.type, "final_response");
+  assert.equal(last.data.answer, 120);
+});
+
+test("every chunking of a live stream parses to the same events", async () => {
+  const bytes = await rawStream(SESSION, "how many rows are there?");
+  const expected = wholeBody(bytes);
+  assertOrdered(expected);
+  for (const sizes of [[1], [2], [3], [7], [13, 1, 5], [64], [1000], [bytes.length]]) {
+    assert.deepEqual(await collect(chunked(bytes, sizes)), expected, `chunk sizes ${sizes}`);
+  }
+});
+
+test("an HTTP error surfaces as ApiError with the gateway's code", async () => {
+  await assert.rejects(
+    streamChat(BASE, body("f".repeat(32), "how many rows are there?"), { onEvent: () => {} }),
+    (err) => err instanceof ApiError && err.status === 404 && err.code === "DATASET_NOT_FOUND",
+  );
+});
+
+test("a 2 MB event parses whole, live and across odd chunk boundaries", async () => {
+  const seen = [];
+  await streamChat(BASE, body(BIG_SESSION, BIG_QUESTION), { onEvent: (e) => seen.push(e) });
+  assertOrdered(seen);
+  const sizes = seen.map((e) => JSON.stringify(e).length);
+  const biggest = seen[sizes.indexOf(Math.max(...sizes))];
+  assert.ok(Math.max(...sizes) >= BIG_BYTES, `largest event is ${Math.max(...sizes)} bytes`);
+  assert.ok(JSON.stringify(biggest).includes("₹"), "multi-byte characters survive");
+
+  const bytes = await rawStream(BIG_SESSION, BIG_QUESTION);
+  const expected = wholeBody(bytes);
+  assert.ok(Math.max(...expected.map((e) => JSON.stringify(e).length)) >= BIG_BYTES);
+  for (const sizes of [[65536], [7919, 1, 3], [1 << 20]]) {
+    assert.deepEqual(await collect(chunked(bytes, sizes)), expected, `chunk sizes ${sizes}`);
+  }
+});

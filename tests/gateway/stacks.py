@@ -1,0 +1,79 @@
+"""Starting the real stack (processes on free ports) for the gateway, reader and browser tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import httpx
+
+from tools.stack import ROOT, Stack
+
+REQUIRED = ("sql_engine", "orchestrator")
+OPTIONAL = ("py_sandbox", "llm_gateway")
+
+
+def startable(name: str) -> bool:
+    """Whether the service has an entry point in this checkout (some are written concurrently)."""
+    return (ROOT / "services" / name / "__main__.py").exists()
+
+
+def start_stack(
+    data_dir: Path,
+    extra_env: Mapping[str, str] | None = None,
+    services: Iterable[str] = (*REQUIRED, *OPTIONAL),
+    log_dir: Path | None = None,
+) -> Stack:
+    """Starts the given services that exist plus the gateway; waits until the required ones are SERVING."""
+    stack = Stack.on_free_ports(data_dir, extra_env=dict(extra_env or {}), log_dir=log_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for name in services:
+        if startable(name):
+            stack.start_one(name)
+    stack.start_one("gateway")
+    try:
+        wait_serving(stack, [s for s in services if s in REQUIRED])
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def wait_serving(stack: Stack, names: Iterable[str], timeout_s: float = 90.0) -> dict[str, str]:
+    """Polls /health until the named services are SERVING (the others may still be missing)."""
+    wanted = list(names)
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        for name in [*wanted, "gateway"]:
+            proc = stack.procs.get(name)
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}")
+        try:
+            last = httpx.get(f"{stack.base_url}/health", timeout=3.0).json()
+            services = last["services"]  # type: ignore[index]
+            if all(services.get(n) == "SERVING" for n in wanted):
+                return dict(services)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            last = repr(exc)
+        time.sleep(0.3)
+    raise TimeoutError(f"stack not ready after {timeout_s:.0f} s: {last}")
+
+
+def serving(stack: Stack, name: str) -> bool:
+    """Whether one service answers SERVING now."""
+    try:
+        return httpx.get(f"{stack.base_url}/health", timeout=3.0).json()["services"].get(name) == "SERVING"
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+
+
+def upload(base_url: str, path: Path, content_type: str = "text/csv") -> dict[str, object]:
+    """Uploads a file; returns the session JSON."""
+    with path.open("rb") as handle:
+        reply = httpx.post(
+            f"{base_url}/api/datasets", files={"file": (path.name, handle, content_type)}, timeout=300
+        )
+    reply.raise_for_status()
+    return reply.json()  # type: ignore[no-any-return]

@@ -1,0 +1,274 @@
+"""The gateway over HTTP against the real stack: uploads, SSE, chats, workspace, bad input, CORS."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import SMALL_UPLOAD_LIMIT
+from tests.gateway.sse import parse
+from tests.gateway.stacks import serving
+from tools.stack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+def ask(
+    session_id: str, message: str = "how many rows are there?", chat_id: str | None = None
+) -> dict[str, str]:
+    return {"chat_id": chat_id or uuid.uuid4().hex, "session_id": session_id, "message": message}
+
+
+def test_upload_answers_the_session_with_its_profile(stack: Stack, small_csv: Path) -> None:
+    with small_csv.open("rb") as handle:
+        reply = httpx.post(
+            f"{stack.base_url}/api/datasets", files={"file": ("payments.csv", handle, "text/csv")}
+        )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["row_count"] == 120
+    assert [c["name"] for c in body["columns"]] == ["bank", "amount", "status"]
+    assert {c["name"] for c in body["profile"]["columns"]} == {"bank", "amount", "status"}
+    again = httpx.get(f"{stack.base_url}/api/datasets/{body['session_id']}")
+    assert again.status_code == 200
+    assert again.json()["dataset_hash"] == body["dataset_hash"]
+
+
+def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, session_id: str) -> None:
+    request = ask(session_id)
+    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    sse = parse(reply.text)
+    assert sse.retry == [3000]
+    assert sse.ids == [str(e["seq"]) for e in sse.events]
+    assert [e["seq"] for e in sse.events] == list(range(1, len(sse.events) + 1))
+    assert sse.types[-1] == "final_response"
+    assert sse.events[-1]["data"]["answer"] == 120
+    assert "sql_result" in sse.types and "orchestrator_result" in sse.types
+
+
+def test_the_chat_and_its_messages_are_recorded(stack: Stack, session_id: str) -> None:
+    request = ask(session_id, "how many rows are there?")
+    httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60).raise_for_status()
+    reply = httpx.get(f"{stack.base_url}/api/chats/{request['chat_id']}/messages")
+    assert reply.status_code == 200
+    messages = reply.json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert messages[0]["content"] == "how many rows are there?"
+    assert messages[1]["answer"] == 120 and "count" in messages[1]["sql"].lower()
+    chats = httpx.get(f"{stack.base_url}/api/sessions/{session_id}/chats").json()["chats"]
+    assert request["chat_id"] in {c["chat_id"] for c in chats}
+
+
+def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session_id: str) -> None:
+    request = ask(session_id)
+    full = parse(httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60).text)
+    resumed_reply = httpx.post(
+        f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "3"}, timeout=60
+    )
+    resumed = parse(resumed_reply.text)
+    assert resumed.events, resumed_reply.text
+    assert all(e["seq"] > 3 for e in resumed.events)
+    assert resumed.types[-1] == "final_response"
+    assert resumed.events[-1]["data"]["answer"] == full.events[-1]["data"]["answer"]
+    bad = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
+
+
+def test_chats_can_be_created_listed_and_appended(stack: Stack, session_id: str) -> None:
+    base = stack.base_url
+    created = httpx.post(f"{base}/api/chats", json={"session_id": session_id, "title": "Banks"})
+    assert created.status_code == 201
+    chat_id = created.json()["chat_id"]
+    added = httpx.post(f"{base}/api/chats/{chat_id}/messages", json={"role": "user", "content": "hello"})
+    assert added.status_code == 201 and added.json()["content"] == "hello"
+    listed = httpx.get(f"{base}/api/chats/{chat_id}/messages").json()
+    assert listed["chat"]["title"] == "Banks" and [m["content"] for m in listed["messages"]] == ["hello"]
+    assert chat_id in [
+        c["chat_id"] for c in httpx.get(f"{base}/api/sessions/{session_id}/chats").json()["chats"]
+    ]
+    missing = httpx.get(f"{base}/api/chats/no-such-chat/messages")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "CHAT_NOT_FOUND"
+    orphan = httpx.post(f"{base}/api/chats", json={"session_id": "0" * 32})
+    assert orphan.status_code == 404 and orphan.json()["error"]["code"] == "DATASET_NOT_FOUND"
+
+
+def test_insights_are_appended_to_a_session(stack: Stack, session_id: str) -> None:
+    base = stack.base_url
+    first = httpx.post(
+        f"{base}/api/sessions/{session_id}/insights",
+        json={"text": "SBI leads", "sql": "SELECT 1", "answer": 3},
+    )
+    second = httpx.post(f"{base}/api/sessions/{session_id}/insights", json={"text": "Few failures"})
+    assert first.status_code == 201 and second.status_code == 201
+    texts = [i["text"] for i in httpx.get(f"{base}/api/sessions/{session_id}/insights").json()["insights"]]
+    assert texts[-2:] == ["SBI leads", "Few failures"]
+    unknown = httpx.post(f"{base}/api/sessions/{'0' * 32}/insights", json={"text": "x"})
+    assert unknown.status_code == 404
+
+
+def test_workspace_sql_runs_selects_and_refuses_writes(stack: Stack, session_id: str) -> None:
+    base = stack.base_url
+    table = httpx.get(f"{base}/api/datasets/{session_id}").json()["table"]
+    sql = f'SELECT bank, count(*) AS n FROM "{table}" GROUP BY bank ORDER BY bank'
+    reply = httpx.post(f"{base}/api/sql/execute", json={"session_id": session_id, "sql": sql})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["rows"] == [
+        {"bank": "HDFC", "n": 40},
+        {"bank": "ICICI", "n": 40},
+        {"bank": "SBI", "n": 40},
+    ]
+    drop = httpx.post(
+        f"{base}/api/sql/execute", json={"session_id": session_id, "sql": f'DROP TABLE "{table}"'}
+    )
+    assert drop.status_code == 400 and drop.json()["error"]["code"] == "SQL_NOT_READ_ONLY"
+    verdict = httpx.post(f"{base}/api/sql/validate", json={"session_id": session_id, "sql": "SELEC 1"}).json()
+    assert verdict["valid"] is False and verdict["reason"]
+    capped = httpx.post(
+        f"{base}/api/sql/execute",
+        json={"session_id": session_id, "sql": f'SELECT * FROM "{table}"', "max_rows": 5},
+    ).json()
+    assert len(capped["rows"]) == 5 and capped["truncated"] is True
+
+
+def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> None:
+    if not serving(stack, "py_sandbox"):
+        pytest.skip("py_sandbox is not serving in this checkout yet")
+    reply = httpx.post(
+        f"{stack.base_url}/api/python/run",
+        json={"session_id": session_id, "code": "print('hi')\nresult = int(df['amount'].sum())"},
+        timeout=60,
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["error"] is None and body["result"] == sum(range(10, 130)) and body["stdout"].strip() == "hi"
+    escape = httpx.post(
+        f"{stack.base_url}/api/python/run",
+        json={
+            "session_id": session_id,
+            "code": "import socket\nresult = socket.create_connection(('1.1.1.1', 80))",
+        },
+        timeout=60,
+    )
+    assert escape.status_code in (200, 400)
+    assert escape.json().get("result") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "code"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 400, "MALFORMED_JSON"),
+        (b'{"chat_id": "c"}', {"content-type": "application/json"}, 422, "MISSING_FIELD"),
+        (b"chat_id=c", {"content-type": "application/x-www-form-urlencoded"}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (b"{}", {}, 415, "UNSUPPORTED_MEDIA_TYPE"),
+        (
+            b'{"chat_id": "' + b"x" * (70 << 10) + b'"}',
+            {"content-type": "application/json"},
+            413,
+            "REQUEST_TOO_LARGE",
+        ),
+    ],
+)
+def test_bad_chat_requests_get_json_errors(
+    stack: Stack, content: bytes, headers: dict[str, str], status: int, code: str
+) -> None:
+    reply = httpx.post(f"{stack.base_url}/api/chat/stream", content=content, headers=headers)
+    assert reply.status_code == status
+    assert reply.headers["content-type"].startswith("application/json")
+    error = reply.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_unknown_session_is_404_before_any_stream(stack: Stack) -> None:
+    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=ask("f" * 32))
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "DATASET_NOT_FOUND"
+    assert httpx.get(f"{stack.base_url}/api/datasets/{'f' * 32}").status_code == 404
+    invalid = httpx.get(f"{stack.base_url}/api/datasets/bad%20id")
+    assert invalid.status_code == 400
+
+
+def test_oversized_upload_is_413_declared_or_streamed(stack: Stack) -> None:
+    big = b"a,b\n" + b"1,2\n" * ((SMALL_UPLOAD_LIMIT // 4) + (1 << 16))
+    declared = httpx.post(f"{stack.base_url}/api/datasets", files={"file": ("big.csv", big, "text/csv")})
+    assert declared.status_code == 413 and declared.json()["error"]["code"] == "FILE_TOO_LARGE"
+
+    def chunked() -> object:
+        boundary = b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'
+        yield boundary
+        for start in range(0, len(big), 1 << 20):
+            yield big[start : start + (1 << 20)]
+        yield b"\r\n--xyz--\r\n"
+
+    streamed = httpx.post(
+        f"{stack.base_url}/api/datasets",
+        content=chunked(),  # type: ignore[arg-type]
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "FILE_TOO_LARGE"
+    wrong = httpx.post(f"{stack.base_url}/api/datasets", json={"file": "x"})
+    assert wrong.status_code == 415
+    missing = httpx.post(f"{stack.base_url}/api/datasets", files={"other": ("a.csv", b"a\n1\n")})
+    assert missing.status_code == 422 and missing.json()["error"]["code"] == "MISSING_FIELD"
+
+
+def test_cors_allows_only_configured_origins(stack: Stack) -> None:
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
+    allowed = httpx.options(
+        f"{stack.base_url}/api/chat/stream", headers={"Origin": "http://allowed.example", **preflight}
+    )
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
+    denied = httpx.options(
+        f"{stack.base_url}/api/chat/stream", headers={"Origin": "http://evil.example", **preflight}
+    )
+    assert "access-control-allow-origin" not in denied.headers
+
+
+def test_page_and_chart_assets_are_served(stack: Stack) -> None:
+    page = httpx.get(f"{stack.base_url}/")
+    assert page.status_code == 200 and "/vendor/vega-embed.min.js" in page.text
+    for name in ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js"):
+        asset = httpx.get(f"{stack.base_url}/vendor/{name}")
+        assert asset.status_code == 200 and len(asset.content) > 10_000, name
+    assert httpx.get(f"{stack.base_url}/vendor/../../pyproject.toml").status_code == 404
+    assert httpx.get(f"{stack.base_url}/static/sse.js").status_code == 200
+
+
+async def test_one_clients_failure_never_disturbs_another_stream(stack: Stack, session_id: str) -> None:
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
+
+        async def good() -> list[dict[str, object]]:
+            reply = await client.post("/api/chat/stream", json=ask(session_id))
+            return parse(reply.text).events
+
+        async def malformed() -> int:
+            reply = await client.post(
+                "/api/chat/stream", content=b"{oops", headers={"content-type": "application/json"}
+            )
+            return reply.status_code
+
+        async def leaver() -> None:
+            async with client.stream("POST", "/api/chat/stream", json=ask(session_id)) as reply:
+                async for _ in reply.aiter_lines():
+                    break  # hang up after the first line
+
+        results = await asyncio.gather(
+            *(good() for _ in range(6)), *(malformed() for _ in range(6)), *(leaver() for _ in range(6))
+        )
+    for events in results[:6]:
+        assert [e["seq"] for e in events] == list(range(1, len(events) + 1))  # type: ignore[index]
+        assert events[-1]["type"] == "final_response"  # type: ignore[index]
+    assert results[6:12] == [400] * 6
+
+
+def test_error_body_shape_for_unknown_routes(stack: Stack) -> None:
+    reply = httpx.get(f"{stack.base_url}/api/nothing-here")
+    assert reply.status_code == 404
+    assert json.loads(reply.text)["error"]["code"] == "NOT_FOUND"
