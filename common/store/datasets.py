@@ -2,11 +2,13 @@
 
 Layout of the embedded store (`INSIGHTX_DATA_DIR`):
 
-    sessions/<session_id>/raw.parquet   the data, read-only once written
-    sessions/<session_id>/meta.json     DatasetRecord
-    sessions/<session_id>/profile.pb    the DatasetProfile message, serialized
+    sessions/<session_id>/data/raw.parquet   the data, read-only once written, alone in its folder
+    sessions/<session_id>/meta.json          DatasetRecord
+    sessions/<session_id>/profile.pb         the DatasetProfile message, serialized
 
-A write goes to a temporary folder first and is renamed into place, so a failed import leaves nothing.
+The Parquet sits alone in `data/` so that a query connection can be allowed to read that folder and
+nothing else. A write goes to a staging folder first and is renamed into place, so a failed import leaves
+nothing. Sessions written before `data/` existed (`sessions/<id>/raw.parquet`) are still read.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from common.errors import InvalidInput, NotFound
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PARQUET_NAME = "raw.parquet"
+DATA_FOLDER = "data"
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,18 @@ class DatasetRecord:
     source_format: str = ""
     created_at: float = 0.0
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DatasetRecord:
+        """Builds a record from stored fields, ignoring ones this version does not know."""
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
 
 class DatasetStore(Protocol):
     """Stores and finds datasets by session id."""
+
+    #: The folder holding every local copy of a session's files (made read-only for queries).
+    sessions: Path
 
     def new_session_id(self) -> str: ...
 
@@ -62,11 +75,60 @@ def check_session_id(session_id: str) -> str:
     return session_id
 
 
+def not_found(session_id: str) -> NotFound:
+    """The error every store raises for an unknown session."""
+    return NotFound(
+        "DATASET_NOT_FOUND",
+        f"No dataset for session '{session_id}'. Upload a file first (POST /api/datasets).",
+    )
+
+
+def write_session_folder(sessions: Path, record: DatasetRecord, parquet_file: Path, profile: bytes) -> Path:
+    """Lays out a session folder under `sessions` atomically (staging folder, then one rename)."""
+    final = sessions / check_session_id(record.session_id)
+    if final.exists():
+        raise InvalidInput("SESSION_EXISTS", f"session {record.session_id} already has a dataset")
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=sessions))
+    try:
+        data = staging / DATA_FOLDER
+        data.mkdir()
+        target = data / PARQUET_NAME
+        shutil.move(str(parquet_file), target)
+        os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+        os.chmod(data, 0o555)
+        (staging / "profile.pb").write_bytes(profile)
+        (staging / "meta.json").write_text(json.dumps(asdict(record)))
+        os.chmod(staging, 0o755)
+        os.rename(staging, final)
+    except BaseException:
+        _remove_tree(staging)
+        raise
+    return final
+
+
+def _remove_tree(path: Path) -> None:
+    """Removes a staging tree even where read-only bits were already set."""
+    if not path.exists():
+        return
+    for folder, _, _ in os.walk(path):
+        os.chmod(folder, 0o755)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def session_parquet(folder: Path) -> Path:
+    """The Parquet inside a session folder (new layout first, then the old one)."""
+    current = folder / DATA_FOLDER / PARQUET_NAME
+    if current.exists():
+        return current
+    legacy = folder / PARQUET_NAME
+    return legacy if legacy.exists() else current
+
+
 class LocalDatasetStore:
     """The embedded store: a folder per session under `root/sessions`."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.sessions = self.root / "sessions"
         self.sessions.mkdir(parents=True, exist_ok=True)
 
@@ -78,34 +140,18 @@ class LocalDatasetStore:
 
     def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes) -> None:
         """Moves `parquet_file` into the session atomically and makes it read-only."""
-        final = self._dir(record.session_id)
-        if final.exists():
-            raise InvalidInput("SESSION_EXISTS", f"session {record.session_id} already has a dataset")
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.sessions))
-        try:
-            target = staging / "raw.parquet"
-            shutil.move(str(parquet_file), target)
-            os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-            (staging / "profile.pb").write_bytes(profile)
-            (staging / "meta.json").write_text(json.dumps(asdict(record)))
-            os.chmod(staging, 0o755)
-            os.rename(staging, final)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        write_session_folder(self.sessions, record, parquet_file, profile)
 
     def get(self, session_id: str) -> DatasetRecord:
         meta = self._dir(session_id) / "meta.json"
-        if not meta.exists():
-            raise NotFound(
-                "DATASET_NOT_FOUND",
-                f"No dataset for session '{session_id}'. Upload a file first (POST /api/datasets).",
-            )
-        return DatasetRecord(**json.loads(meta.read_text()))
+        try:
+            return DatasetRecord.from_dict(json.loads(meta.read_text()))
+        except FileNotFoundError:
+            raise not_found(session_id) from None
 
     def parquet_path(self, session_id: str) -> Path:
         self.get(session_id)
-        return self._dir(session_id) / "raw.parquet"
+        return session_parquet(self._dir(session_id))
 
     def profile(self, session_id: str) -> bytes:
         self.get(session_id)
@@ -113,5 +159,11 @@ class LocalDatasetStore:
 
 
 def open_dataset_store(root: Path) -> DatasetStore:
-    """The configured store (the embedded one unless a remote store is configured)."""
+    """The configured store: Supabase when SUPABASE_URL and SUPABASE_SERVICE_KEY are set, else local."""
+    url = os.environ.get("SUPABASE_URL", "").strip()
+    key = os.environ.get("SUPABASE_SERVICE_KEY", "").strip()
+    if url and key:
+        from common.store.supabase import SupabaseDatasetStore
+
+        return SupabaseDatasetStore(root, url, key)
     return LocalDatasetStore(root)

@@ -493,6 +493,7 @@ class ValidateSqlResponse(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
     STATEMENT_TYPE_FIELD_NUMBER: _builtins.int
+    COLUMNS_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """True when the SQL is exactly one read-only SELECT that parses."""
     reason: _builtins.str
@@ -501,6 +502,10 @@ class ValidateSqlResponse(_message.Message):
     """When invalid: DuckDB's message or ours, for a person or a model to act on."""
     statement_type: _builtins.str
     """The statement type DuckDB's parser reported, e.g. "SELECT"."""
+    @_builtins.property
+    def columns(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]:
+        """When a session was given and the SQL binds against its table: the result's columns."""
+
     def __init__(
         self,
         *,
@@ -508,10 +513,11 @@ class ValidateSqlResponse(_message.Message):
         reason: _builtins.str = ...,
         message: _builtins.str = ...,
         statement_type: _builtins.str = ...,
+        columns: _abc.Iterable[_common_pb2.Column] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["message", b"message", "reason", b"reason", "statement_type", b"statement_type", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "message", b"message", "reason", b"reason", "statement_type", b"statement_type", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -527,6 +533,7 @@ class ExecuteSqlRequest(_message.Message):
     SQL_FIELD_NUMBER: _builtins.int
     MAX_ROWS_FIELD_NUMBER: _builtins.int
     TIMEOUT_MS_FIELD_NUMBER: _builtins.int
+    BYPASS_CACHE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session whose dataset is queried."""
     sql: _builtins.str
@@ -535,6 +542,8 @@ class ExecuteSqlRequest(_message.Message):
     """Row cap; 0 means the engine default."""
     timeout_ms: _builtins.int
     """Timeout; 0 means the engine default."""
+    bypass_cache: _builtins.bool
+    """Runs the query even when the result cache holds its result (benchmarks, freshness checks)."""
     def __init__(
         self,
         *,
@@ -542,10 +551,11 @@ class ExecuteSqlRequest(_message.Message):
         sql: _builtins.str = ...,
         max_rows: _builtins.int = ...,
         timeout_ms: _builtins.int = ...,
+        bypass_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_rows", b"max_rows", "session_id", b"session_id", "sql", b"sql", "timeout_ms", b"timeout_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bypass_cache", b"bypass_cache", "max_rows", b"max_rows", "session_id", b"session_id", "sql", b"sql", "timeout_ms", b"timeout_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -609,22 +619,34 @@ class GetEngineStatusResponse(_message.Message):
     RUNNING_QUERIES_FIELD_NUMBER: _builtins.int
     OPEN_DATABASES_FIELD_NUMBER: _builtins.int
     CACHED_RESULTS_FIELD_NUMBER: _builtins.int
+    DATA_READ_ONLY_FIELD_NUMBER: _builtins.int
+    CACHED_RESULT_BYTES_FIELD_NUMBER: _builtins.int
+    QUEUED_QUERIES_FIELD_NUMBER: _builtins.int
     running_queries: _builtins.int
     """Queries executing now."""
     open_databases: _builtins.int
     """Databases held open in the cache."""
     cached_results: _builtins.int
     """Entries in the result cache."""
+    data_read_only: _builtins.bool
+    """True when the dataset files are mounted read-only for the threads that run queries."""
+    cached_result_bytes: _builtins.int
+    """Bytes held by the result cache."""
+    queued_queries: _builtins.int
+    """Queries accepted but waiting for a free query thread."""
     def __init__(
         self,
         *,
         running_queries: _builtins.int = ...,
         open_databases: _builtins.int = ...,
         cached_results: _builtins.int = ...,
+        data_read_only: _builtins.bool = ...,
+        cached_result_bytes: _builtins.int = ...,
+        queued_queries: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_results", b"cached_results", "open_databases", b"open_databases", "running_queries", b"running_queries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_result_bytes", b"cached_result_bytes", "cached_results", b"cached_results", "data_read_only", b"data_read_only", "open_databases", b"open_databases", "queued_queries", b"queued_queries", "running_queries", b"running_queries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,18 +1,17 @@
-"""Runs one validated SELECT on a hardened connection, with a row cap and a timeout by interrupt."""
+"""Runs one validated SELECT on a cursor: a row cap fetched in batches, a timeout, a cancel by interrupt."""
 
 from __future__ import annotations
 
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pyarrow as pa
 
-from common.errors import DeadlineExceeded, InvalidInput
-from services.sql_engine.connection import open_hardened
-from services.sql_engine.safety import check_read_only
+from common.errors import DeadlineExceeded, InsightError, InvalidInput
+
+BATCH_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -22,32 +21,54 @@ class QueryResult:
     table: pa.Table
     truncated: bool
     elapsed_ms: float
+    cached: bool = False
 
 
-def execute(
-    parquet: Path,
-    table: str,
-    sql: str,
-    *,
-    max_rows: int,
-    timeout_ms: int,
-    memory_limit: str,
-    threads: int,
+class QueryHandle:
+    """Lets another thread (a timer, a cancelled RPC) interrupt a query at any point of its life."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self.cancelled = False
+        self.timed_out = False
+
+    def attach(self, cursor: duckdb.DuckDBPyConnection | None) -> None:
+        with self._lock:
+            self._cursor = cursor
+            if cursor is not None and (self.cancelled or self.timed_out):
+                cursor.interrupt()
+
+    def cancel(self) -> None:
+        """The caller went away: stop the work now."""
+        self._stop("cancelled")
+
+    def expire(self) -> None:
+        """The query ran out of time."""
+        self._stop("timed_out")
+
+    def _stop(self, why: str) -> None:
+        with self._lock:
+            if self.cancelled or self.timed_out:
+                return
+            setattr(self, why, True)
+            if self._cursor is not None:
+                self._cursor.interrupt()
+
+
+def run_select(
+    cursor: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int, timeout_ms: int, handle: QueryHandle
 ) -> QueryResult:
-    """Validates, then runs `sql`; blocks, so call it from a worker thread."""
-    check_read_only(sql)
+    """Runs `sql` on `cursor`, keeping at most `max_rows` rows; blocks, so call it from a worker thread."""
     started = time.perf_counter()
-    con = open_hardened(parquet, table, memory_limit, threads)
-    timed_out = threading.Event()
-
-    def interrupt() -> None:
-        timed_out.set()
-        con.interrupt()
-
-    timer = threading.Timer(timeout_ms / 1000.0, interrupt)
+    timer = threading.Timer(timeout_ms / 1000.0, handle.expire)
+    timer.daemon = True
+    handle.attach(cursor)
     timer.start()
     try:
-        reader = con.sql(sql).to_arrow_reader(min(max_rows + 1, 100_000))
+        if handle.cancelled:
+            raise InvalidInput("SQL_CANCELLED", "The query was cancelled by its caller.")
+        reader = cursor.sql(sql).to_arrow_reader(min(max_rows + 1, BATCH_ROWS))
         batches: list[pa.RecordBatch] = []
         kept = 0
         truncated = False
@@ -59,24 +80,38 @@ def execute(
             batches.append(batch)
             kept += batch.num_rows
         result = pa.Table.from_batches(batches, schema=reader.schema)
-    except duckdb.InterruptException as exc:
-        raise DeadlineExceeded(
-            "SQL_TIMEOUT", f"The query ran longer than {timeout_ms} ms and was stopped."
-        ) from exc
-    except duckdb.OutOfMemoryException as exc:
-        raise InvalidInput("SQL_TOO_LARGE", f"The query needs more memory than allowed: {exc}") from exc
-    except duckdb.PermissionException as exc:
-        raise InvalidInput("SQL_FORBIDDEN", f"The query tried something not allowed: {exc}") from exc
-    except (duckdb.ParserException, duckdb.BinderException, duckdb.CatalogException) as exc:
-        raise InvalidInput("SQL_SYNTAX" if isinstance(exc, duckdb.ParserException) else "SQL_BINDER",
-                           str(exc)) from exc
+    except InsightError:
+        raise
     except duckdb.Error as exc:
-        if timed_out.is_set():
-            raise DeadlineExceeded(
-                "SQL_TIMEOUT", f"The query ran longer than {timeout_ms} ms and was stopped."
-            ) from exc
-        raise InvalidInput("SQL_ERROR", str(exc)) from exc
+        raise _translate(exc, handle, timeout_ms) from exc
     finally:
         timer.cancel()
-        con.close()
+        handle.attach(None)
     return QueryResult(result, truncated, (time.perf_counter() - started) * 1000.0)
+
+
+def _translate(exc: duckdb.Error, handle: QueryHandle, timeout_ms: int) -> InsightError:
+    """DuckDB's error as one of ours, with DuckDB's own message so a model can correct its SQL."""
+    message = str(exc)
+    if handle.timed_out:
+        return DeadlineExceeded(
+            "SQL_TIMEOUT",
+            f"The query ran longer than {timeout_ms} ms and was stopped. Simplify it or filter.",
+        )
+    if handle.cancelled or isinstance(exc, duckdb.InterruptException):
+        return InvalidInput("SQL_CANCELLED", "The query was cancelled by its caller.")
+    if isinstance(exc, duckdb.OutOfMemoryException):
+        return InvalidInput(
+            "SQL_TOO_LARGE", f"The query needs more memory than a query may use: {_first_line(message)}"
+        )
+    if isinstance(exc, duckdb.PermissionException):
+        return InvalidInput("SQL_FORBIDDEN", f"The query tried something not allowed: {_first_line(message)}")
+    if isinstance(exc, duckdb.ParserException):
+        return InvalidInput("SQL_SYNTAX", message)
+    if isinstance(exc, duckdb.BinderException | duckdb.CatalogException):
+        return InvalidInput("SQL_BINDER", message)
+    return InvalidInput("SQL_ERROR", message)
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message

@@ -1,4 +1,10 @@
-"""Turns an uploaded file into the session's Parquet, using DuckDB's own readers."""
+"""Turns an uploaded file into the session's Parquet, using DuckDB's own readers (openpyxl for .xlsx).
+
+The pipeline: sniff the format and encoding from the head; read with DuckDB straight into a Parquet file
+(one pass over the upload); turn text columns holding mixed-format dates into DATE/TIMESTAMP (a rewrite
+of the Parquet only when there is such a column); hash the result. Any failure raises InvalidInput with
+a message a person can act on and deletes what was written.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,12 @@ from pathlib import Path
 import duckdb
 
 from common.errors import InvalidInput
-from services.sql_engine.connection import quote_literal
+from services.sql_engine.connection import quote_ident, quote_literal
+from services.sql_engine.dates import date_conversions, parse_expression
+from services.sql_engine.formats import READABLE, Sniffed, likely_delimiter, ragged_row, read_head, sniff
+from services.sql_engine.xlsx import read_sheet
 
-_PARQUET_MAGIC = b"PAR1"
+_HASH_CHUNK = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -37,58 +46,153 @@ def table_name_for(filename: str) -> str:
 
 
 def sniff_format(raw: Path, filename: str) -> str:
-    """Guesses the format from the first bytes, then the extension."""
-    head = raw.read_bytes()[:4096] if raw.stat().st_size else b""
-    if not head:
-        raise InvalidInput("EMPTY_FILE", "The file is empty: upload a CSV, Parquet, JSON or Excel file.")
-    if head.startswith(_PARQUET_MAGIC):
-        return "parquet"
-    if head.startswith(b"PK\x03\x04"):
-        return "xlsx"
-    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    if stripped[:1] in (b"[", b"{"):
-        return "json"
-    if b"\x00" in head:
-        raise InvalidInput(
-            "UNSUPPORTED_FORMAT",
-            f"'{filename}' is binary and not a format InsightX reads (CSV, TSV, Parquet, JSON, XLSX).",
-        )
-    return "csv"
+    """The format name of an upload (kept for callers of the first version)."""
+    return sniff(raw, filename).format
 
 
-def _reader_sql(raw: Path, fmt: str) -> str:
-    path = quote_literal(str(raw))
-    if fmt == "parquet":
-        return f"SELECT * FROM read_parquet({path})"
-    if fmt == "json":
-        return f"SELECT * FROM read_json_auto({path})"
-    return f"SELECT * FROM read_csv({path}, auto_detect=true, sample_size=-1)"
-
-
-def import_file(raw: Path, filename: str, out_dir: Path) -> ImportedTable:
+def import_file(
+    raw: Path, filename: str, out_dir: Path, *, sheet: str = "", memory_limit: str = "4GB", threads: int = 2
+) -> ImportedTable:
     """Converts `raw` to `out_dir/raw.parquet`; raises InvalidInput with a reason on a bad file."""
-    fmt = sniff_format(raw, filename)
-    if fmt == "xlsx":
-        raise InvalidInput("UNSUPPORTED_FORMAT", "Excel import is not available yet; export the sheet as CSV.")
+    sniffed = sniff(raw, filename)
     out = out_dir / "raw.parquet"
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
-        con.execute(
-            f"COPY ({_reader_sql(raw, fmt)}) TO {quote_literal(str(out))} (FORMAT parquet, COMPRESSION zstd)"
-        )
-        described = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(out))})").fetchall()
-        row = con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(out))})").fetchone()
-    except duckdb.Error as exc:
+        con.execute(f"SET memory_limit={quote_literal(memory_limit)}")
+        con.execute(f"SET threads={int(threads)}")
+        con.execute(f"SET temp_directory={quote_literal(str(out_dir / 'spill'))}")
+        con.execute("SET preserve_insertion_order=true")
+        _write_parquet(con, raw, filename, sniffed, sheet, out)
+        columns = _describe(con, out)
+        rows = con.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(out))})").fetchall()[0][0]
+        if not columns or rows == 0:
+            raise InvalidInput("EMPTY_TABLE", f"'{filename}' holds no rows of data, only a header at most.")
+        conversions = date_conversions(con, f"read_parquet({quote_literal(str(out))})", columns)
+        if conversions:
+            _convert_dates(con, out, conversions)
+            columns = _describe(con, out)
+    except BaseException:
         out.unlink(missing_ok=True)
-        raise InvalidInput(
-            "UNREADABLE_FILE", f"'{filename}' could not be read as {fmt.upper()}: {str(exc)[:300]}"
-        ) from exc
+        raise
     finally:
         con.close()
-    rows = int(row[0]) if row else 0
-    columns = [(str(r[0]), str(r[1])) for r in described]
-    if not columns or rows == 0:
-        out.unlink(missing_ok=True)
-        raise InvalidInput("EMPTY_TABLE", f"'{filename}' holds no rows of data.")
-    digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    return ImportedTable(out, table_name_for(filename), rows, columns, fmt, digest)
+    return ImportedTable(out, table_name_for(filename), int(rows), columns, sniffed.format, _sha256(out))
+
+
+def _write_parquet(
+    con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sheet: str, out: Path
+) -> None:
+    target = quote_literal(str(out))
+    copy = f"TO {target} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+    try:
+        if sniffed.format == "xlsx":
+            sheet_table = read_sheet(raw, filename, sheet)
+            con.register("_sheet", sheet_table)
+            con.execute(f"COPY (SELECT * FROM _sheet) {copy}")
+            con.unregister("_sheet")
+        elif sniffed.format == "parquet":
+            con.execute(f"COPY (SELECT * FROM read_parquet({quote_literal(str(raw))})) {copy}")
+        elif sniffed.format == "json":
+            _copy_with_retry(con, f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})", copy)
+        else:
+            _copy_csv(con, raw, filename, sniffed, copy)
+    except InvalidInput:
+        raise
+    except duckdb.Error as exc:
+        raise InvalidInput(
+            "UNREADABLE_FILE",
+            f"'{filename}' could not be read as {sniffed.format.upper()}: {_short(exc)}",
+        ) from exc
+
+
+def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, copy: str) -> None:
+    head_text = read_head(raw).decode(
+        "utf-16" if sniffed.encoding == "utf-16" else sniffed.encoding, "replace"
+    )
+    head_text = head_text.removeprefix("\ufeff")
+    first_line = head_text.split("\n", 1)[0]
+    delimiter = likely_delimiter(first_line)
+    options = f"encoding={quote_literal(sniffed.encoding)}"
+    try:
+        found = con.execute(
+            f"SELECT Delimiter, SkipRows FROM sniff_csv({quote_literal(str(raw))}, {options})"
+        ).fetchall()[0]
+    except duckdb.Error:
+        found = None
+    if found is None or found[0] != delimiter or int(found[1] or 0) > 0:
+        problem = ragged_row(head_text, delimiter)
+        if problem:
+            raise InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
+    reader = f"read_csv({quote_literal(str(raw))}, {options}{{extra}})"
+    try:
+        _copy_with_retry(con, reader, copy)
+    except duckdb.Error as exc:
+        text = str(exc)
+        match = re.search(
+            r"CSV Error on Line: (\d+).*?Expected Number of Columns: (\d+) Found: (\d+)", text, re.S
+        )
+        if match:
+            line, expected, got = match.groups()
+            raise InvalidInput(
+                "RAGGED_ROWS",
+                f"'{filename}' has rows of different lengths. Row {line} has {got} fields but the header has "
+                f"{expected}. Fix or remove that row and upload the file again.",
+            ) from exc
+        problem = ragged_row(head_text, delimiter)
+        if problem:
+            raise InvalidInput(
+                "RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}"
+            ) from exc
+        raise
+
+
+def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, copy: str) -> None:
+    """Sniffs types on a sample first; if a later value does not fit, reads again sniffing every row."""
+    try:
+        con.execute(f"COPY (SELECT * FROM {reader.replace('{extra}', '')}) {copy}")
+    except duckdb.ConversionException:
+        con.execute(f"COPY (SELECT * FROM {reader.replace('{extra}', ', sample_size=-1')}) {copy}")
+    except duckdb.InvalidInputException as exc:
+        if "Invalid unicode" in str(exc) and "encoding='utf-8'" in reader:
+            latin = reader.replace("encoding='utf-8'", "encoding='latin-1'")
+            con.execute(f"COPY (SELECT * FROM {latin.replace('{extra}', '')}) {copy}")
+        elif "sample_size" in str(exc) or "Could not convert" in str(exc):
+            con.execute(f"COPY (SELECT * FROM {reader.replace('{extra}', ', sample_size=-1')}) {copy}")
+        else:
+            raise
+
+
+def _convert_dates(con: duckdb.DuckDBPyConnection, out: Path, conversions: dict[str, str]) -> None:
+    """Rewrites the Parquet with the date columns typed (only ever called when there are some)."""
+    staged = out.with_name("dates.parquet")
+    replaced = ", ".join(
+        f"{parse_expression(quote_ident(name))}::{kind} AS {quote_ident(name)}"
+        for name, kind in conversions.items()
+    )
+    con.execute(
+        f"COPY (SELECT * REPLACE ({replaced}) FROM read_parquet({quote_literal(str(out))}))"
+        f" TO {quote_literal(str(staged))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+    )
+    staged.replace(out)
+
+
+def _describe(con: duckdb.DuckDBPyConnection, parquet: Path) -> list[tuple[str, str]]:
+    rows = con.execute(f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(parquet))})").fetchall()
+    return [(str(r[0]), str(r[1])) for r in rows]
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _short(exc: Exception) -> str:
+    """DuckDB's message without its long list of possible fixes."""
+    text = str(exc).split("Possible fixes:")[0].strip()
+    lines = [
+        line.strip() for line in text.splitlines() if line.strip().strip("^") and not line.startswith("LINE ")
+    ]
+    return " ".join(lines[:3])[:400] + f" Upload a valid {READABLE} file."

@@ -1,77 +1,202 @@
-"""The dataset's profile ("data DNA"), computed inside DuckDB at import."""
+"""The dataset's profile ("data DNA"), computed inside DuckDB at import, in two scans of the Parquet.
+
+Scan 1 computes, for every column at once, counts, approximate distinct counts, numeric statistics and
+approximate quantiles, date spans, correlations between numeric columns and the number of distinct rows.
+Scan 2 counts the exact top values of every column of bounded cardinality with one GROUPING SETS query.
+A few sample values come from the first rows. Nothing is loaded into Python but these aggregates.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
 from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import quote_ident, quote_literal
+from services.sql_engine.insights import assign_role, health, suggested_questions
 
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT",
-            "UINTEGER", "USMALLINT", "UTINYINT")
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "UBIGINT",
+    "UINTEGER",
+    "USMALLINT",
+    "UTINYINT",
+    "UHUGEINT",
+)
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 TOP_VALUES = 10
+MAX_CORRELATED = 12
+EXACT_DUPLICATES_UP_TO = 2_000_000
+MAX_GROUPED_DISTINCT = 100_000
+SAMPLES = 5
 
 
-def _is_numeric(type_name: str) -> bool:
+def is_numeric(type_name: str) -> bool:
     return type_name.startswith(_NUMERIC)
 
 
-def _is_temporal(type_name: str) -> bool:
-    return type_name.startswith(_TEMPORAL)
+def is_temporal(type_name: str) -> bool:
+    return type_name.startswith(_TEMPORAL) and type_name != "TIME"
+
+
+def _is_nested(type_name: str) -> bool:
+    return type_name.endswith("]") or type_name.startswith(("STRUCT", "MAP", "UNION"))
+
+
+@dataclass(frozen=True)
+class _Col:
+    index: int
+    name: str
+    type: str
+
+    @property
+    def ref(self) -> str:
+        quoted = quote_ident(self.name)
+        return f"{quoted}::VARCHAR" if _is_nested(self.type) else quoted
+
+    @property
+    def numeric(self) -> bool:
+        return is_numeric(self.type)
 
 
 def profile_parquet(parquet: Path, columns: list[tuple[str, str]], row_count: int) -> pb.DatasetProfile:
-    """Per-column statistics and top values; one scan per column group, all inside DuckDB."""
+    """Profiles the Parquet at `parquet` whose schema is `columns`."""
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
         con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({quote_literal(str(parquet))})")
-        profile = pb.DatasetProfile()
-        for name, type_name in columns:
-            profile.columns.append(_profile_column(con, name, type_name, row_count))
-        return profile
+        return profile_relation(con, "t", columns, row_count)
     finally:
         con.close()
 
 
-def _profile_column(con: duckdb.DuckDBPyConnection, name: str, type_name: str, rows: int) -> pb.ColumnProfile:
-    col = quote_ident(name)
-    column = pb.ColumnProfile(name=name, type=type_name)
-    nulls, distinct = con.execute(f"SELECT count(*) - count({col}), approx_count_distinct({col}) FROM t").fetchone()
-    column.null_count, column.distinct_count = int(nulls), int(distinct)
-    if _is_numeric(type_name):
-        stats = con.execute(
-            f"SELECT min({col})::DOUBLE, max({col})::DOUBLE, avg({col})::DOUBLE, stddev_samp({col})::DOUBLE,"
-            f" quantile_cont({col}, [0.25, 0.5, 0.75]) FROM t"
-        ).fetchone()
-        if stats and stats[0] is not None:
-            column.min, column.max, column.mean = stats[0], stats[1], stats[2]
-            if stats[3] is not None:
-                column.std = stats[3]
-            column.p25, column.p50, column.p75 = (float(q) for q in stats[4])
-    if _is_temporal(type_name):
-        span = con.execute(f"SELECT min({col})::VARCHAR, max({col})::VARCHAR FROM t").fetchone()
-        if span and span[0] is not None:
-            column.min_time, column.max_time = span[0], span[1]
-    top = con.execute(
-        f"SELECT {col}::VARCHAR AS v, count(*) AS n FROM t WHERE {col} IS NOT NULL"
-        f" GROUP BY 1 ORDER BY n DESC, v LIMIT {TOP_VALUES}"
-    ).fetchall()
-    column.top_values.extend(pb.ValueCount(value=str(v), count=int(n)) for v, n in top)
-    column.samples.extend(str(v) for v, _ in top[:3])
-    column.role = _role(type_name, column.distinct_count, rows)
+def profile_relation(
+    con: duckdb.DuckDBPyConnection, relation: str, columns: list[tuple[str, str]], row_count: int
+) -> pb.DatasetProfile:
+    """Profiles `relation` (a table or view name on `con`)."""
+    cols = [_Col(i, name, type_name) for i, (name, type_name) in enumerate(columns)]
+    numeric = [c for c in cols if c.numeric][:MAX_CORRELATED]
+    stats = _scan_statistics(con, relation, cols, numeric, row_count)
+    counts = _scan_top_values(con, relation, cols, stats)
+    samples = _samples(con, relation, cols)
+    profile = pb.DatasetProfile()
+    for col in cols:
+        profile.columns.append(
+            _column_profile(col, stats, counts.get(col.index, []), samples.get(col.index, []), row_count)
+        )
+    measures = [c for c in numeric if profile.columns[c.index].role == pb.SEMANTIC_ROLE_MEASURE]
+    for a_index, a in enumerate(measures):
+        for b in measures[a_index + 1 :]:
+            value = stats.get(f"corr_{a.index}_{b.index}")
+            if value is not None and value == value:
+                profile.correlations.append(
+                    pb.Correlation(column_a=a.name, column_b=b.name, coefficient=round(float(value), 4))
+                )
+    duplicates = max(0, row_count - int(stats.get("distinct_rows") or row_count))
+    score, reasons = health(profile, row_count, duplicates)
+    profile.health_score = score
+    profile.health_reasons.extend(reasons)
+    profile.suggested_questions.extend(suggested_questions(profile))
+    return profile
+
+
+def _scan_statistics(
+    con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col], numeric: list[_Col], rows: int
+) -> dict[str, Any]:
+    exprs: list[str] = []
+    for c in cols:
+        i, ref = c.index, c.ref
+        exprs += [f"count({ref}) AS nn_{i}", f"approx_count_distinct({ref}) AS nd_{i}"]
+        if c.numeric:
+            x = f"{ref}::DOUBLE"
+            exprs += [
+                f"min({x}) AS min_{i}",
+                f"max({x}) AS max_{i}",
+                f"avg({x}) AS mean_{i}",
+                f"stddev_samp({x}) AS std_{i}",
+                f"approx_quantile({x}, [0.25, 0.5, 0.75]) AS q_{i}",
+            ]
+        elif is_temporal(c.type):
+            exprs += [f"min({ref})::VARCHAR AS min_{i}", f"max({ref})::VARCHAR AS max_{i}"]
+    for a_index, a in enumerate(numeric):
+        for b in numeric[a_index + 1 :]:
+            exprs.append(f"corr({a.ref}::DOUBLE, {b.ref}::DOUBLE) AS corr_{a.index}_{b.index}")
+    if cols:
+        row_hash = f"hash({', '.join(c.ref for c in cols)})"
+        distinct = "count(DISTINCT" if rows <= EXACT_DUPLICATES_UP_TO else "approx_count_distinct("
+        exprs.append(f"{distinct} {row_hash}) AS distinct_rows")
+    cursor = con.execute(f"SELECT {', '.join(exprs)} FROM {relation}")
+    names = [d[0] for d in cursor.description]
+    values = cursor.fetchone() or ()
+    return dict(zip(names, values, strict=False))
+
+
+def _scan_top_values(
+    con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col], stats: dict[str, Any]
+) -> dict[int, list[tuple[str, int]]]:
+    """Exact top values of every column of bounded cardinality, all in one scan (GROUPING SETS)."""
+    grouped = [c for c in cols if 0 < int(stats.get(f"nd_{c.index}") or 0) <= MAX_GROUPED_DISTINCT]
+    if not grouped:
+        return {}
+    keys = ", ".join(c.ref for c in grouped)
+    sets = ", ".join(f"({c.ref})" for c in grouped)
+    rendered = ", ".join(f"{c.ref}::VARCHAR" for c in grouped)
+    sql = (
+        f"SELECT gid, v, n FROM (SELECT grouping_id({keys}) AS gid, coalesce({rendered}) AS v, count(*) AS n"
+        f" FROM {relation} GROUP BY GROUPING SETS ({sets})) WHERE v IS NOT NULL"
+        f" QUALIFY row_number() OVER (PARTITION BY gid ORDER BY n DESC, v) <= {TOP_VALUES}"
+        " ORDER BY gid, n DESC, v"
+    )
+    # grouping_id sets a bit for every key NOT in the set; the first key is the highest bit.
+    width = len(grouped)
+    by_gid = {((1 << width) - 1) ^ (1 << (width - 1 - k)): c.index for k, c in enumerate(grouped)}
+    out: dict[int, list[tuple[str, int]]] = {}
+    for gid, value, count in con.execute(sql).fetchall():
+        index = by_gid.get(int(gid))
+        if index is not None:
+            out.setdefault(index, []).append((str(value), int(count)))
+    return out
+
+
+def _samples(con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col]) -> dict[int, list[str]]:
+    """A few non-null example values per column, from the first rows."""
+    if not cols:
+        return {}
+    lists = ", ".join(
+        f"list(DISTINCT {c.ref}::VARCHAR) FILTER (WHERE {c.ref} IS NOT NULL)[1:{SAMPLES}]" for c in cols
+    )
+    row = con.execute(f"SELECT {lists} FROM (SELECT * FROM {relation} LIMIT 1000)").fetchone() or ()
+    return {c.index: list(values or []) for c, values in zip(cols, row, strict=False)}
+
+
+def _column_profile(
+    col: _Col, stats: dict[str, Any], top: list[tuple[str, int]], samples: list[str], rows: int
+) -> pb.ColumnProfile:
+    i = col.index
+    column = pb.ColumnProfile(name=col.name, type=col.type)
+    non_null = int(stats.get(f"nn_{i}") or 0)
+    column.null_count = rows - non_null
+    column.distinct_count = min(int(stats.get(f"nd_{i}") or 0), non_null)
+    if col.numeric and stats.get(f"min_{i}") is not None:
+        column.min, column.max, column.mean = stats[f"min_{i}"], stats[f"max_{i}"], stats[f"mean_{i}"]
+        if stats.get(f"std_{i}") is not None:
+            column.std = stats[f"std_{i}"]
+        quantiles = stats.get(f"q_{i}") or []
+        if len(quantiles) == 3 and None not in quantiles:
+            column.p25, column.p50, column.p75 = (float(q) for q in quantiles)
+    elif is_temporal(col.type) and stats.get(f"min_{i}") is not None:
+        column.min_time = str(stats[f"min_{i}"]).replace(" ", "T")
+        column.max_time = str(stats[f"max_{i}"]).replace(" ", "T")
+    column.top_values.extend(pb.ValueCount(value=v, count=n) for v, n in top)
+    column.samples.extend(samples)
+    column.role = assign_role(col.name, col.type, column.distinct_count, non_null, rows)
     return column
-
-
-def _role(type_name: str, distinct: int, rows: int) -> pb.SemanticRole.ValueType:
-    if type_name == "BOOLEAN" or distinct == 2:
-        return pb.SEMANTIC_ROLE_FLAG
-    if _is_temporal(type_name):
-        return pb.SEMANTIC_ROLE_TEMPORAL
-    if rows > 0 and distinct >= 0.95 * rows and (not _is_numeric(type_name) or type_name.endswith("INT")):
-        return pb.SEMANTIC_ROLE_IDENTIFIER
-    if _is_numeric(type_name):
-        return pb.SEMANTIC_ROLE_MEASURE
-    return pb.SEMANTIC_ROLE_DIMENSION if distinct <= max(50, rows // 20) else pb.SEMANTIC_ROLE_TEXT

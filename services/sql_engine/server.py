@@ -19,12 +19,20 @@ SERVICE_NAME = sql_engine_pb2.DESCRIPTOR.services_by_name["SqlEngineService"].fu
 async def start(settings: SqlEngineSettings, address: str | None = None) -> RunningServer:
     """Builds the engine over the configured store and starts serving on `address`."""
     engine = SqlEngine(store=open_dataset_store(settings.data_dir), settings=settings)
+    # Every query thread enters its read-only view now, before the service reports SERVING.
+    await asyncio.to_thread(engine.warm_up)
     servicer = SqlEngineServicer(engine, settings.data_dir / "spool")
     running = await create_server(
         address or listen_address(settings.sql_engine_addr),
         [SERVICE_NAME],
         lambda server: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(servicer, server),
     )
+
+    async def close_engine() -> None:
+        await asyncio.to_thread(engine.close)
+
+    running.on_stop(close_engine)
+    running.engine = engine  # type: ignore[attr-defined]
     await running.set_serving()
     return running
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -13,8 +14,12 @@ import grpc
 from common.arrow import to_table_result
 from common.errors import InsightError, InvalidInput, abort_with
 from common.store import DatasetRecord
-from insightx.v1 import common_pb2, sql_engine_pb2 as pb, sql_engine_pb2_grpc
-from services.sql_engine.engine import SqlEngine
+from insightx.v1 import common_pb2, sql_engine_pb2_grpc
+from insightx.v1 import sql_engine_pb2 as pb
+from services.sql_engine.engine import SqlEngine, too_large_message
+from services.sql_engine.executor import QueryHandle
+
+log = logging.getLogger(__name__)
 
 
 def _columns(record: DatasetRecord) -> list[common_pb2.Column]:
@@ -47,13 +52,22 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                             raise InvalidInput("METADATA_FIRST", "Send ImportMetadata before any chunk.")
                         size += len(message.chunk)
                         if size > limit:
-                            raise InvalidInput(
-                                "FILE_TOO_LARGE", f"The file is larger than the {limit:,}-byte limit."
-                            )
+                            raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
                         sink.write(message.chunk)
             if metadata is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
-            record, profile = await asyncio.to_thread(self.engine.import_dataset, raw, metadata.filename)
+            record, profile = await asyncio.to_thread(
+                self.engine.import_dataset, raw, metadata.filename, metadata.sheet
+            )
+            log.info(
+                "dataset imported",
+                extra={
+                    "session_id": record.session_id,
+                    "rows": record.row_count,
+                    "bytes": size,
+                    "format": record.source_format,
+                },
+            )
             return pb.ImportDatasetResponse(
                 session_id=record.session_id,
                 table=record.table,
@@ -91,26 +105,46 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         self, request: pb.ValidateSqlRequest, context: grpc.aio.ServicerContext
     ) -> pb.ValidateSqlResponse:
         try:
-            kind = self.engine.validate(request.sql)
+            if request.session_id:
+                kind, columns = await asyncio.to_thread(self.engine.validate, request.sql, request.session_id)
+            else:
+                kind, columns = self.engine.validate(request.sql)
         except InsightError as exc:
+            if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
+                await abort_with(context, exc)
+                raise
             return pb.ValidateSqlResponse(valid=False, reason=exc.reason, message=exc.message)
-        return pb.ValidateSqlResponse(valid=True, statement_type=kind)
+        return pb.ValidateSqlResponse(
+            valid=True,
+            statement_type=kind,
+            columns=[common_pb2.Column(name=n, type=t) for n, t in columns],
+        )
 
     async def ExecuteSql(
         self, request: pb.ExecuteSqlRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteSqlResponse:
+        handle = QueryHandle()
+        # A client that cancels or times out ends the call: stop DuckDB too, not just the coroutine.
+        context.add_done_callback(lambda _: handle.cancel())
         try:
-            result = await asyncio.to_thread(
-                self.engine.execute, request.session_id, request.sql, request.max_rows, request.timeout_ms
+            result = await self.engine.execute_async(
+                request.session_id,
+                request.sql,
+                request.max_rows,
+                request.timeout_ms,
+                handle=handle,
+                use_cache=not request.bypass_cache,
             )
         except InsightError as exc:
             await abort_with(context, exc)
             raise
         return pb.ExecuteSqlResponse(
-            result=to_table_result(result.table, result.truncated), elapsed_ms=result.elapsed_ms
+            result=to_table_result(result.table, result.truncated),
+            elapsed_ms=result.elapsed_ms,
+            cached=result.cached,
         )
 
     async def GetEngineStatus(
         self, request: pb.GetEngineStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEngineStatusResponse:
-        return pb.GetEngineStatusResponse(running_queries=self.engine.running_queries)
+        return self.engine.status()

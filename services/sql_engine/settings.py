@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import Settings
@@ -12,8 +13,18 @@ class SqlEngineSettings(Settings):
 
     model_config = SettingsConfigDict(env_prefix="INSIGHTX_", env_file=".env", extra="ignore")
 
-    sql_default_max_rows: int = 10_000
-    sql_hard_max_rows: int = 1_000_000
-    sql_default_timeout_ms: int = 30_000
-    sql_memory_limit: str = "2GB"
-    sql_threads: int = 2
+    sql_default_max_rows: int = Field(10_000, description="row cap when a request gives none")
+    sql_hard_max_rows: int = Field(1_000_000, description="largest row cap a request may ask for")
+    sql_max_result_bytes: int = Field(48 << 20, description="results are truncated past this many bytes")
+    sql_default_timeout_ms: int = Field(30_000, description="timeout when a request gives none")
+    sql_max_timeout_ms: int = Field(300_000, description="largest timeout a request may ask for")
+    sql_memory_limit: str = Field("2GB", description="DuckDB memory_limit of each open dataset")
+    sql_threads: int = Field(2, description="DuckDB threads of each open dataset")
+    sql_query_workers: int = Field(8, description="threads running queries (each in a read-only mount view)")
+    sql_max_open_databases: int = Field(
+        16, description="hardened databases kept open, least recently used out"
+    )
+    sql_result_cache_entries: int = Field(256, description="results kept by the result cache (0 disables)")
+    sql_result_cache_bytes: int = Field(128 << 20, description="bytes kept by the result cache")
+    sql_read_only_mount: bool = Field(True, description="mount the dataset folders read-only for queries")
+    sql_import_memory_limit: str = Field("4GB", description="DuckDB memory_limit while importing (spills)")

@@ -1,0 +1,113 @@
+"""What the profile's numbers mean: a semantic role per column, a health score, questions worth asking."""
+
+from __future__ import annotations
+
+import re
+
+from insightx.v1 import sql_engine_pb2 as pb
+
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "UBIGINT",
+    "UINTEGER",
+    "USMALLINT",
+    "UTINYINT",
+    "UHUGEINT",
+)
+_ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|code|number|no)$|^id[^a-z]", re.IGNORECASE)
+_FLAG_WORDS = {"yes", "no", "y", "n", "true", "false", "t", "f", "0", "1"}
+
+
+def assign_role(name: str, type_name: str, distinct: int, non_null: int, rows: int) -> int:
+    """identifier, measure, dimension, temporal, flag or text, from type, cardinality and name."""
+    numeric = type_name.startswith(_NUMERIC)
+    integral = numeric and "INT" in type_name
+    if type_name == "BOOLEAN" or (distinct == 2 and non_null > 2):
+        return pb.SEMANTIC_ROLE_FLAG
+    if type_name.startswith(("DATE", "TIMESTAMP")):
+        return pb.SEMANTIC_ROLE_TEMPORAL
+    near_unique = non_null > 0 and distinct >= 0.95 * non_null
+    named_like_id = bool(_ID_NAME.search(name))
+    if (near_unique and (integral or not numeric) and non_null > 20) or (
+        named_like_id and (integral or not numeric) and distinct > 0.5 * max(non_null, 1)
+    ):
+        return pb.SEMANTIC_ROLE_IDENTIFIER
+    if numeric:
+        return pb.SEMANTIC_ROLE_MEASURE
+    if distinct <= max(50, rows // 20):
+        return pb.SEMANTIC_ROLE_DIMENSION
+    return pb.SEMANTIC_ROLE_TEXT
+
+
+def health(profile: pb.DatasetProfile, rows: int, duplicate_rows: int) -> tuple[float, list[str]]:
+    """A score from 0 to 100 and one line per thing that lowered it."""
+    score = 100.0
+    reasons: list[str] = []
+    if rows == 0:
+        return 0.0, ["The table has no rows."]
+    if rows < 10:
+        score -= 10
+        reasons.append(f"Only {rows} rows: statistics will be fragile.")
+    columns = list(profile.columns)
+    cells = rows * max(len(columns), 1)
+    missing = sum(c.null_count for c in columns)
+    if missing:
+        share = missing / cells
+        score -= min(40.0, share * 100)
+        worst = max(columns, key=lambda c: c.null_count)
+        reasons.append(
+            f"{share:.1%} of all cells are empty; '{worst.name}' is missing"
+            f" {worst.null_count / rows:.0%} of its values."
+        )
+    empty = [c.name for c in columns if c.null_count == rows]
+    if empty:
+        score -= min(15.0, 5.0 * len(empty))
+        reasons.append(f"Columns with no values at all: {', '.join(empty[:5])}.")
+    constant = [c.name for c in columns if c.distinct_count == 1 and c.null_count < rows]
+    if constant:
+        score -= min(10.0, 3.0 * len(constant))
+        reasons.append(f"Columns holding a single value: {', '.join(constant[:5])}.")
+    if duplicate_rows > max(0, rows // 100 if rows > 2_000_000 else 0):
+        share = duplicate_rows / rows
+        score -= min(20.0, share * 100)
+        reasons.append(f"About {duplicate_rows:,} rows ({share:.1%}) are exact duplicates of another row.")
+    if not any(c.role == pb.SEMANTIC_ROLE_MEASURE for c in columns):
+        reasons.append("No numeric measure was found: only counts can be computed.")
+        score -= 5
+    return max(0.0, round(score, 1)), reasons
+
+
+def suggested_questions(profile: pb.DatasetProfile, limit: int = 6) -> list[str]:
+    """Questions a person could ask first, built from the roles the profiler found."""
+    by_role: dict[int, list[pb.ColumnProfile]] = {}
+    for column in profile.columns:
+        by_role.setdefault(column.role, []).append(column)
+    measures = by_role.get(pb.SEMANTIC_ROLE_MEASURE, [])
+    dimensions = sorted(by_role.get(pb.SEMANTIC_ROLE_DIMENSION, []), key=lambda c: c.distinct_count)
+    temporal = by_role.get(pb.SEMANTIC_ROLE_TEMPORAL, [])
+    flags = by_role.get(pb.SEMANTIC_ROLE_FLAG, [])
+    questions = ["How many rows are there?"]
+    if measures and dimensions:
+        questions.append(f"What is the total {measures[0].name} by {dimensions[0].name}?")
+        questions.append(f"Which {dimensions[0].name} has the highest average {measures[0].name}?")
+    elif dimensions:
+        questions.append(f"How many rows are there for each {dimensions[0].name}?")
+    if measures and temporal:
+        questions.append(f"How has {measures[0].name} changed over {temporal[0].name} by month?")
+    if measures:
+        questions.append(f"What are the average, median and maximum {measures[0].name}?")
+    if flags:
+        questions.append(f"What share of rows have {flags[0].name} set?")
+    strong = sorted(profile.correlations, key=lambda c: -abs(c.coefficient))
+    if strong and abs(strong[0].coefficient) >= 0.3:
+        questions.append(f"How are {strong[0].column_a} and {strong[0].column_b} related?")
+    if len(dimensions) > 1 and measures:
+        questions.append(f"What are the top 5 {dimensions[1].name} by {measures[0].name}?")
+    return questions[:limit]
