@@ -1,0 +1,274 @@
+"""What happens in a forked child: confine it, load the data, run the code, send the result as frames.
+
+The zygote clones the child straight into new net, mount, pid, ipc and uts namespaces (so it is pid 1 of
+its own pid namespace, and killing it ends everything it could have started). The child loads the dataset
+while it is still privileged, confines itself step by step, and only then touches the untrusted code. It
+leaves through `os._exit`: nothing of the zygote (atexit handlers, buffered files) runs twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.stats as stats
+
+from services.py_sandbox import frames, isolation
+from services.py_sandbox.isolation import Confinement, IsolationReport
+
+RESULT_FD = 3
+EXIT_ISOLATION_FAILED = 70
+
+
+def child_main(
+    job: dict[str, Any],
+    conf: Confinement,
+    report: IsolationReport,
+    input_ipc: bytes,
+    fds: tuple[int, int, int],
+) -> None:
+    """Entry of the cloned child (pid 1 of its namespaces when it has a pid namespace). Never returns."""
+    try:
+        isolation.die_with_parent()
+        _wire_fds(fds)
+        runner_main(job, conf, report, input_ipc)
+    finally:
+        os._exit(1)
+
+
+def _wire_fds(fds: tuple[int, int, int]) -> None:
+    """stdout, stderr and the result pipe on fds 1, 2, 3; /dev/null on 0; every other fd closed."""
+    out_w, err_w, res_w = fds
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    high = [os.dup(fd) for fd in (out_w, err_w, res_w)]  # first out of the way of 1..3
+    for target, fd in zip((1, 2, RESULT_FD), high, strict=True):
+        os.dup2(fd, target)
+    os.closerange(RESULT_FD + 1, 1 << 16)
+
+
+def runner_main(job: dict[str, Any], conf: Confinement, report: IsolationReport, input_ipc: bytes) -> None:
+    """Load, confine, run, report. Never returns."""
+    try:
+        if conf.strict and any(p.startswith("ns:") and "skipped" not in p for p in report.problems):
+            raise isolation.IsolationError("namespaces missing: " + "; ".join(report.problems))
+        df = load_dataframe(job, input_ipc)
+        confine(conf, report, float(job["timeout_s"]))
+    except isolation.IsolationError as exc:
+        _send(frames.ISOLATION, json.dumps(report.to_dict()).encode())
+        _send(frames.RUN_ERROR, json.dumps({"category": "KILLED", "message": str(exc)}).encode())
+        os._exit(EXIT_ISOLATION_FAILED)
+    except Exception as exc:
+        _send(frames.RUN_ERROR, json.dumps({"category": "EXCEPTION", "message": _describe(exc)}).encode())
+        os._exit(1)
+    _send(frames.ISOLATION, json.dumps(report.to_dict()).encode())
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    run_code(job, df)
+    os._exit(0)
+
+
+def load_dataframe(job: dict[str, Any], input_ipc: bytes) -> pd.DataFrame:
+    """The given table, or the session's dataset through a per-session Arrow cache mapped in memory."""
+    if input_ipc:
+        table = pa.ipc.open_stream(pa.py_buffer(input_ipc)).read_all()
+    elif job.get("dataset"):
+        table = _cached_table(Path(job["dataset"]), Path(job["cache"]))
+    else:
+        return pd.DataFrame()
+    return table.to_pandas(use_threads=False, split_blocks=True)
+
+
+def _cached_table(parquet: Path, cache: Path) -> pa.Table:
+    """Decoding Parquet costs tens of ms per run; a memory-mapped Arrow stream costs almost nothing.
+
+    The stream format (not the file format) on purpose: its reader starts no thread pool.
+    """
+    if not cache.exists():
+        table = pq.read_table(parquet, use_threads=False)
+        partial = cache.with_name(f".{cache.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
+        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.chmod(partial, 0o400)
+        os.replace(partial, cache)
+        return table
+    return pa.ipc.open_stream(pa.memory_map(str(cache))).read_all()
+
+
+def confine(conf: Confinement, report: IsolationReport, timeout_s: float) -> None:
+    """The steps, in order; each records what it achieved."""
+    isolation.private_root(conf, report)
+    isolation.set_hostname(report)
+    isolation.apply_rlimits(conf, report, cpu_seconds=math.ceil(timeout_s) + 1)
+    isolation.drop_privileges(conf, report)
+    isolation.die_with_parent()
+    isolation.clean_environment(report)
+    isolation.no_new_privs(conf, report)
+    isolation.install_seccomp(conf, report)
+
+
+def run_code(job: dict[str, Any], df: pd.DataFrame) -> None:
+    """Runs the code with `df` and friends in scope, then sends `result`, the figures and DONE."""
+    namespace: dict[str, Any] = {
+        "__name__": "__analysis__",
+        "df": df,
+        "pd": pd,
+        "np": np,
+        "plt": plt,
+        "stats": stats,
+        "result": None,
+    }
+    try:
+        exec(compile(job["code"], "<analysis>", "exec"), namespace)  # the boundary is the OS, not this line
+    except MemoryError:
+        _flush()
+        _send(
+            frames.RUN_ERROR,
+            json.dumps(
+                {
+                    "category": "MEMORY",
+                    "message": f"MemoryError: the run exceeded its memory limit ({job['memory_mb']} MiB).",
+                }
+            ).encode(),
+        )
+        os._exit(0)
+    except BaseException as exc:
+        _flush()
+        _send(frames.RUN_ERROR, json.dumps({"category": "EXCEPTION", "message": _describe(exc)}).encode())
+        os._exit(0)
+    _flush()
+    try:
+        _send_result(namespace.get("result"), job)
+        _send_figures(job)
+    except MemoryError:
+        _send(
+            frames.RUN_ERROR,
+            json.dumps({"category": "MEMORY", "message": "MemoryError while encoding the result."}).encode(),
+        )
+        os._exit(0)
+    except _OutputLimit as exc:
+        _send(frames.RUN_ERROR, json.dumps({"category": "OUTPUT_LIMIT", "message": str(exc)}).encode())
+        os._exit(0)
+    except Exception as exc:
+        _send(
+            frames.RUN_ERROR,
+            json.dumps(
+                {"category": "EXCEPTION", "message": f"The result could not be encoded: {_describe(exc)}"}
+            ).encode(),
+        )
+        os._exit(0)
+    _send(frames.DONE, b"")
+
+
+class _OutputLimit(Exception):
+    pass
+
+
+def _send_result(value: Any, job: dict[str, Any]) -> None:
+    if isinstance(value, pd.Series):
+        value = value.to_frame(name=value.name if value.name is not None else "value")
+    if isinstance(value, pd.DataFrame):
+        max_rows = int(job["max_result_rows"])
+        truncated = len(value) > max_rows
+        frame = value.head(max_rows)
+        if not isinstance(frame.index, pd.RangeIndex) or frame.index.name is not None:
+            frame = frame.reset_index()
+        frame.columns = [str(c) for c in frame.columns]
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        payload = (b"\x01" if truncated else b"\x00") + sink.getvalue().to_pybytes()
+        if len(payload) > int(job["max_result_bytes"]):
+            raise _OutputLimit(
+                f"The result table is {len(payload):,} bytes, over the "
+                f"{int(job['max_result_bytes']):,}-byte cap; aggregate it or return fewer rows."
+            )
+        _send(frames.RESULT_TABLE, payload)
+        return
+    text = json.dumps(to_jsonable(value), allow_nan=False, separators=(",", ":"))
+    if len(text) > int(job["max_result_bytes"]):
+        raise _OutputLimit(f"The result is {len(text):,} bytes of JSON, over the cap; return a summary.")
+    _send(frames.RESULT_JSON, text.encode())
+
+
+def to_jsonable(value: Any, depth: int = 0) -> Any:
+    """numpy/pandas scalars to Python, NaN/inf to None, containers recursively, anything else as str."""
+    if depth > 20:
+        return str(value)
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return None if math.isnan(value) or math.isinf(value) else value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, pd.Timestamp | pd.Timedelta):
+        return str(value)
+    if value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, np.ndarray):
+        return [to_jsonable(v, depth + 1) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v, depth + 1) for v in value]
+    if hasattr(value, "_asdict"):  # scipy result tuples (TtestResult, LinregressResult, ...)
+        return {str(k): to_jsonable(v, depth + 1) for k, v in value._asdict().items()}
+    return str(value)
+
+
+def _send_figures(job: dict[str, Any]) -> None:
+    max_figures, max_bytes = int(job["max_figures"]), int(job["max_figure_bytes"])
+    numbers = plt.get_fignums()
+    if len(numbers) > max_figures:
+        print(
+            f"[sandbox] {len(numbers)} figures made; only the first {max_figures} are returned.",
+            file=sys.stderr,
+        )
+        _flush()
+    for number in numbers[:max_figures]:
+        buffer = io.BytesIO()
+        plt.figure(number).savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        data = buffer.getvalue()
+        if len(data) > max_bytes:
+            raise _OutputLimit(f"A figure is {len(data):,} bytes as PNG, over the {max_bytes:,}-byte cap.")
+        _send(frames.FIGURE_PNG, data)
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception and the line of the analysis code that raised it (no sandbox internals)."""
+    line = ""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename == "<analysis>":
+            line = f" (line {frame.lineno})"
+            break
+    return f"{type(exc).__name__}: {exc}{line}"[:2000]
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
+def _send(kind: bytes, payload: bytes) -> None:
+    data = frames.encode(kind, payload)
+    view = memoryview(data)
+    while view:
+        written = os.write(RESULT_FD, view)
+        view = view[written:]
