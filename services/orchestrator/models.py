@@ -31,8 +31,13 @@ KEY_EVENT_KINDS = {
     llm_gateway_pb2.KEY_EVENT_TYPE_ALL_KEYS_EXHAUSTED: "all_keys_exhausted",
 }
 
-#: Gateway reasons that mean no model can answer now: the built-in analyst takes over.
-NO_MODEL_REASONS = {"LLM_NOT_CONFIGURED", "ALL_KEYS_EXHAUSTED", "NO_PROVIDER", "PROVIDER_NOT_CONFIGURED"}
+#: Gateway reasons meaning no model can answer now (none configured, keys out, providers down).
+NO_MODEL_REASONS = {
+    "LLM_NOT_CONFIGURED",
+    "ALL_KEYS_EXHAUSTED",
+    "UPSTREAM_UNAVAILABLE",
+    "PROVIDER_NOT_CONFIGURED",
+}
 
 
 class ModelUnavailable(Exception):

@@ -13,6 +13,7 @@ from typing import Any
 _FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _TRAILING_COMMA = re.compile(r",\s*([}\]])")
 _SQL_START = re.compile(r"(?is)\b(WITH|SELECT|FROM)\b")
+_BARE_SQL = re.compile(r"(?is)\b(WITH\s+[\w\"]+\s+AS\s*\(|SELECT\s).*")
 
 
 class UnparseableReply(ValueError):
@@ -84,7 +85,7 @@ def parse_sql(text: str) -> str:
         obj = {}
     if isinstance(obj.get("sql"), str) and obj["sql"].strip():
         return _clean_sql(obj["sql"])
-    match = re.search(r"(?is)\b(WITH|SELECT)\b.*", text or "")
+    match = _BARE_SQL.search(text or "")
     if match:
         return _clean_sql(match.group(0))
     raise UnparseableReply("one SQL SELECT statement in a ```sql block")

@@ -21,7 +21,9 @@ SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService
 async def start(settings: OrchestratorSettings, address: str | None = None) -> RunningServer:
     """Connects to the peers and starts serving on `address`."""
     peers = Peers.connect(settings)
-    pipeline = Pipeline(peers, settings, load_registry(), Transcript(settings.chat_db_path))
+    pipeline = Pipeline(
+        peers, settings, load_registry(settings.agents_file), Transcript(settings.chat_db_path)
+    )
     servicer = OrchestratorServicer(pipeline)
     running = await create_server(
         address or listen_address(settings.orchestrator_addr),

@@ -31,6 +31,7 @@ class OrchestratorSettings(Settings):
     resume_retention_s: float = Field(300.0, description="how long an answer's events can be resumed")
     resume_max_chats: int = Field(500, description="answers kept for resume (oldest dropped first)")
     resume_max_events: int = Field(1_000, description="events kept per answer")
+    agents_file: Path | None = Field(None, description="YAML or JSON file overriding the agent registry")
     orchestrator_chat_db: Path | None = Field(
         None,
         description="chat transcript (SQLite); default data_dir/orchestrator/chats.sqlite3",

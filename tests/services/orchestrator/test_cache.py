@@ -1,0 +1,41 @@
+"""The answer cache: same question, same dataset version, same conversation."""
+
+from __future__ import annotations
+
+import time
+
+from insightx.v1 import common_pb2, orchestrator_pb2 as pb
+from services.orchestrator.cache import AnswerCache, cache_key, normalize_question
+
+
+def _final(text: str) -> pb.ChatEvent:
+    return pb.ChatEvent(seq=9, final_response=pb.FinalResponseEvent(text=text))
+
+
+def test_spelling_of_the_same_question_does_not_matter() -> None:
+    assert normalize_question("  How many  rows? ") == normalize_question("how many rows")
+    assert cache_key("h", "How many rows?", []) == cache_key("h", "how many rows", [])
+
+
+def test_dataset_version_and_history_change_the_key() -> None:
+    turn = [common_pb2.ChatMessage(role="user", content="failure rate for Android?")]
+    base = cache_key("h1", "and iOS?", [])
+    assert cache_key("h2", "and iOS?", []) != base
+    assert cache_key("h1", "and iOS?", turn) != base
+
+
+def test_lru_bound_and_ttl() -> None:
+    cache = AnswerCache(size=2, ttl_s=0.2)
+    cache.put("a", _final("A"))
+    cache.put("b", _final("B"))
+    assert cache.get("a") is not None  # a is now the most recent
+    cache.put("c", _final("C"))
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    time.sleep(0.25)
+    assert cache.get("a") is None
+
+
+def test_size_zero_turns_it_off() -> None:
+    cache = AnswerCache(size=0, ttl_s=60)
+    cache.put("a", _final("A"))
+    assert cache.get("a") is None
