@@ -45,6 +45,7 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["brand", "make"],
     ["category", "categories"],
         ["tier", "level"],
+    ["university", "college", "school"],
     ["overtime", "extra"],
     ["weight", "heavy", "light"],
     ["height", "tall", "short"],
@@ -95,7 +96,8 @@ GENERIC = {
     for w in (
         "index", "score", "rate", "rating", "level", "number", "count", "value", "total", "name", "id", "type",
         "code", "year", "time", "date", "amount", "percent", "status", "no", "of", "the", "and", "in", "per",
-        "plus", "unnamed", "flag", "is", "group", "day", "hour", "month", "week", "en", "tag", "tags", "last",
+        "plus", "unnamed", "flag", "is", "group", "day", "hour", "month", "week", "en", "tag", "tags", "last", "grade", "point", "average",
+        "mean", "score", "unique", "first", "1", "2", "3", "4", "5", "6", "7", "8", "9",
     )
 }
 
@@ -126,6 +128,12 @@ def synonyms(word_stem: str) -> set[str]:
 def expansions(header_word: str) -> list[str]:
     """The spelled-out stems of an abbreviation, or []."""
     return [stem(w) for w in ABBREVIATIONS.get(header_word.lower(), [])]
+
+
+def siblings(header_word: str) -> list[str]:
+    """Other abbreviations spelled out the same way ("cgpa" → "gpa")."""
+    spelled = ABBREVIATIONS.get(header_word.lower())
+    return [k for k, v in ABBREVIATIONS.items() if spelled and v == spelled and k != header_word.lower()]
 
 
 def abbreviation_of(words: list[str]) -> str:

@@ -161,7 +161,9 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
 
 
 def _value_words(value: str) -> list[str]:
-    return [stem(w) for w in split_name(value) if stem(w) not in STOP_STEMS and w != "&"]
+    words = [stem(w) for w in split_name(value) if stem(w) not in STOP_STEMS and w != "&"]
+    longer = [w for w in words if len(w) > 2 or w.isdigit()]
+    return longer or words
 
 
 def _elements(column: Column) -> list[tuple[str, int]]:
@@ -218,6 +220,10 @@ def link(question: str, schema: Schema) -> Links:
         links.quoted.append((start, end, text))
     columns = _select_columns(_column_candidates(tokens, schema))
     values = _value_candidates(tokens, schema, question)
+    for value in values:  # a value next to its column's name ("the HR department") is that column's
+        if any(c.column is value.column and (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 3)
+               for c in columns):
+            value.score += 0.5
     # a full value match beats a partial column match over the same words ("Sales" the department)
     chosen: list[ValueLink] = []
     for value in sorted(values, key=lambda v: (-v.score, -(v.end - v.start))):

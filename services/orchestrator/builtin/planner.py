@@ -101,6 +101,9 @@ def _order_column(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> Column 
     for lk in ctx.q.links.columns:
         if lk.start <= sup.index < lk.end:
             col = _pick(lk, lambda x: x.numeric and x not in exclude)
+            nxt = next((o for o in _free(ctx) if lk.end <= o.start <= lk.end + 3 and o.score > lk.score), None)
+            if nxt is not None and lk.score < 2.5:
+                col = _pick(nxt, lambda x: x.numeric and x not in exclude) or col
             if col is not None:
                 return col
     after = [lk for lk in _free(ctx) if lk.start > sup.index]
@@ -279,7 +282,8 @@ def _measure_expr(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> tuple[s
 
 def _rate(ctx: _Ctx) -> Plan | None:
     q = ctx.q
-    if not q.has(r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b|%|\bwhat part\b"):
+    if not q.has(r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! (their|the|a|an|his|her|its|our|my))"
+                 r"|%|\bwhat part\b"):
         return None
     if _group_column(ctx) is not None:
         return None
@@ -375,7 +379,7 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top mean."""
     q = ctx.q
     sup = q.superlative
-    if sup is None or q.answer_type == "boolean":
+    if sup is None or q.answer_type == "boolean" or q.agg in ("range", "std", "var"):
         return None
     as_list = q.answer_type == "list" or (q.k is not None and q.k > 1)
     free = _free(ctx)
@@ -406,6 +410,20 @@ def _ranked(ctx: _Ctx) -> Plan | None:
                               as_list and q.has(r"\b(number|counts?)\b"))
     if target is None:
         target = order
+    if target is order:
+        other = next((lk for lk in free if lk is not target_link and _pick(lk, lambda x: x is not order)), None)
+        if other is not None and (as_list or q.answer_type == "unknown"):
+            target = _pick(other, lambda x: x is not order)
+            target_link = other
+            assert target is not None
+    if q.agg in ("avg", "sum", "median", "min", "max") and q.k and order is not None and target.numeric:
+        direction = _direction(order, sup.desc)
+        measure = target if target is not order else order
+        sql = (f"SELECT {_AGG_SQL[q.agg].format(measure.sql)} AS value FROM (SELECT * FROM {ctx.table}"
+               f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {q.k})")
+        return _plan(ctx, sql, c.number(f"{_AGG_NAME[q.agg]} of `{measure.name}` over the {q.k} rows with the "
+                                        f"{'highest' if sup.desc else 'lowest'} `{order.name}`", ctx.follow_ups(measure)),
+                     f"Sort by `{order.name}`, keep {q.k} rows, aggregate `{measure.name}`.")
     if target is order or (q.agg in ("max", "min") and target.numeric):
         # the top values of one column
         col = order
@@ -459,9 +477,52 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     return _plan(ctx, sql, composer, f"Sort by `{order.name}` ({direction}) and read `{target.name}`.")
 
 
+def _closest(ctx: _Ctx) -> Plan | None:
+    """"Which X has a Y closest to 80?": sort by the distance to the number."""
+    q = ctx.q
+    m = re.search(r"\b(closest|nearest|close|near)\s+(to\s+)?", q.low)
+    if m is None:
+        return None
+    after = q.index_at(m.end())
+    number = next((n for n in q.links.numbers if after <= n.index <= after + 1), None)
+    if number is None:
+        return None
+    q.filters = [f for f in q.filters if not (f.start <= number.index < f.end)]
+    col = _nearest_measure(ctx, m.start())
+    if col is None:
+        return None
+    q.used.difference_update(range(q.index_at(m.start()) - 6, q.index_at(m.start())))
+    target = _first(ctx, lambda x: x is not col) if q.answer_type != "list" or not q.k else None
+    if q.k and q.answer_type == "list":
+        target = _first(ctx, lambda x: x is not col and x.textual) or col
+    target = target or col
+    limit = q.k or 1
+    sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {col.sql} AS {c_quote(col.name)} FROM {ctx.table}"
+           f"{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY abs({col.sql} - {number.value!r}), {col.sql} LIMIT {limit}")
+    label = f"`{target.name}` of the {limit if limit > 1 else ''} row{'s' if limit > 1 else ''} with `{col.name}` closest to {number.value:g}"
+    composer = c.listing(label, ctx.follow_ups(col)) if limit > 1 or q.answer_type == "list" else c.category(
+        label, ctx.follow_ups(col), f"`{col.name}` =")
+    return _plan(ctx, sql, composer, f"Sort by the distance of `{col.name}` to {number.value:g}.")
+
+
+def _nearest_measure(ctx: _Ctx, char: int) -> Column | None:
+    index = ctx.q.index_at(char)
+    best = None
+    for lk in ctx.q.links.columns:
+        col = _pick(lk, lambda x: x.numeric)
+        if col is None:
+            continue
+        dist = abs(index - lk.end) if lk.end <= index else abs(lk.start - index) + 2
+        if best is None or dist < best[0]:
+            best = (dist, col)
+    return best[1] if best else None
+
+
 def _distinct(ctx: _Ctx) -> Plan | None:
     q = ctx.q
     if not q.distinct and not q.has(r"\b(all|possible|every)\b.*\bvalues?\b|\bcategories\b"):
+        return None
+    if q.superlative is not None and (q.superlative.mode or q.k):
         return None
     col = None
     for lk in _free(ctx):
@@ -486,7 +547,8 @@ def _distinct(ctx: _Ctx) -> Plan | None:
                  f"List the distinct values of `{col.name}`.")
 
 
-_NULL_BEFORE = re.compile(r"\b(no|without|missing|null( values)?( in)?|empty|lack(ing)?|not have( an?| any)?)\s+$")
+_NULL_BEFORE = re.compile(r"(?<!non-)(?<!non )\b(no|without|missing|null( values)?( in)?|empty|lack(ing)?"
+                          r"|not have( an?| any)?)\s+$")
 
 
 def _null_filters(ctx: _Ctx) -> None:
@@ -519,8 +581,16 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
         return _plan(ctx, sql, c.number(label, ctx.follow_ups(col), c.unit_of(col)),
                      f"One aggregate: {q.agg}(`{col.name}`){' with filters' if q.filters else ''}.")
     if _is_count_question(q):
+        free = _free(ctx)
+        if free and q.agg_index >= 0 and not q.has(r"\b(rows|records|entries|elements|observations|people)\b"):
+            lk = next((f for f in free if 0 <= f.start - q.agg_index <= 4), None)
+            col = _pick(lk, lambda x: x.textual and not x.listlike) if lk is not None else None
+            if col is not None and not q.filters:
+                sql = f"SELECT count(DISTINCT {col.sql}) AS n FROM {ctx.table}{ctx.where()}"
+                return _plan(ctx, sql, c.number(f"Distinct values of `{col.name}`", ctx.follow_ups(col), integral=True),
+                             f"Count the distinct `{col.name}`.")
         if not q.filters and not q.has(r"\b(rows|records|entries|elements|observations|people|products|items)\b"):
-            if _free(ctx):
+            if free:
                 return None
         sql = f"SELECT count(*) AS n FROM {ctx.table}{ctx.where()}"
         return _plan(ctx, sql, c.number(f"Rows{ctx.basis()}", ctx.follow_ups(), integral=True),
@@ -558,7 +628,10 @@ def _entity_filters(ctx: _Ctx) -> None:
         if any(f.start >= start and f.end <= end + 1 for f in q.filters if f.start >= 0):
             continue
         near = next((lk.column for lk in q.links.columns if lk.column.textual and abs(lk.end - start) <= 3), None)
-        col = near or max(text_cols, key=lambda x: x.distinct)
+        holder = next((x for x in text_cols if any(v.strip("[]").lower() == text.lower() or
+                                                   text.lower() in [p.strip().lower() for p in v.strip("[]").split(",")]
+                                                   for v, _ in x.values)), None)
+        col = holder or near or max(text_cols, key=lambda x: x.distinct)
         if col.listlike:
             sql = f"list_contains(string_split(lower(trim({col.sql}, '[]')), ', '), {literal(text.lower())})"
         else:
@@ -569,9 +642,7 @@ def _entity_filters(ctx: _Ctx) -> None:
             if lk.column is col and abs(lk.end - start) <= 3:
                 q.used.update(range(lk.start, lk.end))
     names = [col for col in text_cols if not col.listlike and col.distinct >= 0.5 * max(ctx.schema.row_count, 1)]
-    if not names:
-        return
-    col = max(names, key=lambda x: x.distinct)
+    col = max(names or text_cols, key=lambda x: x.distinct)
     groups: list[list[tuple[int, str]]] = []
     for index, word in q.links.entities:
         if any(f.start <= index < f.end for f in q.filters):
@@ -582,12 +653,21 @@ def _entity_filters(ctx: _Ctx) -> None:
             groups.append([(index, word)])
     for group in groups:
         text = " ".join(w for _, w in group)
+        first, last = group[0][0], group[-1][0]
+        near = next((lk for lk in q.links.columns if lk.column.textual and (0 <= first - lk.end <= 1
+                                                                           or 0 <= lk.start - last <= 2)), None)
+        if near is not None:
+            ncol = near.column
+            q.filters.append(Filter(ncol, f"lower({ncol.sql}) LIKE {literal('%' + text.lower() + '%')}",
+                                    f"`{ncol.name}` contains {text}", first, last + 1))
+            q.used.update(range(near.start, near.end))
+            continue
         q.filters.append(Filter(col, f"lower({col.sql}) LIKE {literal(text.lower() + '%')}",
-                                f"`{col.name}` = {text}", group[0][0], group[-1][0] + 1))
+                                f"`{col.name}` = {text}", first, last + 1))
 
 
 _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
-    _correlation, _outliers, _significance, _time_buckets, _boolean, _rate, _breakdown, _distinct, _ranked,
+    _correlation, _outliers, _significance, _closest, _time_buckets, _boolean, _rate, _breakdown, _distinct, _ranked,
     _row_count, _aggregate, _lookup,
 ]
 

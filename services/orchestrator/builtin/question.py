@@ -25,8 +25,8 @@ AGG_WORDS: list[tuple[str, str]] = [
      r"|\bspread\b", "range"),
     (r"\bmedian\b|\bmiddle\b", "median"),
     (r"\baverage\b|\bmean\b|\bavg\b|\btypical\b|\bon average\b", "avg"),
-    (r"\bsum\b|\btotal (amount|value|sum)\b|\baccumulated\b|\bcombined\b|\bin total\b|\btotal\b", "sum"),
-    (r"\b(how many|number of|count of|count)\b", "count"),
+    (r"\b(how many|(total )?number of|count of|count)\b", "count"),
+    (r"\bsum\b|\btotal (amount|value|sum)\b|\bcombined\b|\bin total\b|\btotal\b(?! number)", "sum"),
     (r"\bmaximum\b|\bmax\b", "max"),
     (r"\bminimum\b|\bmin\b", "min"),
 ]
@@ -109,6 +109,7 @@ class Question:
 
 
 def _answer_type(text: str) -> str:
+    text = text.strip().lstrip("\"'“‘ ")
     if _BOOL_START.match(text) or re.match(r"^\s*(is it true|true or false)", text, re.I):
         return "boolean"
     if _LIST_START.match(text):
@@ -214,8 +215,11 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
     i = 0
     while i < len(numbers):
         n = numbers[i]
-        between = toks[n.index - 1].text == "between" if n.index > 0 else False
-        if between and i + 1 < len(numbers) and toks[numbers[i + 1].index - 1].text == "and":
+        between = toks[n.index - 1].text in ("between", "from", "ranked", "rank") if n.index > 0 else False
+        joined = i + 1 < len(numbers) and numbers[i + 1].index == n.index + 2
+        if joined and toks[n.index + 1].text in ("to", "through", "and", "-") and (
+            between or toks[n.index + 1].text in ("to", "through")
+        ):
             col = _nearest_numeric(q, n.index)
             if col is not None:
                 pct = any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3]) or n.percent
@@ -265,13 +269,19 @@ def _perfect_filters(q: Question) -> None:
 
 def _flag_filters(q: Question, target_index: int | None) -> None:
     for c in q.links.columns:
+        word = q.tokens[c.start].text
+        if word.endswith("less") and len(word) > 6 and c.column.numeric and c.end - c.start == 1:
+            # "childless" → children = 0
+            q.filters.append(Filter(c.column, f"{c.column.sql} = 0", f"`{c.column.name}` = 0", c.start, c.end, "=", 0.0))
+            q.used.update(range(c.start, c.end))
+    for c in q.links.columns:
         col = c.column
         flags = col.flag_values
         if flags is None or any(i in q.used for i in range(c.start, c.end)):
             continue
-        if target_index is not None and c.start == target_index:
+        if target_index is not None and c.start == target_index and c.start <= 4 and q.answer_type != "number":
             continue
-        neg = _negated(q.tokens, c.start, 4) or any(t.text == "childless" for t in q.tokens[c.start : c.end])
+        neg = _negated(q.tokens, c.start, 4)
         lit = flags[1] if neg else flags[0]
         q.filters.append(Filter(col, f"{col.sql} = {lit}", f"`{col.name}` = {lit.strip(chr(39))}", c.start, c.end))
         q.used.update(range(c.start, c.end))
@@ -287,7 +297,10 @@ def _superlative(q: Question) -> Superlative | None:
     for m in _SUPER.finditer(q.low):
         word = m.group(0)
         index = q.index_at(m.start())
-        if word in ("more", "less", "higher", "lower", "fewer", "cheaper") and not q.has(r"\bthe (more|less)\b"):
+        comparative = word in ("more", "less", "higher", "lower", "fewer", "cheaper")
+        if comparative and (q.has(r"\bthan\b") or not re.match(r"^\W*(which|what|where|in which|who)\b", q.low)):
+            continue
+        if q.low[max(0, m.start() - 3) : m.start()] == "at ":
             continue
         if word == "most" and re.match(r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start():]):
             continue
@@ -313,6 +326,12 @@ def parse(question: str, schema: Schema) -> Question:
             q.agg, q.agg_index = agg, q.index_at(m.start())
             break
     q.distinct = q.has(r"\b(unique|distinct|different)\b")
+    if q.distinct:
+        links.columns = [
+            c for c in links.columns
+            if not (all(t.text in ("unique", "distinct", "different") for t in links.tokens[c.start : c.end])
+                    and c.score < 3.0 and len(links.columns) > 1)
+        ]
     q.superlative = _superlative(q)
     k_idx = _k_numbers(q)
     if k_idx:

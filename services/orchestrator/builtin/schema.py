@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from insightx.v1 import sql_engine_pb2 as pb
-from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, expansions
+from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, expansions, siblings
 from services.orchestrator.builtin.text import split_name, stem
 from services.orchestrator.plan import DatasetContext
 
@@ -117,6 +117,8 @@ def _phrases(words: list[str]) -> list[list[str]]:
         spelled = expansions(word)
         if spelled:
             phrases.append(base[:i] + spelled + base[i + 1 :])
+        for other in siblings(word):
+            phrases.append(base[:i] + [other] + base[i + 1 :])
     return phrases
 
 

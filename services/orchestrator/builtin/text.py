@@ -93,9 +93,12 @@ _SUFFIXES = (
 )
 
 
+_ACRONYM_PLURAL = re.compile(r"\b([A-Z]{2,})s\b")
+
+
 def split_name(name: str) -> list[str]:
     """The lowercase words of a header or phrase: camelCase, `_`, `-`, `.`, parentheses and units split."""
-    spaced = _CAMEL.sub(" ", name)
+    spaced = _CAMEL.sub(" ", _ACRONYM_PLURAL.sub(r"\1", name))
     return [w.lower() for w in _WORD.findall(spaced)]
 
 
@@ -121,7 +124,7 @@ def stem(word: str) -> str:
 
 def same_word(a: str, b: str) -> bool:
     """Whether two stems are forms of one word: equal, or sharing a long common start."""
-    if a == b:
+    if a == b or a == b + "e" or b == a + "e":
         return True
     if not (a.isalpha() and b.isalpha()):
         return False
@@ -149,6 +152,7 @@ class Token:
 def tokenize(question: str) -> list[Token]:
     """The question's words, camelCase split, each with its stem and span."""
     tokens: list[Token] = []
+    question = _ACRONYM_PLURAL.sub(r"\1 ", question)
     for match in re.finditer(r"[A-Za-z0-9_.,%&$'-]+", question):
         chunk, offset = match.group(0), match.start()
         for piece in re.finditer(r"\d+(?:st|nd|rd|th)(?![a-z])|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&", chunk):
@@ -157,7 +161,8 @@ def tokenize(question: str) -> list[Token]:
             pos = offset + piece.start()
             for part in parts:
                 low = part.lower().rstrip(",.")
-                tokens.append(Token(low, stem(low), pos, pos + len(part)))
+                word_stem = str(ORDINALS[low]) if low in ORDINALS else stem(low)
+                tokens.append(Token(low, word_stem, pos, pos + len(part)))
                 pos += len(part)
     return tokens
 
