@@ -23,10 +23,14 @@ from common.channels import open_channel
 from common.server import RunningServer
 from insightx.v1 import (
     orchestrator_pb2 as opb,
+)
+from insightx.v1 import (
     orchestrator_pb2_grpc,
     py_sandbox_pb2_grpc,
-    sql_engine_pb2 as spb,
     sql_engine_pb2_grpc,
+)
+from insightx.v1 import (
+    sql_engine_pb2 as spb,
 )
 from services.llm_gateway.agents import default_agents
 from services.llm_gateway.server import start as start_llm_gateway

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from insightx.v1 import common_pb2, orchestrator_pb2 as pb
+from insightx.v1 import common_pb2
+from insightx.v1 import orchestrator_pb2 as pb
 from services.orchestrator.cache import AnswerCache, cache_key, normalize_question
 
 

@@ -143,7 +143,8 @@ async def test_breakdowns_get_a_chart_and_a_typed_answer(start_chat: StartChat) 
     )
     chat.model.queue(
         "composer",
-        'Android leads.\n```json\n{"answer": "Android", "follow_ups": ["Why?", "By state?"], "confidence": 0.95}\n```',
+        "Android leads.\n```json\n"
+        '{"answer": "Android", "follow_ups": ["Why?", "By state?"], "confidence": 0.95}\n```',
     )
     events = await chat.ask("Which device has the most transactions?")
     final = events[-1].final_response

@@ -13,7 +13,8 @@ from services.orchestrator.replies import UnparseableReply, parse_json_object, p
         '{"classification": "SQL_ONLY", "reasoning": "a count"}',
         '```json\n{"classification": "SQL_ONLY", "reasoning": "a count"}\n```',
         'Sure! Here it is:\n{"classification": "SQL_ONLY", "reasoning": "a count",}\nHope that helps.',
-        "```\n{\u201cclassification\u201d: \u201cSQL_ONLY\u201d, \u201creasoning\u201d: \u201ca count\u201d}\n```",
+        "```\n{\u201cclassification\u201d: \u201cSQL_ONLY\u201d,"
+        " \u201creasoning\u201d: \u201ca count\u201d}\n```",
     ],
 )
 def test_json_is_found_with_or_without_fences_and_prose(reply: str) -> None:
