@@ -1,24 +1,32 @@
 // The frontend's SSE reader: fetch, split the body on "\n", JSON.parse every `data: ` line.
 // One module for the page and for Node (tests/gateway/reader.test.mjs): no DOM, only fetch and streams.
 
-/** Yields each event of an SSE response body, in order, however the bytes were chunked. */
+/**
+ * Yields each event of an SSE response body, in order, however the bytes were chunked.
+ * Only the new text of each chunk is scanned for "\n", so a 2 MB event arriving in small chunks stays linear.
+ */
 export async function* sseEvents(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
-  let buffer = "";
+  let pending = [];
+  function* lines(text) {
+    let start = 0;
+    for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", start)) {
+      pending.push(text.slice(start, nl));
+      const line = pending.join("");
+      pending = [];
+      start = nl + 1;
+      if (line.startsWith("data: ")) yield JSON.parse(line.slice(6));
+    }
+    if (start < text.length) pending.push(text.slice(start));
+  }
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      const lines = buffer.split("\n");
-      buffer = lines.pop();
-      for (const line of lines) {
-        if (line.startsWith("data: ")) yield JSON.parse(line.slice(6));
-      }
+      yield* lines(decoder.decode(value, { stream: true }));
     }
-    buffer += decoder.decode();
-    if (buffer.startsWith("data: ")) yield JSON.parse(buffer.slice(6));
+    yield* lines(decoder.decode() + "\n");
   } finally {
     reader.releaseLock();
   }
