@@ -20,13 +20,29 @@ function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
 }
 
-/** The little markdown the composer writes: **bold**, `code`, line breaks and "- " lists. */
+function inline(text) {
+  return escapeHtml(text).replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>").replace(/`([^`]+)`/g, "<code>$1</code>");
+}
+
+/** The little markdown the composer writes: **bold**, `code`, "- " lists, pipe tables and paragraphs. */
 function markdown(text) {
-  return escapeHtml(text)
-    .replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>")
-    .replace(/`([^`]+)`/g, "<code>$1</code>")
-    .replace(/^- (.*)$/gm, "• $1")
-    .replace(/\n/g, "<br>");
+  const out = [];
+  const lines = String(text).split("\n");
+  for (let i = 0; i < lines.length; i++) {
+    if (lines[i].trim().startsWith("|")) {
+      const rows = [];
+      while (i < lines.length && lines[i].trim().startsWith("|")) rows.push(lines[i++].trim());
+      i--;
+      const cells = (row) => row.replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
+      const body = rows.filter((r, k) => k > 0 && !/^\|[\s:|-]+\|$/.test(r));
+      out.push(`<div class="table-wrap"><table class="grid"><thead><tr>${cells(rows[0]).map((c) => `<th>${inline(c)}</th>`).join("")}</tr></thead><tbody>${body.map((r) => `<tr>${cells(r).map((c) => `<td>${inline(c)}</td>`).join("")}</tr>`).join("")}</tbody></table></div>`);
+    } else if (lines[i].startsWith("- ")) {
+      out.push(`<div>• ${inline(lines[i].slice(2))}</div>`);
+    } else if (lines[i].trim()) {
+      out.push(`<p>${inline(lines[i])}</p>`);
+    }
+  }
+  return out.join("");
 }
 
 function formatValue(value) {
@@ -103,6 +119,7 @@ function showDataset(dataset) {
       el("td", { class: "num", text: formatValue(Number(p.distinct_count || 0)) }), el("td", { text: detail }));
   });
   $("columns").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  $("columns-box").open = window.innerWidth > 760;
   $("session-badge").hidden = false;
   $("session-badge").textContent = `session ${dataset.session_id.slice(0, 8)}`;
   $("messages").replaceChildren(el("p", { class: "muted empty", text: "Ask a question, or pick a suggestion." }));
