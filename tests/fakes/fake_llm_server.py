@@ -193,6 +193,8 @@ class FakeLlmServer:
         self._scripts: dict[str | None, deque[Reply]] = defaultdict(deque)
         self._always: dict[str | None, Reply] = {}
         self._requests: list[RecordedRequest] = []
+        self._active: dict[str | None, int] = defaultdict(int)
+        self._peak: dict[str | None, int] = defaultdict(int)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -219,6 +221,7 @@ class FakeLlmServer:
             self._scripts.clear()
             self._always.clear()
             self._requests.clear()
+            self._peak.clear()
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -227,6 +230,20 @@ class FakeLlmServer:
 
     def requests_for(self, key: str | None) -> list[RecordedRequest]:
         return [r for r in self.requests if r.key == key]
+
+    def peak_concurrency(self, key: str | None) -> int:
+        """The most requests of `key` the fake was answering at once."""
+        with self._lock:
+            return self._peak[key]
+
+    def _enter(self, key: str | None) -> None:
+        with self._lock:
+            self._active[key] += 1
+            self._peak[key] = max(self._peak[key], self._active[key])
+
+    def _leave(self, key: str | None) -> None:
+        with self._lock:
+            self._active[key] -= 1
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -272,6 +289,7 @@ class FakeLlmServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+            self._server.force_exit = True  # do not wait for slow replies still sleeping
         if self._thread is not None:
             self._thread.join(timeout=10)
         if self._socket is not None:
@@ -310,11 +328,38 @@ class FakeLlmServer:
         with self._lock:
             self._requests[index] = replace(self._requests[index], status=status)
 
+    @staticmethod
+    def _key(request: Request) -> str | None:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        return token.strip() if scheme.lower() in ("bearer", "key") and token.strip() else None
+
     async def _completions(self, request: Request) -> Response:
+        """Counts the request as in flight while it is answered (streams: until their last chunk)."""
+        key = self._key(request)
+        self._enter(key)
+        try:
+            response = await self._handle(request, key)
+        except BaseException:
+            self._leave(key)
+            raise
+        if isinstance(response, StreamingResponse):
+            body = response.body_iterator
+
+            async def counted() -> AsyncIterator[Any]:
+                try:
+                    async for part in body:
+                        yield part
+                finally:
+                    self._leave(key)
+
+            response.body_iterator = counted()
+        else:
+            self._leave(key)
+        return response
+
+    async def _handle(self, request: Request, key: str | None) -> Response:
         arrived = time.monotonic()
         authorization = request.headers.get("authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        key = token.strip() if scheme.lower() in ("bearer", "key") and token.strip() else None
         try:
             body = json.loads(await request.body())
         except ValueError:
