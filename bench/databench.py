@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(os.environ.get("DATABENCH_DIR", Path(__file__).resolve().parents[2] / "shared/benchmarks/databench"))
+ROOT = Path(
+    os.environ.get("DATABENCH_DIR", Path(__file__).resolve().parents[2] / "shared/benchmarks/databench")
+)
 if not ROOT.exists():
     ROOT = Path("/work/shared/benchmarks/databench")
 REPO = Path(__file__).resolve().parents[1]
@@ -154,15 +156,21 @@ def _wait_ready(stack: Any, timeout_s: float = 90.0) -> None:
 
 def _upload(client: Any, base: str, path: Path, name: str) -> str:
     with path.open("rb") as fh:
-        reply = client.post(f"{base}/api/datasets", files={"file": (name, fh, "application/octet-stream")},
-                            timeout=300.0)
+        reply = client.post(
+            f"{base}/api/datasets", files={"file": (name, fh, "application/octet-stream")}, timeout=300.0
+        )
     reply.raise_for_status()
     return str(reply.json()["session_id"])
 
 
 def ask(client: Any, base: str, session_id: str, question: str) -> dict[str, Any]:
     """The final_response (or error) event's payload for one question."""
-    body = {"chat_id": f"bench-{time.monotonic_ns()}", "session_id": session_id, "message": question, "history": []}
+    body = {
+        "chat_id": f"bench-{time.monotonic_ns()}",
+        "session_id": session_id,
+        "message": question,
+        "history": [],
+    }
     final: dict[str, Any] = {"type": "error", "message": "no final event"}
     with client.stream("POST", f"{base}/api/chat/stream", json=body, timeout=120.0) as reply:
         for line in reply.iter_lines():
@@ -175,7 +183,9 @@ def ask(client: Any, base: str, session_id: str, question: str) -> dict[str, Any
 
 
 def run_accuracy(client: Any, base: str, limit: int | None) -> dict[str, list[int]]:
-    questions = [json.loads(line) for line in (ROOT / "questions.jsonl").read_text().splitlines() if line.strip()]
+    questions = [
+        json.loads(line) for line in (ROOT / "questions.jsonl").read_text().splitlines() if line.strip()
+    ]
     if limit:
         questions = questions[:limit]
     sessions: dict[str, str] = {}
@@ -192,13 +202,17 @@ def run_accuracy(client: Any, base: str, limit: int | None) -> dict[str, list[in
         counts[0] += ok
         counts[1] += 1
         if not ok and os.environ.get("DATABENCH_VERBOSE"):
-            failures.append(f"  #{item['id']} {item['question']!r}: gold {item['answer'][:60]!r}, got {got!r:.60}")
+            failures.append(
+                f"  #{item['id']} {item['question']!r}: gold {item['answer'][:60]!r}, got {got!r:.60}"
+            )
     for line in failures:
         print(line)
     return by_type
 
 
-def run_latency(client: Any, base: str, work: Path, n_questions: int, repeats: int) -> tuple[float, float, int]:
+def run_latency(
+    client: Any, base: str, work: Path, n_questions: int, repeats: int
+) -> tuple[float, float, int]:
     sys.path.insert(0, str(REPO))
     from tools.demo_data import write_csv
 
@@ -237,16 +251,20 @@ def main() -> int:
                 elapsed = time.perf_counter() - started
                 total = sum(v[1] for v in by_type.values())
                 right = sum(v[0] for v in by_type.values())
-                print(f"DataBench ({ROOT.name}): {total} questions through the real services in {elapsed:.1f} s")
+                print(
+                    f"DataBench ({ROOT.name}): {total} questions through the real services in {elapsed:.1f} s"
+                )
                 for kind in sorted(by_type):
                     ok, n = by_type[kind]
                     print(f"  {kind:<15} {ok:>3}/{n:<3} = {ok / n:6.1%}")
                 print(f"  {'overall':<15} {right:>3}/{total:<3} = {right / total:6.1%}   (target >= 60%)")
                 if n_latency:
                     median, worst, answered = run_latency(client, base, work, n_latency, repeats)
-                    print(f"Demo table (250,000 rows): median end-to-end answer {median:.0f} ms over "
-                          f"{n_latency * repeats} asks (max {worst:.0f} ms, {answered} with an answer)"
-                          f"   (target <= 300 ms)")
+                    print(
+                        f"Demo table (250,000 rows): median end-to-end answer {median:.0f} ms over "
+                        f"{n_latency * repeats} asks (max {worst:.0f} ms, {answered} with an answer)"
+                        f"   (target <= 300 ms)"
+                    )
         finally:
             stack.stop()
     return 0

@@ -11,14 +11,21 @@ from typing import TYPE_CHECKING
 
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin.question import Filter, _comparison_at
-from services.orchestrator.builtin.schema import Column
+from services.orchestrator.builtin.schema import Column, literal
 
 if TYPE_CHECKING:
     from services.orchestrator.builtin.planner import _Ctx
     from services.orchestrator.plan import Plan
 
-_AGG = {"avg": "avg", "median": "median", "sum": "sum", "max": "max", "min": "min", "std": "stddev_samp",
-        "var": "var_samp"}
+_AGG = {
+    "avg": "avg",
+    "median": "median",
+    "sum": "sum",
+    "max": "max",
+    "min": "min",
+    "std": "stddev_samp",
+    "var": "var_samp",
+}
 _EXISTS = re.compile(
     r"^\s*(is|are) there\b|^\s*(does|do|did) (the|this|our) (dataset|data|table|database) (contain|have|include)"
     r"|^\s*(is|are|does|do|did|has|have|was|were) (any|anyone|anybody|there)\b|\bany(one|body)\b"
@@ -30,7 +37,15 @@ _LESS = re.compile(r"\b(less|fewer|smaller|lower|worse|younger|shorter|cheaper)\
 
 
 def plan(ctx: _Ctx) -> Plan | None:
-    for shape in (_all_same, _two_sided, _top_is, _most_share, _aggregate_vs_number, _count_vs_number, _exists):
+    for shape in (
+        _all_same,
+        _two_sided,
+        _top_is,
+        _most_share,
+        _aggregate_vs_number,
+        _count_vs_number,
+        _exists,
+    ):
         result = shape(ctx)
         if result is not None:
             return result
@@ -48,29 +63,50 @@ def _all_same(ctx: _Ctx) -> Plan | None:
     free = ctx.q.free_columns()
     col = free[0].column if free else None
     if q.has(r"\b(same|identical|constant)\b") and col is not None:
-        sql = (f"SELECT count(DISTINCT {col.sql}) = 1 AS answer, count(DISTINCT {col.sql}) AS distinct_values "
-               f"FROM {ctx.table}{ctx.where()}")
+        sql = (
+            f"SELECT count(DISTINCT {col.sql}) = 1 AS answer, count(DISTINCT {col.sql}) AS distinct_values "
+            f"FROM {ctx.table}{ctx.where()}"
+        )
         return _mk(ctx, sql, f"`{col.name}` has a single value{ctx.basis()}", "Count distinct values.", col)
     if not q.has(r"\b(all|every|each)\b"):
         return None
     if q.has(r"\b(unique|distinct|different)\b"):
         if col is None:
             return None
-        sql = (f"SELECT count(DISTINCT {col.sql}) = count(*) AS answer, count(DISTINCT {col.sql}) AS distinct_values,"
-               f" count(*) AS rows FROM {ctx.table}{ctx.where()}")
-        return _mk(ctx, sql, f"Every row has its own `{col.name}`{ctx.basis()}", "Compare distinct count and rows.",
-                   col)
-    if q.has(r"\b(named|have an? \w+|filled|non[- ]?null|not null|present|complete|known)\b") and col is not None \
-            and not q.filters:
-        sql = (f"SELECT count({col.sql}) = count(*) AS answer, count(*) - count({col.sql}) AS missing "
-               f"FROM {ctx.table}")
+        sql = (
+            f"SELECT count(DISTINCT {col.sql}) = count(*) AS answer, count(DISTINCT {col.sql}) AS distinct_values,"
+            f" count(*) AS rows FROM {ctx.table}{ctx.where()}"
+        )
+        return _mk(
+            ctx,
+            sql,
+            f"Every row has its own `{col.name}`{ctx.basis()}",
+            "Compare distinct count and rows.",
+            col,
+        )
+    if (
+        q.has(r"\b(named|have an? \w+|filled|non[- ]?null|not null|present|complete|known)\b")
+        and col is not None
+        and not q.filters
+    ):
+        sql = (
+            f"SELECT count({col.sql}) = count(*) AS answer, count(*) - count({col.sql}) AS missing "
+            f"FROM {ctx.table}"
+        )
         return _mk(ctx, sql, f"No row is missing `{col.name}`", "Count missing values.", col)
     if len(q.filters) >= 2:
         cond, pred = q.filters[:-1], q.filters[-1]
-        sql = (f"SELECT coalesce(bool_and({pred.sql}), false) AS answer, count(*) AS rows, "
-               f"sum(CASE WHEN {pred.sql} THEN 1 ELSE 0 END) AS matching FROM {ctx.table}{ctx.where(filters=cond)}")
-        return _mk(ctx, sql, f"All rows{ctx.basis(cond)} have {pred.text}", "Check a predicate on every row.",
-                   pred.column)
+        sql = (
+            f"SELECT coalesce(bool_and({pred.sql}), false) AS answer, count(*) AS rows, "
+            f"sum(CASE WHEN {pred.sql} THEN 1 ELSE 0 END) AS matching FROM {ctx.table}{ctx.where(filters=cond)}"
+        )
+        return _mk(
+            ctx,
+            sql,
+            f"All rows{ctx.basis(cond)} have {pred.text}",
+            "Check a predicate on every row.",
+            pred.column,
+        )
     return None
 
 
@@ -89,19 +125,44 @@ def _side_quantity(ctx: _Ctx, filters: list[Filter]) -> tuple[str, str]:
     return f"(SELECT count(*) FROM {ctx.table}{where})", "rows"
 
 
+def _split_value_filters(filters: list[Filter], values: list) -> list[Filter]:
+    """One filter per named value, so that values on both sides of "than" stay apart."""
+    out: list[Filter] = []
+    for f in filters:
+        inside = [v for v in values if f.start <= v.start < f.end and v.column is f.column and not v.element]
+        if len(inside) > 1 and " IN (" in f.sql and "NOT IN" not in f.sql:
+            for v in inside:
+                out.append(
+                    Filter(
+                        v.column,
+                        f"{v.column.sql} = {literal(v.value)}",
+                        f"`{v.column.name}` = `{v.value}`",
+                        v.start,
+                        v.end,
+                    )
+                )
+        else:
+            out.append(f)
+    return out
+
+
 def _two_sided(ctx: _Ctx) -> Plan | None:
     q = ctx.q
     m = re.search(r"\bthan\b", q.low)
     if m is None:
         return None
     head = q.low[: m.start()]
-    op = ">" if _MORE.search(head.split()[-1] if head.split() else "") or _MORE.search(head[-30:]) else (
-        "<" if _LESS.search(head[-30:]) else None)
+    op = (
+        ">"
+        if _MORE.search(head.split()[-1] if head.split() else "") or _MORE.search(head[-30:])
+        else ("<" if _LESS.search(head[-30:]) else None)
+    )
     if op is None:
         return None
     than = q.index_at(m.start())
-    left = [f for f in q.filters if f.start < than and f.op == ""]
-    right = [f for f in q.filters if f.start > than and f.op == ""]
+    filters = _split_value_filters(q.filters, q.links.values)
+    left = [f for f in filters if f.start < than and f.op == ""]
+    right = [f for f in filters if f.start > than and f.op == ""]
     if not left:
         return None
     if not right:
@@ -112,14 +173,18 @@ def _two_sided(ctx: _Ctx) -> Plan | None:
             return None
     lq, label = _side_quantity(ctx, left)
     rq, _ = _side_quantity(ctx, right)
-    sql = f"SELECT {lq} {op} {rq} AS answer, {lq} AS left_{label.split()[0]}, {rq} AS right_{label.split()[0]}"
-    statement = (f"{label} where {' and '.join(f.text for f in left)} is {'greater' if op == '>' else 'less'} than "
-                 f"where {' and '.join(f.text for f in right)}")
+    sql = (
+        f"SELECT {lq} {op} {rq} AS answer, {lq} AS left_{label.split()[0]}, {rq} AS right_{label.split()[0]}"
+    )
+    statement = (
+        f"{label} where {' and '.join(f.text for f in left)} is {'greater' if op == '>' else 'less'} than "
+        f"where {' and '.join(f.text for f in right)}"
+    )
     return _mk(ctx, sql, statement, "Compare one quantity over two sets of rows.", left[0].column)
 
 
 def _top_is(ctx: _Ctx) -> Plan | None:
-    """"Is the most frequent X Y?", "Is Switzerland the country with the highest Z?"."""
+    """ "Is the most frequent X Y?", "Is Switzerland the country with the highest Z?"."""
     from services.orchestrator.builtin.planner import _order_column
 
     q = ctx.q
@@ -132,31 +197,53 @@ def _top_is(ctx: _Ctx) -> Plan | None:
     assert col is not None
     rest = [f for f in q.filters if f is not pred]
     if sup.mode:
-        sub = (f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'], rest)} GROUP BY 1 "
-               f"ORDER BY count(*) {'DESC' if sup.desc else 'ASC'} LIMIT 1 OFFSET {sup.offset}")
+        sub = (
+            f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'], rest)} GROUP BY 1 "
+            f"ORDER BY count(*) {'DESC' if sup.desc else 'ASC'} LIMIT 1 OFFSET {sup.offset}"
+        )
         sql = f"SELECT bool_and({pred.sql}) AS answer, any_value({col.sql}) AS top_value FROM ({sub})"
-        return _mk(ctx, sql, f"The {'most' if sup.desc else 'least'} common `{col.name}` is {pred.text}",
-                   "Find the most frequent value, then compare.", col)
+        return _mk(
+            ctx,
+            sql,
+            f"The {'most' if sup.desc else 'least'} common `{col.name}` is {pred.text}",
+            "Find the most frequent value, then compare.",
+            col,
+        )
     order = _order_column(ctx, exclude=(col,))
     if order is None:
         return None
     from services.orchestrator.builtin.planner import _direction
 
-    sub = (f"SELECT * FROM {ctx.table}{ctx.where([f'{order.sql} IS NOT NULL'], rest)} ORDER BY {order.sql} "
-           f"{_direction(order, sup.desc)} LIMIT 1 OFFSET {sup.offset}")
+    sub = (
+        f"SELECT * FROM {ctx.table}{ctx.where([f'{order.sql} IS NOT NULL'], rest)} ORDER BY {order.sql} "
+        f"{_direction(order, sup.desc)} LIMIT 1 OFFSET {sup.offset}"
+    )
     sql = f"SELECT bool_and({pred.sql}) AS answer, any_value({col.sql}) AS top_row FROM ({sub})"
-    return _mk(ctx, sql, f"The row with the {'highest' if sup.desc else 'lowest'} `{order.name}` has {pred.text}",
-               "Sort, take the first row, compare.", col, order)
+    return _mk(
+        ctx,
+        sql,
+        f"The row with the {'highest' if sup.desc else 'lowest'} `{order.name}` has {pred.text}",
+        "Sort, take the first row, compare.",
+        col,
+        order,
+    )
 
 
 def _most_share(ctx: _Ctx) -> Plan | None:
     q = ctx.q
-    if not q.has(r"^\s*(do|does|are|is|have|has)\s+(the\s+)?most\b|\bmost of\b|\bmajority\b") or not q.filters:
+    if (
+        not q.has(r"^\s*(do|does|are|is|have|has)\s+(the\s+)?most\b|\bmost of\b|\bmajority\b")
+        or not q.filters
+    ):
         return None
     preds = " AND ".join(f.sql for f in q.filters)
-    sql = f"SELECT avg(CASE WHEN {preds} THEN 1 ELSE 0 END) > 0.5 AS answer, round(100.0 * avg(CASE WHEN {preds} " \
-          f"THEN 1 ELSE 0 END), 2) AS percent FROM {ctx.table}"
-    return _mk(ctx, sql, f"More than half of the rows have {ctx.basis()[7:]}", "Share of rows above one half.")
+    sql = (
+        f"SELECT avg(CASE WHEN {preds} THEN 1 ELSE 0 END) > 0.5 AS answer, round(100.0 * avg(CASE WHEN {preds} "
+        f"THEN 1 ELSE 0 END), 2) AS percent FROM {ctx.table}"
+    )
+    return _mk(
+        ctx, sql, f"More than half of the rows have {ctx.basis()[7:]}", "Share of rows above one half."
+    )
 
 
 def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
@@ -192,10 +279,17 @@ def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
         agg = "max" if _direction(col, sup.desc) == "DESC" else "min"
     rest = [f for f in q.filters if f is not target]
     value = f"{_AGG[agg]}({col.sql})"
-    sql = (f"SELECT {value} {'=' if op == '=' else op} {number!r} AS answer, {value} AS {agg}_value FROM {ctx.table}"
-           f"{ctx.where(filters=rest)}")
-    return _mk(ctx, sql, f"{agg}(`{col.name}`){ctx.basis(rest)} {op} {number:g}", "Compare an aggregate with a number.",
-               col)
+    sql = (
+        f"SELECT {value} {'=' if op == '=' else op} {number!r} AS answer, {value} AS {agg}_value FROM {ctx.table}"
+        f"{ctx.where(filters=rest)}"
+    )
+    return _mk(
+        ctx,
+        sql,
+        f"{agg}(`{col.name}`){ctx.basis(rest)} {op} {number:g}",
+        "Compare an aggregate with a number.",
+        col,
+    )
 
 
 def _count_vs_number(ctx: _Ctx) -> Plan | None:
@@ -218,8 +312,13 @@ def _count_vs_number(ctx: _Ctx) -> Plan | None:
         else:
             value, label = "count(*)", "rows"
         sql = f"SELECT {value} {op} {n.value!r} AS answer, {value} AS n FROM {ctx.table}{ctx.where()}"
-        return _mk(ctx, sql, f"Number of {label}{ctx.basis()} {op} {n.value:g}", "Compare a count with a number.",
-                   col)
+        return _mk(
+            ctx,
+            sql,
+            f"Number of {label}{ctx.basis()} {op} {n.value:g}",
+            "Compare a count with a number.",
+            col,
+        )
     return None
 
 
@@ -229,5 +328,9 @@ def _exists(ctx: _Ctx) -> Plan | None:
         return None
     none = q.has(r"\bthere (are|is) no\b|\bno one\b|\bnobody\b|\bnone\b")
     sql = f"SELECT count(*) {'= 0' if none else '> 0'} AS answer, count(*) AS matching_rows FROM {ctx.table}{ctx.where()}"
-    return _mk(ctx, sql, f"Rows{ctx.basis()}" + (" do not exist" if none else " exist"),
-               "Check whether any row matches.")
+    return _mk(
+        ctx,
+        sql,
+        f"Rows{ctx.basis()}" + (" do not exist" if none else " exist"),
+        "Check whether any row matches.",
+    )

@@ -35,7 +35,14 @@ def unit_of(column: Column | None) -> str:
     if column is None:
         return ""
     name = column.name.lower()
-    for key, symbol in (("inr", "₹"), ("rupee", "₹"), ("usd", "$"), ("dollar", "$"), ("eur", "€"), ("gbp", "£")):
+    for key, symbol in (
+        ("inr", "₹"),
+        ("rupee", "₹"),
+        ("usd", "$"),
+        ("dollar", "$"),
+        ("eur", "€"),
+        ("gbp", "£"),
+    ):
         if key in name:
             return symbol
     return ""
@@ -69,8 +76,9 @@ def _nothing(reason: str) -> Answer:
     return Answer(text=reason, answer=None, answer_type="none", confidence=0.0)
 
 
-def number(label: str, follow_ups: list[str], unit: str = "", percent: bool = False,
-           integral: bool = False) -> Composer:
+def number(
+    label: str, follow_ups: list[str], unit: str = "", percent: bool = False, integral: bool = False
+) -> Composer:
     """One number: the first cell; a sentence "label: value"."""
 
     def compose(results: StepResults) -> Answer:
@@ -82,8 +90,13 @@ def number(label: str, follow_ups: list[str], unit: str = "", percent: bool = Fa
             value = int(value)
         if integral and isinstance(value, float) and value.is_integer():
             value = int(value)
-        return Answer(text=f"{label}: **{fmt(value, unit, percent)}**.", answer=value, answer_type="number",
-                      follow_ups=follow_ups, confidence=0.9)
+        return Answer(
+            text=f"{label}: **{fmt(value, unit, percent)}**.",
+            answer=value,
+            answer_type="number",
+            follow_ups=follow_ups,
+            confidence=0.9,
+        )
 
     return compose
 
@@ -103,8 +116,13 @@ def category(label: str, follow_ups: list[str], basis: str = "") -> Composer:
         kind = "number" if isinstance(value, int | float) and not isinstance(value, bool) else "category"
         if kind == "number" and isinstance(value, float) and value.is_integer():
             value = int(value)
-        return Answer(text=f"{label}: **{value}**{extra}.", answer=value, answer_type=kind,
-                      follow_ups=follow_ups, confidence=0.85)
+        return Answer(
+            text=f"{label}: **{value}**{extra}.",
+            answer=value,
+            answer_type=kind,
+            follow_ups=follow_ups,
+            confidence=0.85,
+        )
 
     return compose
 
@@ -115,15 +133,24 @@ def listing(label: str, follow_ups: list[str]) -> Composer:
     def compose(results: StepResults) -> Answer:
         values = _column(results.sql_table)
         if not values:
-            return Answer(text=f"{label}: no rows matched.", answer=[], answer_type="list[category]",
-                          follow_ups=follow_ups, confidence=0.6)
+            return Answer(
+                text=f"{label}: no rows matched.",
+                answer=[],
+                answer_type="list[category]",
+                follow_ups=follow_ups,
+                confidence=0.6,
+            )
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values if v is not None)
         values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
         shown = ", ".join(fmt(v) if numeric else str(v) for v in values[:50])
         more = f" … ({len(values)} in all)" if len(values) > 50 else ""
-        return Answer(text=f"{label}: {shown}{more}.", answer=values,
-                      answer_type="list[number]" if numeric else "list[category]", follow_ups=follow_ups,
-                      confidence=0.8)
+        return Answer(
+            text=f"{label}: {shown}{more}.",
+            answer=values,
+            answer_type="list[number]" if numeric else "list[category]",
+            follow_ups=follow_ups,
+            confidence=0.8,
+        )
 
     return compose
 
@@ -141,30 +168,59 @@ def boolean(statement: str, follow_ups: list[str]) -> Composer:
             return _nothing(f"{statement}: the data has no values to compare.")
         basis = ", ".join(f"{name} = {fmt(v)}" for name, v in row.items())
         verdict = "Yes" if value else "No"
-        return Answer(text=f"**{verdict}**. {statement}" + (f" ({basis})." if basis else "."),
-                      answer=bool(value), answer_type="boolean", follow_ups=follow_ups, confidence=0.85)
+        return Answer(
+            text=f"**{verdict}**. {statement}" + (f" ({basis})." if basis else "."),
+            answer=bool(value),
+            answer_type="boolean",
+            follow_ups=follow_ups,
+            confidence=0.85,
+        )
 
     return compose
 
 
-def breakdown(label: str, group: str, value: str, follow_ups: list[str], percent: bool = False,
-              temporal: bool = False, unit: str = "") -> Composer:
+def breakdown(
+    label: str,
+    group: str,
+    value: str,
+    follow_ups: list[str],
+    percent: bool = False,
+    temporal: bool = False,
+    unit: str = "",
+) -> Composer:
     """Rows (group, value): the groups in order as the answer, a table in the text, and a chart."""
 
     def compose(results: StepResults) -> Answer:
         table = results.sql_table
         groups, values = _column(table, 0), _column(table, 1)
         if not groups:
-            return Answer(text=f"{label}: no rows matched.", answer=[], answer_type="list[category]",
-                          follow_ups=follow_ups, confidence=0.6)
+            return Answer(
+                text=f"{label}: no rows matched.",
+                answer=[],
+                answer_type="list[category]",
+                follow_ups=follow_ups,
+                confidence=0.6,
+            )
         lines = [f"| {group} | {value} |", "|---|---|"]
-        lines += [f"| {g} | {fmt(v, unit, percent)} |" for g, v in list(zip(groups, values, strict=False))[:30]]
+        lines += [
+            f"| {g} | {fmt(v, unit, percent)} |" for g, v in list(zip(groups, values, strict=False))[:30]
+        ]
         more = f"\n\n({len(groups)} groups; the first 30 are shown.)" if len(groups) > 30 else ""
         chart = chart_for(groups, values, group, value, temporal)
-        top = "" if temporal else f" Highest: **{groups[_argmax(values)]}** ({fmt(max_value(values), unit, percent)})."
+        top = (
+            ""
+            if temporal
+            else f" Highest: **{groups[_argmax(values)]}** ({fmt(max_value(values), unit, percent)})."
+        )
         text = f"{label}.{top}\n\n" + "\n".join(lines) + more
-        return Answer(text=text, answer=[str(g) if not isinstance(g, int | float) else g for g in groups],
-                      answer_type="list[category]", chart=chart, follow_ups=follow_ups, confidence=0.85)
+        return Answer(
+            text=text,
+            answer=[str(g) if not isinstance(g, int | float) else g for g in groups],
+            answer_type="list[category]",
+            chart=chart,
+            follow_ups=follow_ups,
+            confidence=0.85,
+        )
 
     return compose
 
@@ -180,7 +236,9 @@ def max_value(values: list[Any]) -> Any:
 
 def chart_for(groups: list[Any], values: list[Any], x: str, y: str, temporal: bool) -> dict[str, Any]:
     """A Vega-Lite spec: a line over time buckets, bars for categories."""
-    data = [{x: g if isinstance(g, int | float) else str(g), y: v} for g, v in zip(groups, values, strict=False)]
+    data = [
+        {x: g if isinstance(g, int | float) else str(g), y: v} for g, v in zip(groups, values, strict=False)
+    ]
     if temporal:
         return {
             "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
@@ -230,7 +288,7 @@ def nothing_matched(schema: Schema, reason: str) -> Answer:
         text=(
             f"I could not answer this from the data: {reason} Without a language model I answer questions "
             f"about the columns ({names}{more}): counts, sums, averages, medians, minimum and maximum, "
-            "filters on values in the data, breakdowns (\"average X by Y\"), top and bottom k, distinct values, "
+            'filters on values in the data, breakdowns ("average X by Y"), top and bottom k, distinct values, '
             "rates and shares, trends over time, yes/no comparisons and correlations."
         ),
         answer=None,

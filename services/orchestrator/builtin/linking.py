@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, abbreviation_of, synonyms
 from services.orchestrator.builtin.schema import Column, Schema
-from services.orchestrator.builtin.text import ORDINALS, Token, same_word, split_name, stem, tokenize, word_number
+from services.orchestrator.builtin.text import (
+    ORDINALS,
+    Token,
+    same_word,
+    split_name,
+    stem,
+    tokenize,
+    word_number,
+)
 
 
 @dataclass
@@ -128,9 +136,7 @@ def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, i
             specific = [w for w in content if w not in GENERIC]
             for start, end, strength, matched in _match_phrase(tokens, phrase):
                 span_stems = {t.stem for t in tokens[start:end]}
-                hits_specific = any(
-                    any(_word_strength(q, w) > 0 for q in span_stems) for w in specific
-                )
+                hits_specific = any(any(_word_strength(q, w) > 0 for q in span_stems) for w in specific)
                 full = matched == len(content)
                 if not full and not hits_specific:
                     continue
@@ -194,8 +200,8 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
             for start, end, strength, matched in _match_phrase(tokens, words):
                 full = matched == len(words)
                 span_stems = [t.stem for t in tokens[start:end]]
-                exactish = all(_word_strength(q, w) >= 0.9 for q in span_stems for w in words if q in words) and any(
-                    _word_strength(q, w) >= 0.9 for q in span_stems for w in words
+                exactish = all(
+                    q in STOP_STEMS or max(_word_strength(q, w) for w in words) >= 0.9 for q in span_stems
                 )
                 if not exactish:
                     continue
@@ -221,8 +227,10 @@ def link(question: str, schema: Schema) -> Links:
     columns = _select_columns(_column_candidates(tokens, schema))
     values = _value_candidates(tokens, schema, question)
     for value in values:  # a value next to its column's name ("the HR department") is that column's
-        if any(c.column is value.column and (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 3)
-               for c in columns):
+        if any(
+            c.column is value.column and (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 3)
+            for c in columns
+        ):
             value.score += 0.5
     # a full value match beats a partial column match over the same words ("Sales" the department)
     chosen: list[ValueLink] = []
@@ -234,10 +242,13 @@ def link(question: str, schema: Schema) -> Links:
         full = value.score >= 2.0 or value.end - value.start >= words
         if overlapping and not full:
             continue
-        if overlapping and any(c.score >= 3.0 and (c.end - c.start) > (value.end - value.start) for c in overlapping):
+        if overlapping and any(
+            c.score >= 3.0 and (c.end - c.start) > (value.end - value.start) for c in overlapping
+        ):
             continue
         if overlapping and any(
-            c.column.name.lower() == value.value.lower() or c.score >= 3.0 and value.score < 2.5 for c in overlapping
+            c.column.name.lower() == value.value.lower() or (c.score >= 3.0 and value.score < 2.5)
+            for c in overlapping
         ):
             continue
         chosen.append(value)

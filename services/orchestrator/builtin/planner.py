@@ -36,9 +36,30 @@ _AGG_NAME = {
     "var": "Variance",
     "range": "Range (max − min)",
 }
-_ADDITIVE = re.compile(r"amount|revenue|sale|charge|price|cost|profit|income|quantity|total|spend|value|fee", re.I)
-_ENTITY_WORDS = {"individual", "person", "applicant", "student", "employee", "one", "who", "customer", "product",
-                 "country", "people", "patient", "user", "item", "entry", "row", "record", "someone", "whose"}
+_ADDITIVE = re.compile(
+    r"amount|revenue|sale|charge|price|cost|profit|income|quantity|total|spend|value|fee", re.I
+)
+_ENTITY_WORDS = {
+    "individual",
+    "person",
+    "applicant",
+    "student",
+    "employee",
+    "one",
+    "who",
+    "customer",
+    "product",
+    "country",
+    "people",
+    "patient",
+    "user",
+    "item",
+    "entry",
+    "row",
+    "record",
+    "someone",
+    "whose",
+}
 
 
 class _Ctx:
@@ -61,10 +82,23 @@ class _Ctx:
         return c.follow_ups_for(self.schema, {col.name for col in cols if col is not None})
 
 
-def _plan(ctx: _Ctx, sql: str, composer: c.Composer, reasoning: str, classification: str = "SQL_ONLY",
-          python: str | None = None, on_sql: bool = False) -> Plan:
-    return Plan(classification=classification, reasoning=reasoning, compose=composer, sql=sql,
-                python_code=python, python_on_sql_result=on_sql)
+def _plan(
+    ctx: _Ctx,
+    sql: str,
+    composer: c.Composer,
+    reasoning: str,
+    classification: str = "SQL_ONLY",
+    python: str | None = None,
+    on_sql: bool = False,
+) -> Plan:
+    return Plan(
+        classification=classification,
+        reasoning=reasoning,
+        compose=composer,
+        sql=sql,
+        python_code=python,
+        python_on_sql_result=on_sql,
+    )
 
 
 # ---- helpers over links -------------------------------------------------------------------------------------
@@ -78,8 +112,9 @@ def _pick(link: ColumnLink, want: Callable[[Column], bool]) -> Column | None:
     return next((col for col, _ in link.candidates if want(col)), None)
 
 
-def _first(ctx: _Ctx, want: Callable[[Column], bool], after: int = -1, exclude: tuple[Column | None, ...] = ()) \
-        -> Column | None:
+def _first(
+    ctx: _Ctx, want: Callable[[Column], bool], after: int = -1, exclude: tuple[Column | None, ...] = ()
+) -> Column | None:
     for lk in _free(ctx):
         if lk.end <= after:
             continue
@@ -101,7 +136,9 @@ def _order_column(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> Column 
     for lk in ctx.q.links.columns:
         if lk.start <= sup.index < lk.end:
             col = _pick(lk, lambda x: x.numeric and x not in exclude)
-            nxt = next((o for o in _free(ctx) if lk.end <= o.start <= lk.end + 3 and o.score > lk.score), None)
+            nxt = next(
+                (o for o in _free(ctx) if lk.end <= o.start <= lk.end + 3 and o.score > lk.score), None
+            )
             if nxt is not None and lk.score < 2.5:
                 col = _pick(nxt, lambda x: x.numeric and x not in exclude) or col
             if col is not None:
@@ -141,9 +178,12 @@ def _row_count(ctx: _Ctx) -> Plan | None:
         r"\b(rows|records|entries|lines|elements|observations)\b"
     ):
         return None
-    return _plan(ctx, f"SELECT count(*) AS row_count FROM {ctx.table}",
-                 c.number(f"Rows in `{ctx.schema.table}`", ctx.follow_ups(), integral=True),
-                 "Counting rows needs one aggregate over the table.")
+    return _plan(
+        ctx,
+        f"SELECT count(*) AS row_count FROM {ctx.table}",
+        c.number(f"Rows in `{ctx.schema.table}`", ctx.follow_ups(), integral=True),
+        "Counting rows needs one aggregate over the table.",
+    )
 
 
 def _correlation(ctx: _Ctx) -> Plan | None:
@@ -151,20 +191,29 @@ def _correlation(ctx: _Ctx) -> Plan | None:
     if not q.has(r"\bcorrelat|\brelationship between\b|\brelated to each other\b|\bassociation between\b"):
         return None
     cols = [col for lk in _free(ctx) + q.links.columns for col in [_pick(lk, lambda x: x.measure)] if col]
-    cols = list(dict.fromkeys(cols))
+    cols = [col for i, col in enumerate(cols) if all(col is not other for other in cols[:i])]
     if len(cols) < 2:
         return None
     a, b = cols[0], cols[1]
-    sql = (f"SELECT corr({a.sql}, {b.sql}) AS correlation, count(*) AS n FROM {ctx.table}"
-           f"{ctx.where([f'{a.sql} IS NOT NULL', f'{b.sql} IS NOT NULL'])}")
+    sql = (
+        f"SELECT corr({a.sql}, {b.sql}) AS correlation, count(*) AS n FROM {ctx.table}"
+        f"{ctx.where([f'{a.sql} IS NOT NULL', f'{b.sql} IS NOT NULL'])}"
+    )
     label = f"Pearson correlation between `{a.name}` and `{b.name}`{ctx.basis()}"
 
     def compose(results: StepResults) -> Answer:
         answer = c.number(label, ctx.follow_ups(a, b))(results)
         if isinstance(answer.answer, float):
             r = answer.answer
-            strength = "strong" if abs(r) >= 0.7 else "moderate" if abs(r) >= 0.4 else "weak" if abs(r) >= 0.1 \
+            strength = (
+                "strong"
+                if abs(r) >= 0.7
+                else "moderate"
+                if abs(r) >= 0.4
+                else "weak"
+                if abs(r) >= 0.1
                 else "no meaningful"
+            )
             answer.text += f" That is a {strength} {'positive' if r > 0 else 'negative'} linear relationship."
         return answer
 
@@ -179,9 +228,15 @@ def _outliers(ctx: _Ctx) -> Plan | None:
     if col is None:
         return None
     sql = f"SELECT {col.sql} AS value FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
-    return _plan(ctx, sql, stats.outliers_composer(col, ctx.follow_ups(col)),
-                 f"Outliers of `{col.name}` by the 1.5×IQR rule, computed in the sandbox.",
-                 "SQL_THEN_PY", stats.OUTLIERS_CODE, True)
+    return _plan(
+        ctx,
+        sql,
+        stats.outliers_composer(col, ctx.follow_ups(col)),
+        f"Outliers of `{col.name}` by the 1.5×IQR rule, computed in the sandbox.",
+        "SQL_THEN_PY",
+        stats.OUTLIERS_CODE,
+        True,
+    )
 
 
 def _significance(ctx: _Ctx) -> Plan | None:
@@ -198,7 +253,9 @@ def _significance(ctx: _Ctx) -> Plan | None:
     if measure is not None:
         sql = f"SELECT {group.sql}::VARCHAR AS grp, {measure.sql} AS value FROM {ctx.table} WHERE {measure.sql} IS NOT NULL AND {group.sql} IS NOT NULL"
         code = stats.ANOVA_CODE
-        reasoning = f"Does `{measure.name}` differ across `{group.name}`? Welch t-test / ANOVA in the sandbox."
+        reasoning = (
+            f"Does `{measure.name}` differ across `{group.name}`? Welch t-test / ANOVA in the sandbox."
+        )
     else:
         other = _first(ctx, lambda x: x.textual and 1 < x.distinct <= 50, exclude=(group,))
         if other is None:
@@ -206,22 +263,50 @@ def _significance(ctx: _Ctx) -> Plan | None:
         sql = f"SELECT {group.sql}::VARCHAR AS grp, {other.sql}::VARCHAR AS value FROM {ctx.table} WHERE {group.sql} IS NOT NULL AND {other.sql} IS NOT NULL"
         code = stats.CHI2_CODE
         reasoning = f"Are `{group.name}` and `{other.name}` independent? Chi-square test in the sandbox."
-    return _plan(ctx, sql, stats.test_composer(reasoning, ctx.follow_ups(group, measure)), reasoning, "SQL_THEN_PY",
-                 code, True)
+    return _plan(
+        ctx,
+        sql,
+        stats.test_composer(reasoning, ctx.follow_ups(group, measure)),
+        reasoning,
+        "SQL_THEN_PY",
+        code,
+        True,
+    )
 
 
 _BUCKETS = [
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(hour|hours)\b|\bhourly\b|\bhour of (the )?day\b", "hour",
-     "hour({})"),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(hour|hours)\b|\bhourly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))|\bhour of (the )?day\b",
+        "hour",
+        "hour({})",
+    ),
     (r"\bday of (the )?week\b|\bweekday|\bby day of\b", "day of week", "dayname({})"),
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(day|date|days)\b|\bdaily\b", "day", "CAST({} AS DATE)"),
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(week|weeks)\b|\bweekly\b", "week",
-     "CAST(date_trunc('week', {}) AS DATE)"),
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(month|months)\b|\bmonthly\b|\bmonth over month\b|\btrend\b"
-     r"|\bover time\b", "month", "strftime({}, '%Y-%m')"),
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(quarter|quarters)\b|\bquarterly\b", "quarter",
-     "strftime({}, '%Y') || '-Q' || quarter({})::VARCHAR"),
-    (r"\b(by|per|each|every|over|across)\s+(the\s+)?(year|years)\b|\byearly\b|\bannual", "year", "year({})"),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(day|date|days)\b|\bdaily(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        "day",
+        "CAST({} AS DATE)",
+    ),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(week|weeks)\b|\bweekly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        "week",
+        "CAST(date_trunc('week', {}) AS DATE)",
+    ),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(month|months)\b|\bmonthly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))|\bmonth over month\b|\btrend\b"
+        r"|\bover time\b",
+        "month",
+        "strftime({}, '%Y-%m')",
+    ),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(quarter|quarters)\b|\bquarterly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        "quarter",
+        "strftime({}, '%Y') || '-Q' || quarter({})::VARCHAR",
+    ),
+    (
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(year|years)\b|\byearly(?=\s*(\?|$|trend|totals?))|\bannually\b",
+        "year",
+        "year({})",
+    ),
 ]
 
 
@@ -237,14 +322,22 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
         bucket = expr.format(tcol.sql, tcol.sql) if name == "quarter" else expr.format(tcol.sql)
         value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(tcol,))
         order = "min(" + tcol.sql + ")" if name == "day of week" else "1"
-        sql = (f"SELECT {bucket} AS \"{name}\", {value_sql} AS \"{value_label}\" FROM {ctx.table}"
-               f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY {order}")
+        sql = (
+            f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
+            f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY {order}"
+        )
         if name == "day of week":
-            sql = (f"SELECT {bucket} AS \"{name}\", {value_sql} AS \"{value_label}\" FROM {ctx.table}"
-                   f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY isodow({tcol.sql})")
+            sql = (
+                f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
+                f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY isodow({tcol.sql})"
+            )
         label = f"{value_label} by {name} of `{tcol.name}`{ctx.basis()}"
-        return _plan(ctx, sql, c.breakdown(label, name, value_label, ctx.follow_ups(tcol), percent, True, unit),
-                     f"A time series: {value_label} per {name} of `{tcol.name}`.")
+        return _plan(
+            ctx,
+            sql,
+            c.breakdown(label, name, value_label, ctx.follow_ups(tcol), percent, True, unit),
+            f"A time series: {value_label} per {name} of `{tcol.name}`.",
+        )
     return None
 
 
@@ -256,8 +349,13 @@ def _event_filter(ctx: _Ctx) -> Filter | None:
     for lk in _free(ctx):
         flags = lk.column.flag_values
         if flags is not None:
-            return Filter(lk.column, f"{lk.column.sql} = {flags[0]}", f"`{lk.column.name}` = {flags[0]}",
-                          lk.start, lk.end)
+            return Filter(
+                lk.column,
+                f"{lk.column.sql} = {flags[0]}",
+                f"`{lk.column.name}` = {flags[0]}",
+                lk.start,
+                lk.end,
+            )
     return None
 
 
@@ -282,8 +380,10 @@ def _measure_expr(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> tuple[s
 
 def _rate(ctx: _Ctx) -> Plan | None:
     q = ctx.q
-    if not q.has(r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! (their|the|a|an|his|her|its|our|my))"
-                 r"|%|\bwhat part\b"):
+    if not q.has(
+        r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! (their|the|a|an|his|her|its|our|my))"
+        r"|%|\bwhat part\b"
+    ):
         return None
     if _group_column(ctx) is not None:
         return None
@@ -291,15 +391,24 @@ def _rate(ctx: _Ctx) -> Plan | None:
     if event is None:
         return None
     rest = [f for f in q.filters if f is not event]
-    sql = (f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "
-           f"count(*) AS n FROM {ctx.table}{ctx.where(filters=rest)}")
+    sql = (
+        f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "
+        f"count(*) AS n FROM {ctx.table}{ctx.where(filters=rest)}"
+    )
     label = f"Share of rows with {event.text}{ctx.basis(rest)}"
-    return _plan(ctx, sql, c.number(label, ctx.follow_ups(event.column), percent=True),
-                 f"A rate: the share of rows where {event.text}.")
+    return _plan(
+        ctx,
+        sql,
+        c.number(label, ctx.follow_ups(event.column), percent=True),
+        f"A rate: the share of rows where {event.text}.",
+    )
 
 
-_GROUP_WORDS = re.compile(r"\b(by|per|for each|for every|each|across|broken down by|grouped by|split by|among the)\s+"
-                          r"(the\s+|different\s+|each\s+)?", re.I)
+_GROUP_WORDS = re.compile(
+    r"\b(by|per|for each|for every|each|across|broken down by|grouped by|split by|among the)\s+"
+    r"(the\s+|different\s+|each\s+)?",
+    re.I,
+)
 
 
 def _group_column(ctx: _Ctx) -> Column | None:
@@ -308,8 +417,12 @@ def _group_column(ctx: _Ctx) -> Column | None:
         index = q.index_at(m.end())
         for lk in q.links.columns:
             if lk.start == index or (lk.start == index + 1 and q.tokens[index].stem in ("the", "different")):
-                col = _pick(lk, lambda x: (x.textual and not x.listlike) or (x.numeric and 1 < x.distinct <= 60)
-                            or x.temporal)
+                col = _pick(
+                    lk,
+                    lambda x: (
+                        (x.textual and not x.listlike) or (x.numeric and 1 < x.distinct <= 60) or x.temporal
+                    ),
+                )
                 if col is not None:
                     return col
     return None
@@ -325,16 +438,29 @@ def _breakdown(ctx: _Ctx) -> Plan | None:
     value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(group,))
     desc = q.superlative.desc if q.superlative is not None and not q.superlative.mode else True
     limit = f" LIMIT {q.k}" if q.k else ""
-    sql = (f"SELECT {group.sql} AS {c_quote(group.name)}, {value_sql} AS {c_quote(value_label)} FROM {ctx.table}"
-           f"{ctx.where([f'{group.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1{limit}")
+    sql = (
+        f"SELECT {group.sql} AS {c_quote(group.name)}, {value_sql} AS {c_quote(value_label)} FROM {ctx.table}"
+        f"{ctx.where([f'{group.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1{limit}"
+    )
     label = f"{value_label[0].upper()}{value_label[1:]} by `{group.name}`{ctx.basis()}"
     if q.superlative is not None and q.answer_type != "list" and not q.k:
         sql = sql + " LIMIT 1"
-        return _plan(ctx, sql, c.category(f"`{group.name}` with the {'highest' if desc else 'lowest'} {value_label}"
-                                          f"{ctx.basis()}", ctx.follow_ups(group), value_label),
-                     f"Group by `{group.name}` and take the {'top' if desc else 'bottom'} one.")
-    return _plan(ctx, sql, c.breakdown(label, group.name, value_label, ctx.follow_ups(group), percent, False, unit),
-                 f"A breakdown: {value_label} per `{group.name}`.")
+        return _plan(
+            ctx,
+            sql,
+            c.category(
+                f"`{group.name}` with the {'highest' if desc else 'lowest'} {value_label}{ctx.basis()}",
+                ctx.follow_ups(group),
+                value_label,
+            ),
+            f"Group by `{group.name}` and take the {'top' if desc else 'bottom'} one.",
+        )
+    return _plan(
+        ctx,
+        sql,
+        c.breakdown(label, group.name, value_label, ctx.follow_ups(group), percent, False, unit),
+        f"A breakdown: {value_label} per `{group.name}`.",
+    )
 
 
 def c_quote(name: str) -> str:
@@ -349,25 +475,33 @@ def _boolean(ctx: _Ctx) -> Plan | None:
     return booleans.plan(ctx)
 
 
-def _mode_plan(ctx: _Ctx, col: Column, desc: bool, k: int | None, offset: int, as_list: bool,
-               counts: bool = False) -> Plan:
+def _mode_plan(
+    ctx: _Ctx, col: Column, desc: bool, k: int | None, offset: int, as_list: bool, counts: bool = False
+) -> Plan:
     q = ctx.q
     expr, src = col.sql, ctx.table
     if col.listlike:
-        src = (f"(SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS {col.sql} FROM {ctx.table}"
-               f"{ctx.where()})")
+        src = (
+            f"(SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS {col.sql} FROM {ctx.table}"
+            f"{ctx.where()})"
+        )
         where = f" WHERE {col.sql} <> ''"
     else:
         where = ctx.where([f"{col.sql} IS NOT NULL"])
     limit = k or 1
-    sql = (f"SELECT {expr if not counts else 'count(*)'} AS {c_quote(col.name if not counts else 'count')}, "
-           f"{'count(*)' if not counts else expr} AS {c_quote('count' if not counts else col.name)} "
-           f"FROM {src}{where} GROUP BY {expr} ORDER BY count(*) {'DESC' if desc else 'ASC'}, {expr} "
-           f"LIMIT {limit} OFFSET {offset}")
+    sql = (
+        f"SELECT {expr if not counts else 'count(*)'} AS {c_quote(col.name if not counts else 'count')}, "
+        f"{'count(*)' if not counts else expr} AS {c_quote('count' if not counts else col.name)} "
+        f"FROM {src}{where} GROUP BY {expr} ORDER BY count(*) {'DESC' if desc else 'ASC'}, {expr} "
+        f"LIMIT {limit} OFFSET {offset}"
+    )
     word = "most" if desc else "least"
     if as_list or k:
-        label = f"The {limit} {word} common values of `{col.name}`{ctx.basis()}" if not counts else \
-            f"Row counts of the {limit} {word} common values of `{col.name}`{ctx.basis()}"
+        label = (
+            f"The {limit} {word} common values of `{col.name}`{ctx.basis()}"
+            if not counts
+            else f"Row counts of the {limit} {word} common values of `{col.name}`{ctx.basis()}"
+        )
         composer = c.listing(label, ctx.follow_ups(col))
     else:
         composer = c.category(f"The {word} common `{col.name}`{ctx.basis()}", ctx.follow_ups(col), "rows:")
@@ -406,12 +540,15 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         if target.numeric and order is target:
             pass
         else:
-            return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list,
-                              as_list and q.has(r"\b(number|counts?)\b"))
+            return _mode_plan(
+                ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and q.has(r"\b(number|counts?)\b")
+            )
     if target is None:
         target = order
     if target is order:
-        other = next((lk for lk in free if lk is not target_link and _pick(lk, lambda x: x is not order)), None)
+        other = next(
+            (lk for lk in free if lk is not target_link and _pick(lk, lambda x: x is not order)), None
+        )
         if other is not None and (as_list or q.answer_type == "unknown"):
             target = _pick(other, lambda x: x is not order)
             target_link = other
@@ -419,66 +556,110 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     if q.agg in ("avg", "sum", "median", "min", "max") and q.k and order is not None and target.numeric:
         direction = _direction(order, sup.desc)
         measure = target if target is not order else order
-        sql = (f"SELECT {_AGG_SQL[q.agg].format(measure.sql)} AS value FROM (SELECT * FROM {ctx.table}"
-               f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {q.k})")
-        return _plan(ctx, sql, c.number(f"{_AGG_NAME[q.agg]} of `{measure.name}` over the {q.k} rows with the "
-                                        f"{'highest' if sup.desc else 'lowest'} `{order.name}`", ctx.follow_ups(measure)),
-                     f"Sort by `{order.name}`, keep {q.k} rows, aggregate `{measure.name}`.")
+        sql = (
+            f"SELECT {_AGG_SQL[q.agg].format(measure.sql)} AS value FROM (SELECT * FROM {ctx.table}"
+            f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {q.k})"
+        )
+        return _plan(
+            ctx,
+            sql,
+            c.number(
+                f"{_AGG_NAME[q.agg]} of `{measure.name}` over the {q.k} rows with the "
+                f"{'highest' if sup.desc else 'lowest'} `{order.name}`",
+                ctx.follow_ups(measure),
+            ),
+            f"Sort by `{order.name}`, keep {q.k} rows, aggregate `{measure.name}`.",
+        )
     if target is order or (q.agg in ("max", "min") and target.numeric):
         # the top values of one column
         col = order
         direction = _direction(col, sup.desc)
         if as_list or q.k:
-            sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
-                   f" ORDER BY {col.sql} {direction} LIMIT {q.k or 5}")
-            return _plan(ctx, sql, c.listing(f"The {'top' if sup.desc else 'bottom'} {q.k or 5} values of "
-                                             f"`{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
-                         f"Sort `{col.name}` and keep the first {q.k or 5}.")
+            sql = (
+                f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+                f" ORDER BY {col.sql} {direction} LIMIT {q.k or 5}"
+            )
+            return _plan(
+                ctx,
+                sql,
+                c.listing(
+                    f"The {'top' if sup.desc else 'bottom'} {q.k or 5} values of `{col.name}`{ctx.basis()}",
+                    ctx.follow_ups(col),
+                ),
+                f"Sort `{col.name}` and keep the first {q.k or 5}.",
+            )
         agg = "max" if direction == "DESC" else "min"
         if sup.offset:
-            sql = (f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY {col.sql} "
-                   f"{direction} LIMIT 1 OFFSET {sup.offset}")
+            sql = (
+                f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY {col.sql} "
+                f"{direction} LIMIT 1 OFFSET {sup.offset}"
+            )
         else:
             sql = f"SELECT {agg}({col.sql}) AS {c_quote(agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
-        return _plan(ctx, sql, c.number(f"{_AGG_NAME[agg]} `{col.name}`{ctx.basis()}", ctx.follow_ups(col),
-                                        c.unit_of(col)),
-                     f"The {agg} of `{col.name}`.")
+        return _plan(
+            ctx,
+            sql,
+            c.number(f"{_AGG_NAME[agg]} `{col.name}`{ctx.basis()}", ctx.follow_ups(col), c.unit_of(col)),
+            f"The {agg} of `{col.name}`.",
+        )
     direction = _direction(order, sup.desc)
-    group_level = q.agg in ("avg", "sum", "median", "count") and not target.numeric or (
-        target.textual and target.distinct <= 60 and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
-        and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
+    group_level = (
+        (q.agg in ("avg", "sum", "median", "count")
+        and not target.numeric)
+        or (
+            target.textual
+            and target.distinct <= 60
+            and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
+            and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
+        )
     )
     if group_level and not target.numeric:
-        agg = q.agg if q.agg in ("avg", "sum", "median", "max", "min") else (
-            "sum" if _ADDITIVE.search(order.name) else "avg")
+        agg = (
+            q.agg
+            if q.agg in ("avg", "sum", "median", "max", "min")
+            else ("sum" if _ADDITIVE.search(order.name) else "avg")
+        )
         expr = _AGG_SQL[agg].format(order.sql)
         label = f"{_AGG_NAME[agg].lower()} {order.name}"
         limit = q.k or 1
-        sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {expr} AS {c_quote(label)} FROM {ctx.table}"
-               f"{ctx.where([f'{target.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {direction}, 1 LIMIT {limit}"
-               f" OFFSET {sup.offset}")
+        sql = (
+            f"SELECT {target.sql} AS {c_quote(target.name)}, {expr} AS {c_quote(label)} FROM {ctx.table}"
+            f"{ctx.where([f'{target.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {direction}, 1 LIMIT {limit}"
+            f" OFFSET {sup.offset}"
+        )
         if as_list:
             composer = c.listing(f"`{target.name}` by {label}{ctx.basis()}", ctx.follow_ups(target, order))
         else:
-            composer = c.category(f"`{target.name}` with the {'highest' if direction == 'DESC' else 'lowest'} "
-                                  f"{label}{ctx.basis()}", ctx.follow_ups(target, order), label)
+            composer = c.category(
+                f"`{target.name}` with the {'highest' if direction == 'DESC' else 'lowest'} "
+                f"{label}{ctx.basis()}",
+                ctx.follow_ups(target, order),
+                label,
+            )
         return _plan(ctx, sql, composer, f"Group by `{target.name}`, {agg} of `{order.name}`, take the top.")
     limit = q.k or 1
-    sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {order.sql} AS {c_quote(order.name)} FROM {ctx.table}"
-           f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {limit}"
-           f" OFFSET {sup.offset}")
+    sql = (
+        f"SELECT {target.sql} AS {c_quote(target.name)}, {order.sql} AS {c_quote(order.name)} FROM {ctx.table}"
+        f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {limit}"
+        f" OFFSET {sup.offset}"
+    )
     word = "highest" if sup.desc else "lowest"
     if as_list or q.k:
-        composer = c.listing(f"`{target.name}` of the {limit} rows with the {word} `{order.name}`{ctx.basis()}",
-                             ctx.follow_ups(target, order))
+        composer = c.listing(
+            f"`{target.name}` of the {limit} rows with the {word} `{order.name}`{ctx.basis()}",
+            ctx.follow_ups(target, order),
+        )
     else:
-        composer = c.category(f"`{target.name}` of the row with the {word} `{order.name}`{ctx.basis()}",
-                              ctx.follow_ups(target, order), f"`{order.name}` =")
+        composer = c.category(
+            f"`{target.name}` of the row with the {word} `{order.name}`{ctx.basis()}",
+            ctx.follow_ups(target, order),
+            f"`{order.name}` =",
+        )
     return _plan(ctx, sql, composer, f"Sort by `{order.name}` ({direction}) and read `{target.name}`.")
 
 
 def _closest(ctx: _Ctx) -> Plan | None:
-    """"Which X has a Y closest to 80?": sort by the distance to the number."""
+    """ "Which X has a Y closest to 80?": sort by the distance to the number."""
     q = ctx.q
     m = re.search(r"\b(closest|nearest|close|near)\s+(to\s+)?", q.low)
     if m is None:
@@ -497,11 +678,16 @@ def _closest(ctx: _Ctx) -> Plan | None:
         target = _first(ctx, lambda x: x is not col and x.textual) or col
     target = target or col
     limit = q.k or 1
-    sql = (f"SELECT {target.sql} AS {c_quote(target.name)}, {col.sql} AS {c_quote(col.name)} FROM {ctx.table}"
-           f"{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY abs({col.sql} - {number.value!r}), {col.sql} LIMIT {limit}")
+    sql = (
+        f"SELECT {target.sql} AS {c_quote(target.name)}, {col.sql} AS {c_quote(col.name)} FROM {ctx.table}"
+        f"{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY abs({col.sql} - {number.value!r}), {col.sql} LIMIT {limit}"
+    )
     label = f"`{target.name}` of the {limit if limit > 1 else ''} row{'s' if limit > 1 else ''} with `{col.name}` closest to {number.value:g}"
-    composer = c.listing(label, ctx.follow_ups(col)) if limit > 1 or q.answer_type == "list" else c.category(
-        label, ctx.follow_ups(col), f"`{col.name}` =")
+    composer = (
+        c.listing(label, ctx.follow_ups(col))
+        if limit > 1 or q.answer_type == "list"
+        else c.category(label, ctx.follow_ups(col), f"`{col.name}` =")
+    )
     return _plan(ctx, sql, composer, f"Sort by the distance of `{col.name}` to {number.value:g}.")
 
 
@@ -533,22 +719,36 @@ def _distinct(ctx: _Ctx) -> Plan | None:
         return None
     if _is_count_question(q) or q.answer_type == "number":
         if col.listlike:
-            sql = (f"SELECT count(DISTINCT v) FROM (SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS v "
-                   f"FROM {ctx.table}{ctx.where()}) WHERE v <> ''")
+            sql = (
+                f"SELECT count(DISTINCT v) FROM (SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS v "
+                f"FROM {ctx.table}{ctx.where()}) WHERE v <> ''"
+            )
         else:
             sql = f"SELECT count(DISTINCT {col.sql}) AS distinct_values FROM {ctx.table}{ctx.where()}"
-        return _plan(ctx, sql, c.number(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col),
-                                        integral=True), f"Count the distinct values of `{col.name}`.")
+        return _plan(
+            ctx,
+            sql,
+            c.number(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col), integral=True),
+            f"Count the distinct values of `{col.name}`.",
+        )
     if q.answer_type not in ("list", "unknown"):
         return None
-    sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
-           f" GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1000")
-    return _plan(ctx, sql, c.listing(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
-                 f"List the distinct values of `{col.name}`.")
+    sql = (
+        f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+        f" GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1000"
+    )
+    return _plan(
+        ctx,
+        sql,
+        c.listing(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
+        f"List the distinct values of `{col.name}`.",
+    )
 
 
-_NULL_BEFORE = re.compile(r"(?<!non-)(?<!non )\b(no|without|missing|null( values)?( in)?|empty|lack(ing)?"
-                          r"|not have( an?| any)?)\s+$")
+_NULL_BEFORE = re.compile(
+    r"(?<!non-)(?<!non )\b(no|without|missing|null( values)?( in)?|empty|lack(ing)?"
+    r"|not have( an?| any)?)\s+$"
+)
 
 
 def _null_filters(ctx: _Ctx) -> None:
@@ -578,28 +778,45 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
             return None
         sql = f"SELECT {_AGG_SQL[q.agg].format(col.sql)} AS {c_quote(q.agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
         label = f"{_AGG_NAME[q.agg]} of `{col.name}`{ctx.basis()}"
-        return _plan(ctx, sql, c.number(label, ctx.follow_ups(col), c.unit_of(col)),
-                     f"One aggregate: {q.agg}(`{col.name}`){' with filters' if q.filters else ''}.")
+        return _plan(
+            ctx,
+            sql,
+            c.number(label, ctx.follow_ups(col), c.unit_of(col)),
+            f"One aggregate: {q.agg}(`{col.name}`){' with filters' if q.filters else ''}.",
+        )
     if _is_count_question(q):
         free = _free(ctx)
-        if free and q.agg_index >= 0 and not q.has(r"\b(rows|records|entries|elements|observations|people)\b"):
+        if (
+            free
+            and q.agg_index >= 0
+            and not q.has(r"\b(rows|records|entries|elements|observations|people)\b")
+        ):
             lk = next((f for f in free if 0 <= f.start - q.agg_index <= 4), None)
             col = _pick(lk, lambda x: x.textual and not x.listlike) if lk is not None else None
             if col is not None and not q.filters:
                 sql = f"SELECT count(DISTINCT {col.sql}) AS n FROM {ctx.table}{ctx.where()}"
-                return _plan(ctx, sql, c.number(f"Distinct values of `{col.name}`", ctx.follow_ups(col), integral=True),
-                             f"Count the distinct `{col.name}`.")
-        if not q.filters and not q.has(r"\b(rows|records|entries|elements|observations|people|products|items)\b"):
-            if free:
-                return None
+                return _plan(
+                    ctx,
+                    sql,
+                    c.number(f"Distinct values of `{col.name}`", ctx.follow_ups(col), integral=True),
+                    f"Count the distinct `{col.name}`.",
+                )
+        if not q.filters and not q.has(
+            r"\b(rows|records|entries|elements|observations|people|products|items)\b"
+        ) and free:
+            return None
         sql = f"SELECT count(*) AS n FROM {ctx.table}{ctx.where()}"
-        return _plan(ctx, sql, c.number(f"Rows{ctx.basis()}", ctx.follow_ups(), integral=True),
-                     "Count the rows that match the filters.")
+        return _plan(
+            ctx,
+            sql,
+            c.number(f"Rows{ctx.basis()}", ctx.follow_ups(), integral=True),
+            "Count the rows that match the filters.",
+        )
     return None
 
 
 def _lookup(ctx: _Ctx) -> Plan | None:
-    """"What is Iceland's rank?": a value of one column for a row named by a value of another."""
+    """ "What is Iceland's rank?": a value of one column for a row named by a value of another."""
     q = ctx.q
     if not q.filters or q.answer_type in ("boolean",):
         return None
@@ -610,10 +827,18 @@ def _lookup(ctx: _Ctx) -> Plan | None:
     sql = f"SELECT {agg}{target.sql} AS {c_quote(target.name)} FROM {ctx.table}{ctx.where()} LIMIT 50"
     composer = c.listing if q.answer_type == "list" else None
     if composer is not None:
-        return _plan(ctx, sql, composer(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
-                     f"Read `{target.name}` of the matching rows.")
-    return _plan(ctx, sql, c.category(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
-                 f"Read `{target.name}` of the matching row.")
+        return _plan(
+            ctx,
+            sql,
+            composer(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
+            f"Read `{target.name}` of the matching rows.",
+        )
+    return _plan(
+        ctx,
+        sql,
+        c.category(f"`{target.name}`{ctx.basis()}", ctx.follow_ups(target)),
+        f"Read `{target.name}` of the matching row.",
+    )
 
 
 def _entity_filters(ctx: _Ctx) -> None:
@@ -627,10 +852,21 @@ def _entity_filters(ctx: _Ctx) -> None:
     for start, end, text in q.links.quoted:
         if any(f.start >= start and f.end <= end + 1 for f in q.filters if f.start >= 0):
             continue
-        near = next((lk.column for lk in q.links.columns if lk.column.textual and abs(lk.end - start) <= 3), None)
-        holder = next((x for x in text_cols if any(v.strip("[]").lower() == text.lower() or
-                                                   text.lower() in [p.strip().lower() for p in v.strip("[]").split(",")]
-                                                   for v, _ in x.values)), None)
+        near = next(
+            (lk.column for lk in q.links.columns if lk.column.textual and abs(lk.end - start) <= 3), None
+        )
+        holder = next(
+            (
+                x
+                for x in text_cols
+                if any(
+                    v.strip("[]").lower() == text.lower()
+                    or text.lower() in [p.strip().lower() for p in v.strip("[]").split(",")]
+                    for v, _ in x.values
+                )
+            ),
+            None,
+        )
         col = holder or near or max(text_cols, key=lambda x: x.distinct)
         if col.listlike:
             sql = f"list_contains(string_split(lower(trim({col.sql}, '[]')), ', '), {literal(text.lower())})"
@@ -641,7 +877,9 @@ def _entity_filters(ctx: _Ctx) -> None:
         for lk in q.links.columns:
             if lk.column is col and abs(lk.end - start) <= 3:
                 q.used.update(range(lk.start, lk.end))
-    names = [col for col in text_cols if not col.listlike and col.distinct >= 0.5 * max(ctx.schema.row_count, 1)]
+    names = [
+        col for col in text_cols if not col.listlike and col.distinct >= 0.5 * max(ctx.schema.row_count, 1)
+    ]
     col = max(names or text_cols, key=lambda x: x.distinct)
     groups: list[list[tuple[int, str]]] = []
     for index, word in q.links.entities:
@@ -654,25 +892,58 @@ def _entity_filters(ctx: _Ctx) -> None:
     for group in groups:
         text = " ".join(w for _, w in group)
         first, last = group[0][0], group[-1][0]
-        near = next((lk for lk in q.links.columns if lk.column.textual and (0 <= first - lk.end <= 1
-                                                                           or 0 <= lk.start - last <= 2)), None)
+        near = next(
+            (
+                lk
+                for lk in q.links.columns
+                if lk.column.textual and (0 <= first - lk.end <= 1 or 0 <= lk.start - last <= 2)
+            ),
+            None,
+        )
         if near is not None:
             ncol = near.column
-            q.filters.append(Filter(ncol, f"lower({ncol.sql}) LIKE {literal('%' + text.lower() + '%')}",
-                                    f"`{ncol.name}` contains {text}", first, last + 1))
+            q.filters.append(
+                Filter(
+                    ncol,
+                    f"lower({ncol.sql}) LIKE {literal('%' + text.lower() + '%')}",
+                    f"`{ncol.name}` contains {text}",
+                    first,
+                    last + 1,
+                )
+            )
             q.used.update(range(near.start, near.end))
             continue
-        q.filters.append(Filter(col, f"lower({col.sql}) LIKE {literal(text.lower() + '%')}",
-                                f"`{col.name}` = {text}", first, last + 1))
+        q.filters.append(
+            Filter(
+                col,
+                f"lower({col.sql}) LIKE {literal(text.lower() + '%')}",
+                f"`{col.name}` = {text}",
+                first,
+                last + 1,
+            )
+        )
 
 
 _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
-    _correlation, _outliers, _significance, _closest, _time_buckets, _boolean, _rate, _breakdown, _distinct, _ranked,
-    _row_count, _aggregate, _lookup,
+    _correlation,
+    _outliers,
+    _significance,
+    _closest,
+    _time_buckets,
+    _boolean,
+    _rate,
+    _breakdown,
+    _distinct,
+    _ranked,
+    _row_count,
+    _aggregate,
+    _lookup,
 ]
 
 
-def plan_question(question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None) -> Plan:
+def plan_question(
+    question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None
+) -> Plan:
     """The plan for `question` over `dataset`: the first shape that fits, or an honest "cannot answer"."""
     schema = schema_of(dataset)
     q = parse(question, schema)

@@ -16,13 +16,18 @@ from services.orchestrator.builtin.text import ORDINALS, Token, word_number
 _BOOL_START = re.compile(
     r"^\s*(is|are|does|do|did|was|were|has|have|can|could|would|will|should|isn't|aren't|doesn't)\b", re.I
 )
-_LIST_START = re.compile(r"^\s*(list|name the|show( me)?( the| all)?|give me( the| all)?|enumerate|what are( the)?)\b", re.I)
+_LIST_START = re.compile(
+    r"^\s*(list|name the|show( me)?( the| all)?|give me( the| all)?|enumerate|what are( the)?)\b", re.I
+)
 
 AGG_WORDS: list[tuple[str, str]] = [
     (r"\bstandard deviation\b|\bstd\b|\bstdev\b", "std"),
     (r"\bvariance\b", "var"),
-    (r"\brange\b|\bdifference between the (highest|largest|maximum|max) and (the )?(lowest|smallest|minimum|min)\b"
-     r"|\bspread\b", "range"),
+    (
+        r"\brange\b|\bdifference between the (highest|largest|maximum|max) and (the )?(lowest|smallest|minimum|min)\b"
+        r"|\bspread\b",
+        "range",
+    ),
     (r"\bmedian\b|\bmiddle\b", "median"),
     (r"\baverage\b|\bmean\b|\bavg\b|\btypical\b|\bon average\b", "avg"),
     (r"\b(how many|(total )?number of|count of|count)\b", "count"),
@@ -30,24 +35,44 @@ AGG_WORDS: list[tuple[str, str]] = [
     (r"\bmaximum\b|\bmax\b", "max"),
     (r"\bminimum\b|\bmin\b", "min"),
 ]
-_DESC = (r"highest|most|max|maximum|largest|biggest|greatest|top|best|longest|oldest|richest|heaviest|tallest"
-         r"|most expensive|priciest|latest|newest|strongest|more|higher")
-_ASC = (r"lowest|least|min|minimum|smallest|fewest|bottom|worst|cheapest|youngest|shortest|poorest|lightest"
-        r"|earliest|oldest first|weakest|cheaper|less|lower|fewer")
+_DESC = (
+    r"highest|most|max|maximum|largest|biggest|greatest|top|best|longest|oldest|richest|heaviest|tallest"
+    r"|most expensive|priciest|latest|newest|strongest|more|higher"
+)
+_ASC = (
+    r"lowest|least|min|minimum|smallest|fewest|bottom|worst|cheapest|youngest|shortest|poorest|lightest"
+    r"|earliest|oldest first|weakest|cheaper|less|lower|fewer"
+)
 _MODE = re.compile(
     r"\b(most|least|more|less)\s+(common|frequent|frequently|popular|represented|usual|often|prevalent|typical|used)"
     r"|\bmost commonly\b|\b(commonest|rarest)\b|\bmode\b|\bappears? (the )?most\b",
     re.I,
 )
 _SUPER = re.compile(rf"\b(?P<desc>{_DESC})\b|\b(?P<asc>{_ASC})\b", re.I)
-_NEG = {"not", "no", "non", "without", "never", "don't", "doesn't", "didn't", "dont", "excluding", "except",
-        "nt", "t", "childless"}
+_NEG = {
+    "not",
+    "no",
+    "non",
+    "without",
+    "never",
+    "don't",
+    "doesn't",
+    "didn't",
+    "dont",
+    "excluding",
+    "except",
+    "nt",
+    "t",
+    "childless",
+}
 
 _CMP: list[tuple[str, str]] = [
     (r"\bat least\b|\bno less than\b|\bminimum of\b|\bor more\b|>=", ">="),
     (r"\bat most\b|\bno more than\b|\bup to\b|\bor less\b|\bor fewer\b|<=", "<="),
-    (r"\b(more|greater|higher|bigger|larger|better|older|longer|over|above|exceed(s|ing)?|beyond|after)\b( than)?|>",
-     ">"),
+    (
+        r"\b(more|greater|higher|bigger|larger|better|older|longer|over|above|exceed(s|ing)?|beyond|after)\b( than)?|>",
+        ">",
+    ),
     (r"\b(less|fewer|lower|smaller|worse|younger|shorter|under|below|before|beneath)\b( than)?|<", "<"),
     (r"\b(equal to|equals?|exactly|same as|of|is|=|to|are|at)\b", "="),
 ]
@@ -115,8 +140,11 @@ def _answer_type(text: str) -> str:
     if _LIST_START.match(text):
         return "list"
     low = text.lower()
-    if re.search(r"\bhow (many|much|old|long|far)\b|\bwhat (is|was) the (number|count|total|sum|average|mean"
-                 r"|median|standard|range|variance|percentage|proportion|share|rate|ratio|difference)\b", low):
+    if re.search(
+        r"\bhow (many|much|old|long|far)\b|\bwhat (is|was) the (number|count|total|sum|average|mean"
+        r"|median|standard|range|variance|percentage|proportion|share|rate|ratio|difference)\b",
+        low,
+    ):
         return "number"
     return "unknown"
 
@@ -143,7 +171,10 @@ def _value_filters(q: Question) -> None:
         column = values[0].column
         neg = all(_negated(q.tokens, v.start) for v in values)
         if column.listlike:
-            parts = [f"list_contains(string_split(trim({column.sql}, '[]'), ', '), {literal(v.value)})" for v in values]
+            parts = [
+                f"list_contains(string_split(trim({column.sql}, '[]'), ', '), {literal(v.value)})"
+                for v in values
+            ]
             sql = "(" + " OR ".join(parts) + ")"
             if neg:
                 sql = f"NOT {sql}"
@@ -151,8 +182,11 @@ def _value_filters(q: Question) -> None:
             lits = ", ".join(dict.fromkeys(literal(v.value) for v in values))
             sql = f"{column.sql} {'NOT IN' if neg else 'IN'} ({lits})"
         text = " or ".join(f"`{v.value}`" for v in values)
-        q.filters.append(Filter(column, sql, f"`{column.name}` {'≠' if neg else '='} {text}", values[0].start,
-                                values[-1].end))
+        q.filters.append(
+            Filter(
+                column, sql, f"`{column.name}` {'≠' if neg else '='} {text}", values[0].start, values[-1].end
+            )
+        )
         for v in values:
             q.used.update(range(v.start, v.end))
             # the column named next to its value is part of the filter ("the Sales department")
@@ -168,13 +202,39 @@ def _k_numbers(q: Question) -> set[int]:
     for n in q.links.numbers:
         before = toks[n.index - 1].text if n.index > 0 else ""
         after = toks[n.index + 1].text if n.index + 1 < len(toks) else ""
-        if before in ("top", "bottom", "first", "last", "lowest", "highest", "best", "worst", "largest",
-                      "smallest", "the", "list") or after in (
-            "most", "least", "highest", "lowest", "largest", "smallest", "best", "worst", "top", "bottom",
-            "biggest", "cheapest", "youngest", "oldest", "different", "unique", "distinct"
-        ):
-            if float(n.value).is_integer() and 0 < n.value <= 1000:
-                out.add(n.index)
+        if (before in (
+            "top",
+            "bottom",
+            "first",
+            "last",
+            "lowest",
+            "highest",
+            "best",
+            "worst",
+            "largest",
+            "smallest",
+            "the",
+            "list",
+        ) or after in (
+            "most",
+            "least",
+            "highest",
+            "lowest",
+            "largest",
+            "smallest",
+            "best",
+            "worst",
+            "top",
+            "bottom",
+            "biggest",
+            "cheapest",
+            "youngest",
+            "oldest",
+            "different",
+            "unique",
+            "distinct",
+        )) and float(n.value).is_integer() and 0 < n.value <= 1000:
+            out.add(n.index)
     return out
 
 
@@ -184,8 +244,9 @@ def _comparison_at(q: Question, index: int) -> tuple[str, int] | None:
     head = q.low[:start_char].rstrip()
     head = re.sub(r"(\$|₹|€|£|rs\.?|inr|usd)\s*$", "", head).rstrip()
     for pattern, op in _CMP:
-        m = re.search(rf"(?:{pattern})\s*(?:a|an|the)?\s*(?:score|grade|value|rating|total|number)?\s*(?:of)?\s*$",
-                      head)
+        m = re.search(
+            rf"(?:{pattern})\s*(?:a|an|the)?\s*(?:score|grade|value|rating|total|number)?\s*(?:of)?\s*$", head
+        )
         if m:
             return op, q.index_at(m.start())
     return None
@@ -217,12 +278,17 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
         n = numbers[i]
         between = toks[n.index - 1].text in ("between", "from", "ranked", "rank") if n.index > 0 else False
         joined = i + 1 < len(numbers) and numbers[i + 1].index == n.index + 2
-        if joined and toks[n.index + 1].text in ("to", "through", "and", "-") and (
-            between or toks[n.index + 1].text in ("to", "through")
+        if (
+            joined
+            and toks[n.index + 1].text in ("to", "through", "and", "-")
+            and (between or toks[n.index + 1].text in ("to", "through"))
         ):
             col = _nearest_numeric(q, n.index)
             if col is not None:
-                pct = any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3]) or n.percent
+                pct = (
+                    any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3])
+                    or n.percent
+                )
                 lo, hi = _percent_scale(col, n.value, pct), _percent_scale(col, numbers[i + 1].value, pct)
                 found.append((n.index, "between", lo, col))
                 found.append((numbers[i + 1].index, "between_hi", hi, col))
@@ -241,7 +307,9 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
                 if cand is not None:
                     col = cand
         if col is not None:
-            pct = n.percent or any(t.text in ("per", "percent", "cent") for t in toks[n.index + 1 : n.index + 3])
+            pct = n.percent or any(
+                t.text in ("per", "percent", "cent") for t in toks[n.index + 1 : n.index + 3]
+            )
             value = _percent_scale(col, n.value, pct)
             if n.index + 1 < len(toks) and toks[n.index + 1].stem == "decade":
                 value *= 10
@@ -262,8 +330,15 @@ def _perfect_filters(q: Question) -> None:
                     q.used.update(range(c.start, c.end))
                     break
         if col is not None and col.max is not None:
-            q.filters.append(Filter(col, f"{col.sql} = {_num_sql(col.max)}", f"`{col.name}` = {col.max:g} (its maximum)",
-                                    index, index + 1))
+            q.filters.append(
+                Filter(
+                    col,
+                    f"{col.sql} = {_num_sql(col.max)}",
+                    f"`{col.name}` = {col.max:g} (its maximum)",
+                    index,
+                    index + 1,
+                )
+            )
             q.used.add(index)
 
 
@@ -272,18 +347,27 @@ def _flag_filters(q: Question, target_index: int | None) -> None:
         word = q.tokens[c.start].text
         if word.endswith("less") and len(word) > 6 and c.column.numeric and c.end - c.start == 1:
             # "childless" → children = 0
-            q.filters.append(Filter(c.column, f"{c.column.sql} = 0", f"`{c.column.name}` = 0", c.start, c.end, "=", 0.0))
+            q.filters.append(
+                Filter(c.column, f"{c.column.sql} = 0", f"`{c.column.name}` = 0", c.start, c.end, "=", 0.0)
+            )
             q.used.update(range(c.start, c.end))
     for c in q.links.columns:
         col = c.column
         flags = col.flag_values
         if flags is None or any(i in q.used for i in range(c.start, c.end)):
             continue
-        if target_index is not None and c.start == target_index and c.start <= 4 and q.answer_type != "number":
+        if (
+            target_index is not None
+            and c.start == target_index
+            and c.start <= 4
+            and q.answer_type != "number"
+        ):
             continue
         neg = _negated(q.tokens, c.start, 4)
         lit = flags[1] if neg else flags[0]
-        q.filters.append(Filter(col, f"{col.sql} = {lit}", f"`{col.name}` = {lit.strip(chr(39))}", c.start, c.end))
+        q.filters.append(
+            Filter(col, f"{col.sql} = {lit}", f"`{col.name}` = {lit.strip(chr(39))}", c.start, c.end)
+        )
         q.used.update(range(c.start, c.end))
 
 
@@ -298,11 +382,15 @@ def _superlative(q: Question) -> Superlative | None:
         word = m.group(0)
         index = q.index_at(m.start())
         comparative = word in ("more", "less", "higher", "lower", "fewer", "cheaper")
-        if comparative and (q.has(r"\bthan\b") or not re.match(r"^\W*(which|what|where|in which|who)\b", q.low)):
+        if comparative and (
+            q.has(r"\bthan\b") or not re.match(r"^\W*(which|what|where|in which|who)\b", q.low)
+        ):
             continue
         if q.low[max(0, m.start() - 3) : m.start()] == "at ":
             continue
-        if word == "most" and re.match(r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start():]):
+        if word == "most" and re.match(
+            r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start() :]
+        ):
             continue
         return Superlative(index, m.group("desc") is not None, False, _ordinal_before(q, index))
     return None
@@ -318,8 +406,9 @@ def _ordinal_before(q: Question, index: int) -> int:
 def parse(question: str, schema: Schema) -> Question:
     """Reads `question` against `schema`."""
     links = link(question, schema)
-    q = Question(text=question, low=question.lower(), schema=schema, links=links,
-                 answer_type=_answer_type(question))
+    q = Question(
+        text=question, low=question.lower(), schema=schema, links=links, answer_type=_answer_type(question)
+    )
     for pattern, agg in AGG_WORDS:
         m = re.search(pattern, q.low)
         if m:
@@ -328,9 +417,13 @@ def parse(question: str, schema: Schema) -> Question:
     q.distinct = q.has(r"\b(unique|distinct|different)\b")
     if q.distinct:
         links.columns = [
-            c for c in links.columns
-            if not (all(t.text in ("unique", "distinct", "different") for t in links.tokens[c.start : c.end])
-                    and c.score < 3.0 and len(links.columns) > 1)
+            c
+            for c in links.columns
+            if not (
+                all(t.text in ("unique", "distinct", "different") for t in links.tokens[c.start : c.end])
+                and c.score < 3.0
+                and len(links.columns) > 1
+            )
         ]
     q.superlative = _superlative(q)
     k_idx = _k_numbers(q)

@@ -10,9 +10,23 @@ from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, expansion
 from services.orchestrator.builtin.text import split_name, stem
 from services.orchestrator.plan import DatasetContext
 
-_NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UBIGINT",
-            "UINTEGER", "USMALLINT", "UTINYINT", "REAL")
+_NUMERIC = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "UBIGINT",
+    "UINTEGER",
+    "USMALLINT",
+    "UTINYINT",
+    "REAL",
+)
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
+_KEY_WORDS = {"id", "no", "num", "number", "code", "key", "serial", "zip", "pin", "phone", "uuid"}
 _POSITIVE = {"yes", "y", "true", "1", "t", "positive"}
 _NEGATIVE = {"no", "n", "false", "0", "f", "negative"}
 
@@ -82,7 +96,12 @@ class Column:
     @property
     def measure(self) -> bool:
         """Numeric and worth aggregating (not an identifier)."""
-        return self.numeric and self.role != pb.SEMANTIC_ROLE_IDENTIFIER
+        if not self.numeric:
+            return False
+        key_like = any(w in _KEY_WORDS for w in self.words) or self.name.lower().endswith("id")
+        return not (key_like and self.role == pb.SEMANTIC_ROLE_IDENTIFIER) and not (
+            key_like and self.integral
+        )
 
     @property
     def content_words(self) -> list[str]:
@@ -118,7 +137,7 @@ def _phrases(words: list[str]) -> list[list[str]]:
         if spelled:
             phrases.append(base[:i] + spelled + base[i + 1 :])
         for other in siblings(word):
-            phrases.append(base[:i] + [other] + base[i + 1 :])
+            phrases.append([*base[:i], other, *base[i + 1:]])
     return phrases
 
 

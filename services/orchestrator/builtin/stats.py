@@ -56,14 +56,21 @@ def outliers_composer(column: Column, follow_ups: list[str]) -> c.Composer:
     def compose(results: StepResults) -> Answer:
         res = _result(results)
         if res is None:
-            return Answer(text="The outlier check did not run (the Python sandbox gave no result).", answer=None,
-                          answer_type="none", follow_ups=follow_ups)
-        text = (f"**{res['count']:,}** of {res['total']:,} values of `{column.name}` are outliers by the 1.5×IQR "
-                f"rule (outside {c.fmt(res['low'])} … {c.fmt(res['high'])}).")
+            return Answer(
+                text="The outlier check did not run (the Python sandbox gave no result).",
+                answer=None,
+                answer_type="none",
+                follow_ups=follow_ups,
+            )
+        text = (
+            f"**{res['count']:,}** of {res['total']:,} values of `{column.name}` are outliers by the 1.5×IQR "
+            f"rule (outside {c.fmt(res['low'])} … {c.fmt(res['high'])})."
+        )
         if res.get("examples"):
             text += " Largest: " + ", ".join(c.fmt(v) for v in res["examples"][:5]) + "."
-        return Answer(text=text, answer=int(res["count"]), answer_type="number", follow_ups=follow_ups,
-                      confidence=0.8)
+        return Answer(
+            text=text, answer=int(res["count"]), answer_type="number", follow_ups=follow_ups, confidence=0.8
+        )
 
     return compose
 
@@ -72,12 +79,20 @@ def test_composer(what: str, follow_ups: list[str]) -> c.Composer:
     def compose(results: StepResults) -> Answer:
         res = _result(results)
         if res is None or res.get("p_value") is None:
-            return Answer(text="The significance test did not run (the Python sandbox gave no result).",
-                          answer=None, answer_type="none", follow_ups=follow_ups)
+            return Answer(
+                text="The significance test did not run (the Python sandbox gave no result).",
+                answer=None,
+                answer_type="none",
+                follow_ups=follow_ups,
+            )
         p = float(res["p_value"])
         significant = p < 0.05
-        text = (f"{what} {res['test']}: statistic {c.fmt(res['statistic'])}, p = {p:.4g} → the difference is "
-                f"**{'statistically significant' if significant else 'not statistically significant'}** at 5%.")
-        return Answer(text=text, answer=significant, answer_type="boolean", follow_ups=follow_ups, confidence=0.8)
+        text = (
+            f"{what} {res['test']}: statistic {c.fmt(res['statistic'])}, p = {p:.4g} → the difference is "
+            f"**{'statistically significant' if significant else 'not statistically significant'}** at 5%."
+        )
+        return Answer(
+            text=text, answer=significant, answer_type="boolean", follow_ups=follow_ups, confidence=0.8
+        )
 
     return compose

@@ -116,7 +116,12 @@ def stem(word: str) -> str:
                 return base + "y"
             if suffix == "es" and not base.endswith(("s", "x", "z", "ch", "sh")):
                 return w[:-1] if w[:-1].endswith("e") else base
-            if suffix in ("er", "ed", "ing") and len(base) > 3 and base[-1] == base[-2] and base[-1] not in "ls":
+            if (
+                suffix in ("er", "ed", "ing")
+                and len(base) > 3
+                and base[-1] == base[-2]
+                and base[-1] not in "ls"
+            ):
                 return base[:-1]
             return base
     return w

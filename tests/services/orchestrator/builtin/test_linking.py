@@ -1,0 +1,44 @@
+"""Columns and values are linked by name, forms, synonyms, abbreviations and cell values."""
+
+from pathlib import Path
+
+from services.orchestrator.builtin.linking import link
+from services.orchestrator.builtin.schema import schema_of
+from services.orchestrator.plan import DatasetContext
+
+
+def _columns(question: str, hr_table: tuple[DatasetContext, Path]) -> list[str]:
+    return [lk.column.name for lk in link(question, schema_of(hr_table[0])).columns]
+
+
+def _values(question: str, hr_table: tuple[DatasetContext, Path]) -> list[tuple[str, str]]:
+    return [(v.column.name, v.value) for v in link(question, schema_of(hr_table[0])).values]
+
+
+def test_header_with_units_links_by_its_words(hr_table: tuple[DatasetContext, Path]) -> None:
+    assert _columns("What is the total monthly income?", hr_table) == ["Monthly Income (USD)"]
+    assert _columns("average income in USD", hr_table) == ["Monthly Income (USD)"]
+
+
+def test_camel_case_header_links_from_spaced_words(hr_table: tuple[DatasetContext, Path]) -> None:
+    assert "deviceType" in _columns("breakdown by device type", hr_table)
+
+
+def test_word_forms_and_synonyms_link(hr_table: tuple[DatasetContext, Path]) -> None:
+    assert _columns("Who is the oldest?", hr_table) == ["Age"]
+    assert _columns("which dept is largest", hr_table) == ["Department"]
+
+
+def test_values_link_from_the_profile(hr_table: tuple[DatasetContext, Path]) -> None:
+    assert ("Department", "Research & Development") in _values(
+        "Is our research dept bigger than sales?", hr_table
+    )
+    assert ("Department", "Sales") in _values("Is our research dept bigger than sales?", hr_table)
+    assert _values("How many people work in HR?", hr_table) == [("Department", "Human Resources")]
+    assert _values("what share of payments failed", hr_table) == [("transaction_status", "FAILED")]
+    assert _values("How many on Android?", hr_table) == [("deviceType", "Android")]
+
+
+def test_nothing_links_in_unrelated_text(hr_table: tuple[DatasetContext, Path]) -> None:
+    links = link("What is blockchain?", schema_of(hr_table[0]))
+    assert links.columns == [] and links.values == []

@@ -1,0 +1,143 @@
+"""Each question shape, planned and run on the awkward HR table; expected values come from independent SQL."""
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.services.orchestrator.builtin.conftest import Asked
+
+Ask = Callable[[str], Asked]
+Truth = Callable[[str], object]
+
+
+def test_row_count(ask: Ask, truth: Truth) -> None:
+    got = ask("How many rows are there?")
+    assert got.answer.answer == truth("SELECT count(*) FROM T") == 60
+    assert got.answer.answer_type == "number"
+
+
+def test_average_with_a_value_filter_from_the_profile(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the average monthly income of employees in the research dept?")
+    want = truth('SELECT avg("Monthly Income (USD)") FROM T WHERE "Department" = \'Research & Development\'')
+    assert got.answer.answer == pytest.approx(want)
+    assert "Research & Development" in got.answer.text and got.plan.classification == "SQL_ONLY"
+
+
+def test_count_with_a_numeric_comparison_on_a_word_form(ask: Ask, truth: Truth) -> None:
+    got = ask("How many employees are older than 35?")
+    assert got.answer.answer == truth('SELECT count(*) FROM T WHERE "Age" > 35')
+
+
+def test_median_min_max_and_std(ask: Ask, truth: Truth) -> None:
+    assert ask("What is the median age?").answer.answer == pytest.approx(truth('SELECT median("Age") FROM T'))
+    assert ask("What is the maximum monthly income?").answer.answer == truth(
+        'SELECT max("Monthly Income (USD)") FROM T'
+    )
+    assert ask("What is the standard deviation of age?").answer.answer == pytest.approx(
+        truth('SELECT stddev_samp("Age") FROM T')
+    )
+
+
+def test_group_argmax_with_an_aggregate(ask: Ask, truth: Truth) -> None:
+    got = ask("Which department has the highest average monthly income?")
+    want = truth('SELECT "Department" FROM T GROUP BY 1 ORDER BY avg("Monthly Income (USD)") DESC LIMIT 1')
+    assert got.answer.answer == want and got.answer.answer_type == "category"
+
+
+def test_top_and_bottom_k(ask: Ask, truth: Truth) -> None:
+    got = ask("List the 3 highest monthly incomes.")
+    assert got.answer.answer == [r[0] for r in got.rows] and len(got.answer.answer) == 3
+    assert got.answer.answer[0] == truth('SELECT max("Monthly Income (USD)") FROM T')
+    low = ask("List the 2 lowest ages.")
+    assert low.answer.answer[0] == truth('SELECT min("Age") FROM T')
+
+
+def test_most_common_value(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the most common device type?")
+    assert got.answer.answer == truth(
+        'SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1'
+    )
+
+
+def test_distinct_values(ask: Ask) -> None:
+    got = ask("List the different departments.")
+    assert sorted(got.answer.answer) == ["Human Resources", "Research & Development", "Sales"]
+    assert ask("How many unique departments are there?").answer.answer == 3
+
+
+def test_yes_no_between_two_groups(ask: Ask) -> None:
+    got = ask("Is our research dept bigger than sales?")
+    assert got.answer.answer is True and got.answer.answer_type == "boolean"
+    assert ask("Are there fewer employees in HR than in sales?").answer.answer is False
+
+
+def test_yes_no_aggregate_against_a_number(ask: Ask, truth: Truth) -> None:
+    avg = truth('SELECT avg("Age") FROM T')
+    assert ask("Is the average age above 30?").answer.answer is (avg > 30)
+    assert ask("Is the highest monthly income negative?").answer.answer is False
+
+
+def test_are_there_any(ask: Ask) -> None:
+    assert ask("Are there any employees in HR?").answer.answer is True
+    assert ask("Is there anyone older than 90?").answer.answer is False
+
+
+def test_failure_rate_and_rate_by_group_with_a_chart(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the failure rate?")
+    want = truth("SELECT 100.0 * avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T")
+    assert got.answer.answer == pytest.approx(want, abs=1e-3)
+    by = ask("What is the failure rate by device type?")
+    assert by.answer.chart is not None and by.answer.chart["mark"] == "bar"
+    assert len(by.rows) == 3
+
+
+def test_breakdown_average_by_group(ask: Ask, truth: Truth) -> None:
+    got = ask("Average monthly income by department")
+    values = dict(got.rows)
+    assert values["Sales"] == pytest.approx(
+        truth('SELECT avg("Monthly Income (USD)") FROM T WHERE "Department" = \'Sales\'')
+    )
+    assert got.answer.chart is not None
+
+
+def test_time_buckets_by_month_on_mixed_date_formats(ask: Ask, hr_table: object) -> None:
+    got = ask("How many employees joined by month?")
+    assert got.answer.chart is not None and got.answer.chart["mark"]["type"] == "line"
+    assert [r[0] for r in got.rows] == ["2024-01", "2024-02", "2024-03", "2024-04", "2024-05", "2024-06"]
+    assert sum(r[1] for r in got.rows) == 60
+
+
+def test_nulls_are_counted_as_missing(ask: Ask, truth: Truth) -> None:
+    got = ask("How many rows have no age?")
+    assert got.answer.answer == truth('SELECT count(*) - count("Age") FROM T') > 0
+
+
+def test_correlation(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the correlation between age and monthly income?")
+    assert got.answer.answer == pytest.approx(truth('SELECT corr("Age", "Monthly Income (USD)") FROM T'))
+
+
+def test_outliers_and_significance_go_through_python(ask: Ask) -> None:
+    out = ask("Are there outliers in monthly income?")
+    assert out.plan.classification == "SQL_THEN_PY" and out.plan.python_on_sql_result
+    assert isinstance(out.answer.answer, int)
+    sig = ask("Is the difference in monthly income between departments statistically significant?")
+    assert sig.plan.classification == "SQL_THEN_PY" and isinstance(sig.answer.answer, bool)
+    assert "p =" in sig.answer.text
+
+
+@pytest.mark.parametrize("question", ["What is blockchain?", "asdf", "Tell me a joke about penguins"])
+def test_unanswerable_gives_null_and_help(ask: Ask, question: str) -> None:
+    got = ask(question)
+    assert got.answer.answer is None and got.answer.answer_type == "none"
+    assert got.plan.classification == "EXPLAIN_ONLY" and got.plan.sql is None
+    assert "Monthly Income (USD)" in got.answer.text and got.answer.follow_ups
+
+
+def test_plan_accepts_history(hr_table: tuple) -> None:
+    from services.orchestrator.builtin import plan_question
+
+    plan = plan_question(
+        "How many rows are there?", hr_table[0], history=[("user", "hi"), ("assistant", "hello")]
+    )
+    assert plan.sql is not None and "count(*)" in plan.sql
