@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -112,6 +113,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     stats = StreamStats()
     known = KnownSessions()
+    background: set[asyncio.Task[None]] = set()  # strong references until each task is done
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -259,9 +261,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 return error_response(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event's seq.")
             after_seq = int(last_event_id)
         repo = chats(request)
+        # The question is recorded while the answer starts: persistence stays off the first event's path.
+        started = None
         if after_seq == 0:
-            await repo.create_chat(body.session_id, body.message[:80], chat_id=body.chat_id)
-            await repo.add_message(StoredMessage(body.chat_id, "user", body.message))
+            started = asyncio.create_task(repo.start_turn(body.chat_id, body.session_id, body.message))
+            background.add(started)
+            started.add_done_callback(background.discard)
         chat_request = orchestrator_pb2.ChatRequest(
             chat_id=body.chat_id,
             session_id=body.session_id,
@@ -275,6 +280,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         stats.track(call)
 
         async def record(payload: dict[str, Any]) -> None:
+            if payload["type"] not in ("final_response", "error"):
+                return
+            if started is not None:
+                await started  # the question is stored before its answer
             if payload["type"] == "final_response":
                 data = payload["data"]
                 reply = StoredMessage(

@@ -55,6 +55,10 @@ class ChatRepository(Protocol):
 
     async def add_message(self, message: StoredMessage) -> None: ...
 
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
+        """Creates the chat if new (titled by its first question) and appends the question."""
+        ...
+
     async def messages(self, chat_id: str) -> list[StoredMessage]: ...
 
     async def add_insight(
@@ -114,6 +118,13 @@ class LocalChatRepository:
 
     async def add_message(self, message: StoredMessage) -> None:
         await asyncio.to_thread(self._store.add_message, message)
+
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
+        def write() -> None:
+            self._store.ensure_chat(chat_id, session_id, question[:80])
+            self._store.add_message(StoredMessage(chat_id, "user", question))
+
+        await asyncio.to_thread(write)
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         return await asyncio.to_thread(self._store.messages, chat_id)
