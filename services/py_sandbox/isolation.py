@@ -164,6 +164,7 @@ class Confinement:
     max_file_bytes: int = 8 << 20
     max_open_files: int = 64
     max_processes: int = 256
+    max_timeout_s: float = 120.0
     strict: bool = True
     skip: list[str] = field(default_factory=list)
 

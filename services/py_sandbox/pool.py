@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -42,9 +43,16 @@ class ZygoteProcess:
     """One zygote and the runs it has in flight."""
 
     def __init__(
-        self, index: int, confinement: Confinement, on_exit: Callable[[ZygoteProcess], None]
+        self,
+        index: int,
+        confinement: Confinement,
+        on_exit: Callable[[ZygoteProcess], None],
+        spares: int = 1,
+        primed: int = 2,
     ) -> None:
         self.index = index
+        self.spares = spares
+        self.primed = primed
         self.confinement = confinement
         self.on_exit = on_exit
         self.proc: asyncio.subprocess.Process | None = None
@@ -63,6 +71,7 @@ class ZygoteProcess:
             "-m",
             "services.py_sandbox.zygote",
             json.dumps(asdict(self.confinement)),
+            json.dumps({"spares": self.spares, "primed": self.primed}),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -172,8 +181,12 @@ class SandboxPool:
         queue_size: int,
         queue_wait_s: float,
         start_timeout_s: float,
+        spares_per_zygote: int = 1,
+        primed_per_zygote: int = 2,
     ) -> None:
         self.confinement = confinement
+        self.spares_per_zygote = spares_per_zygote
+        self.primed_per_zygote = primed_per_zygote
         self.size = zygotes
         self.runs_per_zygote = runs_per_zygote
         self.queue_size = queue_size
@@ -208,7 +221,9 @@ class SandboxPool:
             raise Unavailable("SANDBOX_UNAVAILABLE", "No sandbox zygote could start; see the service log.")
 
     async def _spawn(self, index: int) -> None:
-        zygote = ZygoteProcess(index, self.confinement, self._on_exit)
+        zygote = ZygoteProcess(
+            index, self.confinement, self._on_exit, self.spares_per_zygote, self.primed_per_zygote
+        )
         try:
             report = await zygote.start(self.start_timeout_s)
         except (TimeoutError, ZygoteGone) as exc:
@@ -239,14 +254,20 @@ class SandboxPool:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    def _free_zygote(self) -> ZygoteProcess | None:
+    def _free_zygote(self, affinity: str = "") -> ZygoteProcess | None:
+        """The session's own zygote when it has room (its primed children wait there), else the least busy."""
         candidates = [
             z for z in self.zygotes if z is not None and z.alive and self.load[z.index] < self.runs_per_zygote
         ]
+        if affinity and candidates:
+            home = zlib.crc32(affinity.encode()) % self.size
+            for zygote in candidates:
+                if zygote.index == home:
+                    return zygote
         return min(candidates, key=lambda z: self.load[z.index]) if candidates else None
 
-    async def _acquire(self) -> ZygoteProcess:
-        zygote = self._free_zygote()
+    async def _acquire(self, affinity: str = "") -> ZygoteProcess:
+        zygote = self._free_zygote(affinity)
         if zygote is not None:
             self.load[zygote.index] += 1
             return zygote
@@ -258,7 +279,7 @@ class SandboxPool:
                 await asyncio.wait_for(
                     self._slot_freed.wait_for(lambda: self._free_zygote() is not None), self.queue_wait_s
                 )
-                zygote = self._free_zygote()
+                zygote = self._free_zygote(affinity)
                 assert zygote is not None
                 self.load[zygote.index] += 1
                 return zygote
@@ -274,7 +295,7 @@ class SandboxPool:
 
     async def run(self, job: dict[str, Any], input_ipc: bytes = b"") -> pb.RunCodeResponse:
         """Runs one job; a reply always comes by the job's timeout plus a small margin."""
-        zygote = await self._acquire()
+        zygote = await self._acquire("" if input_ipc else str(job.get("cache") or ""))
         job = {**job, "run_id": uuid.uuid4().hex}
         timeout_s = float(job["timeout_s"])
         try:

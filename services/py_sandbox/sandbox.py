@@ -58,6 +58,7 @@ class PySandbox:
                 tmp_bytes=settings.sandbox_tmp_mb << 20,
                 memory_bytes=settings.sandbox_memory_mb << 20,
                 max_file_bytes=settings.sandbox_max_file_mb << 20,
+                max_timeout_s=settings.sandbox_max_timeout_s,
                 strict=not settings.sandbox_allow_weak,
                 skip=list(settings.sandbox_skip_steps),
             ),
@@ -66,6 +67,8 @@ class PySandbox:
             queue_size=settings.sandbox_queue_size,
             queue_wait_s=settings.sandbox_queue_wait_s,
             start_timeout_s=settings.sandbox_start_timeout_s,
+            spares_per_zygote=settings.sandbox_spares_per_zygote,
+            primed_per_zygote=settings.sandbox_primed_sessions,
         )
         self._runs = 0
 

@@ -20,6 +20,10 @@ class PySandboxSettings(Settings):
 
     sandbox_zygotes: int = Field(2, description="warm zygote processes")
     sandbox_runs_per_zygote: int = Field(12, description="children one zygote supervises at once")
+    sandbox_spares_per_zygote: int = Field(1, description="blank children cloned ahead of need per zygote")
+    sandbox_primed_sessions: int = Field(
+        2, description="recent sessions per zygote that keep a child waiting with their data already mapped"
+    )
     sandbox_queue_size: int = Field(16, description="runs that may wait for a slot before RESOURCE_EXHAUSTED")
     sandbox_queue_wait_s: float = Field(10.0, description="longest wait for a slot")
     sandbox_default_timeout_s: float = Field(30.0, description="wall-clock limit when the request gives none")

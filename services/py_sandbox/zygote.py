@@ -18,6 +18,7 @@ import selectors
 import signal
 import sys
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from services.py_sandbox import frames, harness, isolation
 from services.py_sandbox.isolation import Confinement, IsolationReport
 
 PIPE_CHUNK = 1 << 16
+PRIMED_PER_SESSION = 2  # two, so back-to-back runs of a session find one ready while the next is cloned
 EXIT_GRACE_S = 0.5
 CATEGORIES = {
     "POLICY": pb.RUN_ERROR_CATEGORY_POLICY,
@@ -43,6 +45,17 @@ CATEGORIES = {
 }
 DONE_FRAME = frames.encode(frames.DONE, b"")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class Spare:
+    """A child cloned ahead of need, waiting for its one job."""
+
+    pid: int
+    pidfd: int
+    job_w: int
+    reads: list[int]
+    primed: str = ""  # the cache path of the session whose data it already holds
 
 
 @dataclass
@@ -69,8 +82,14 @@ class Run:
 class Zygote:
     """Forks and supervises children; answers the server on the control pipe."""
 
-    def __init__(self, conf: Confinement, ctrl_in: int, ctrl_out: int) -> None:
+    def __init__(
+        self, conf: Confinement, ctrl_in: int, ctrl_out: int, spares: int = 1, primed: int = 2
+    ) -> None:
         self.conf = conf
+        self.spare_target = spares
+        self.primed_target = primed
+        self.spares: list[Spare] = []
+        self.recent: OrderedDict[str, dict[str, str]] = OrderedDict()  # sessions to keep a primed spare for
         self.ctrl_in = ctrl_in
         self.ctrl_out = ctrl_out
         self.selector = selectors.DefaultSelector()
@@ -100,6 +119,8 @@ class Zygote:
             self.selector.unregister(self.ctrl_in)
             for run in self.runs.values():
                 self.kill(run, "KILLED", "The sandbox service stopped.")
+            for spare in list(self.spares):
+                self.release_spare(spare)
             return
         for kind, payload in self.reader.feed(chunk):
             if kind == frames.CONTROL_JSON:
@@ -121,9 +142,9 @@ class Zygote:
                 self.reply({"op": "done", "run_id": header["run_id"]}, response.SerializeToString())
 
     # -- children -------------------------------------------------------------------------------------
-    def start(self, job: dict[str, Any], input_ipc: bytes) -> Run:
-        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(3)]
-        started = time.monotonic()
+    def spawn_spare(self, primed: dict[str, str] | None = None) -> Spare:
+        """Clones a child into its namespaces now; it waits for a job on its own pipe."""
+        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4)]  # stdout, stderr, result, job
         try:
             pid, pidfd = isolation.clone_into_namespaces(self.clone_flags)
         except OSError:
@@ -133,23 +154,112 @@ class Zygote:
             raise
         if pid == 0:
             report = IsolationReport(namespaces=list(self.namespaces), problems=list(self.namespace_problems))
-            harness.child_main(job, self.conf, report, input_ipc, (pipes[0][1], pipes[1][1], pipes[2][1]))
-        for _, w in pipes:
-            os.close(w)
+            harness.child_main(
+                self.conf, report, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]), primed
+            )
+        for fd in (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]):
+            os.close(fd)
+        spare = Spare(
+            pid=pid,
+            pidfd=pidfd,
+            job_w=pipes[3][1],
+            reads=[pipes[i][0] for i in range(3)],
+            primed=primed["cache"] if primed else "",
+        )
+        self.selector.register(pidfd, selectors.EVENT_READ, ("spare", spare))
+        return spare
+
+    def take_spare(self, job: dict[str, Any], input_ipc: bytes) -> Spare:
+        """A spare primed for the job's session, else a blank one, else a new one."""
+        cache = "" if input_ipc else str(job.get("cache") or "")
+        if cache and job.get("dataset"):
+            self.recent.pop(cache, None)
+            self.recent[cache] = {"dataset": str(job["dataset"]), "cache": cache}
+            while len(self.recent) > self.primed_target:
+                self.recent.pop(next(iter(self.recent)))
+        for spare in self.spares:
+            if spare.primed == cache:  # blank spares have primed == "" and serve blank-cache jobs
+                self.spares.remove(spare)
+                return spare
+        for spare in self.spares:
+            if not spare.primed:
+                self.spares.remove(spare)
+                return spare
+        return self.spawn_spare()
+
+    def replenish(self) -> None:
+        """One clone per loop turn: a blank spare first, then one primed for each recent session."""
+        blank = sum(1 for s in self.spares if not s.primed)
+        for spare in [s for s in self.spares if s.primed and s.primed not in self.recent]:
+            self.release_spare(spare)  # primed for a session no longer recent
+        try:
+            if blank < self.spare_target:
+                self.spares.append(self.spawn_spare())
+                return
+            for cache, prime in reversed(self.recent.items()):
+                if self._primed_count(cache) < PRIMED_PER_SESSION and os.path.exists(cache):
+                    self.spares.append(self.spawn_spare(prime))
+                    return
+        except OSError as exc:
+            print(f"zygote: could not clone a spare child: {exc}", file=sys.stderr)
+
+    def needs_spares(self) -> bool:
+        if self.closing:
+            return False
+        blank = sum(1 for s in self.spares if not s.primed)
+        return blank < self.spare_target or any(
+            self._primed_count(c) < PRIMED_PER_SESSION and os.path.exists(c) for c in self.recent
+        )
+
+    def _primed_count(self, cache: str) -> int:
+        return sum(1 for s in self.spares if s.primed == cache)
+
+    def release_spare(self, spare: Spare) -> None:
+        """Closing its job pipe makes a spare exit; its pidfd then reports and it is reaped."""
+        if spare.job_w >= 0:
+            os.close(spare.job_w)
+            spare.job_w = -1
+        spare.primed = "\0released"
+
+    def on_spare_exit(self, spare: Spare) -> None:
+        """A spare died before it got a job (it should not): forget it; the loop clones another."""
+        self.selector.unregister(spare.pidfd)
+        os.waitpid(spare.pid, 0)
+        for fd in (spare.pidfd, spare.job_w, *spare.reads):
+            if fd >= 0:
+                os.close(fd)
+        self.spares.remove(spare)
+
+    def start(self, job: dict[str, Any], input_ipc: bytes) -> Run:
+        """Hands the job to a spare (cloning one if none is ready); the deadline starts now."""
+        spare = self.take_spare(job, input_ipc)
+        self.selector.unregister(spare.pidfd)
+        started = time.monotonic()
         run = Run(
             run_id=job["run_id"],
             job=job,
-            pid=pid,
-            pidfd=pidfd,
+            pid=spare.pid,
+            pidfd=spare.pidfd,
             started=started,
             deadline=started + float(job["timeout_s"]),
         )
-        for (r, _), name in zip(pipes, ("stdout", "stderr", "result"), strict=True):
+        for r, name in zip(spare.reads, ("stdout", "stderr", "result"), strict=True):
             os.set_blocking(r, False)
             run.streams[r] = name
             self.selector.register(r, selectors.EVENT_READ, ("stream", run))
         self.selector.register(run.pidfd, selectors.EVENT_READ, ("exit", run))
         self.runs[run.run_id] = run
+        data = frames.encode(frames.CONTROL_JSON, json.dumps(job).encode()) + frames.encode(
+            frames.CONTROL_BLOB, input_ipc
+        )
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(spare.job_w, view) :]
+        except OSError:
+            pass  # the child is gone; its exit is reported through the pidfd like any other
+        finally:
+            os.close(spare.job_w)
         return run
 
     def kill(self, run: Run, category: str, message: str) -> None:
@@ -237,6 +347,8 @@ class Zygote:
         now = time.monotonic()
         waits = [r.deadline - now for r in self.runs.values() if r.exit_code is None]
         waits += [r.exited_at + EXIT_GRACE_S - now for r in self.runs.values() if r.exit_code is not None]
+        if self.needs_spares():
+            waits.append(0.0)
         timeout = max(0.0, min(waits)) if waits else None
         for key, _ in self.selector.select(timeout):
             kind, run = key.data
@@ -248,6 +360,8 @@ class Zygote:
                 self.on_exit(run)
             elif kind == "reap":
                 self.on_reaped(key.fd)
+            elif kind == "spare":
+                self.on_spare_exit(run)
         now = time.monotonic()
         for run in list(self.runs.values()):
             if run.done_seen and run.exit_code is None and run.kill_reason is None:
@@ -262,6 +376,8 @@ class Zygote:
                 )
             if run.exit_code is not None and (not run.streams or now >= run.exited_at + EXIT_GRACE_S):
                 self.finish(run)
+        if self.needs_spares():
+            self.replenish()
 
     def probe(self) -> dict[str, Any]:
         """A harmless run through the real path, so the isolation report is measured, not assumed."""
@@ -288,7 +404,7 @@ class Zygote:
 
     def serve(self) -> None:
         self.selector.register(self.ctrl_in, selectors.EVENT_READ, ("control", None))
-        while not (self.closing and not self.runs):
+        while not (self.closing and not self.runs and not self.spares):
             self.step()
 
 
@@ -435,13 +551,16 @@ def _warm_up() -> None:
 
 def main() -> None:
     conf = Confinement(**json.loads(sys.argv[1]))
+    options = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
     ctrl_out = os.dup(1)
     os.dup2(2, 1)  # a stray print must never corrupt the control pipe
     _warm_up()
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # clone() skips pthread_atfork handlers: another thread could hold a lock forever
         print(f"zygote: {threads} threads before serving; children may deadlock", file=sys.stderr)
-    zygote = Zygote(conf, 0, ctrl_out)
+    zygote = Zygote(
+        conf, 0, ctrl_out, spares=int(options.get("spares", 1)), primed=int(options.get("primed", 2))
+    )
     report = zygote.probe()
     zygote.reply({"op": "ready", "pid": os.getpid(), "isolation": report})
     zygote.serve()
