@@ -220,8 +220,11 @@ def run_latency(
     write_csv(csv_path)
     session = _upload(client, base, csv_path, "upi_transactions.csv")
     questions = LATENCY_QUESTIONS[:n_questions]
-    for q in questions:  # warm the engine's file cache and the orchestrator's profile load once
+    first: list[float] = []
+    for q in questions:  # first asks: nothing cached for these questions yet
+        start = time.perf_counter()
         ask(client, base, session, q)
+        first.append((time.perf_counter() - start) * 1000)
     times: list[float] = []
     answered = 0
     for _ in range(repeats):
@@ -230,7 +233,7 @@ def run_latency(
             event = ask(client, base, session, q)
             times.append((time.perf_counter() - start) * 1000)
             answered += event.get("type") == "final_response" and event["data"].get("answer") is not None
-    return statistics.median(times), max(times), answered
+    return statistics.median(first), statistics.median(times), max(times + first), answered
 
 
 def main() -> int:
@@ -259,11 +262,11 @@ def main() -> int:
                     print(f"  {kind:<15} {ok:>3}/{n:<3} = {ok / n:6.1%}")
                 print(f"  {'overall':<15} {right:>3}/{total:<3} = {right / total:6.1%}   (target >= 60%)")
                 if n_latency:
-                    median, worst, answered = run_latency(client, base, work, n_latency, repeats)
+                    cold, median, worst, answered = run_latency(client, base, work, n_latency, repeats)
                     print(
-                        f"Demo table (250,000 rows): median end-to-end answer {median:.0f} ms over "
-                        f"{n_latency * repeats} asks (max {worst:.0f} ms, {answered} with an answer)"
-                        f"   (target <= 300 ms)"
+                        f"Demo table (250,000 rows): median end-to-end answer {cold:.0f} ms on first asks "
+                        f"({n_latency} questions), {median:.0f} ms on repeats ({n_latency * repeats} asks; max "
+                        f"{worst:.0f} ms; {answered} answered)   (target <= 300 ms)"
                     )
         finally:
             stack.stop()

@@ -38,6 +38,7 @@ _LESS = re.compile(r"\b(less|fewer|smaller|lower|worse|younger|shorter|cheaper)\
 
 def plan(ctx: _Ctx) -> Plan | None:
     for shape in (
+        _rate_compare,
         _all_same,
         _two_sided,
         _top_is,
@@ -144,6 +145,29 @@ def _split_value_filters(filters: list[Filter], values: list) -> list[Filter]:
         else:
             out.append(f)
     return out
+
+
+def _rate_compare(ctx: _Ctx) -> Plan | None:
+    """ "Is the failure rate higher on weekends?": the rate where a condition holds against where it does not."""
+    q = ctx.q
+    if q.has(r"\bthan\b") or not q.has(r"\b(rate|share|percentage|proportion|ratio)\b") or len(q.filters) < 2:
+        return None
+    op = ">" if _MORE.search(q.low) else "<" if _LESS.search(q.low) else None
+    if op is None:
+        return None
+    event, cond = q.filters[0], q.filters[1]
+    rate = f"100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END)"
+    inside = f"(SELECT {rate} FROM {ctx.table} WHERE {cond.sql})"
+    outside = f"(SELECT {rate} FROM {ctx.table} WHERE NOT ({cond.sql}))"
+    sql = f"SELECT {inside} {op} {outside} AS answer, {inside} AS rate_where, {outside} AS rate_elsewhere"
+    return _mk(
+        ctx,
+        sql,
+        f"The share of {event.text} where {cond.text} is {'higher' if op == '>' else 'lower'} than elsewhere",
+        "Compare a rate inside and outside a group.",
+        event.column,
+        cond.column,
+    )
 
 
 def _two_sided(ctx: _Ctx) -> Plan | None:

@@ -123,7 +123,6 @@ GENERIC = {
         "year",
         "time",
         "date",
-        "amount",
         "percent",
         "status",
         "no",

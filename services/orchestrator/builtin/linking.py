@@ -167,8 +167,8 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
 
 
 def _value_words(value: str) -> list[str]:
-    words = [stem(w) for w in split_name(value) if stem(w) not in STOP_STEMS and w != "&"]
-    longer = [w for w in words if len(w) > 2 or w.isdigit()]
+    words = [stem(w) for w in split_name(value) if w != "&"]
+    longer = [w for w in words if len(w) > 2 or not w.isalpha()]
     return longer or words
 
 

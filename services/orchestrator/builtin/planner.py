@@ -527,7 +527,12 @@ def _ranked(ctx: _Ctx) -> Plan | None:
                 break
         if col is None:
             return None
-        counts = as_list and q.has(r"\b(number|counts?|how many|amount)\b")
+        m = re.search(r"\b(number|counts?|how many|amount)\b", q.low)
+        counts = (
+            as_list
+            and m is not None
+            and q.index_at(m.start()) < min((lk.start for lk in free if lk.column is col), default=0)
+        )
         return _mode_plan(ctx, col, sup.desc, q.k, sup.offset, as_list, counts)
     order = _order_column(ctx)
     target = None
@@ -540,9 +545,9 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         if target.numeric and order is target:
             pass
         else:
-            return _mode_plan(
-                ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and q.has(r"\b(number|counts?)\b")
-            )
+            m = re.search(r"\b(number|counts?)\b", q.low)
+            before = m is not None and target_link is not None and q.index_at(m.start()) < target_link.start
+            return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and before)
     if target is None:
         target = order
     if target is order:
@@ -603,15 +608,11 @@ def _ranked(ctx: _Ctx) -> Plan | None:
             f"The {agg} of `{col.name}`.",
         )
     direction = _direction(order, sup.desc)
-    group_level = (
-        (q.agg in ("avg", "sum", "median", "count")
-        and not target.numeric)
-        or (
-            target.textual
-            and target.distinct <= 60
-            and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
-            and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
-        )
+    group_level = (q.agg in ("avg", "sum", "median", "count") and not target.numeric) or (
+        target.textual
+        and target.distinct <= 60
+        and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
+        and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
     )
     if group_level and not target.numeric:
         agg = (
@@ -774,6 +775,7 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
     q = ctx.q
     if q.agg in _AGG_SQL:
         col = _first(ctx, lambda x: x.numeric, after=q.agg_index - 1) or _first(ctx, lambda x: x.numeric)
+        col = col or next((lk.column for lk in q.links.columns if lk.column.measure), None)
         if col is None:
             return None
         sql = f"SELECT {_AGG_SQL[q.agg].format(col.sql)} AS {c_quote(q.agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
@@ -801,9 +803,11 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
                     c.number(f"Distinct values of `{col.name}`", ctx.follow_ups(col), integral=True),
                     f"Count the distinct `{col.name}`.",
                 )
-        if not q.filters and not q.has(
-            r"\b(rows|records|entries|elements|observations|people|products|items)\b"
-        ) and free:
+        if (
+            not q.filters
+            and not q.has(r"\b(rows|records|entries|elements|observations|people|products|items)\b")
+            and free
+        ):
             return None
         sql = f"SELECT count(*) AS n FROM {ctx.table}{ctx.where()}"
         return _plan(

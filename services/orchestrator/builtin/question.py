@@ -202,38 +202,47 @@ def _k_numbers(q: Question) -> set[int]:
     for n in q.links.numbers:
         before = toks[n.index - 1].text if n.index > 0 else ""
         after = toks[n.index + 1].text if n.index + 1 < len(toks) else ""
-        if (before in (
-            "top",
-            "bottom",
-            "first",
-            "last",
-            "lowest",
-            "highest",
-            "best",
-            "worst",
-            "largest",
-            "smallest",
-            "the",
-            "list",
-        ) or after in (
-            "most",
-            "least",
-            "highest",
-            "lowest",
-            "largest",
-            "smallest",
-            "best",
-            "worst",
-            "top",
-            "bottom",
-            "biggest",
-            "cheapest",
-            "youngest",
-            "oldest",
-            "different",
-            "unique",
-            "distinct",
-        )) and float(n.value).is_integer() and 0 < n.value <= 1000:
+        if (
+            (
+                before
+                in (
+                    "top",
+                    "bottom",
+                    "first",
+                    "last",
+                    "lowest",
+                    "highest",
+                    "best",
+                    "worst",
+                    "largest",
+                    "smallest",
+                    "the",
+                    "list",
+                )
+                or after
+                in (
+                    "most",
+                    "least",
+                    "highest",
+                    "lowest",
+                    "largest",
+                    "smallest",
+                    "best",
+                    "worst",
+                    "top",
+                    "bottom",
+                    "biggest",
+                    "cheapest",
+                    "youngest",
+                    "oldest",
+                    "different",
+                    "unique",
+                    "distinct",
+                )
+            )
+            and float(n.value).is_integer()
+            and 0 < n.value <= 1000
+        ):
             out.add(n.index)
     return out
 

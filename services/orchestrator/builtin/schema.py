@@ -137,7 +137,7 @@ def _phrases(words: list[str]) -> list[list[str]]:
         if spelled:
             phrases.append(base[:i] + spelled + base[i + 1 :])
         for other in siblings(word):
-            phrases.append([*base[:i], other, *base[i + 1:]])
+            phrases.append([*base[:i], other, *base[i + 1 :]])
     return phrases
 
 

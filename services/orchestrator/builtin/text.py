@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-_WORD = re.compile(r"[A-Za-z]+|\d+(?:[.,]\d+)*%?|&")
+_WORD = re.compile(r"[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z]+[A-Za-z\d]*|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&")
 
 _IRREGULAR = {
     "children": "child",
@@ -98,8 +98,10 @@ _ACRONYM_PLURAL = re.compile(r"\b([A-Z]{2,})s\b")
 
 def split_name(name: str) -> list[str]:
     """The lowercase words of a header or phrase: camelCase, `_`, `-`, `.`, parentheses and units split."""
-    spaced = _CAMEL.sub(" ", _ACRONYM_PLURAL.sub(r"\1", name))
-    return [w.lower() for w in _WORD.findall(spaced)]
+    words: list[str] = []
+    for word in _WORD.findall(_ACRONYM_PLURAL.sub(r"\1", name)):
+        words.extend(_CAMEL.sub(" ", word).split() if word.isalpha() else [word])
+    return [w.lower() for w in words]
 
 
 def stem(word: str) -> str:
@@ -154,13 +156,18 @@ class Token:
     end: int
 
 
+_PIECE = re.compile(
+    r"\d+(?:st|nd|rd|th)(?![a-z])|[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z]+[A-Za-z\d]*|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&"
+)
+
+
 def tokenize(question: str) -> list[Token]:
     """The question's words, camelCase split, each with its stem and span."""
     tokens: list[Token] = []
     question = _ACRONYM_PLURAL.sub(r"\1 ", question)
     for match in re.finditer(r"[A-Za-z0-9_.,%&$'-]+", question):
         chunk, offset = match.group(0), match.start()
-        for piece in re.finditer(r"\d+(?:st|nd|rd|th)(?![a-z])|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&", chunk):
+        for piece in re.finditer(_PIECE, chunk):
             word = piece.group(0)
             parts = _CAMEL.sub(" ", word).split() if word.isalpha() else [word]
             pos = offset + piece.start()

@@ -141,3 +141,14 @@ def test_plan_accepts_history(hr_table: tuple) -> None:
         "How many rows are there?", hr_table[0], history=[("user", "hi"), ("assistant", "hello")]
     )
     assert plan.sql is not None and "count(*)" in plan.sql
+
+
+def test_rate_inside_a_group_against_elsewhere(ask: Ask, truth: Truth) -> None:
+    got = ask("Is the failure rate higher on Android?")
+    inside = truth(
+        "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE \"deviceType\" = 'Android'"
+    )
+    outside = truth(
+        "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE \"deviceType\" <> 'Android'"
+    )
+    assert got.answer.answer is (inside > outside)
