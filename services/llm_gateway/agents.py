@@ -1,6 +1,8 @@
 """The agent registry: which provider, model, temperature, token budget and system prompt each agent uses.
 
-Defaults live in code; a YAML or JSON file named by `INSIGHTX_AGENTS_FILE` overrides them, field by field:
+Defaults live in code. `INSIGHTX_LLM_PROVIDER` / `INSIGHTX_LLM_MODEL` switch every agent's provider / model
+(e.g. to a local Ollama through the `openai` provider); then a YAML or JSON file named by
+`INSIGHTX_AGENTS_FILE` overrides them, field by field:
 
     defaults:            # applied to every agent before its own entry (optional)
       provider: openai
@@ -30,7 +32,9 @@ __all__ = [
     "AGENTS_FILE_ENV",
     "AGENT_NAMES",
     "DEFAULT_MODEL",
+    "MODEL_ENV",
     "PROVIDERS",
+    "PROVIDER_ENV",
     "AgentConfig",
     "AgentRegistry",
     "RegistryError",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 AGENTS_FILE_ENV = "INSIGHTX_AGENTS_FILE"
+PROVIDER_ENV = "INSIGHTX_LLM_PROVIDER"
+MODEL_ENV = "INSIGHTX_LLM_MODEL"
 AGENT_NAMES = ("classifier", "sql", "python", "validator", "composer")
 PROVIDERS = ("bytez", "openai")
 DEFAULT_MODEL = "Qwen/Qwen2.5-7B-Instruct"
@@ -166,14 +172,23 @@ def apply_overrides(base: Mapping[str, AgentConfig], data: Any, source: str) -> 
     return merged
 
 
-def load_registry(path: str | os.PathLike[str] | None = None) -> AgentRegistry:
-    """The registry: defaults, overridden by `path` or else by the file `INSIGHTX_AGENTS_FILE` names."""
+def load_registry(
+    path: str | os.PathLike[str] | None = None, provider: str | None = None, model: str | None = None
+) -> AgentRegistry:
+    """The registry: defaults, with every agent's provider/model switched (arguments, else
+    `INSIGHTX_LLM_PROVIDER` / `INSIGHTX_LLM_MODEL`), then overridden by `path` or else by the file
+    `INSIGHTX_AGENTS_FILE` names."""
+    provider = provider or os.environ.get(PROVIDER_ENV) or None
+    model = model or os.environ.get(MODEL_ENV) or None
+    switched = {k: v for k, v in (("provider", provider), ("model", model)) if v}
+    base = apply_overrides(default_agents(), {"defaults": switched}, "environment") if switched else None
+    agents = base or default_agents()
     chosen = path if path is not None else os.environ.get(AGENTS_FILE_ENV) or None
     if chosen is None:
-        return AgentRegistry(default_agents())
+        return AgentRegistry(agents, source="environment" if switched else "defaults")
     file = Path(chosen)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError(f"{AGENTS_FILE_ENV}={file}: cannot read ({exc.strerror})") from exc
-    return AgentRegistry(apply_overrides(default_agents(), _parse(text, file), str(file)), source=str(file))
+    return AgentRegistry(apply_overrides(agents, _parse(text, file), str(file)), source=str(file))

@@ -9,7 +9,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
@@ -72,7 +72,7 @@ class EventBus:
     def recent(self) -> list[KeyEvent]:
         return list(self._history)
 
-    async def watch(self, replay_recent: bool = False) -> AsyncIterator[KeyEvent]:
+    async def watch(self, replay_recent: bool = False) -> AsyncGenerator[KeyEvent, None]:
         """Yields events as they happen (after the recent ones, if asked) until the consumer stops."""
         queue: asyncio.Queue[KeyEvent] = asyncio.Queue(maxsize=WATCHER_QUEUE_SIZE)
         backlog = self.recent() if replay_recent else []

@@ -11,7 +11,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -395,7 +395,7 @@ class LlmGateway:
 
     async def stream(
         self, request: CompletionRequest, deadline: float | None = None
-    ) -> AsyncIterator[StreamPiece]:
+    ) -> AsyncGenerator[StreamPiece, None]:
         """Deltas as they arrive. Before the first token a failure moves on to another key; after it, the
         stream ends with STREAM_INTERRUPTED and nothing is ever sent twice."""
         provider, body, agent = self._resolve(request, stream=True)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 async def start(settings: LlmGatewaySettings, address: str | None = None) -> RunningServer:
     """Reads the agent registry, builds the key pools and starts serving on `address`."""
-    registry = load_registry(settings.agents_file)
+    registry = load_registry(settings.agents_file, settings.llm_provider, settings.llm_model)
     gateway = LlmGateway(settings, registry)
     servicer = LlmGatewayServicer(gateway)
     running = await create_server(

@@ -157,7 +157,7 @@ class LlmGatewayServicer(llm_gateway_pb2_grpc.LlmGatewayServiceServicer):
             await abort_with(context, exc)
             raise
         finally:
-            await pieces.aclose()  # type: ignore[attr-defined]
+            await pieces.aclose()
 
     async def GetKeyStatus(
         self, request: pb.GetKeyStatusRequest, context: grpc.aio.ServicerContext
@@ -184,4 +184,4 @@ class LlmGatewayServicer(llm_gateway_pb2_grpc.LlmGatewayServiceServicer):
             async for event in events:
                 yield event_message(event)
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await events.aclose()

@@ -26,6 +26,8 @@ class LlmGatewaySettings(Settings):
     model_config = SettingsConfigDict(env_prefix="INSIGHTX_", env_file=".env", extra="ignore")
 
     agents_file: Path | None = Field(None, description="YAML or JSON file overriding the agent registry")
+    llm_provider: str = Field("", description="provider of every agent (bytez or openai); empty: registry's")
+    llm_model: str = Field("", description="model of every agent; empty: the registry's")
     llm_bytez_max_in_flight_per_key: int = Field(1, ge=0, description="Bytez free plan: 1; 0 = no cap")
     llm_openai_max_in_flight_per_key: int = Field(16, ge=0, description="0 = no cap")
     llm_connect_timeout_s: float = Field(10.0, gt=0)

@@ -72,3 +72,17 @@ def test_bad_files_say_what_is_wrong(tmp_path: Path, text: str, message: str) ->
 def test_missing_file_names_the_variable(tmp_path: Path) -> None:
     with pytest.raises(RegistryError, match=AGENTS_FILE_ENV):
         load_registry(tmp_path / "nope.yaml")
+
+
+def test_environment_switches_every_agent_before_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INSIGHTX_LLM_PROVIDER", "openai")
+    monkeypatch.setenv("INSIGHTX_LLM_MODEL", "qwen2.5:7b")
+    assert {(a.provider, a.model) for a in load_registry()} == {("openai", "qwen2.5:7b")}
+    path = tmp_path / "agents.yaml"
+    path.write_text("sql:\n  model: sqlcoder:7b\n")
+    registry = load_registry(path)
+    sql, composer = registry.get("sql"), registry.get("composer")
+    assert sql is not None and composer is not None
+    assert (sql.provider, sql.model) == ("openai", "sqlcoder:7b") and composer.model == "qwen2.5:7b"
