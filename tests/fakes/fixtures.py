@@ -2,10 +2,14 @@
 
 Use in a conftest.py or test module:
 
-    from tests.fakes.fixtures import fake_llm, llm_gateway_settings, started_llm_gateway  # noqa: F401
+    from tests.fakes.fixtures import fake_llm, responder_by_agent, started_llm_gateway  # noqa: F401
 
     async def test_x(fake_llm):
-        fake_llm.responder = lambda messages, model: "SQL_ONLY"
+        fake_llm.responder = responder_by_agent({
+            "classifier": '{"classification": "SQL_ONLY", "reasoning": "a count"}',
+            "sql": 'SELECT COUNT(*) FROM "data"',
+            "composer": lambda messages, model: "There are 891 passengers.",
+        })
         async with started_llm_gateway(fake_llm, ["key-a"]) as address:
             ...  # a real LlmGatewayService on `address`, talking to the fake over HTTP
 """
@@ -13,15 +17,16 @@ Use in a conftest.py or test module:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from services.llm_gateway.agents import AgentRegistry, load_registry
 from services.llm_gateway.settings import LlmGatewaySettings
-from tests.fakes.fake_llm_server import FakeLlmServer
+from tests.fakes.fake_llm_server import FakeLlmServer, Reply, Responder, echo_responder
 
-__all__ = ["fake_llm", "llm_gateway_settings", "started_llm_gateway"]
+__all__ = ["agent_of", "fake_llm", "llm_gateway_settings", "responder_by_agent", "started_llm_gateway"]
 
 
 @pytest.fixture
@@ -58,3 +63,37 @@ async def started_llm_gateway(
         yield f"127.0.0.1:{running.port}"
     finally:
         await running.stop(0)
+
+
+def agent_of(messages: Sequence[Mapping[str, Any]], registry: AgentRegistry | None = None) -> str | None:
+    """Which registry agent sent `messages`: the one whose system prompt's first line the request's system
+    message contains (so a caller may append context to the prompt), else None."""
+    system = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "system")
+    if not system:
+        return None
+    for agent in registry or load_registry():
+        first_line = agent.system_prompt.strip().splitlines()[0] if agent.system_prompt.strip() else ""
+        if first_line and first_line in system:
+            return agent.name
+    return None
+
+
+def responder_by_agent(
+    replies: Mapping[str, str | Reply | Responder],
+    fallback: Responder = echo_responder,
+    registry: AgentRegistry | None = None,
+) -> Responder:
+    """A fake responder answering each agent (recognised by its system prompt) with a text, a scripted
+    `Reply`, or a callable `(messages, model) -> str | Reply`; other requests go to `fallback`."""
+    known = registry or load_registry()
+
+    def respond(messages: list[dict[str, Any]], model: str) -> str | Reply:
+        agent = agent_of(messages, known)
+        reply = replies.get(agent) if agent else None
+        if reply is None:
+            return fallback(messages, model)
+        if isinstance(reply, str | Reply):
+            return reply
+        return reply(messages, model)
+
+    return respond
