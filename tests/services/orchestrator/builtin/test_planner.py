@@ -145,10 +145,7 @@ def test_plan_accepts_history(hr_table: tuple) -> None:
 
 def test_rate_inside_a_group_against_elsewhere(ask: Ask, truth: Truth) -> None:
     got = ask("Is the failure rate higher on Android?")
-    inside = truth(
-        "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE \"deviceType\" = 'Android'"
-    )
-    outside = truth(
-        "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE \"deviceType\" <> 'Android'"
-    )
+    rate = "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE "
+    inside = truth(rate + "\"deviceType\" = 'Android'")
+    outside = truth(rate + "\"deviceType\" <> 'Android'")
     assert got.answer.answer is (inside > outside)
