@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,17 +71,42 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def one_sse(client: httpx.AsyncClient, session_id: str, question: str, run: Run) -> None:
-    body = {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": question}
+async def _read_chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    """The body of a chunked HTTP/1.1 response, chunk by chunk."""
+    while True:
+        size = int((await reader.readline()).split(b";")[0], 16)
+        if size == 0:
+            await reader.readline()
+            return
+        yield await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+async def one_sse(base: tuple[str, int], session_id: str, question: str, run: Run) -> None:
+    """One stream over a bare HTTP/1.1 connection (httpx's pool would dominate the timings at 200 streams)."""
+    payload = json.dumps(
+        {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": question}
+    ).encode()
     start = time.perf_counter()
     first = None
+    writer = None
     try:
-        async with client.stream("POST", "/api/chat/stream", json=body) as reply:
-            if reply.status_code != 200:
-                run.errors.append(f"HTTP {reply.status_code}: {(await reply.aread())[:200]!r}")
-                return
-            async for line in reply.aiter_lines():
-                if not line.startswith("data: "):
+        reader, writer = await asyncio.open_connection(*base)
+        writer.write(
+            b"POST /api/chat/stream HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
+        await writer.drain()
+        status = await reader.readline()
+        headers = (await reader.readuntil(b"\r\n\r\n")).lower()
+        if b" 200 " not in status or b"transfer-encoding: chunked" not in headers:
+            run.errors.append(f"HTTP {status.decode().strip()}")
+            return
+        pending = b""
+        async for chunk in _read_chunked(reader):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if not line.startswith(b"data: "):
                     continue
                 event = json.loads(line[6:])
                 now = time.perf_counter() - start
@@ -96,8 +122,11 @@ async def one_sse(client: httpx.AsyncClient, session_id: str, question: str, run
                     run.errors.append(f"{event.get('code')}: {event.get('message')}")
                     return
         run.errors.append("stream ended without a final answer")
-    except (httpx.HTTPError, ValueError) as exc:
+    except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
         run.errors.append(repr(exc))
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 async def one_grpc(
@@ -127,35 +156,33 @@ async def one_grpc(
 
 
 async def measure(stack: Stack, session_id: str, orchestrator_addr: str) -> list[Run]:
-    limits = httpx.Limits(max_connections=STREAMS + 10, max_keepalive_connections=STREAMS + 10)
-    timeout = httpx.Timeout(120.0, connect=30.0)
     runs = []
-    async with httpx.AsyncClient(base_url=stack.base_url, limits=limits, timeout=timeout) as client:
-        baseline = Run("baseline (1 at a time, gateway)")
-        start = time.perf_counter()
-        for i in range(BASELINE_RUNS):
-            await one_sse(client, session_id, QUESTIONS[i % len(QUESTIONS)], baseline)
-        baseline.wall_s = time.perf_counter() - start
-        runs.append(baseline)
+    client = ("127.0.0.1", stack.http_port)
+    baseline = Run("baseline (1 at a time, gateway)")
+    start = time.perf_counter()
+    for i in range(BASELINE_RUNS):
+        await one_sse(client, session_id, QUESTIONS[i % len(QUESTIONS)], baseline)
+    baseline.wall_s = time.perf_counter() - start
+    runs.append(baseline)
 
-        channel = open_channel(orchestrator_addr)
-        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
-        direct = Run(f"direct gRPC ({STREAMS} concurrent)")
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(one_grpc(stub, session_id, QUESTIONS[i % len(QUESTIONS)], direct) for i in range(STREAMS))
-        )
-        direct.wall_s = time.perf_counter() - start
-        await channel.close()
-        runs.append(direct)
+    channel = open_channel(orchestrator_addr)
+    stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+    direct = Run(f"direct gRPC ({STREAMS} concurrent)")
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(one_grpc(stub, session_id, QUESTIONS[i % len(QUESTIONS)], direct) for i in range(STREAMS))
+    )
+    direct.wall_s = time.perf_counter() - start
+    await channel.close()
+    runs.append(direct)
 
-        gateway = Run(f"gateway SSE ({STREAMS} concurrent)")
-        start = time.perf_counter()
-        await asyncio.gather(
-            *(one_sse(client, session_id, QUESTIONS[i % len(QUESTIONS)], gateway) for i in range(STREAMS))
-        )
-        gateway.wall_s = time.perf_counter() - start
-        runs.append(gateway)
+    gateway = Run(f"gateway SSE ({STREAMS} concurrent)")
+    start = time.perf_counter()
+    await asyncio.gather(
+        *(one_sse(client, session_id, QUESTIONS[i % len(QUESTIONS)], gateway) for i in range(STREAMS))
+    )
+    gateway.wall_s = time.perf_counter() - start
+    runs.append(gateway)
     return runs
 
 
