@@ -162,7 +162,7 @@ async def run_gateway(
     port = free_port()
     env = _clean_env() | {
         "INSIGHTX_LLM_GATEWAY_ADDR": f"127.0.0.1:{port}",
-        "INSIGHTX_LOG_LEVEL": "WARNING",
+        "INSIGHTX_LOG_LEVEL": "INFO",  # as in production: one JSON line per completion
         "INSIGHTX_LLM_BYTEZ_MAX_IN_FLIGHT_PER_KEY": str(cap),
         "BYTEZ_BASE_URL": base_url,
         "BYTEZ_API_KEYS": ",".join(KEYS),

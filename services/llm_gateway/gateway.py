@@ -159,6 +159,7 @@ class _Attempts:
         self.transient = 0
         self.previous: ApiKey | None = None
         self.last: UpstreamFailure | None = None
+        self.started = time.monotonic()
         settings = gateway.settings
         self.limit = settings.llm_max_attempts + 2 * len(self.pool.keys)
 
@@ -334,19 +335,33 @@ class LlmGateway:
     def _headers(lease: Lease) -> dict[str, str]:
         return {"authorization": f"Bearer {lease.key.secret}"} if lease.key.secret else {}
 
-    def _account(self, agent: str, lease: Lease, provider: Provider, usage: Usage) -> None:
+    def _account(
+        self, agent: str, lease: Lease, provider: Provider, usage: Usage, attempts: _Attempts, stream: bool
+    ) -> None:
+        """Books a success against the key and the agent, and logs it (fingerprint only)."""
         provider.pool.succeeded(lease, usage.prompt_tokens, usage.completion_tokens)
         books = self.agent_usage.setdefault(agent, AgentUsage())
         books.requests += 1
         books.prompt_tokens += usage.prompt_tokens
         books.completion_tokens += usage.completion_tokens
+        log.info(
+            "completion",
+            extra={
+                "agent": agent,
+                "provider": provider.name,
+                "fingerprint": lease.key.fingerprint,
+                "stream": stream,
+                "attempts": attempts.count,
+                "tokens": usage.total_tokens,
+                "duration_ms": round((time.monotonic() - attempts.started) * 1000, 2),
+            },
+        )
 
     async def complete(self, request: CompletionRequest, deadline: float | None = None) -> Completion:
         """One completion; rotates keys on 401/403/429, retries 5xx/timeouts, fails fast when none is left."""
         provider, body, agent = self._resolve(request, stream=False)
         attempts = _Attempts(self, provider, deadline)
         payload = json.dumps(body).encode()
-        started = time.monotonic()
         while True:
             lease = await attempts.lease()
             try:
@@ -363,17 +378,7 @@ class LlmGateway:
                         failure = classify_body_error(data, reply.headers)
                         if failure is None:
                             content, model, usage = parse_completion(data)
-                            self._account(agent, lease, provider, usage)
-                            log.debug(
-                                "completion",
-                                extra={
-                                    "agent": agent,
-                                    "provider": provider.name,
-                                    "fingerprint": lease.key.fingerprint,
-                                    "attempts": attempts.count,
-                                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
-                                },
-                            )
+                            self._account(agent, lease, provider, usage, attempts, stream=False)
                             return Completion(
                                 content=content,
                                 model=model or str(body["model"]),
@@ -431,7 +436,7 @@ class LlmGateway:
                                 content, model_name, usage = parse_completion(data)
                                 yield self._first(content, model_name or model, provider, lease, attempts)
                                 sent += len(content)
-                                self._account(agent, lease, provider, usage)
+                                self._account(agent, lease, provider, usage, attempts, stream=True)
                                 yield StreamPiece(delta="", model=model_name or model, usage=usage, done=True)
                                 return
                         done = False
@@ -457,7 +462,7 @@ class LlmGateway:
                                 failure = UpstreamFailure(FailureKind.TRANSIENT, "stream cut before [DONE]")
                         if failure is None:
                             final = usage or Usage()
-                            self._account(agent, lease, provider, final)
+                            self._account(agent, lease, provider, final, attempts, stream=True)
                             yield StreamPiece(delta="", model=model, usage=usage, done=True)
                             return
                 except UpstreamFailure as exc:

@@ -51,6 +51,9 @@ async def start(settings: LlmGatewaySettings, address: str | None = None) -> Run
 async def main() -> None:
     settings = LlmGatewaySettings()
     configure_logging("llm_gateway", settings.log_level)
+    if settings.log_level.upper() != "DEBUG":
+        # httpx logs every request at INFO; the gateway's own "completion" line says more, fingerprinted.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     await serve_forever(await start(settings))
 
 

@@ -67,6 +67,7 @@ class Reply:
     chunk_delay_s  wait between streamed chunks
     cut_after  streaming: drop the connection after this many content chunks (0: before any);
                non-streaming: drop the connection without answering
+    no_stream  answer with one JSON completion even when a stream was asked for (servers that ignore it)
     """
 
     status: int = 200
@@ -76,6 +77,7 @@ class Reply:
     delay_s: float = 0.0
     chunk_delay_s: float = 0.0
     cut_after: int | None = None
+    no_stream: bool = False
 
 
 def ok(text: str | None = None, delay_s: float = 0.0) -> Reply:
@@ -392,7 +394,7 @@ class FakeLlmServer:
             "completion_tokens": len(pieces),
             "total_tokens": prompt_tokens + len(pieces),
         }
-        if not body.get("stream"):
+        if not body.get("stream") or reply.no_stream:
             if reply.cut_after is not None:
                 raise _Cut()
             return JSONResponse(

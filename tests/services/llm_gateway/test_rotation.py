@@ -125,7 +125,7 @@ async def test_all_keys_rate_limited_fails_fast_saying_when(
         recovers = datetime.fromisoformat(error.metadata["recovers_at"].replace("Z", "+00:00"))
         assert 9 < (recovers - datetime.now(UTC)).total_seconds() <= 12, "the earliest key: K2's 12 s"
         assert error.metadata["recovers_at"] in error.message
-    assert first_s < 1.0 and second_s < 0.2, "fast, not a hang"
+    assert first_s < 1.0 and second_s < 0.5, "fast, not a hang"
     assert len(fake_llm.requests) == 3, "once every key is out, nothing more is sent"
     bytez = next(p for p in status.providers if p.name == "bytez")
     assert bytez.state == pb.PROVIDER_STATE_EXHAUSTED and bytez.HasField("recovers_at")

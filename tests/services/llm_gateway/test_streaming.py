@@ -14,6 +14,7 @@ from tests.fakes.fake_llm_server import (
     FakeLlmServer,
     Reply,
     cut_stream,
+    error_in_body,
     rate_limited,
     server_error,
     unauthorized,
@@ -142,3 +143,24 @@ async def test_stream_when_all_keys_are_out_fails_fast(
     assert not received and error is not None
     assert error.code == grpc.StatusCode.UNAVAILABLE and error.reason == "ALL_KEYS_EXHAUSTED"
     assert time.monotonic() - started < 1.0
+
+
+async def test_a_200_error_body_instead_of_a_stream_is_retried(
+    fake_llm: FakeLlmServer, gateway: GatewayFactory
+) -> None:
+    fake_llm.responder = _answer
+    fake_llm.script(K1, error_in_body("Model is loading"))
+    async with gateway(KEYS[:2]) as stub:
+        received, error = await _read(stub, stream_request())
+    assert error is None and "".join(m.delta for m in received) == ANSWER
+    assert received[0].key_fingerprint == fingerprint(K2)
+
+
+async def test_a_server_ignoring_stream_true_still_streams_one_piece(
+    fake_llm: FakeLlmServer, gateway: GatewayFactory
+) -> None:
+    fake_llm.responder = lambda messages, model: Reply(text=ANSWER, no_stream=True)
+    async with gateway(KEYS[:1]) as stub:
+        received, error = await _read(stub, stream_request())
+    assert error is None and [m.delta for m in received] == [ANSWER, ""]
+    assert received[-1].done and received[-1].usage.completion_tokens > 0
