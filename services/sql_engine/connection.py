@@ -28,6 +28,27 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+MAX_GENERATED = 10_000_000
+_SIZE_GUARD = "CASE WHEN {n} > " + str(MAX_GENERATED) + " THEN error('{f}: the requested size is larger than "
+_SIZE_GUARD += f"{MAX_GENERATED:,}') ELSE {{n}} END"
+
+
+def _guard(function: str) -> str:
+    return _SIZE_GUARD.format(n="n", f=function)
+
+
+#: Built-ins that build a huge value from a small query; each is shadowed by a macro that bounds its size.
+GUARDED_MACROS = (
+    f"CREATE MACRO repeat(s, n) AS system.main.repeat(s, {_guard('repeat')})",
+    f"CREATE MACRO lpad(s, n, c) AS system.main.lpad(s, {_guard('lpad')}, c)",
+    f"CREATE MACRO rpad(s, n, c) AS system.main.rpad(s, {_guard('rpad')}, c)",
+    f"CREATE MACRO list_resize(l, n) AS system.main.list_resize(l, {_guard('list_resize')}),"
+    f" (l, n, v) AS system.main.list_resize(l, {_guard('list_resize')}, v)",
+    f"CREATE MACRO array_resize(l, n) AS system.main.array_resize(l, {_guard('array_resize')}),"
+    f" (l, n, v) AS system.main.array_resize(l, {_guard('array_resize')}, v)",
+)
+
+
 def open_hardened(parquet: Path, table: str, memory_limit: str, threads: int) -> duckdb.DuckDBPyConnection:
     """An in-memory connection where `table` reads `parquet` and nothing else can be read or written."""
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
@@ -42,6 +63,8 @@ def open_hardened(parquet: Path, table: str, memory_limit: str, threads: int) ->
         con.execute(
             f"CREATE VIEW {quote_ident(table)} AS SELECT * FROM read_parquet({quote_literal(str(parquet))})"
         )
+        for macro in GUARDED_MACROS:
+            con.execute(macro)
         con.execute("SET enable_external_access=false")
         con.execute("SET lock_configuration=true")
     except BaseException:

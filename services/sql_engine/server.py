@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import resource
 
 from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
@@ -37,9 +38,23 @@ async def start(settings: SqlEngineSettings, address: str | None = None) -> Runn
     return running
 
 
+def limit_address_space(limit: int) -> None:
+    """Caps the process's address space so an allocation bomb fails as an error instead of exhausting RAM.
+
+    Applied by `main()` only: it binds the whole process, so in-process test servers leave it alone.
+    """
+    if limit <= 0:
+        return
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+
+
 async def main() -> None:
     settings = SqlEngineSettings()
     configure_logging("sql_engine", settings.log_level)
+    limit_address_space(settings.sql_address_space_bytes)
     await serve_forever(await start(settings))
 
 

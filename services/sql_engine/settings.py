@@ -27,4 +27,7 @@ class SqlEngineSettings(Settings):
     sql_result_cache_entries: int = Field(256, description="results kept by the result cache (0 disables)")
     sql_result_cache_bytes: int = Field(128 << 20, description="bytes kept by the result cache")
     sql_read_only_mount: bool = Field(True, description="mount the dataset folders read-only for queries")
+    sql_address_space_bytes: int = Field(
+        12 << 30, description="RLIMIT_AS of the engine process (0: none); turns allocation bombs into errors"
+    )
     sql_import_memory_limit: str = Field("4GB", description="DuckDB memory_limit while importing (spills)")
