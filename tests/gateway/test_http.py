@@ -12,7 +12,7 @@ import pytest
 
 from tests.gateway.conftest import SMALL_UPLOAD_LIMIT
 from tests.gateway.sse import parse
-from tests.gateway.stacks import serving
+from tests.gateway.stacks import startable, wait_serving
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -138,8 +138,9 @@ def test_workspace_sql_runs_selects_and_refuses_writes(stack: Stack, session_id:
 
 
 def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> None:
-    if not serving(stack, "py_sandbox"):
-        pytest.skip("py_sandbox is not serving in this checkout yet")
+    if not startable("py_sandbox"):
+        pytest.skip("py_sandbox has no entry point in this checkout yet")
+    wait_serving(stack, ["py_sandbox"], timeout_s=60)
     reply = httpx.post(
         f"{stack.base_url}/api/python/run",
         json={"session_id": session_id, "code": "print('hi')\nresult = int(df['amount'].sum())"},
@@ -148,6 +149,17 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["error"] is None and body["result"] == sum(range(10, 130)) and body["stdout"].strip() == "hi"
+    table = httpx.post(
+        f"{stack.base_url}/api/python/run",
+        json={
+            "session_id": session_id,
+            "code": "import matplotlib.pyplot as plt\nplt.plot([1, 2])\n"
+            "result = df.groupby('bank')['amount'].count()",
+        },
+        timeout=60,
+    ).json()
+    assert table["error"] is None and table["table"]["row_count"] == 3
+    assert table["figures"] and table["figures"][0].startswith("data:image/png;base64,")
     escape = httpx.post(
         f"{stack.base_url}/api/python/run",
         json={
@@ -156,8 +168,18 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
         },
         timeout=60,
     )
-    assert escape.status_code in (200, 400)
-    assert escape.json().get("result") is None
+    assert escape.status_code == 200 and escape.json()["error"]["category"] in (
+        "POLICY",
+        "KILLED",
+        "EXCEPTION",
+    )
+    assert escape.json()["result"] is None
+    slow = httpx.post(
+        f"{stack.base_url}/api/python/run",
+        json={"session_id": session_id, "code": "while True:\n    pass", "timeout_s": 1},
+        timeout=60,
+    ).json()
+    assert slow["error"]["category"] == "TIMEOUT"
 
 
 @pytest.mark.parametrize(
