@@ -30,8 +30,9 @@ def test_ask_prints_steps_and_the_answer(stack: Stack, small_csv: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "120 rows, 3 columns" in run.stdout
     assert "SELECT" in run.stdout.upper() and "SQL_ONLY" in run.stdout
-    answer_lines = [line for line in run.stdout.splitlines() if "120" in line and "row" in line.lower()]
-    assert answer_lines, run.stdout  # the composed answer, after the table
+    lines = run.stdout.splitlines()
+    after_table = lines[next(i for i, line in enumerate(lines) if "row(s)" in line) + 1 :]
+    assert any("120" in line for line in after_table), run.stdout  # the composed answer follows the table
 
 
 def test_ask_json_prints_only_the_final_event(stack: Stack, small_csv: Path) -> None:
