@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import resource
 import sys
 import time
 import traceback
@@ -50,21 +51,22 @@ def child_main(
         _wire_fds(fds)
         _prewarm()
         preloaded = None
-        if primed:
-            preloaded = load_dataframe(primed, b"")
-            _touch(preloaded)
+        if primed:  # its data is its session's, so it is confined before any code arrives
+            try:
+                preloaded = load_dataframe(primed, b"")
+                _touch(preloaded)
+                confine(conf, report, conf.max_timeout_s)
+            except isolation.IsolationError as exc:
+                _fail_isolation(report, exc)
         job, input_ipc = _read_job()
         if primed and (job.get("cache") != primed["cache"] or input_ipc):
-            _send(
-                frames.RUN_ERROR,
-                json.dumps(
-                    {
-                        "category": "KILLED",
-                        "message": "internal: a child primed for another dataset was handed this run; retry.",
-                    }
-                ).encode(),
-            )
+            message = "internal: a child primed for another dataset was handed this run; retry."
+            _send(frames.RUN_ERROR, json.dumps({"category": "KILLED", "message": message}).encode())
             os._exit(1)
+        if preloaded is not None:
+            cpu = math.ceil(float(job["timeout_s"])) + 1
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, resource.getrlimit(resource.RLIMIT_CPU)[1]))
         runner_main(job, conf, report, input_ipc, preloaded)
     finally:
         os._exit(1)
@@ -129,10 +131,8 @@ def runner_main(
     try:
         if conf.strict and any(p.startswith("ns:") and "skipped" not in p for p in report.problems):
             raise isolation.IsolationError("namespaces missing: " + "; ".join(report.problems))
-        if preloaded is not None:
-            df = preloaded  # loaded and confined while it waited
-        else:
-            df = load_dataframe(job, input_ipc)
+        df = preloaded if preloaded is not None else load_dataframe(job, input_ipc)
+        if not _confined:  # a primed child confined itself while it waited; any other child does it now
             confine(conf, report, float(job["timeout_s"]))
     except isolation.IsolationError as exc:
         _fail_isolation(report, exc)
@@ -173,8 +173,13 @@ def _cached_table(parquet: Path, cache: Path) -> pa.Table:
     return pa.ipc.open_stream(pa.memory_map(str(cache))).read_all()
 
 
+_confined = False
+
+
 def confine(conf: Confinement, report: IsolationReport, timeout_s: float) -> None:  # in this order
     """The steps, in order; each records what it achieved."""
+    global _confined
+    _confined = True  # set first: a step that fails raises (strict) or is reported, never retried
     isolation.private_root(conf, report)
     isolation.set_hostname(report)
     isolation.apply_rlimits(conf, report, cpu_seconds=math.ceil(timeout_s) + 1)

@@ -232,6 +232,8 @@ class Zygote:
 
     def start(self, job: dict[str, Any], input_ipc: bytes) -> Run:
         """Hands the job to a spare (cloning one if none is ready); the deadline starts now."""
+        if self.isolation and "expected_level" not in job:
+            job["expected_level"] = self.isolation.get("level", "none")
         spare = self.take_spare(job, input_ipc)
         self.selector.unregister(spare.pidfd)
         started = time.monotonic()
@@ -437,6 +439,10 @@ def build_response(run: Run) -> pb.RunCodeResponse:
     except frames.FrameError as exc:
         return _with_error(response, "INVALID_RESULT", f"The run sent malformed result data ({exc}).")
     kinds = [kind for kind, _ in parsed]
+    if run.job.get("expected_level") and not _isolation_held(parsed, str(run.job["expected_level"])):
+        return _with_error(
+            response, "KILLED", "The run's isolation was weaker than the sandbox's; its output is withheld."
+        )
     error = next((p for k, p in parsed if k == frames.RUN_ERROR), None)
     if error is not None:
         try:
@@ -459,6 +465,20 @@ def build_response(run: Run) -> pb.RunCodeResponse:
         response.result_json = ""
         return _with_error(response, "INVALID_RESULT", f"The run sent an invalid result ({exc}).")
     return response
+
+
+LEVELS = {"none": 0, "partial": 1, "strong": 2}
+
+
+def _isolation_held(parsed: list[tuple[bytes, bytes]], expected: str) -> bool:
+    """The child reports its isolation before the code runs (so the code cannot forge the first frame)."""
+    if not parsed or parsed[0][0] != frames.ISOLATION:
+        return not parsed or parsed[0][0] == frames.RUN_ERROR  # failed before confining: nothing ran
+    try:
+        level = str(json.loads(parsed[0][1]).get("level"))
+    except (ValueError, AttributeError):
+        return False
+    return LEVELS.get(level, 0) >= LEVELS.get(expected, 0)
 
 
 def _fill(response: pb.RunCodeResponse, parsed: list[tuple[bytes, bytes]], job: dict[str, Any]) -> None:
