@@ -8,7 +8,7 @@ import random
 import grpc
 import pytest
 
-from common.errors import FailedPrecondition, Unavailable
+from common.errors import DeadlineExceeded, FailedPrecondition, Unavailable
 from services.llm_gateway.events import EventBus, KeyEventType
 from services.llm_gateway.keys import KeyPool, KeyState, fingerprint
 
@@ -188,3 +188,13 @@ async def test_no_keys_is_not_configured() -> None:
 def test_redact_replaces_keys_with_fingerprints() -> None:
     keys = pool(["sk-abc-123456"])
     assert keys.redact("denied for sk-abc-123456!") == f"denied for <key {fingerprint('sk-abc-123456')}>!"
+
+
+async def test_busy_keys_end_the_wait_at_the_slot_bound_or_the_deadline() -> None:
+    keys = KeyPool("bytez", ["a"], EventBus(), max_in_flight=1, slot_wait_s=0.1)
+    await keys.acquire()
+    with pytest.raises(Unavailable) as busy:
+        await keys.acquire()
+    assert busy.value.reason == "KEYS_BUSY"
+    with pytest.raises(DeadlineExceeded):
+        await keys.acquire(deadline=asyncio.get_running_loop().time() + 0.05)
