@@ -92,3 +92,30 @@ test("a 2 MB event parses whole, live and across odd chunk boundaries", async ()
     assert.deepEqual(await collect(chunked(bytes, sizes)), expected, `chunk sizes ${sizes}`);
   }
 });
+
+test("a stream cut mid-answer resumes with Last-Event-ID and no event twice", async () => {
+  const realFetch = globalThis.fetch;
+  const requests = [];
+  globalThis.fetch = async (url, init) => {
+    requests.push(init.headers);
+    const response = await realFetch(url, init);
+    if (requests.length > 1) return response;
+    // The first connection drops after its third event: the bytes up to it, then the end of the body.
+    const text = await response.text();
+    const end = text.indexOf("\n\n", text.indexOf('"seq": 3')) + 2;
+    return new Response(new TextEncoder().encode(text.slice(0, end)), { status: 200 });
+  };
+  try {
+    const seen = [];
+    const last = await streamChat(BASE, body(SESSION, "how many rows are there?"), {
+      onEvent: (e) => seen.push(e), retryMs: 10,
+    });
+    assert.equal(requests.length, 2);
+    assert.equal(requests[0]["last-event-id"], undefined);
+    assert.equal(requests[1]["last-event-id"], "3");
+    assertOrdered(seen);
+    assert.equal(last.data.answer, 120);
+  } finally {
+    globalThis.fetch = realFetch;
+  }
+});
