@@ -17,9 +17,12 @@ def read_sheet(raw: Path, filename: str, sheet: str = "") -> pa.Table:
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
+    # A file object, not a path: openpyxl refuses paths whose extension it does not know (spooled uploads).
+    handle = raw.open("rb")
     try:
-        book = openpyxl.load_workbook(raw, read_only=True, data_only=True)
+        book = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError, ValueError) as exc:
+        handle.close()
         raise InvalidInput(
             "UNREADABLE_FILE", f"'{filename}' is not a readable .xlsx workbook ({type(exc).__name__})."
         ) from exc
@@ -45,6 +48,7 @@ def read_sheet(raw: Path, filename: str, sheet: str = "") -> pa.Table:
                 columns[index].append(values[index] if index < len(values) else None)
     finally:
         book.close()
+        handle.close()
     if header is None:
         raise InvalidInput("EMPTY_TABLE", f"The sheet of '{filename}' holds no data.")
     keep = [

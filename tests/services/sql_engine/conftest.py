@@ -1,4 +1,4 @@
-"""Fixtures of the SQL engine's tests: settings on tmp_path, an engine, servers in-process and as a process."""
+"""Fixtures of the SQL engine tests: settings on tmp_path, an engine, servers in-process and as a process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Hostile SQL against a real engine process: refused or bounded, nothing read, nothing changed, still SERVING."""
+"""Hostile SQL against a real engine process: refused or bounded, nothing read or changed, still SERVING."""
 
 from __future__ import annotations
 

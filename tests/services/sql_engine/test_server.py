@@ -1,0 +1,157 @@
+"""SqlEngineService over gRPC on a real in-process server: import, describe, query, cache, cancel, load."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from common.arrow import ipc_to_table
+from common.errors import error_info
+from insightx.v1 import sql_engine_pb2 as pb
+from tests.services.sql_engine.conftest import SALES_CSV, Served, upload
+
+pytestmark = pytest.mark.integration
+
+SLOW_SQL = "SELECT count(*) FROM range(1000000000000) a"
+
+
+async def test_import_describe_and_execute(served: Served) -> None:
+    imported = await upload(served.stub, SALES_CSV.encode(), "Sales 2024.csv", chunk=7)
+    assert imported.table == "sales_2024" and imported.row_count == 6 and imported.source_format == "csv"
+    assert [c.name for c in imported.columns][:3] == ["order_id", "region", "amount (INR)"]
+    described = await served.stub.DescribeDataset(pb.DescribeDatasetRequest(session_id=imported.session_id))
+    assert described.dataset_hash == imported.dataset_hash and described.filename == "Sales 2024.csv"
+    assert described.profile == imported.profile and len(described.profile.columns) == 6
+    reply = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(
+            session_id=imported.session_id, sql='SELECT sum("amount (INR)") AS s FROM sales_2024'
+        )
+    )
+    assert ipc_to_table(reply.result.arrow_ipc).to_pylist() == [{"s": 797.75}]
+    assert not reply.cached and reply.result.row_count == 1
+
+
+async def test_a_repeated_query_is_served_from_the_cache(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    first = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(session_id=session, sql="SELECT count(*) AS n FROM s")
+    )
+    again = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(session_id=session, sql="select   count(*) AS n\nfrom s -- same query;")
+    )
+    bypass = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(session_id=session, sql="SELECT count(*) AS n FROM s", bypass_cache=True)
+    )
+    assert (first.cached, again.cached, bypass.cached) == (False, True, False)
+    assert again.result.arrow_ipc == first.result.arrow_ipc
+    status = await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())
+    assert status.cached_results == 1 and status.open_databases == 1 and status.cached_result_bytes > 0
+
+
+async def test_row_cap_sets_truncated(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    reply = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(session_id=session, sql="SELECT * FROM range(1000000)", max_rows=1000)
+    )
+    assert reply.result.truncated and reply.result.row_count == 1000
+
+
+async def test_errors_carry_a_reason_and_duckdbs_message(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    cases = [
+        ("SELECT nope FROM s", grpc.StatusCode.INVALID_ARGUMENT, "SQL_BINDER", "nope"),
+        ("SELEC 1", grpc.StatusCode.INVALID_ARGUMENT, "SQL_SYNTAX", "syntax"),
+        ("DELETE FROM s", grpc.StatusCode.INVALID_ARGUMENT, "SQL_NOT_READ_ONLY", "SELECT"),
+    ]
+    for sql, code, reason, text in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=sql))
+        info = error_info(caught.value)
+        assert (caught.value.code(), info.reason) == (code, reason)
+        assert text.lower() in info.message.lower()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id="nosuchsession", sql="SELECT 1"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_info(caught.value).reason == "DATASET_NOT_FOUND"
+
+
+async def test_a_slow_query_times_out_by_interrupt(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=SLOW_SQL, timeout_ms=300))
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert error_info(caught.value).reason == "SQL_TIMEOUT"
+    assert time.monotonic() - started < 3
+
+
+async def test_a_cancelled_call_interrupts_its_duckdb_query(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    call = served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=SLOW_SQL, timeout_ms=60_000))
+    for _ in range(100):
+        if (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries == 1:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        pytest.fail("the query never started")
+    call.cancel()
+    started = time.monotonic()
+    while (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries:
+        assert time.monotonic() - started < 3, "the DuckDB query kept running after the call was cancelled"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_deadline_interrupts_its_duckdb_query(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=SLOW_SQL), timeout=0.3)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    started = time.monotonic()
+    while (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries:
+        assert time.monotonic() - started < 3
+        await asyncio.sleep(0.02)
+
+
+async def test_fifty_concurrent_queries_over_several_sessions_all_complete(served: Served) -> None:
+    sessions = [(await upload(served.stub, SALES_CSV.encode(), f"s{i}.csv")).session_id for i in range(3)]
+
+    async def one(i: int) -> int:
+        session = sessions[i % 3]
+        sql = f"SELECT count(*) + {i} AS n FROM s{i % 3}, range(20000)"
+        reply = await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=sql), timeout=60)
+        return int(ipc_to_table(reply.result.arrow_ipc).to_pylist()[0]["n"])
+
+    results = await asyncio.gather(*(one(i) for i in range(50)))
+    assert results == [120_000 + i for i in range(50)]
+    status = await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())
+    assert status.running_queries == 0 and status.queued_queries == 0 and status.open_databases == 3
+
+
+async def test_validate_binds_against_the_session(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    ok = await served.stub.ValidateSql(pb.ValidateSqlRequest(session_id=session, sql="SELECT region FROM s"))
+    assert ok.valid and ok.statement_type == "SELECT" and [c.name for c in ok.columns] == ["region"]
+    bad = await served.stub.ValidateSql(pb.ValidateSqlRequest(session_id=session, sql="SELECT regio FROM s"))
+    assert not bad.valid and bad.reason == "SQL_BINDER" and "regio" in bad.message
+    syntax = await served.stub.ValidateSql(pb.ValidateSqlRequest(sql="ATTACH 'x'"))
+    assert not syntax.valid and syntax.reason == "SQL_NOT_READ_ONLY"
+
+
+async def test_bad_uploads_are_invalid_argument_and_leave_nothing(served: Served) -> None:
+    data_dir = served.engine.settings.data_dir
+    for data, name, reason in [
+        (b"", "empty.csv", "EMPTY_FILE"),
+        (b"a,b\n1,2\n3\n", "ragged.csv", "RAGGED_ROWS"),
+        (b"x" * 5000, "big.csv", "FILE_TOO_LARGE"),
+    ]:
+        served.engine.settings.max_upload_bytes = 4096
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await upload(served.stub, data, name, chunk=1024)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info(caught.value).reason == reason
+        assert caught.value.details()
+    assert not list((data_dir / "sessions").iterdir())
+    assert not [p for p in (data_dir / "spool").rglob("*")]
