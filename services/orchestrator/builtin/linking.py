@@ -80,11 +80,13 @@ class Links:
 
 
 def _word_strength(q: str, h: str) -> float:
+    if h.startswith("="):
+        return 1.0 if q == h[1:] else 0.0
     if q == h:
         return 1.0
     if same_word(q, h):
         return 0.9
-    if h in synonyms(q):
+    if h in synonyms(q) or any(same_word(q, s) for s in synonyms(h) if s != h):
         return 0.7
     return 0.0
 
@@ -163,7 +165,13 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
         elif clash.start <= start and end <= clash.end and column not in [c for c, _ in clash.candidates]:
             clash.candidates.append((column, score))
     links.sort(key=lambda lk: lk.start)
-    return links
+    # a partial link right before a full one is that one's qualifier ("product codes" → code, not product_name)
+    full = {id(lk) for lk in links if lk.score >= 3.0}
+    return [
+        lk
+        for i, lk in enumerate(links)
+        if not (lk.score < 2.0 and i + 1 < len(links) and id(links[i + 1]) in full and links[i + 1].start == lk.end)
+    ]
 
 
 def _value_words(value: str) -> list[str]:
@@ -180,6 +188,12 @@ def _elements(column: Column) -> list[tuple[str, int]]:
             if part:
                 out[part] = out.get(part, 0) + count
     return list(out.items())
+
+
+def _named_before(tokens: list[Token], start: int, column: Column) -> bool:
+    """Whether the column's own words come right before `start` ("Parent 150", "code 1522")."""
+    window = {t.stem for t in tokens[max(0, start - 3) : start]}
+    return any(any(_word_strength(q, w) >= 0.9 for q in window) for w in column.words if w not in STOP_STEMS)
 
 
 def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[ValueLink]:
@@ -207,6 +221,18 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
                     continue
                 if not full and (matched < 1 or len(words) < 2 or all(w in GENERIC for w in span_stems)):
                     continue
+                if not full and any(
+                    len(q) <= 3 or q in ("non", "not") or any(_word_strength(q, h) > 0 for h in column.words)
+                    for q in span_stems
+                    if q not in STOP_STEMS
+                ):
+                    continue  # "contributed" names the creator column, not the value "openfoodfacts-contributors"
+                if all(w.isdigit() for w in words) and not (
+                    all(t.text.isdigit() for t in tokens[start:end])
+                    and any(c.words and c is column for c in [column])
+                    and _named_before(tokens, start, column)
+                ):
+                    continue  # "first" or "3" alone is not the value "1" or "3" of some text column
                 score = strength + (1.0 if full else 0.0) + min(count, 1000) / 10000
                 found.append(ValueLink(start, end, column, value, score, column.listlike))
     return found
@@ -221,6 +247,8 @@ def link(question: str, schema: Schema) -> Links:
     links = Links(tokens=tokens)
     for match in _QUOTED.finditer(question):
         text = next(g for g in match.groups() if g)
+        if len(text.split()) > 8 or match.start() <= 2:
+            continue  # a quoted sentence is the question itself, not a value
         start = next((i for i, t in enumerate(tokens) if t.start >= match.start()), len(tokens))
         end = next((i for i, t in enumerate(tokens) if t.start >= match.end()), len(tokens))
         links.quoted.append((start, end, text))

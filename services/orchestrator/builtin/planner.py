@@ -550,12 +550,11 @@ def _ranked(ctx: _Ctx) -> Plan | None:
             return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and before)
     if target is None:
         target = order
-    if target is order:
-        other = next(
-            (lk for lk in free if lk is not target_link and _pick(lk, lambda x: x is not order)), None
-        )
+    if target is order and target_link is not None and target_link.start > sup.index:
+        # "the names of the top 5 ranked countries": the column named after the ranking is the answer
+        other = next((lk for lk in free if lk is not target_link and _pick(lk, lambda x: x.textual)), None)
         if other is not None and (as_list or q.answer_type == "unknown"):
-            target = _pick(other, lambda x: x is not order)
+            target = _pick(other, lambda x: x.textual)
             target_link = other
             assert target is not None
     if q.agg in ("avg", "sum", "median", "min", "max") and q.k and order is not None and target.numeric:

@@ -368,7 +368,6 @@ def _flag_filters(q: Question, target_index: int | None) -> None:
         if (
             target_index is not None
             and c.start == target_index
-            and c.start <= 4
             and q.answer_type != "number"
         ):
             continue
@@ -397,7 +396,7 @@ def _superlative(q: Question) -> Superlative | None:
             continue
         if q.low[max(0, m.start() - 3) : m.start()] == "at ":
             continue
-        if word == "most" and re.match(
+        if word == "most" and _BOOL_START.match(q.text) and re.match(
             r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start() :]
         ):
             continue
@@ -419,9 +418,15 @@ def parse(question: str, schema: Schema) -> Question:
         text=question, low=question.lower(), schema=schema, links=links, answer_type=_answer_type(question)
     )
     for pattern, agg in AGG_WORDS:
-        m = re.search(pattern, q.low)
-        if m:
-            q.agg, q.agg_index = agg, q.index_at(m.start())
+        found = None
+        for m in re.finditer(pattern, q.low):
+            index = q.index_at(m.start())
+            inside = next((c for c in links.columns if c.start <= index < c.end and c.end - c.start >= 2), None)
+            if inside is None:  # "grade point average" names a column, it asks for no average
+                found = index
+                break
+        if found is not None:
+            q.agg, q.agg_index = agg, found
             break
     q.distinct = q.has(r"\b(unique|distinct|different)\b")
     if q.distinct:

@@ -138,6 +138,9 @@ def _phrases(words: list[str]) -> list[list[str]]:
             phrases.append(base[:i] + spelled + base[i + 1 :])
         for other in siblings(word):
             phrases.append([*base[:i], other, *base[i + 1 :]])
+    alpha = [w for w in words if w.isalpha()]
+    if 1 < len(alpha) <= 3:
+        phrases.append(["=" + "".join(alpha)])  # "OverTime" asked as "overtime" (exact word only)
     return phrases
 
 

@@ -119,7 +119,7 @@ def stem(word: str) -> str:
             if suffix == "es" and not base.endswith(("s", "x", "z", "ch", "sh")):
                 return w[:-1] if w[:-1].endswith("e") else base
             if (
-                suffix in ("er", "ed", "ing")
+                suffix in ("er", "ers", "ed", "ing")
                 and len(base) > 3
                 and base[-1] == base[-2]
                 and base[-1] not in "ls"
