@@ -124,6 +124,7 @@ function showDataset(dataset) {
   $("session-badge").textContent = `session ${dataset.session_id.slice(0, 8)}`;
   $("messages").replaceChildren(el("p", { class: "muted empty", text: "Ask a question, or pick a suggestion." }));
   setBusy(false);
+  loadInsights();
   $("question").focus();
 }
 
@@ -217,8 +218,40 @@ class AnswerView {
       answer.append(el("div", { class: "confidence", text: `confidence ${Math.round(data.confidence * 100)}%${data.cached ? " · cached" : ""}` }));
     }
     if (data.follow_ups?.length) answer.append(el("div", { class: "chips follow-ups" }, ...data.follow_ups.map(chip)));
+    const save = el("button", { class: "chip save-insight", type: "button", text: "☆ Save as insight" });
+    save.addEventListener("click", () => saveInsight(save, data));
+    answer.append(el("div", { class: "actions" }, save));
     this.body.append(answer);
   }
+}
+
+async function saveInsight(button, data) {
+  button.disabled = true;
+  try {
+    const response = await fetch(`/api/sessions/${state.session.session_id}/insights`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ text: data.text, sql: data.sql || "", chat_id: state.chatId, answer: data.answer ?? null }),
+    });
+    if (!response.ok) throw await apiError(response);
+    button.textContent = "★ Saved";
+    await loadInsights();
+  } catch (err) {
+    button.disabled = false;
+    button.replaceWith(errorBox(err.message, err.code));
+  }
+}
+
+async function loadInsights() {
+  const response = await fetch(`/api/sessions/${state.session.session_id}/insights`);
+  if (!response.ok) return;
+  const { insights } = await response.json();
+  $("insights-box").hidden = insights.length === 0;
+  $("insights").replaceChildren(...insights.map((i) => {
+    const item = el("li");
+    item.innerHTML = inline(i.text.split("\n")[0]);
+    return item;
+  }));
 }
 
 async function drawChart(holder, spec) {

@@ -96,5 +96,9 @@ def test_drop_and_errors_are_shown_plainly(browser: Any, browser_stack: Stack, a
     page.keyboard.press("Enter")
     page.wait_for_selector(".answer.final", timeout=60_000)
     assert page.inner_text(".answer-value") == "3"
+    page.click(".save-insight")  # the answer becomes an insight of the session
+    page.wait_for_selector("#insights-box:not([hidden]) #insights li", timeout=10_000)
+    assert "3" in page.inner_text("#insights li")
+    assert page.inner_text(".save-insight").startswith("★")
     assert page.js_errors == []
     page.close()
