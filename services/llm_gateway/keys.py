@@ -2,7 +2,8 @@
 
 States: HEALTHY → COOLING (429: until Retry-After, else exponential backoff with jitter) → HEALTHY again;
 HEALTHY → DISABLED (401/403: never used again). All mutation happens on the event loop without awaiting in
-between, so the pool is safe under asyncio concurrency; waiting for a free slot waits on one Event.
+between, so the pool is safe under asyncio concurrency; callers waiting for a free slot are served first
+come, first served.
 
 When no key is usable, `acquire` fails at once with ALL_KEYS_EXHAUSTED saying when the earliest key recovers:
 a caller is told quickly instead of hanging.
@@ -11,11 +12,11 @@ a caller is told quickly instead of hanging.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,13 @@ class ApiKey:
 
 
 @dataclass(eq=False)
+class _Waiter:
+    """A caller waiting for a slot; keeps its place in line across wake-ups."""
+
+    future: asyncio.Future[None]
+
+
+@dataclass(eq=False)
 class Lease:
     """The right to send one request with `key`; give it back with `KeyPool.release`."""
 
@@ -99,7 +107,7 @@ class KeyPool:
         self._rng = rng or random.Random()
         self._next = 0
         self._exhausted = False
-        self._changed: asyncio.Event | None = None
+        self._waiters: deque[_Waiter] = deque()
         self._timers: list[asyncio.TimerHandle] = []
 
     @property
@@ -160,28 +168,44 @@ class KeyPool:
         give_up = self._clock() + self.slot_wait_s
         if deadline is not None:
             give_up = min(give_up, deadline)
-        while True:
-            usable = self.usable()
-            if not usable:
-                raise self.exhausted_error()
-            preferred = [k for k in usable if k.fingerprint not in (avoid or ())] or usable
-            key = self._pick(preferred)
-            if key is not None:
-                key.in_flight += 1
-                key.requests += 1
-                return Lease(key=key, generation=key.generation)
-            remaining = give_up - self._clock()
-            if remaining <= 0:
-                if deadline is not None and give_up >= deadline:
-                    raise DeadlineExceeded(
-                        "DEADLINE_EXCEEDED", f"Every {self.provider} key stayed busy until the deadline."
-                    )
-                raise Unavailable(
-                    "KEYS_BUSY",
-                    f"Every {self.provider} key stayed busy for {self.slot_wait_s:.0f} s; try again shortly.",
-                    {"provider": self.provider},
-                )
-            await self._wait_for_change(remaining)
+        waiter: _Waiter | None = None
+        try:
+            while True:
+                usable = self.usable()
+                if not usable:
+                    raise self.exhausted_error()
+                # First come, first served: a caller only takes a slot when nobody waits ahead of it.
+                my_turn = not self._waiters if waiter is None else self._waiters[0] is waiter
+                preferred = [k for k in usable if k.fingerprint not in (avoid or ())] or usable
+                key = self._pick(preferred) if my_turn else None
+                if key is not None:
+                    key.in_flight += 1
+                    key.requests += 1
+                    return Lease(key=key, generation=key.generation)
+                remaining = give_up - self._clock()
+                if remaining <= 0:
+                    raise self._busy_error(deadline is not None and give_up >= deadline)
+                if waiter is None:
+                    waiter = _Waiter(asyncio.get_running_loop().create_future())
+                    self._waiters.append(waiter)
+                elif waiter.future.done():
+                    waiter.future = asyncio.get_running_loop().create_future()
+                await asyncio.wait([waiter.future], timeout=remaining)
+        finally:
+            if waiter is not None:
+                self._waiters.remove(waiter)
+                self._wake_first()  # the next in line may take a slot this one left (or never took)
+
+    def _busy_error(self, deadline_reached: bool) -> DeadlineExceeded | Unavailable:
+        if deadline_reached:
+            return DeadlineExceeded(
+                "DEADLINE_EXCEEDED", f"Every {self.provider} key stayed busy until the deadline."
+            )
+        return Unavailable(
+            "KEYS_BUSY",
+            f"Every {self.provider} key stayed busy for {self.slot_wait_s:.0f} s; try again shortly.",
+            {"provider": self.provider},
+        )
 
     def _pick(self, candidates: list[ApiKey]) -> ApiKey | None:
         order = self.keys[self._next :] + self.keys[: self._next]
@@ -192,24 +216,21 @@ class KeyPool:
         return None
 
     def release(self, lease: Lease) -> None:
-        """Returns the lease's slot (idempotent)."""
+        """Returns the lease's slot (idempotent) to the first caller waiting for one."""
         if not lease.released:
             lease.released = True
             lease.key.in_flight -= 1
-            self._notify()
+            self._wake_first()
 
-    async def _wait_for_change(self, timeout: float) -> None:
-        changed = self._changed
-        if changed is None:
-            changed = self._changed = asyncio.Event()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
+    def _wake_first(self) -> None:
+        if self._waiters and not self._waiters[0].future.done():
+            self._waiters[0].future.set_result(None)
 
     def _notify(self) -> None:
-        """Wakes every waiter (a fresh Event per change, so a waiter never misses one)."""
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+        """A key changed state: every waiter looks again (to fail fast when none is left)."""
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_result(None)
 
     # -- outcomes ------------------------------------------------------------------------------------------
 

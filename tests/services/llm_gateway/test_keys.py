@@ -198,3 +198,36 @@ async def test_busy_keys_end_the_wait_at_the_slot_bound_or_the_deadline() -> Non
     assert busy.value.reason == "KEYS_BUSY"
     with pytest.raises(DeadlineExceeded):
         await keys.acquire(deadline=asyncio.get_running_loop().time() + 0.05)
+
+
+async def test_callers_waiting_for_a_slot_are_served_in_arrival_order() -> None:
+    keys = pool(["a"], max_in_flight=1)
+    held = await keys.acquire()
+    order: list[str] = []
+
+    async def take(name: str) -> None:
+        lease = await keys.acquire()
+        order.append(name)
+        await asyncio.sleep(0.005)
+        keys.release(lease)
+
+    waiting = [asyncio.create_task(take(name)) for name in ("first", "second", "third")]
+    await asyncio.sleep(0.01)
+    keys.release(held)
+    late = asyncio.create_task(take("late"))  # arrives while "first" is being woken: it must not jump in
+    await asyncio.wait_for(asyncio.gather(*waiting, late), 2)
+    assert order == ["first", "second", "third", "late"]
+    assert not keys._waiters and keys.keys[0].in_flight == 0
+
+
+async def test_a_waiter_that_gives_up_hands_its_turn_on() -> None:
+    keys = pool(["a"], max_in_flight=1)
+    held = await keys.acquire()
+    impatient = asyncio.create_task(keys.acquire())
+    patient = asyncio.create_task(keys.acquire())
+    await asyncio.sleep(0.01)
+    impatient.cancel()
+    await asyncio.sleep(0)
+    keys.release(held)
+    lease = await asyncio.wait_for(patient, 1)
+    assert lease.key.in_flight == 1 and impatient.cancelled()
