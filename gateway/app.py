@@ -223,6 +223,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
     @app.get("/api/datasets/{session_id}")
+    @app.get("/api/sessions/{session_id}")
     async def get_dataset(request: Request, session_id: str) -> Response:
         """A session's dataset: table, schema, row count and profile."""
         try:

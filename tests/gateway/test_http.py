@@ -34,9 +34,11 @@ def test_upload_answers_the_session_with_its_profile(stack: Stack, small_csv: Pa
     assert body["row_count"] == 120
     assert [c["name"] for c in body["columns"]] == ["bank", "amount", "status"]
     assert {c["name"] for c in body["profile"]["columns"]} == {"bank", "amount", "status"}
-    again = httpx.get(f"{stack.base_url}/api/datasets/{body['session_id']}")
-    assert again.status_code == 200
-    assert again.json()["dataset_hash"] == body["dataset_hash"]
+    for path in ("datasets", "sessions"):
+        again = httpx.get(f"{stack.base_url}/api/{path}/{body['session_id']}")
+        assert again.status_code == 200
+        assert again.json()["dataset_hash"] == body["dataset_hash"]
+        assert again.json()["profile"] == body["profile"]
 
 
 def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, session_id: str) -> None:
