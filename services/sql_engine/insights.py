@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from insightx.v1 import sql_engine_pb2 as pb
 
@@ -25,19 +26,21 @@ _ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|code|number|no)$|^id[^a-z]",
 _FLAG_WORDS = {"yes", "no", "y", "n", "true", "false", "t", "f", "0", "1"}
 
 
-def assign_role(name: str, type_name: str, distinct: int, non_null: int, rows: int) -> int:
-    """identifier, measure, dimension, temporal, flag or text, from type, cardinality and name."""
-    numeric = type_name.startswith(_NUMERIC)
+def assign_role(
+    name: str, type_name: str, distinct: int, non_null: int, rows: int, samples: Sequence[str] = ()
+) -> int:
+    """identifier, measure, dimension, temporal, flag or text, from type, cardinality, name and samples."""
+    numeric = type_name.startswith(_NUMERIC) and not type_name.endswith("]")
     integral = numeric and "INT" in type_name
     if type_name == "BOOLEAN" or (distinct == 2 and non_null > 2):
         return pb.SEMANTIC_ROLE_FLAG
     if type_name.startswith(("DATE", "TIMESTAMP")):
         return pb.SEMANTIC_ROLE_TEMPORAL
-    near_unique = non_null > 0 and distinct >= 0.95 * non_null
     named_like_id = bool(_ID_NAME.search(name))
-    if (near_unique and (integral or not numeric) and non_null > 20) or (
-        named_like_id and (integral or not numeric) and distinct > 0.5 * max(non_null, 1)
-    ):
+    key_like = integral or not numeric
+    prose = not numeric and any(" " in s.strip() for s in samples)
+    near_unique = non_null > 20 and distinct >= 0.95 * non_null
+    if key_like and ((named_like_id and distinct > 0.5 * max(non_null, 1)) or (near_unique and not prose)):
         return pb.SEMANTIC_ROLE_IDENTIFIER
     if numeric:
         return pb.SEMANTIC_ROLE_MEASURE

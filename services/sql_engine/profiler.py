@@ -42,7 +42,7 @@ SAMPLES = 5
 
 
 def is_numeric(type_name: str) -> bool:
-    return type_name.startswith(_NUMERIC)
+    return type_name.startswith(_NUMERIC) and not _is_nested(type_name)
 
 
 def is_temporal(type_name: str) -> bool:
@@ -198,5 +198,5 @@ def _column_profile(
         column.max_time = str(stats[f"max_{i}"]).replace(" ", "T")
     column.top_values.extend(pb.ValueCount(value=v, count=n) for v, n in top)
     column.samples.extend(samples)
-    column.role = assign_role(col.name, col.type, column.distinct_count, non_null, rows)
+    column.role = assign_role(col.name, col.type, column.distinct_count, non_null, rows, samples)
     return column

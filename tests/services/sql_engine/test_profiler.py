@@ -1,0 +1,104 @@
+"""The profile: roles, counts, statistics, top values, date spans, correlations, health, questions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from insightx.v1 import sql_engine_pb2 as pb
+from services.sql_engine.profiler import profile_parquet
+
+
+def _profile(tmp_path: Path, select: str) -> pb.DatasetProfile:
+    path = tmp_path / "t.parquet"
+    duckdb.execute(f"COPY ({select}) TO '{path}' (FORMAT parquet)")
+    columns = [(r[0], r[1]) for r in duckdb.execute(f"DESCRIBE SELECT * FROM '{path}'").fetchall()]
+    rows = duckdb.execute(f"SELECT count(*) FROM '{path}'").fetchall()[0][0]
+    return profile_parquet(path, columns, rows)
+
+
+DATA = """
+SELECT i AS customer_id,
+       ['North', 'South', 'East'][1 + i % 3] AS region,
+       (i % 50) * 2.0 AS amount,
+       (i % 50) * 4.0 + 1 AS doubled,
+       DATE '2024-01-01' + (i % 90)::INT AS order_date,
+       i % 2 = 0 AS paid,
+       CASE WHEN i % 4 = 0 THEN NULL ELSE 'note ' || i END AS note
+FROM range(1000) t(i)
+"""
+
+
+def test_roles_and_statistics(tmp_path: Path) -> None:
+    profile = _profile(tmp_path, DATA)
+    by_name = {c.name: c for c in profile.columns}
+    roles = {name: pb.SemanticRole.Name(c.role) for name, c in by_name.items()}
+    assert roles == {
+        "customer_id": "SEMANTIC_ROLE_IDENTIFIER",
+        "region": "SEMANTIC_ROLE_DIMENSION",
+        "amount": "SEMANTIC_ROLE_MEASURE",
+        "doubled": "SEMANTIC_ROLE_MEASURE",
+        "order_date": "SEMANTIC_ROLE_TEMPORAL",
+        "paid": "SEMANTIC_ROLE_FLAG",
+        "note": "SEMANTIC_ROLE_TEXT",
+    }
+    region = by_name["region"]
+    assert [(v.value, v.count) for v in region.top_values] == [("North", 334), ("East", 333), ("South", 333)]
+    assert region.distinct_count == 3 and region.null_count == 0
+    amount = by_name["amount"]
+    assert (amount.min, amount.max, amount.mean) == (0.0, 98.0, 49.0)
+    assert amount.HasField("std") and amount.p25 <= amount.p50 <= amount.p75
+    assert abs(amount.p50 - 49.0) < 2.5
+    assert by_name["note"].null_count == 250
+    assert (by_name["order_date"].min_time, by_name["order_date"].max_time) == ("2024-01-01", "2024-03-30")
+    assert not by_name["region"].HasField("mean")
+    assert len(by_name["region"].samples) > 0
+
+
+def test_correlations_are_between_measures_only(tmp_path: Path) -> None:
+    profile = _profile(tmp_path, DATA)
+    pairs = {(c.column_a, c.column_b): c.coefficient for c in profile.correlations}
+    assert pairs == {("amount", "doubled"): 1.0}
+
+
+def test_health_score_names_its_reasons(tmp_path: Path) -> None:
+    clean = _profile(
+        tmp_path, "SELECT i AS id, i * 1.5 AS v, ['a','b','c'][1 + i % 3] AS g FROM range(100) t(i)"
+    )
+    assert clean.health_score == 100.0 and not list(clean.health_reasons)
+    messy = _profile(
+        tmp_path,
+        "SELECT CASE WHEN i % 2 = 0 THEN NULL ELSE i END AS v, 'same' AS k, NULL::INT AS empty, 1 AS dup "
+        "FROM range(100) t(i) UNION ALL SELECT 1, 'same', NULL, 1",
+    )
+    reasons = " ".join(messy.health_reasons)
+    assert messy.health_score < 80
+    assert "empty" in reasons and "single value" in reasons and "duplicates" in reasons
+
+
+def test_suggested_questions_use_the_columns(tmp_path: Path) -> None:
+    questions = list(_profile(tmp_path, DATA).suggested_questions)
+    assert questions[0] == "How many rows are there?"
+    assert any("amount" in q and "region" in q for q in questions)
+    assert any("order_date" in q for q in questions)
+
+
+def test_names_that_need_quoting_profile(tmp_path: Path) -> None:
+    profile = _profile(tmp_path, 'SELECT 1.5 AS "amount (INR)", \'x\' AS "select", [1, 2] AS "list col"')
+    assert [c.name for c in profile.columns] == ["amount (INR)", "select", "list col"]
+
+
+@pytest.mark.slow
+def test_two_million_rows_profile_in_seconds_without_pandas(tmp_path: Path) -> None:
+    select = DATA.replace("range(1000)", "range(2000000)")
+    had_pandas = "pandas" in sys.modules
+    started = time.perf_counter()
+    profile = _profile(tmp_path, select)
+    assert time.perf_counter() - started < 10
+    assert len(profile.columns) == 7
+    if not had_pandas:
+        assert "pandas" not in sys.modules
