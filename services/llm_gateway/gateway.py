@@ -36,9 +36,9 @@ from services.llm_gateway.upstream import (
     chunk_delta,
     classify_body_error,
     classify_status,
+    completion_chunks,
     parse_completion,
     parse_usage,
-    sse_data,
 )
 
 log = logging.getLogger(__name__)
@@ -439,27 +439,16 @@ class LlmGateway:
                                 self._account(agent, lease, provider, usage, attempts, stream=True)
                                 yield StreamPiece(delta="", model=model_name or model, usage=usage, done=True)
                                 return
-                        done = False
                         if failure is None:
-                            async for data_line in sse_data(reply.aiter_lines()):
-                                if data_line.strip() == "[DONE]":
-                                    done = True
-                                    break
-                                chunk = json.loads(data_line)
-                                failure = classify_body_error(chunk, reply.headers)
-                                if failure is not None:
-                                    break
+                            async for chunk in completion_chunks(reply.aiter_lines(), reply.headers):
                                 usage = parse_usage(chunk) or usage
                                 model = str(chunk.get("model") or model)
                                 delta = chunk_delta(chunk)
-                                if delta:
-                                    if sent == 0:
-                                        yield self._first(delta, model, provider, lease, attempts)
-                                    else:
-                                        yield StreamPiece(delta=delta, model=model)
-                                    sent += len(delta)
-                            if failure is None and not done:
-                                failure = UpstreamFailure(FailureKind.TRANSIENT, "stream cut before [DONE]")
+                                if delta and sent == 0:
+                                    yield self._first(delta, model, provider, lease, attempts)
+                                elif delta:
+                                    yield StreamPiece(delta=delta, model=model)
+                                sent += len(delta)
                         if failure is None:
                             final = usage or Usage()
                             self._account(agent, lease, provider, final, attempts, stream=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -180,3 +180,23 @@ async def sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             buffer.append(value[1:] if value.startswith(" ") else value)
     if buffer:
         yield "\n".join(buffer)
+
+
+async def completion_chunks(
+    lines: AsyncIterator[str], headers: Mapping[str, str]
+) -> AsyncGenerator[dict[str, Any], None]:
+    """The JSON chunks of a streamed completion up to `data: [DONE]`.
+
+    Raises UpstreamFailure for an error chunk, and TRANSIENT when the stream ends without [DONE] (a cut
+    connection that closed cleanly still leaves the answer incomplete).
+    """
+    async for data in sse_data(lines):
+        if data.strip() == "[DONE]":
+            return
+        chunk = json.loads(data)
+        failure = classify_body_error(chunk, headers)
+        if failure is not None:
+            raise failure
+        if isinstance(chunk, dict):
+            yield chunk
+    raise UpstreamFailure(FailureKind.TRANSIENT, "stream cut before [DONE]")

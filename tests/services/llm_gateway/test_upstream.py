@@ -10,9 +10,11 @@ import pytest
 
 from services.llm_gateway.upstream import (
     FailureKind,
+    UpstreamFailure,
     chunk_delta,
     classify_body_error,
     classify_status,
+    completion_chunks,
     parse_completion,
     parse_retry_after,
     sse_data,
@@ -112,3 +114,15 @@ async def test_sse_framing() -> None:
         )
     ]
     assert events == ['{"a": 1}', "x\ny", "[DONE]"]
+
+
+async def test_completion_chunks_stop_at_done_and_fail_on_errors_or_cuts() -> None:
+    chunk = 'data: {"choices": [{"delta": {"content": "a"}}]}'
+    assert [c async for c in completion_chunks(_lines(chunk, "", "data: [DONE]", ""), {})] == [
+        {"choices": [{"delta": {"content": "a"}}]}
+    ]
+    with pytest.raises(UpstreamFailure, match="stream cut before"):
+        [c async for c in completion_chunks(_lines(chunk, ""), {})]
+    with pytest.raises(UpstreamFailure) as caught:
+        [c async for c in completion_chunks(_lines('data: {"error": "rate limit exceeded"}', ""), {})]
+    assert caught.value.kind is FailureKind.RATE_LIMIT
