@@ -86,7 +86,7 @@ def _word_strength(q: str, h: str) -> float:
         return 1.0
     if same_word(q, h):
         return 0.9
-    if h in synonyms(q) or any(same_word(q, s) for s in synonyms(h) if s != h):
+    if h in synonyms(q) or (len(q) >= 6 and any(same_word(q, s) for s in synonyms(h) if s != h)):
         return 0.7
     return 0.0
 
@@ -127,6 +127,21 @@ def _match_phrase(tokens: list[Token], phrase: list[str]) -> list[tuple[int, int
     return [(a, b, s, m) for a, b, s, m in runs] if content else []
 
 
+def _spread_match(tokens: list[Token], content: list[str]) -> tuple[int, int] | None:
+    """All of a header's words close together but not adjacent ("standard number of working hours")."""
+    positions = []
+    for w in content:
+        hits = [i for i, t in enumerate(tokens) if _word_strength(t.stem, w) >= 0.9]
+        if not hits:
+            return None
+        positions.append(hits)
+    for first in positions[0]:
+        chosen = [min(hits, key=lambda i: abs(i - first)) for hits in positions]
+        if len(set(chosen)) == len(chosen) and max(chosen) - min(chosen) <= len(content) + 2:
+            return min(chosen), max(chosen) + 1
+    return None
+
+
 def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, int, Column, float]]:
     found = []
     for column in schema.columns:
@@ -150,6 +165,10 @@ def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, i
                 score = strength + coverage + (1.0 if full else 0.0)
                 key = (start, end)
                 best[key] = max(best.get(key, 0.0), score)
+            if 2 <= len(content) <= 4 and not any(s >= 3.0 for s in best.values()):
+                spread = _spread_match(tokens, content)
+                if spread is not None:
+                    best[spread] = max(best.get(spread, 0.0), 2.6)
         for (start, end), score in best.items():
             found.append((start, end, column, score))
     return found
@@ -281,6 +300,8 @@ def link(question: str, schema: Schema) -> Links:
             continue
         chosen.append(value)
         columns = [c for c in columns if c not in overlapping]
+    for start, end, text in links.quoted:
+        chosen = [v for v in chosen if not (start <= v.start < end and v.value.lower() != text.lower())]
     links.values = sorted(chosen, key=lambda v: v.start)
     links.columns = columns
     for i, t in enumerate(tokens):

@@ -133,6 +133,8 @@ def _order_column(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> Column 
     sup = ctx.q.superlative
     if sup is None:
         return None
+    constant = tuple(c for c in ctx.schema.columns if c.distinct <= 1 or (c.numeric and not c.measure))
+    exclude = exclude + constant
     for lk in ctx.q.links.columns:
         if lk.start <= sup.index < lk.end:
             col = _pick(lk, lambda x: x.numeric and x not in exclude)

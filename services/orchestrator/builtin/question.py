@@ -309,6 +309,13 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             continue
         op, first = cmp
         col = _nearest_numeric(q, first if first < n.index else n.index, before_only=False)
+        skip_words = ("per", "cent", "percent", "%", "points", "point")
+        after = n.index + 1
+        while after < len(toks) and toks[after].text in skip_words:
+            after += 1
+        right = q.links.column_at(after)
+        if right is not None and right.start == after and after > n.index + 1:
+            col = next((cc for cc, _ in right.candidates if cc.numeric), col)  # "80 per cent chance"
         # a comparator word that itself links a column ("older" → age) decides the column
         for c in q.links.columns:
             if first <= c.start < n.index:

@@ -98,7 +98,7 @@ class Column:
         """Numeric and worth aggregating (not an identifier)."""
         if not self.numeric:
             return False
-        key_like = any(w in _KEY_WORDS for w in self.words) or self.name.lower().endswith("id")
+        key_like = any(w in _KEY_WORDS for w in split_name(self.name)) or self.name.lower().endswith("id")
         return not (key_like and self.role == pb.SEMANTIC_ROLE_IDENTIFIER) and not (
             key_like and self.integral
         )
