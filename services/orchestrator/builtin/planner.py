@@ -660,6 +660,44 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     return _plan(ctx, sql, composer, f"Sort by `{order.name}` ({direction}) and read `{target.name}`.")
 
 
+_FIRST_K = re.compile(r"\bfirst\s+(\([^)]*\)\s+)?(?P<k>\w+)\s+(different|unique|distinct)\b")
+_FIRST_ROWS = re.compile(r"\b(in|of|from|among) the (first|top) (?P<n>\w+) (rows|records|entries|lines)\b")
+_APPEARS_FIRST = re.compile(r"\b(appears?|comes?|shows? up|occurs?) first\b|\bfirst (non-null |non-empty )?(value|entry)\b")
+
+
+def _row_order(ctx: _Ctx) -> Plan | None:
+    """Questions about the order of the rows: the first k distinct values, values in the first n rows."""
+    from services.orchestrator.builtin.text import word_number
+
+    q = ctx.q
+    first_k, first_rows, appears = _FIRST_K.search(q.low), _FIRST_ROWS.search(q.low), _APPEARS_FIRST.search(q.low)
+    if not (first_k or first_rows or appears):
+        return None
+    col = _first(ctx, lambda x: not x.listlike)
+    if col is None:
+        return None
+    source = f"(SELECT *, row_number() OVER () AS __row FROM {ctx.table})"
+    if first_rows is not None:
+        n = word_number(first_rows.group("n"))
+        if n is None:
+            return None
+        source = f"(SELECT *, row_number() OVER () AS __row FROM {ctx.table} LIMIT {int(n)})"
+    where = ctx.where([f"{col.sql} IS NOT NULL"])
+    if first_k is not None or q.distinct:
+        k = word_number(first_k.group("k")) if first_k is not None else None
+        limit = f" LIMIT {int(k)}" if k else ""
+        sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} GROUP BY 1 ORDER BY min(__row){limit}")
+        label = f"The first distinct values of `{col.name}` in row order{ctx.basis()}"
+        return _plan(ctx, sql, c.listing(label, ctx.follow_ups(col)), f"Distinct `{col.name}` by first appearance.")
+    limit = q.k or (1 if appears and q.answer_type != "list" else 1000)
+    sql = f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} ORDER BY __row LIMIT {limit}"
+    if q.answer_type == "list":
+        return _plan(ctx, sql, c.listing(f"`{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
+                     f"Read `{col.name}` in row order.")
+    return _plan(ctx, sql, c.category(f"The first `{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
+                 f"Read the first `{col.name}` in row order.")
+
+
 def _closest(ctx: _Ctx) -> Plan | None:
     """ "Which X has a Y closest to 80?": sort by the distance to the number."""
     q = ctx.q
@@ -933,6 +971,7 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
     _correlation,
     _outliers,
     _significance,
+    _row_order,
     _closest,
     _time_buckets,
     _boolean,

@@ -149,3 +149,16 @@ def test_rate_inside_a_group_against_elsewhere(ask: Ask, truth: Truth) -> None:
     inside = truth(rate + "\"deviceType\" = 'Android'")
     outside = truth(rate + "\"deviceType\" <> 'Android'")
     assert got.answer.answer is (inside > outside)
+
+
+def test_row_order_first_distinct_values_and_first_rows(ask: Ask) -> None:
+    got = ask("List the first 3 different departments found in the dataset.")
+    assert got.answer.answer == ["Research & Development", "Sales", "Human Resources"]
+    rows = ask("List the device types in the first 4 rows.")
+    assert rows.answer.answer == ["Android", "iOS", "Web", "Android"]
+
+
+def test_closest_to_a_number(ask: Ask, truth: Truth) -> None:
+    got = ask("Which employee has a monthly income closest to 5000?")
+    want = truth('SELECT "Employee ID" FROM T ORDER BY abs("Monthly Income (USD)" - 5000) LIMIT 1')
+    assert got.answer.answer == want
