@@ -60,6 +60,22 @@ def write_session(store: LocalDatasetStore, session_id: str, frame: pd.DataFrame
     return store.parquet_path(session_id)
 
 
+def zygote_pids() -> set[int]:
+    """Zygotes started by this test process (children whose command line names the zygote module)."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"services.py_sandbox.zygote" in cmdline:
+            pids.add(int(entry))
+    return pids
+
+
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -75,6 +91,7 @@ class Sandbox:
     data_dir: Path
     dataset: Path
     canary_files: list[Path]
+    zygote_pids: set[int]
 
     async def run(self, code: str, timeout_s: float = 5.0, session_id: str = SESSION) -> pb.RunCodeResponse:
         request = pb.RunCodeRequest(session_id=session_id, code=code, timeout_s=timeout_s)
@@ -94,14 +111,14 @@ async def start_sandbox(root: Path, **overrides: object) -> Sandbox:
         path.write_text(FILE_CANARY)
         os.chmod(path, 0o644)  # world-readable: only the child's private filesystem hides it
     os.environ["BYTEZ_API_KEY_1"] = ENV_CANARY
+    others = zygote_pids()
     try:
-        settings = PySandboxSettings(
-            data_dir=data_dir,
-            sandbox_zygotes=2,
-            sandbox_runs_per_zygote=6,
-            sandbox_memory_mb=512,
-            **overrides,
-        )
+        defaults: dict[str, object] = {
+            "sandbox_zygotes": 2,
+            "sandbox_runs_per_zygote": 6,
+            "sandbox_memory_mb": 512,
+        }
+        settings = PySandboxSettings(data_dir=data_dir, **{**defaults, **overrides})
         running = await start(settings, "127.0.0.1:0")
     finally:
         del os.environ["BYTEZ_API_KEY_1"]
@@ -114,6 +131,7 @@ async def start_sandbox(root: Path, **overrides: object) -> Sandbox:
         data_dir=data_dir,
         dataset=dataset,
         canary_files=canaries,
+        zygote_pids=zygote_pids() - others,
     )
 
 
