@@ -14,13 +14,13 @@ from tools.stack import Stack
 SMALL_UPLOAD_LIMIT = 8 << 20
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def demo_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo CSV (250k rows) written once per test session."""
     return write_csv(tmp_path_factory.mktemp("demo") / "upi_transactions.csv")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small CSV with a group-by shape: 3 banks × 40 rows."""
     path = tmp_path_factory.mktemp("small") / "payments.csv"
@@ -31,7 +31,7 @@ def small_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The stack with small limits so that 413s are cheap to provoke, and fast heartbeats."""
     root = tmp_path_factory.mktemp("stack")
@@ -48,6 +48,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def session_id(stack: Stack, small_csv: Path) -> str:
     return str(upload(stack.base_url, small_csv)["session_id"])
