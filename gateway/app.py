@@ -280,11 +280,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         stats.track(call)
 
+        async def answered(payload: dict[str, Any]) -> bool:
+            text = payload["data"]["text"] if payload["type"] == "final_response" else payload["message"]
+            history = await repo.messages(body.chat_id)
+            return bool(history) and history[-1].role == "assistant" and history[-1].content == text
+
         async def record(payload: dict[str, Any]) -> None:
             if payload["type"] not in ("final_response", "error"):
                 return
             if started is not None:
                 await started  # the question is stored before its answer
+            elif await answered(payload):
+                return  # a resumed stream whose answer was already stored
             if payload["type"] == "final_response":
                 data = payload["data"]
                 reply = StoredMessage(

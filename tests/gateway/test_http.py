@@ -79,6 +79,8 @@ def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session
     assert all(e["seq"] > 3 for e in resumed.events)
     assert resumed.types[-1] == "final_response"
     assert resumed.events[-1]["data"]["answer"] == full.events[-1]["data"]["answer"]
+    messages = httpx.get(f"{stack.base_url}/api/chats/{request['chat_id']}/messages").json()["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant"]  # the resumed answer is stored once
     bad = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
 
