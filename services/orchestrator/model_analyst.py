@@ -170,6 +170,7 @@ class ModelAnalyst:
     async def _sql_step(self, objection: list[str]) -> None:
         self.events.status("Writing SQL", "sql")
         failures: list[str] = []
+        last_error = "the model wrote no SQL"
         attempts = self.settings.sql_max_attempts
         for attempt in range(1, attempts + 1):
             sections = [*self._base()]
@@ -201,11 +202,11 @@ class ModelAnalyst:
                 self.sql = outcome
                 return
             failures.append(f"Attempt {attempt}:\n{sql}\nEngine error {outcome.reason}: {outcome.error}")
+            last_error = f"{outcome.reason}: {outcome.error}"
             if attempt < attempts:
                 self.events.status(f"The query failed ({outcome.reason}); correcting it", "sql")
         raise StepFailed(
-            f"I could not write a query that runs on this data in {attempts} tries. "
-            f"Last error: {failures[-1].rsplit(chr(10), 1)[-1] if failures else 'none'}",
+            f"I could not write a query that runs on this data in {attempts} tries. Last error: {last_error}",
             "SQL_FAILED",
         )
 
@@ -220,6 +221,7 @@ class ModelAnalyst:
         else:
             frame = f'`df` is the whole table "{self.dataset.table}" described above.'
         failures: list[str] = []
+        last_error = ""
         for _attempt in range(1, self.settings.python_max_attempts + 1):
             sections = [*self._base(), ("Data", frame)]
             if objection:
@@ -232,9 +234,9 @@ class ModelAnalyst:
                 self.python = outcome
                 return
             failures.append(f"{code}\nError ({outcome.category}): {outcome.error}")
+            last_error = f"{outcome.category}: {outcome.error}"
         raise StepFailed(
-            f"The Python analysis failed {self.settings.python_max_attempts} times. "
-            f"Last error: {failures[-1].rsplit(chr(10), 1)[-1]}",
+            f"The Python analysis failed {self.settings.python_max_attempts} times. Last error: {last_error}",
             "PYTHON_FAILED",
         )
 
