@@ -58,7 +58,8 @@ def sql_writer(prompt: str) -> str:
     if not groups:
         return f'SELECT {RATE} AS failure_rate FROM "upi_transactions"{clause}'
     keys = ", ".join(groups)
-    return f'SELECT {keys}, {RATE} AS failure_rate FROM "upi_transactions"{clause} GROUP BY {keys} ORDER BY {keys}'
+    select = f'SELECT {keys}, {RATE} AS failure_rate FROM "upi_transactions"{clause}'
+    return f"{select} GROUP BY {keys} ORDER BY {keys}"
 
 
 def composer(prompt: str) -> str:
