@@ -35,7 +35,9 @@ class ZygoteGone(RuntimeError):
     """The zygote died while a run was in flight."""
 
 
-def error_response(category: int, message: str, elapsed_ms: float = 0.0) -> pb.RunCodeResponse:
+def error_response(
+    category: pb.RunErrorCategory.ValueType, message: str, elapsed_ms: float = 0.0
+) -> pb.RunCodeResponse:
     return pb.RunCodeResponse(error=pb.RunError(category=category, message=message), elapsed_ms=elapsed_ms)
 
 

@@ -47,7 +47,7 @@ class PySandbox:
         self.store = store
         self.root_dir = Path(tempfile.mkdtemp(prefix="insightx-sandbox-root-"))
         os.chmod(self.root_dir, 0o755)
-        self.cache_dir = settings.cache_dir
+        self.cache_dir = settings.cache_dir.resolve()  # the zygote runs in another working directory
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache_dir, 0o700)
         self.pool = SandboxPool(
@@ -124,7 +124,7 @@ class PySandbox:
         if not input_ipc:
             if not session_id:
                 raise InvalidInput("MISSING_DATA", "Give a session_id or an input_table to run code over.")
-            parquet = await asyncio.to_thread(self.store.parquet_path, session_id)
+            parquet = (await asyncio.to_thread(self.store.parquet_path, session_id)).resolve()
             stat = parquet.stat()
             dataset = str(parquet)
             cache = str(self.cache_dir / f"{session_id}-{stat.st_mtime_ns}-{stat.st_size}.arrow")

@@ -340,7 +340,7 @@ class Zygote:
                 pb.RunCodeResponse(), "INVALID_RESULT", f"The result could not be read ({exc})."
             )
         if run.job.get("probe"):
-            self.isolation = run.job["probe_report"] = _isolation_of(run)
+            self.isolation = _isolation_of(run)
             return
         self.reply({"op": "done", "run_id": run.run_id}, response.SerializeToString())
 
@@ -402,7 +402,7 @@ class Zygote:
         self.start(job, b"")
         while "probe" in self.runs:
             self.step()
-        return job["probe_report"]
+        return dict(self.isolation)
 
     def serve(self) -> None:
         self.selector.register(self.ctrl_in, selectors.EVENT_READ, ("control", None))

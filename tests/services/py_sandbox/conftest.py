@@ -12,6 +12,7 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -101,7 +102,7 @@ class Sandbox:
         return await self.stub.GetSandboxStatus(pb.GetSandboxStatusRequest(), timeout=5)
 
 
-async def start_sandbox(root: Path, **overrides: object) -> Sandbox:
+async def start_sandbox(root: Path, **overrides: Any) -> Sandbox:
     """Writes the dataset and canaries under `root`, puts a canary in the environment, starts the service."""
     data_dir = root / "data"
     store = LocalDatasetStore(data_dir)
@@ -113,7 +114,7 @@ async def start_sandbox(root: Path, **overrides: object) -> Sandbox:
     os.environ["BYTEZ_API_KEY_1"] = ENV_CANARY
     others = zygote_pids()
     try:
-        defaults: dict[str, object] = {
+        defaults: dict[str, Any] = {
             "sandbox_zygotes": 2,
             "sandbox_runs_per_zygote": 6,
             "sandbox_memory_mb": 512,
