@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -23,7 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.channels import call_metadata
 from common.store import StoredMessage
-from gateway.chats import ChatRepository, chat_json, insight_json, message_json, open_chat_repository
+from gateway.chats import (
+    ChatRepository,
+    TurnRecorder,
+    chat_json,
+    insight_json,
+    message_json,
+    open_chat_repository,
+)
 from gateway.clients import Backends
 from gateway.errors import (
     error_response,
@@ -113,7 +119,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     stats = StreamStats()
     known = KnownSessions()
-    background: set[asyncio.Task[None]] = set()  # strong references until each task is done
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -261,46 +266,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if not last_event_id.strip().isdigit():
                 return error_response(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event's seq.")
             after_seq = int(last_event_id)
-        repo = chats(request)
-        # The question is recorded while the answer starts: persistence stays off the first event's path.
-        started = None
-        if after_seq == 0:
-            started = asyncio.create_task(repo.start_turn(body.chat_id, body.session_id, body.message))
-            background.add(started)
-            started.add_done_callback(background.discard)
-        chat_request = orchestrator_pb2.ChatRequest(
-            chat_id=body.chat_id,
-            session_id=body.session_id,
-            message=body.message,
-            history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in body.history],
-            last_event_seq=after_seq,
-        )
         call = backends(request).orchestrator.Chat(
-            chat_request, timeout=settings.chat_deadline_s, metadata=call_metadata()
+            orchestrator_pb2.ChatRequest(
+                chat_id=body.chat_id,
+                session_id=body.session_id,
+                message=body.message,
+                history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in body.history],
+                last_event_seq=after_seq,
+            ),
+            timeout=settings.chat_deadline_s,
+            metadata=call_metadata(),
         )
         stats.track(call)
-
-        async def answered(payload: dict[str, Any]) -> bool:
-            text = payload["data"]["text"] if payload["type"] == "final_response" else payload["message"]
-            history = await repo.messages(body.chat_id)
-            return bool(history) and history[-1].role == "assistant" and history[-1].content == text
-
-        async def record(payload: dict[str, Any]) -> None:
-            if payload["type"] not in ("final_response", "error"):
-                return
-            if started is not None:
-                await started  # the question is stored before its answer
-            elif await answered(payload):
-                return  # a resumed stream whose answer was already stored
-            if payload["type"] == "final_response":
-                data = payload["data"]
-                reply = StoredMessage(
-                    body.chat_id, "assistant", data["text"], data["answer"], data["sql"] or ""
-                )
-                await repo.add_message(reply)
-            elif payload["type"] == "error":
-                await repo.add_message(StoredMessage(body.chat_id, "assistant", payload["message"]))
-
+        record = TurnRecorder(chats(request), body.chat_id, resumed=after_seq > 0)
+        if after_seq == 0:
+            record.start(body.session_id, body.message)
         events = sse_events(
             call,
             max_rows=settings.sse_max_rows,

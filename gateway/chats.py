@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from common.store import ChatStore, StoredMessage
 
@@ -168,6 +168,45 @@ class LocalChatRepository:
         self._store.close()
         with self._lock:
             self._conn.close()
+
+
+class TurnRecorder:
+    """Stores one answer's turn as its stream passes: the question while the answer starts (off the first
+    event's path), then the reply — the final answer or the error — once, before the client sees it."""
+
+    _pending: ClassVar[set[asyncio.Task[None]]] = set()  # strong references until each write is done
+
+    def __init__(self, repo: ChatRepository, chat_id: str, resumed: bool = False) -> None:
+        self.repo = repo
+        self.chat_id = chat_id
+        self.resumed = resumed
+        self._question: asyncio.Task[None] | None = None
+
+    def start(self, session_id: str, question: str) -> None:
+        """Begins storing the question (and the chat, if new) in the background."""
+        self._question = asyncio.create_task(self.repo.start_turn(self.chat_id, session_id, question))
+        self._pending.add(self._question)
+        self._question.add_done_callback(self._pending.discard)
+
+    async def __call__(self, payload: dict[str, Any]) -> None:
+        """The stream's hook for each SSE payload."""
+        if payload["type"] == "final_response":
+            data = payload["data"]
+            reply = StoredMessage(self.chat_id, "assistant", data["text"], data["answer"], data["sql"] or "")
+        elif payload["type"] == "error":
+            reply = StoredMessage(self.chat_id, "assistant", payload["message"])
+        else:
+            return
+        if self._question is not None:
+            await self._question  # the question is stored before its answer
+        if self.resumed and await self._already_stored(reply):
+            return
+        await self.repo.add_message(reply)
+
+    async def _already_stored(self, reply: StoredMessage) -> bool:
+        """A resumed stream whose reply reached the store before the client lost it."""
+        history = await self.repo.messages(self.chat_id)
+        return bool(history) and history[-1].role == "assistant" and history[-1].content == reply.content
 
 
 def open_chat_repository(data_dir: Path) -> ChatRepository:
