@@ -1,0 +1,60 @@
+"""The embedded chat repository and the stream's TurnRecorder, without servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.chats import LocalChatRepository, TurnRecorder
+
+
+@pytest.fixture
+async def repo(tmp_path: Path) -> AsyncIterator[LocalChatRepository]:
+    repository = LocalChatRepository(tmp_path)
+    yield repository
+    await repository.close()
+
+
+def final(text: str, answer: object = 1) -> dict[str, object]:
+    return {"type": "final_response", "data": {"text": text, "answer": answer, "sql": "SELECT 1"}}
+
+
+async def test_a_turn_stores_the_question_then_the_answer(repo: LocalChatRepository) -> None:
+    record = TurnRecorder(repo, "c1")
+    record.start("s1", "how many rows?")
+    await record({"type": "status", "message": "working", "data": {"stage": "sql"}})
+    await record(final("There are 3 rows.", 3))
+    messages = await repo.messages("c1")
+    assert [(m.role, m.content, m.answer) for m in messages] == [
+        ("user", "how many rows?", None),
+        ("assistant", "There are 3 rows.", 3),
+    ]
+    chat = await repo.get_chat("c1")
+    assert chat is not None and chat.session_id == "s1" and chat.title == "how many rows?"
+
+
+async def test_a_resumed_turn_does_not_store_its_reply_twice(repo: LocalChatRepository) -> None:
+    first = TurnRecorder(repo, "c2")
+    first.start("s1", "q")
+    await first(final("A."))
+    resumed = TurnRecorder(repo, "c2", resumed=True)
+    await resumed(final("A."))
+    assert [m.role for m in await repo.messages("c2")] == ["user", "assistant"]
+    await resumed(
+        {"type": "error", "message": "The SQL engine is unreachable.", "code": "UPSTREAM_UNAVAILABLE"}
+    )
+    assert (await repo.messages("c2"))[-1].content == "The SQL engine is unreachable."
+
+
+async def test_chats_and_insights_belong_to_their_session(repo: LocalChatRepository) -> None:
+    await repo.create_chat("s1", "first", chat_id="a")
+    await repo.create_chat("s2", "other", chat_id="b")
+    assert [c.chat_id for c in await repo.list_chats("s1")] == ["a"]
+    assert await repo.get_chat("missing") is None
+    await repo.add_insight("s1", "one", "", "a", {"k": 1})
+    await repo.add_insight("s1", "two", "SELECT 2", "", None)
+    await repo.add_insight("s2", "elsewhere", "", "", None)
+    insights = await repo.insights("s1")
+    assert [(i.text, i.answer) for i in insights] == [("one", {"k": 1}), ("two", None)]
