@@ -62,5 +62,6 @@ install: web-deps
 web-deps: gateway/web/node_modules/.package-lock.json ## Install the page's chart libraries (vega, vega-lite, vega-embed) with npm ci
 
 gateway/web/node_modules/.package-lock.json: gateway/web/package.json gateway/web/package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null)
 	cd gateway/web && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
