@@ -112,18 +112,14 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed:
     head_text = head_text.removeprefix("\ufeff")
     first_line = head_text.split("\n", 1)[0]
     delimiter = likely_delimiter(first_line)
-    options = f"encoding={quote_literal(sniffed.encoding)}"
-    try:
-        found = con.execute(
-            f"SELECT Delimiter, SkipRows FROM sniff_csv({quote_literal(str(raw))}, {options})"
-        ).fetchall()[0]
-    except duckdb.Error:
-        found = None
-    if found is None or found[0] != delimiter or int(found[1] or 0) > 0:
-        problem = ragged_row(head_text, delimiter)
-        if problem:
-            raise InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
-    reader = f"read_csv({quote_literal(str(raw))}, {options}{{extra}})"
+    # DuckDB's sniffer would quietly skip leading rows or pick another delimiter when rows are ragged:
+    # check the head ourselves first (DuckDB's strict mode catches ragged rows further down).
+    problem = ragged_row(head_text, delimiter)
+    if problem:
+        raise InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
+    # UTF-8 is DuckDB's native path; naming an encoding sends every byte through a transcoder.
+    options = "" if sniffed.encoding == "utf-8" else f", encoding={quote_literal(sniffed.encoding)}"
+    reader = f"read_csv({quote_literal(str(raw))}{options}{{extra}})"
     try:
         _copy_with_retry(con, reader, copy)
     except duckdb.Error as exc:
@@ -153,8 +149,8 @@ def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, copy: str) -> 
     except duckdb.ConversionException:
         con.execute(f"COPY (SELECT * FROM {reader.replace('{extra}', ', sample_size=-1')}) {copy}")
     except duckdb.InvalidInputException as exc:
-        if "Invalid unicode" in str(exc) and "encoding='utf-8'" in reader:
-            latin = reader.replace("encoding='utf-8'", "encoding='latin-1'")
+        if "Invalid unicode" in str(exc) and "encoding=" not in reader:
+            latin = reader.replace("{extra}", ", encoding='latin-1'{extra}")
             con.execute(f"COPY (SELECT * FROM {latin.replace('{extra}', '')}) {copy}")
         elif "sample_size" in str(exc) or "Could not convert" in str(exc):
             con.execute(f"COPY (SELECT * FROM {reader.replace('{extra}', ', sample_size=-1')}) {copy}")

@@ -77,7 +77,7 @@ def health(profile: pb.DatasetProfile, rows: int, duplicate_rows: int) -> tuple[
     if constant:
         score -= min(10.0, 3.0 * len(constant))
         reasons.append(f"Columns holding a single value: {', '.join(constant[:5])}.")
-    if duplicate_rows > max(0, rows // 100 if rows > 2_000_000 else 0):
+    if duplicate_rows > 0:
         share = duplicate_rows / rows
         score -= min(20.0, share * 100)
         reasons.append(f"About {duplicate_rows:,} rows ({share:.1%}) are exact duplicates of another row.")

@@ -36,8 +36,9 @@ _NUMERIC = (
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 TOP_VALUES = 10
 MAX_CORRELATED = 12
-EXACT_DUPLICATES_UP_TO = 2_000_000
+EXACT_UP_TO = 200_000  # rows up to which distinct rows and quantiles are exact
 MAX_GROUPED_DISTINCT = 100_000
+APPROX_DUPLICATE_NOISE = 0.03
 SAMPLES = 5
 
 
@@ -102,6 +103,8 @@ def profile_relation(
                     pb.Correlation(column_a=a.name, column_b=b.name, coefficient=round(float(value), 4))
                 )
     duplicates = max(0, row_count - int(stats.get("distinct_rows") or row_count))
+    if row_count > EXACT_UP_TO and duplicates < row_count * APPROX_DUPLICATE_NOISE:
+        duplicates = 0  # within the error of the HyperLogLog estimate
     score, reasons = health(profile, row_count, duplicates)
     profile.health_score = score
     profile.health_reasons.extend(reasons)
@@ -113,6 +116,7 @@ def _scan_statistics(
     con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col], numeric: list[_Col], rows: int
 ) -> dict[str, Any]:
     exprs: list[str] = []
+    quantile = "quantile_cont" if rows <= 2_000_000 else "approx_quantile"
     for c in cols:
         i, ref = c.index, c.ref
         exprs += [f"count({ref}) AS nn_{i}", f"approx_count_distinct({ref}) AS nd_{i}"]
@@ -123,7 +127,7 @@ def _scan_statistics(
                 f"max({x}) AS max_{i}",
                 f"avg({x}) AS mean_{i}",
                 f"stddev_samp({x}) AS std_{i}",
-                f"approx_quantile({x}, [0.25, 0.5, 0.75]) AS q_{i}",
+                f"{quantile}({x}, [0.25, 0.5, 0.75]) AS q_{i}",
             ]
         elif is_temporal(c.type):
             exprs += [f"min({ref})::VARCHAR AS min_{i}", f"max({ref})::VARCHAR AS max_{i}"]
@@ -132,7 +136,7 @@ def _scan_statistics(
             exprs.append(f"corr({a.ref}::DOUBLE, {b.ref}::DOUBLE) AS corr_{a.index}_{b.index}")
     if cols:
         row_hash = f"hash({', '.join(c.ref for c in cols)})"
-        distinct = "count(DISTINCT" if rows <= EXACT_DUPLICATES_UP_TO else "approx_count_distinct("
+        distinct = "count(DISTINCT" if rows <= EXACT_UP_TO else "approx_count_distinct("
         exprs.append(f"{distinct} {row_hash}) AS distinct_rows")
     cursor = con.execute(f"SELECT {', '.join(exprs)} FROM {relation}")
     names = [d[0] for d in cursor.description]

@@ -1,0 +1,246 @@
+"""Benchmarks of the SQL engine, each against a baseline measured in the same run, printed side by side.
+
+    (a) ExecuteSql over gRPC vs the same group-by in-process in DuckDB on the same Parquet (target <= 1.2)
+    (b) a trivial query's gRPC round trip, p50 (target <= 3 ms)
+    (c) ImportDataset of a CSV over gRPC vs DuckDB's read_csv alone (target <= 1.5)
+    (d) 50 concurrent ExecuteSql calls: all complete
+
+Run: `.venv/bin/python bench/sql_engine.py`. Scale with BENCH_ROWS (default 10,000,000), BENCH_CSV_ROWS
+(1,000,000), BENCH_REPEATS (5) and BENCH_CONCURRENT (50). The engine runs as its own process, as in
+production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import duckdb
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.channels import CHANNEL_OPTIONS  # noqa: E402
+from insightx.v1 import sql_engine_pb2 as pb  # noqa: E402
+from insightx.v1 import sql_engine_pb2_grpc  # noqa: E402
+
+ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
+CSV_ROWS = int(os.environ.get("BENCH_CSV_ROWS", 1_000_000))
+REPEATS = int(os.environ.get("BENCH_REPEATS", 5))
+CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", 50))
+THREADS = 2
+GROUP_BY = (
+    'SELECT region, count(*) AS n, sum(amount) AS total, avg("unit price") AS price FROM {t}'
+    " GROUP BY region ORDER BY region"
+)
+DATA = """
+SELECT i AS order_id, ['North', 'South', 'East', 'West', 'Central'][1 + (i % 5)::INT] AS region,
+       (i % 1000) / 10.0 AS amount, (hash(i) % 10000) / 100.0 AS "unit price",
+       DATE '2020-01-01' + (i % 1500)::INT AS order_date, 'item ' || (i % 977) AS item
+FROM range({rows}) t(i)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_engine(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "INSIGHTX_SQL_ENGINE_ADDR": f"127.0.0.1:{port}",
+        "INSIGHTX_DATA_DIR": str(data_dir),
+        "INSIGHTX_LOG_LEVEL": "WARNING",
+        "INSIGHTX_SQL_THREADS": str(THREADS),
+    }
+    process = subprocess.Popen([sys.executable, "-m", "services.sql_engine"], cwd=ROOT, env=env)
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with grpc.insecure_channel(address) as channel:
+            try:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return process, address
+            except grpc.RpcError:
+                pass
+        time.sleep(0.2)
+    process.kill()
+    raise SystemExit("the engine did not start")
+
+
+async def upload(stub: sql_engine_pb2_grpc.SqlEngineServiceStub, path: Path) -> pb.ImportDatasetResponse:
+    async def messages() -> AsyncIterator[pb.ImportDatasetRequest]:
+        yield pb.ImportDatasetRequest(metadata=pb.ImportMetadata(filename=path.name))
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                yield pb.ImportDatasetRequest(chunk=chunk)
+
+    return await stub.ImportDataset(messages(), timeout=600)
+
+
+def timed(function, repeats: int) -> list[float]:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def run(work: Path) -> None:
+    parquet_src, csv_src = work / "orders.parquet", work / "orders_csv.csv"
+    print(f"preparing {ROWS:,}-row Parquet and {CSV_ROWS:,}-row CSV ...", flush=True)
+    duckdb.execute(f"COPY ({DATA.format(rows=ROWS)}) TO '{parquet_src}' (FORMAT parquet)")
+    duckdb.execute(f"COPY ({DATA.format(rows=CSV_ROWS)}) TO '{csv_src}' (FORMAT csv, HEADER)")
+    process, address = start_engine(work / "data")
+    lines: list[tuple[str, str, str, str, str]] = []
+    try:
+        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+            stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+            big = await upload(stub, parquet_src)
+            stored = work / "data" / "sessions" / big.session_id / "data" / "raw.parquet"
+
+            # (a) group-by over gRPC vs in-process DuckDB on the same stored Parquet, same threads.
+            sql = GROUP_BY.format(t=big.table)
+            request = pb.ExecuteSqlRequest(session_id=big.session_id, sql=sql, bypass_cache=True)
+            await stub.ExecuteSql(request, timeout=120)  # opens the hardened database once
+            grpc_times = []
+            for _ in range(REPEATS):
+                started = time.perf_counter()
+                await stub.ExecuteSql(request, timeout=120)
+                grpc_times.append(time.perf_counter() - started)
+            con = duckdb.connect()
+            con.execute(f"SET threads={THREADS}")
+            con.execute(f"CREATE VIEW {big.table} AS SELECT * FROM read_parquet('{stored}')")
+            con.execute(sql).fetchall()
+            local_times = timed(lambda: con.sql(sql).to_arrow_table(), REPEATS)
+            con.close()
+            a = statistics.median(grpc_times) / statistics.median(local_times)
+            lines.append(
+                (
+                    f"(a) group-by, {ROWS:,} rows",
+                    f"{statistics.median(grpc_times) * 1000:.1f} ms",
+                    f"{statistics.median(local_times) * 1000:.1f} ms",
+                    f"{a:.2f}",
+                    "<= 1.2",
+                )
+            )
+
+            # (b) trivial query round trip, uncached and cached.
+            trivial = pb.ExecuteSqlRequest(
+                session_id=big.session_id, sql="SELECT 1 AS one", bypass_cache=True
+            )
+            cached = pb.ExecuteSqlRequest(session_id=big.session_id, sql="SELECT 1 AS one")
+            for _ in range(20):
+                await stub.ExecuteSql(trivial, timeout=10)
+            rtt, rtt_cached = [], []
+            for _ in range(300):
+                started = time.perf_counter()
+                await stub.ExecuteSql(trivial, timeout=10)
+                rtt.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                await stub.ExecuteSql(cached, timeout=10)
+                rtt_cached.append(time.perf_counter() - started)
+            p50 = statistics.median(rtt) * 1000
+            lines.append(("(b) trivial query p50 (uncached)", f"{p50:.2f} ms", "-", "-", "<= 3 ms"))
+            lines.append(
+                (
+                    "(b) trivial query p50 (cached)",
+                    f"{statistics.median(rtt_cached) * 1000:.2f} ms",
+                    "-",
+                    "-",
+                    "-",
+                )
+            )
+            p99 = sorted(rtt)[int(len(rtt) * 0.99) - 1] * 1000
+            lines.append(("(b) trivial query p99 (uncached)", f"{p99:.2f} ms", "-", "-", "-"))
+
+            # (c) CSV import over gRPC (spool, sniff, Parquet, dates, profile, hash) vs read_csv alone.
+            import_times = []
+            for _ in range(max(1, REPEATS // 2)):
+                started = time.perf_counter()
+                imported = await upload(stub, csv_src)
+                import_times.append(time.perf_counter() - started)
+            assert imported.row_count == CSV_ROWS
+
+            def read_csv_alone() -> None:
+                c = duckdb.connect()
+                c.execute(f"SET threads={THREADS}")
+                c.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_src}')")
+                c.close()
+
+            baseline = timed(read_csv_alone, max(1, REPEATS // 2))
+            c = statistics.median(import_times) / statistics.median(baseline)
+            lines.append(
+                (
+                    f"(c) import {CSV_ROWS:,}-row CSV ({csv_src.stat().st_size / 1e6:.0f} MB)",
+                    f"{statistics.median(import_times) * 1000:.0f} ms",
+                    f"{statistics.median(baseline) * 1000:.0f} ms",
+                    f"{c:.2f}",
+                    "<= 1.5",
+                )
+            )
+
+            # (d) concurrent queries, different ones so the cache does not answer them.
+            async def one(i: int) -> int:
+                q = (
+                    f"SELECT region, count(*) + {i} AS n FROM {big.table}"
+                    f" WHERE order_id % 7 = {i % 7} GROUP BY region"
+                )
+                reply = await stub.ExecuteSql(
+                    pb.ExecuteSqlRequest(session_id=big.session_id, sql=q), timeout=600
+                )
+                return reply.result.row_count
+
+            started = time.perf_counter()
+            outcomes = await asyncio.gather(*(one(i) for i in range(CONCURRENT)), return_exceptions=True)
+            wall = time.perf_counter() - started
+            ok = sum(1 for o in outcomes if o == 5)
+            errors = {repr(o)[:300] for o in outcomes if o != 5}
+            if errors:
+                print("(d) failures:", errors)
+            lines.append(
+                (
+                    f"(d) {CONCURRENT} concurrent group-bys",
+                    f"{ok}/{CONCURRENT} ok in {wall:.1f} s",
+                    "-",
+                    "-",
+                    "all complete",
+                )
+            )
+            status = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=5)
+    finally:
+        process.terminate()
+        process.wait(20)
+    print()
+    print(f"{'measure':<44} {'engine':>22} {'baseline':>12} {'ratio':>7}  target")
+    for name, ours, base, ratio, target in lines:
+        print(f"{name:<44} {ours:>22} {base:>12} {ratio:>7}  {target}")
+    print(
+        f"\nengine status after the run: running={status.running_queries}"
+        f" open_databases={status.open_databases}"
+        f" cached_results={status.cached_results} data_read_only={status.data_read_only}"
+    )
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-sql-") as work:
+        asyncio.run(run(Path(work)))
+
+
+if __name__ == "__main__":
+    main()
