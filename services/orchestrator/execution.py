@@ -99,7 +99,7 @@ class Execution:
             )
         except grpc.aio.AioRpcError as exc:
             info = error_info(exc)
-            correctable = info.reason.startswith("SQL_")
+            correctable = info.reason.startswith("SQL_") and info.reason != "SQL_CANCELLED"
             message = info.message if correctable else peer_failure("sql", exc).message
             self.events.sql_result(sql, None, False, attempt, error=message, error_reason=info.reason)
             if not correctable:

@@ -10,7 +10,6 @@ caller that goes away cancels its answer (and every call in flight) at once.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -44,11 +43,8 @@ _FALLBACK_MESSAGES = {
 
 
 def _plan(question: str, dataset: DatasetContext, history: Sequence[common_pb2.ChatMessage]) -> Plan:
-    """The built-in analyst's plan, passing the history when its version accepts one."""
-    if "history" in inspect.signature(plan_question).parameters:
-        turns = [{"role": m.role, "content": m.content} for m in history]
-        return plan_question(question, dataset, history=turns)  # type: ignore[call-arg]
-    return plan_question(question, dataset)
+    """The built-in analyst's plan, given the conversation as (role, content) turns."""
+    return plan_question(question, dataset, history=[(m.role, m.content) for m in history])
 
 
 class Pipeline:

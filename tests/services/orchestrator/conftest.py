@@ -22,12 +22,13 @@ import pytest_asyncio
 from common.channels import open_channel
 from common.server import RunningServer
 from insightx.v1 import (
-    orchestrator_pb2 as opb,
-)
-from insightx.v1 import (
+    common_pb2,
     orchestrator_pb2_grpc,
     py_sandbox_pb2_grpc,
     sql_engine_pb2_grpc,
+)
+from insightx.v1 import (
+    orchestrator_pb2 as opb,
 )
 from insightx.v1 import (
     sql_engine_pb2 as spb,
@@ -128,7 +129,7 @@ class Chat:
             chat_id=chat_id,
             session_id=self.backend.session_id,
             message=message,
-            history=[{"role": r, "content": c} for r, c in history or []],
+            history=[common_pb2.ChatMessage(role=r, content=c) for r, c in history or []],
             last_event_seq=last_event_seq,
         )
         return [event async for event in self.stub.Chat(request, timeout=timeout)]
