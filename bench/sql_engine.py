@@ -63,7 +63,7 @@ def start_engine(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         **os.environ,
         "INSIGHTX_SQL_ENGINE_ADDR": f"127.0.0.1:{port}",
         "INSIGHTX_DATA_DIR": str(data_dir),
-        "INSIGHTX_LOG_LEVEL": "WARNING",
+        "INSIGHTX_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "INSIGHTX_SQL_THREADS": str(THREADS),
     }
     process = subprocess.Popen([sys.executable, "-m", "services.sql_engine"], cwd=ROOT, env=env)

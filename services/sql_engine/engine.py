@@ -8,6 +8,7 @@ a bounded cache of open databases, each query on its own cursor. No lock is held
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import tempfile
 import threading
@@ -33,6 +34,7 @@ from services.sql_engine.safety import check_read_only
 from services.sql_engine.settings import SqlEngineSettings
 
 _LOCATED_MAX = 4096
+log = logging.getLogger(__name__)
 
 
 class SqlEngine:
@@ -101,6 +103,7 @@ class SqlEngine:
         if raw.stat().st_size > limit:
             raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
         work = Path(tempfile.mkdtemp(prefix="import-", dir=raw.parent))
+        started = time.perf_counter()
         try:
             imported = import_file(
                 raw,
@@ -110,6 +113,7 @@ class SqlEngine:
                 memory_limit=self.settings.sql_import_memory_limit,
                 threads=self.settings.sql_threads,
             )
+            converted = time.perf_counter()
             try:
                 profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
             except duckdb.Error as exc:
@@ -126,7 +130,18 @@ class SqlEngine:
                 source_format=imported.source_format,
                 created_at=time.time(),
             )
+            profiled = time.perf_counter()
             self.store.put(record, imported.parquet, profile.SerializeToString())
+            log.info(
+                "dataset stored",
+                extra={
+                    "session_id": record.session_id,
+                    "rows": record.row_count,
+                    "convert_ms": round((converted - started) * 1000, 1),
+                    "profile_ms": round((profiled - converted) * 1000, 1),
+                    "store_ms": round((time.perf_counter() - profiled) * 1000, 1),
+                },
+            )
             return record, profile
         finally:
             shutil.rmtree(work, ignore_errors=True)

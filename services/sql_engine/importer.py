@@ -83,7 +83,7 @@ def _write_parquet(
     con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sheet: str, out: Path
 ) -> None:
     target = quote_literal(str(out))
-    copy = f"TO {target} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+    copy = f"TO {target} (FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880)"
     try:
         if sniffed.format == "xlsx":
             sheet_table = read_sheet(raw, filename, sheet)
@@ -167,7 +167,7 @@ def _convert_dates(con: duckdb.DuckDBPyConnection, out: Path, conversions: dict[
     )
     con.execute(
         f"COPY (SELECT * REPLACE ({replaced}) FROM read_parquet({quote_literal(str(out))}))"
-        f" TO {quote_literal(str(staged))} (FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)"
+        f" TO {quote_literal(str(staged))} (FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880)"
     )
     staged.replace(out)
 
