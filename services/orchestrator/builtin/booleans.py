@@ -60,6 +60,8 @@ def _mk(ctx: _Ctx, sql: str, statement: str, reasoning: str, *cols: Column | Non
 
 
 def _all_same(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     free = ctx.q.free_columns()
     col = free[0].column if free else None
@@ -171,6 +173,8 @@ def _rate_compare(ctx: _Ctx) -> Plan | None:
 
 
 def _two_sided(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     m = re.search(r"\bthan\b", q.low)
     if m is None:
@@ -209,6 +213,8 @@ def _two_sided(ctx: _Ctx) -> Plan | None:
 
 def _top_is(ctx: _Ctx) -> Plan | None:
     """ "Is the most frequent X Y?", "Is Switzerland the country with the highest Z?"."""
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     from services.orchestrator.builtin.planner import _order_column
 
     q = ctx.q
@@ -254,6 +260,8 @@ def _top_is(ctx: _Ctx) -> Plan | None:
 
 
 def _most_share(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if (
         not q.has(r"^\s*(do|does|are|is|have|has)\s+(the\s+)?most\b|\bmost of\b|\bmajority\b")
@@ -316,8 +324,38 @@ def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
     )
 
 
+_ROW_WORDS = {"rows", "entries", "records", "elements", "observations", "items", "lines", "entities"}
+
+
+def _counted(ctx: _Ctx, index: int) -> Column | str | None:
+    """What a number in "more than 5 X" counts: a column's distinct values, rows, or (None) something unknown."""
+    q = ctx.q
+    toks = q.tokens
+    free = q.free_columns()
+    m = re.search(r"\bnumber of\s+", q.low)
+    if m is not None:
+        at = q.index_at(m.end())
+        lk = next((lk for lk in free if lk.start == at), None)
+        if lk is not None:
+            return next((x for x, _ in lk.candidates if x.textual or x.role == 1), None)
+    nxt = index + 1
+    while nxt < len(toks) and toks[nxt].text in ("a", "an", "the", "different", "unique", "distinct"):
+        nxt += 1
+    lk = next((lk for lk in free if nxt <= lk.start <= nxt + 2), None)
+    if lk is not None:
+        return next((x for x, _ in lk.candidates if x.textual or x.role == 1), None)
+    if nxt < len(toks) and toks[nxt].text in _ROW_WORDS:
+        return "rows"
+    grounded = [f for f in q.filters if not f.guess]
+    if nxt < len(toks) and toks[nxt].text.endswith("s") and grounded:
+        return "rows"  # "more than 1000 products sold in Mercadona stores"
+    return None
+
+
 def _count_vs_number(ctx: _Ctx) -> Plan | None:
     q = ctx.q
+    if (q.superlative is not None and not q.superlative.mode) or q.agg in _AGG:
+        return None  # "is the highest X equal to 1499" compares a value, not a count
     for n in q.links.numbers:
         if n.index in q.used:
             continue
@@ -328,9 +366,11 @@ def _count_vs_number(ctx: _Ctx) -> Plan | None:
         if op == "=" and cmp is not None and q.tokens[cmp[1]].text not in ("exactly", "equal", "equals"):
             if not q.has(r"\b(contain|have|has|include)s?\b"):
                 continue
-        free = [lk for lk in q.free_columns() if lk.start > n.index - 6]
-        col = next((x for lk in free for x, _ in lk.candidates if x.textual or x.role == 1), None)
-        if col is not None and not q.has(r"\b(rows|entries|records|products|people|items)\b"):
+        counted = _counted(ctx, n.index)
+        if counted is None:
+            continue
+        col = counted if isinstance(counted, Column) else None
+        if col is not None:
             value = f"count(DISTINCT {col.sql})"
             label = f"distinct `{col.name}`"
         else:
@@ -346,9 +386,20 @@ def _count_vs_number(ctx: _Ctx) -> Plan | None:
     return None
 
 
+def _unresolved_comparison(ctx: _Ctx) -> bool:
+    """ "bigger than sales" that no comparison shape took: answering "exists" instead would be a guess."""
+    m = re.search(r"\bthan\b", ctx.q.low)
+    if m is None:
+        return False
+    after = ctx.q.index_at(m.end())
+    return not any(after <= n.index <= after + 2 for n in ctx.q.links.numbers)
+
+
 def _exists(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
-    if not q.filters:
+    if not q.filters or _unresolved_comparison(ctx):
         return None
     none = q.has(r"\bthere (are|is) no\b|\bno one\b|\bnobody\b|\bnone\b")
     sql = f"SELECT count(*) {'= 0' if none else '> 0'} AS answer, count(*) AS matching_rows FROM {ctx.table}{ctx.where()}"

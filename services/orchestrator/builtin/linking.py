@@ -189,7 +189,12 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
     return [
         lk
         for i, lk in enumerate(links)
-        if not (lk.score < 2.0 and i + 1 < len(links) and id(links[i + 1]) in full and links[i + 1].start == lk.end)
+        if not (
+            lk.score < 2.0
+            and i + 1 < len(links)
+            and id(links[i + 1]) in full
+            and links[i + 1].start == lk.end
+        )
     ]
 
 
@@ -207,6 +212,27 @@ def _elements(column: Column) -> list[tuple[str, int]]:
             if part:
                 out[part] = out.get(part, 0) + count
     return list(out.items())
+
+
+_STRUCTURAL_VALUE_WORDS = {
+    "frequent",
+    "frequently",
+    "common",
+    "most",
+    "least",
+    "number",
+    "total",
+    "average",
+    "highest",
+    "lowest",
+    "top",
+    "first",
+    "last",
+    "unique",
+    "different",
+    "values",
+    "value",
+}
 
 
 def _named_before(tokens: list[Token], start: int, column: Column) -> bool:
@@ -236,10 +262,12 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
                 exactish = all(
                     q in STOP_STEMS or max(_word_strength(q, w) for w in words) >= 0.9 for q in span_stems
                 )
-                if not exactish:
+                if not exactish or all(t.text in _STRUCTURAL_VALUE_WORDS for t in tokens[start:end]):
                     continue
                 if not full and (matched < 1 or len(words) < 2 or all(w in GENERIC for w in span_stems)):
                     continue
+                if not full and matched / len(words) < 0.5:
+                    continue  # "contain" alone is not "en:may-contain-palm-oil"
                 if not full and any(
                     len(q) <= 3 or q in ("non", "not") or any(_word_strength(q, h) > 0 for h in column.words)
                     for q in span_stems
@@ -321,6 +349,9 @@ def link(question: str, schema: Schema) -> Links:
             and t.stem not in STOP_STEMS
             and not word.isupper()
             and word_number(t.text) is None
+            and not (t.start > 0 and question[t.start - 1].isalnum())  # "Rate" of "DailyRate"
+            and not (t.end < len(question) and question[t.end].isupper())
+            and t.text not in ("true", "false", "yes", "no")
         ):
             links.entities.append((i, word))
     return links

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin import stats
 from services.orchestrator.builtin.linking import ColumnLink
+from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
+from services.orchestrator.builtin.text import same_word, stem
 from services.orchestrator.builtin.question import Filter, Question, add_flag_filters, parse
 from services.orchestrator.builtin.schema import Column, Schema, literal, schema_of
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
@@ -171,7 +173,21 @@ def _is_count_question(q: Question) -> bool:
 # ---- shapes ---------------------------------------------------------------------------------------------------
 
 
+def _unexplained(q: Question) -> list[str]:
+    """Uncovered content words, leaving out the name of the table itself ("in our taxonomy")."""
+    names_table = {
+        q.tokens[i + 1].text
+        for i in range(len(q.tokens) - 1)
+        if q.tokens[i].text in ("our", "the", "this", "your")
+        and i > 0
+        and q.tokens[i - 1].text in ("in", "of")
+    }
+    return [w for w in q.uncovered() if w not in names_table]
+
+
 def _row_count(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if not _is_count_question(q) or q.distinct or q.filters or q.superlative:
         return None
@@ -180,6 +196,8 @@ def _row_count(ctx: _Ctx) -> Plan | None:
         r"\b(rows|records|entries|lines|elements|observations)\b"
     ):
         return None
+    if _unexplained(q):
+        return None  # "how many people are smokers" without a smoker column is not the row count
     return _plan(
         ctx,
         f"SELECT count(*) AS row_count FROM {ctx.table}",
@@ -381,6 +399,8 @@ def _measure_expr(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> tuple[s
 
 
 def _rate(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if not q.has(
         r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! (their|the|a|an|his|her|its|our|my))"
@@ -431,6 +451,8 @@ def _group_column(ctx: _Ctx) -> Column | None:
 
 
 def _breakdown(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if q.answer_type == "boolean":
         return None
@@ -474,7 +496,10 @@ def _boolean(ctx: _Ctx) -> Plan | None:
 
     if ctx.q.answer_type != "boolean":
         return None
-    return booleans.plan(ctx)
+    # a yes/no question gets a yes/no answer or an honest "cannot answer", never a number
+    return booleans.plan(ctx) or unanswerable(
+        ctx.schema, "the yes/no question does not map onto the columns."
+    )
 
 
 def _mode_plan(
@@ -511,8 +536,29 @@ def _mode_plan(
     return _plan(ctx, sql, composer, f"Count rows per value of `{col.name}` and take the {word} frequent.")
 
 
+def _counts_rows(q: Question, index: int) -> bool:
+    """Whether "most …" is about how many rows ("most products", "the most", "highest number of")."""
+    if q.tokens[index].text not in ("most", "fewest", "least", "more", "less", "top", "bottom"):
+        after = q.tokens[index + 1].text if index + 1 < len(q.tokens) else ""
+        if after not in ("number", "count", "amount"):
+            return False  # "the lowest charges" is about a value, not how many rows
+    nxt = q.tokens[index + 1] if index + 1 < len(q.tokens) else None
+    if nxt is not None and nxt.text.isdigit():
+        index += 1
+        nxt = q.tokens[index + 1] if index + 1 < len(q.tokens) else None
+    if nxt is not None and nxt.text in ("people", "children", "men", "women", "staff", "personnel", "times"):
+        return True
+    if nxt is None or nxt.stem in STOP_STEMS or nxt.text in ("number", "count", "amount", "listed", "often"):
+        return True
+    if q.links.column_at(index + 1) is not None or any(v.start == index + 1 for v in q.links.values):
+        return True
+    return nxt.text.endswith("s") and len(nxt.text) > 3 and nxt.text.isalpha()
+
+
 def _ranked(ctx: _Ctx) -> Plan | None:
     """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top mean."""
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     sup = q.superlative
     if sup is None or q.answer_type == "boolean" or q.agg in ("range", "std", "var"):
@@ -547,6 +593,8 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         if target.numeric and order is target:
             pass
         else:
+            if not _counts_rows(q, sup.index):
+                return None  # "the most satisfied": a quality the data does not have, not a count
             m = re.search(r"\b(number|counts?)\b", q.low)
             before = m is not None and target_link is not None and q.index_at(m.start()) < target_link.start
             return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and before)
@@ -662,7 +710,9 @@ def _ranked(ctx: _Ctx) -> Plan | None:
 
 _FIRST_K = re.compile(r"\bfirst\s+(\([^)]*\)\s+)?(?P<k>\w+)\s+(different|unique|distinct)\b")
 _FIRST_ROWS = re.compile(r"\b(in|of|from|among) the (first|top) (?P<n>\w+) (rows|records|entries|lines)\b")
-_APPEARS_FIRST = re.compile(r"\b(appears?|comes?|shows? up|occurs?) first\b|\bfirst (non-null |non-empty )?(value|entry)\b")
+_APPEARS_FIRST = re.compile(
+    r"\b(appears?|comes?|shows? up|occurs?) first\b|\bfirst (non-null |non-empty )?(value|entry)\b"
+)
 
 
 def _row_order(ctx: _Ctx) -> Plan | None:
@@ -670,7 +720,11 @@ def _row_order(ctx: _Ctx) -> Plan | None:
     from services.orchestrator.builtin.text import word_number
 
     q = ctx.q
-    first_k, first_rows, appears = _FIRST_K.search(q.low), _FIRST_ROWS.search(q.low), _APPEARS_FIRST.search(q.low)
+    first_k, first_rows, appears = (
+        _FIRST_K.search(q.low),
+        _FIRST_ROWS.search(q.low),
+        _APPEARS_FIRST.search(q.low),
+    )
     if not (first_k or first_rows or appears):
         return None
     col = _first(ctx, lambda x: not x.listlike)
@@ -686,16 +740,26 @@ def _row_order(ctx: _Ctx) -> Plan | None:
     if first_k is not None or q.distinct:
         k = word_number(first_k.group("k")) if first_k is not None else None
         limit = f" LIMIT {int(k)}" if k else ""
-        sql = (f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} GROUP BY 1 ORDER BY min(__row){limit}")
+        sql = f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} GROUP BY 1 ORDER BY min(__row){limit}"
         label = f"The first distinct values of `{col.name}` in row order{ctx.basis()}"
-        return _plan(ctx, sql, c.listing(label, ctx.follow_ups(col)), f"Distinct `{col.name}` by first appearance.")
+        return _plan(
+            ctx, sql, c.listing(label, ctx.follow_ups(col)), f"Distinct `{col.name}` by first appearance."
+        )
     limit = q.k or (1 if appears and q.answer_type != "list" else 1000)
     sql = f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} ORDER BY __row LIMIT {limit}"
     if q.answer_type == "list":
-        return _plan(ctx, sql, c.listing(f"`{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
-                     f"Read `{col.name}` in row order.")
-    return _plan(ctx, sql, c.category(f"The first `{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
-                 f"Read the first `{col.name}` in row order.")
+        return _plan(
+            ctx,
+            sql,
+            c.listing(f"`{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
+            f"Read `{col.name}` in row order.",
+        )
+    return _plan(
+        ctx,
+        sql,
+        c.category(f"The first `{col.name}` in row order{ctx.basis()}", ctx.follow_ups(col)),
+        f"Read the first `{col.name}` in row order.",
+    )
 
 
 def _closest(ctx: _Ctx) -> Plan | None:
@@ -745,6 +809,8 @@ def _nearest_measure(ctx: _Ctx, char: int) -> Column | None:
 
 
 def _distinct(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if not q.distinct and not q.has(r"\b(all|possible|every)\b.*\bvalues?\b|\bcategories\b"):
         return None
@@ -811,6 +877,8 @@ def _null_filters(ctx: _Ctx) -> None:
 
 
 def _aggregate(ctx: _Ctx) -> Plan | None:
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if q.agg in _AGG_SQL:
         col = _first(ctx, lambda x: x.numeric, after=q.agg_index - 1) or _first(ctx, lambda x: x.numeric)
@@ -848,6 +916,8 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
             and free
         ):
             return None
+        if q.distinct or (not q.filters and _unexplained(q)):
+            return None  # "how many different X" with no X in the data
         sql = f"SELECT count(*) AS n FROM {ctx.table}{ctx.where()}"
         return _plan(
             ctx,
@@ -860,6 +930,8 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
 
 def _lookup(ctx: _Ctx) -> Plan | None:
     """ "What is Iceland's rank?": a value of one column for a row named by a value of another."""
+    if ctx.q.loose_numbers():
+        return None  # a number in the question was not understood: no guess
     q = ctx.q
     if not q.filters or q.answer_type in ("boolean",):
         return None
@@ -915,7 +987,7 @@ def _entity_filters(ctx: _Ctx) -> None:
             sql = f"list_contains(string_split(lower(trim({col.sql}, '[]')), ', '), {literal(text.lower())})"
         else:
             sql = f"lower({col.sql}) = {literal(text.lower())}"
-        q.filters.append(Filter(col, sql, f"`{col.name}` = '{text}'", start, end))
+        q.filters.append(Filter(col, sql, f"`{col.name}` = '{text}'", start, end, guess=holder is None))
         q.used.update(range(start, end))
         for lk in q.links.columns:
             if lk.column is col and abs(lk.end - start) <= 3:
@@ -952,6 +1024,7 @@ def _entity_filters(ctx: _Ctx) -> None:
                     f"`{ncol.name}` contains {text}",
                     first,
                     last + 1,
+                    guess=True,
                 )
             )
             q.used.update(range(near.start, near.end))
@@ -963,6 +1036,7 @@ def _entity_filters(ctx: _Ctx) -> None:
                 f"`{col.name}` = {text}",
                 first,
                 last + 1,
+                guess=True,
             )
         )
 
@@ -996,12 +1070,54 @@ def plan_question(
     _null_filters(ctx)
     target = _target(ctx)
     add_flag_filters(q, target.start if target is not None and q.answer_type != "boolean" else None)
+    target = _target(ctx)
+    asked = re.match(r"^\W*(what|which)\s+(is|are|was|were)?\s*(the\s+)?([a-z]+)\b", q.low)
+    if asked is not None and asked.group(4) in q.uncovered():
+        # "What is the region …" with no region in the data: what is asked for is missing
+        return unanswerable(schema, f'I found no column for "{asked.group(4)}".')
+    generic_target = target is not None and all(
+        t.stem in GENERIC for t in q.tokens[target.start : target.end]
+    )
+    if target is not None and target.start > 0 and q.tokens[target.start - 1].text in q.uncovered():
+        # "the most frequent brand name" where only `Name` exists: the qualifier is not in the data
+        qualifier = q.tokens[target.start - 1].stem
+        known = any(same_word(qualifier, w) for col in schema.columns for w in col.words) or same_word(
+            qualifier, stem(schema.table)
+        )
+        if generic_target and not known:
+            return unanswerable(
+                schema,
+                f'I found no column for "{q.tokens[target.start - 1].text} '
+                f'{q.text[q.tokens[target.start].start : q.tokens[target.end - 1].end]}".',
+            )
     _ = history
     for shape in _SHAPES:
         plan = shape(ctx)
         if plan is not None:
+            guesses = [f for f in q.filters if f.guess]
+            if guesses and plan.sql:
+                plan.compose = _guarded(plan.compose, schema, guesses)
             return plan
     return unanswerable(schema, _why(q))
+
+
+def _guarded(compose: c.Composer, schema: Schema, guesses: list[Filter]) -> c.Composer:
+    """A filter matched by name only ("Iceland") that finds nothing is more likely a misreading than a zero."""
+
+    def run(results: StepResults) -> Answer:
+        answer = compose(results)
+        empty = answer.answer in (0, [], None) and not isinstance(answer.answer, bool)
+        if empty or (
+            answer.answer is False
+            and "matching_rows" in (results.sql_table.column_names if results.sql_table is not None else [])
+        ):
+            what = " and ".join(f.text for f in guesses)
+            return c.nothing_matched(
+                schema, f"no row matches {what}, a name I did not find among the values I know."
+            )
+        return answer
+
+    return run
 
 
 def _why(q: Question) -> str:

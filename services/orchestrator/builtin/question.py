@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.linking import ColumnLink, Links, link
 from services.orchestrator.builtin.schema import Column, Schema, literal
 from services.orchestrator.builtin.text import ORDINALS, Token, word_number
@@ -78,6 +79,200 @@ _CMP: list[tuple[str, str]] = [
 ]
 
 
+STRUCTURAL = {
+    "average",
+    "mean",
+    "median",
+    "sum",
+    "total",
+    "number",
+    "count",
+    "many",
+    "much",
+    "highest",
+    "lowest",
+    "most",
+    "least",
+    "top",
+    "bottom",
+    "common",
+    "frequent",
+    "frequently",
+    "popular",
+    "unique",
+    "different",
+    "distinct",
+    "value",
+    "values",
+    "rows",
+    "entries",
+    "records",
+    "than",
+    "more",
+    "less",
+    "greater",
+    "above",
+    "below",
+    "over",
+    "under",
+    "between",
+    "equal",
+    "exactly",
+    "first",
+    "last",
+    "rate",
+    "share",
+    "percentage",
+    "proportion",
+    "difference",
+    "range",
+    "maximum",
+    "minimum",
+    "max",
+    "min",
+    "std",
+    "standard",
+    "deviation",
+    "closest",
+    "nearest",
+    "largest",
+    "smallest",
+    "biggest",
+    "best",
+    "worst",
+    "higher",
+    "lower",
+    "bigger",
+    "smaller",
+    "fewer",
+    "list",
+    "show",
+    "name",
+    "names",
+    "amounts",
+    "amount",
+    "type",
+    "types",
+    "kind",
+    "kinds",
+    "category",
+    "categories",
+    "level",
+    "levels",
+    "score",
+    "scores",
+    "rating",
+    "ratings",
+    "listed",
+    "represented",
+    "present",
+    "found",
+    "contain",
+    "contains",
+    "include",
+    "includes",
+    "exist",
+    "exists",
+    "appear",
+    "appears",
+    "once",
+    "twice",
+    "times",
+    "true",
+    "false",
+    "possible",
+    "take",
+    "element",
+    "elements",
+    "entity",
+    "entities",
+    "per",
+    "cent",
+    "percent",
+    "each",
+    "every",
+    "across",
+    "overall",
+    "respectively",
+    "including",
+    "excluding",
+    "both",
+    "either",
+    "order",
+    "ranked",
+    "rank",
+    "associated",
+    "correlation",
+    "relationship",
+    "outliers",
+    "significant",
+    "trend",
+    "month",
+    "year",
+    "week",
+    "day",
+    "hour",
+    "time",
+    "breakdown",
+    "compare",
+    "versus",
+    "vs",
+    "along",
+    "same",
+    "assigned",
+    "related",
+    "perfect",
+    "among",
+    "available",
+    "data",
+    "dataset",
+    "table",
+    "database",
+    "item",
+    "items",
+    "respective",
+    "result",
+    "results",
+    "information",
+    "average",
+    "avg",
+    "mode",
+    "total",
+    "sum",
+    "related",
+    "specific",
+    "certain",
+    "particular",
+    "overall",
+    "people",
+    "person",
+    "individuals",
+    "individual",
+    "someone",
+    "anyone",
+    "everyone",
+    "employees",
+    "employee",
+    "users",
+    "user",
+    "customers",
+    "customer",
+    "applicants",
+    "applicant",
+    "students",
+    "student",
+    "patients",
+    "persons",
+    "non",
+    "null",
+    "nulls",
+    "empty",
+    "missing",
+    "blank",
+    "valid",
+}
+
+
 @dataclass
 class Filter:
     """A WHERE predicate with the words that produced it."""
@@ -89,6 +284,7 @@ class Filter:
     end: int = -1
     op: str = ""  # for numeric comparisons: >, >=, <, <=, =, between
     number: float | None = None
+    guess: bool = False  # a word not found in the profile, matched by name ("Iceland")
 
 
 @dataclass
@@ -117,6 +313,7 @@ class Question:
     agg: str | None = None
     agg_index: int = -1
     distinct: bool = False
+    k_numbers: set[int] = field(default_factory=set)
 
     @property
     def tokens(self) -> list[Token]:
@@ -128,6 +325,29 @@ class Question:
 
     def index_at(self, char: int) -> int:
         return next((i for i, t in enumerate(self.tokens) if t.end > char), len(self.tokens))
+
+    def uncovered(self) -> list[str]:
+        """Content words of the question that name nothing in the data (nor any structure the analyst knows)."""
+        out = []
+        for i, t in enumerate(self.tokens):
+            if i in self.used or self.links.covered(i) or any(n.index == i for n in self.links.numbers):
+                continue
+            if any(f.start <= i < f.end for f in self.filters):
+                continue
+            if t.stem in STOP_STEMS or t.text in STRUCTURAL or t.stem in STRUCTURAL or len(t.text) <= 2:
+                continue
+            if t.text in ORDINALS or not t.text.isalpha() or _SUPER.fullmatch(t.text):
+                continue
+            out.append(t.text)
+        return out
+
+    def loose_numbers(self) -> list[float]:
+        """Numbers of the question that no filter, k or comparison took: a condition was not understood."""
+        return [
+            n.value
+            for n in self.links.numbers
+            if n.index not in self.used and n.index not in self.k_numbers and n.value != self.k
+        ]
 
     def has(self, pattern: str) -> bool:
         return re.search(pattern, self.low) is not None
@@ -372,11 +592,7 @@ def _flag_filters(q: Question, target_index: int | None) -> None:
         flags = col.flag_values
         if flags is None or any(i in q.used for i in range(c.start, c.end)):
             continue
-        if (
-            target_index is not None
-            and c.start == target_index
-            and q.answer_type != "number"
-        ):
+        if target_index is not None and c.start == target_index and q.answer_type != "number":
             continue
         neg = _negated(q.tokens, c.start, 4)
         lit = flags[1] if neg else flags[0]
@@ -403,8 +619,10 @@ def _superlative(q: Question) -> Superlative | None:
             continue
         if q.low[max(0, m.start() - 3) : m.start()] == "at ":
             continue
-        if word == "most" and _BOOL_START.match(q.text) and re.match(
-            r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start() :]
+        if (
+            word == "most"
+            and _BOOL_START.match(q.text)
+            and re.match(r"most\s+(of|students|people|employees|applicants)\b", q.low[m.start() :])
         ):
             continue
         return Superlative(index, m.group("desc") is not None, False, _ordinal_before(q, index))
@@ -428,7 +646,9 @@ def parse(question: str, schema: Schema) -> Question:
         found = None
         for m in re.finditer(pattern, q.low):
             index = q.index_at(m.start())
-            inside = next((c for c in links.columns if c.start <= index < c.end and c.end - c.start >= 2), None)
+            inside = next(
+                (c for c in links.columns if c.start <= index < c.end and c.end - c.start >= 2), None
+            )
             if inside is None:  # "grade point average" names a column, it asks for no average
                 found = index
                 break
@@ -457,8 +677,10 @@ def parse(question: str, schema: Schema) -> Question:
                 k_idx.add(n.index)
     _value_filters(q)
     _perfect_filters(q)
+    q.k_numbers = k_idx
     for index, op, value, col in _numeric_filters(q, k_idx):
         if op == "between":
+            q.used.add(index)
             continue
         if op == "between_hi":
             lo = next(v for i, o, v, c in _numeric_filters(q, k_idx) if o == "between" and c is col)

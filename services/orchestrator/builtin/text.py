@@ -143,7 +143,7 @@ def same_word(a: str, b: str) -> bool:
         if x != y:
             break
         common += 1
-    return common >= 5 and common >= 0.75 * len(short)
+    return common >= 5 and common >= 0.75 * len(short) and len(long_) - common <= 6
 
 
 @dataclass(frozen=True)

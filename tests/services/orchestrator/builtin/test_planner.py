@@ -162,3 +162,21 @@ def test_closest_to_a_number(ask: Ask, truth: Truth) -> None:
     got = ask("Which employee has a monthly income closest to 5000?")
     want = truth('SELECT "Employee ID" FROM T ORDER BY abs("Monthly Income (USD)" - 5000) LIMIT 1')
     assert got.answer.answer == want
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "What is the average BMI?",
+        "How many people are smokers?",
+        "What is the region of the youngest employee?",
+        "Is the highest DailyRate equal to 1499?",
+        "Is our research dept bigger than marketing?",
+        "List the ages of employees with the 5 lowest charges.",
+        "How many employees in Atlantis?",
+    ],
+)
+def test_questions_about_data_that_is_not_there_get_no_guess(ask: Ask, question: str) -> None:
+    got = ask(question)
+    assert got.answer.answer is None, got.answer.text
+    assert got.answer.answer_type == "none" and "could not answer" in got.answer.text
