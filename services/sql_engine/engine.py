@@ -48,8 +48,7 @@ class SqlEngine:
         self.query_pool = ThreadPoolExecutor(
             max_workers=max(1, settings.sql_query_workers),
             thread_name_prefix="sql-query",
-            initializer=self.read_only.initializer if roots else None,
-            initargs=(roots,) if roots else (),
+            initializer=(lambda: self.read_only.initializer(roots)) if roots else None,
         )
         self.databases = DatabaseCache(
             settings.sql_max_open_databases, settings.sql_memory_limit, settings.sql_threads
@@ -203,7 +202,9 @@ class SqlEngine:
         """The same as `execute`, awaiting the query thread instead of blocking the event loop."""
         rows, timeout = self._limits(max_rows, timeout_ms)
         located = self._located.get(session_id)
-        record, parquet = located or await asyncio.to_thread(self.locate, session_id)
+        if located is None:
+            located = await asyncio.to_thread(self.locate, session_id)
+        record, parquet = located
         key = (record.dataset_hash, normalize_sql(sql), rows)
         if use_cache and (hit := self._cache_hit(key)) is not None:
             return hit

@@ -28,7 +28,7 @@ _FLAG_WORDS = {"yes", "no", "y", "n", "true", "false", "t", "f", "0", "1"}
 
 def assign_role(
     name: str, type_name: str, distinct: int, non_null: int, rows: int, samples: Sequence[str] = ()
-) -> int:
+) -> pb.SemanticRole.ValueType:
     """identifier, measure, dimension, temporal, flag or text, from type, cardinality, name and samples."""
     numeric = type_name.startswith(_NUMERIC) and not type_name.endswith("]")
     integral = numeric and "INT" in type_name

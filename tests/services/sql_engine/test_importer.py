@@ -26,7 +26,7 @@ def _import(
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
     imported = import_file(raw, filename, out, sheet=sheet)
-    rows = duckdb.sql(f"SELECT * FROM read_parquet('{imported.parquet}')").fetchall()
+    rows = duckdb.execute(f"SELECT * FROM read_parquet('{imported.parquet}')").fetchall()
     return imported.columns, rows
 
 
