@@ -258,9 +258,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         body: ChatStreamRequest,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
-        """Streams the orchestrator's events as SSE; the gRPC call is cancelled if the client leaves."""
-        if (failure := await check_session(request, body.session_id)) is not None:
-            return failure
+        """Streams the orchestrator's events as SSE; the gRPC call is cancelled if the client leaves.
+
+        An unknown session is not refused here: the stream opens and its last event is an `error` with
+        code DATASET_NOT_FOUND (the frontend shows stream errors in place), and nothing is stored for it.
+        """
+        session_known = await check_session(request, body.session_id) is None
         after_seq = body.last_event_id
         if last_event_id:
             if not last_event_id.strip().isdigit():
@@ -279,14 +282,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         stats.track(call)
         record = TurnRecorder(chats(request), body.chat_id, resumed=after_seq > 0)
-        if after_seq == 0:
+        if after_seq == 0 and session_known:
             record.start(body.session_id, body.message)
         events = sse_events(
             call,
             max_rows=settings.sse_max_rows,
             retry_ms=settings.sse_retry_ms,
             after_seq=after_seq,
-            on_event=record,
+            on_event=record if session_known else None,
             stats=stats,
         )
         return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s)

@@ -71,9 +71,18 @@ test("every chunking of a live stream parses to the same events", async () => {
 
 test("an HTTP error surfaces as ApiError with the gateway's code", async () => {
   await assert.rejects(
-    streamChat(BASE, body("f".repeat(32), "how many rows are there?"), { onEvent: () => {} }),
-    (err) => err instanceof ApiError && err.status === 404 && err.code === "DATASET_NOT_FOUND",
+    streamChat(BASE, { chat_id: "c", message: "how many rows are there?" }, { onEvent: () => {} }),
+    (err) => err instanceof ApiError && err.status === 422 && err.code === "MISSING_FIELD",
   );
+});
+
+test("an unknown session ends the stream with an error event", async () => {
+  const seen = [];
+  await streamChat(BASE, body("f".repeat(32), "how many rows are there?"), { onEvent: (e) => seen.push(e) });
+  assert.deepEqual(seen.map((e) => e.seq), seen.map((_, i) => i + 1));
+  const last = seen[seen.length - 1];
+  assert.equal(last.type, "error");
+  assert.equal(last.code, "DATASET_NOT_FOUND");
 });
 
 test("a 2 MB event parses whole, live and across odd chunk boundaries", async () => {

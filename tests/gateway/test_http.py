@@ -211,10 +211,13 @@ def test_bad_chat_requests_get_json_errors(
     assert error["code"] == code and error["message"]
 
 
-def test_unknown_session_is_404_before_any_stream(stack: Stack) -> None:
-    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=ask("f" * 32))
-    assert reply.status_code == 404
-    assert reply.json()["error"]["code"] == "DATASET_NOT_FOUND"
+def test_unknown_session_is_an_error_event_on_the_stream_and_404_elsewhere(stack: Stack) -> None:
+    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=ask("f" * 32), timeout=30)
+    assert reply.status_code == 200
+    payloads = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
+    assert payloads[-1]["type"] == "error" and payloads[-1]["code"] == "DATASET_NOT_FOUND"
+    assert "upload" in payloads[-1]["message"].lower()
+    assert httpx.get(f"{stack.base_url}/api/sessions/{'f' * 32}/chats").status_code == 404
     assert httpx.get(f"{stack.base_url}/api/datasets/{'f' * 32}").status_code == 404
     invalid = httpx.get(f"{stack.base_url}/api/datasets/bad%20id")
     assert invalid.status_code == 400
