@@ -117,6 +117,10 @@ class ZygoteProcess:
             if self.proc is not None and self.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     self.proc.kill()
+                # Reaped through asyncio before the object can be dropped: an unreaped Popen lands in
+                # subprocess._active, whose next poll would race asyncio's own waitpid.
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), 5.0)
             self.on_exit(self)
 
     def _dispatch(self, header: dict[str, Any], blob: bytes) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import FailedPrecondition, InvalidInput
-from common.store import DatasetStore
+from common.store import DatasetStore, LocalDatasetStore
 from insightx.v1 import py_sandbox_pb2 as pb
 from services.py_sandbox import policy
 from services.py_sandbox.pool import LEVELS, SandboxPool, default_confinement
@@ -124,7 +124,10 @@ class PySandbox:
         if not input_ipc:
             if not session_id:
                 raise InvalidInput("MISSING_DATA", "Give a session_id or an input_table to run code over.")
-            parquet = (await asyncio.to_thread(self.store.parquet_path, session_id)).resolve()
+            if isinstance(self.store, LocalDatasetStore):  # a small local read: no thread hop
+                parquet = self.store.parquet_path(session_id).resolve()
+            else:  # a remote store may download on first use
+                parquet = (await asyncio.to_thread(self.store.parquet_path, session_id)).resolve()
             stat = parquet.stat()
             dataset = str(parquet)
             cache = str(self.cache_dir / f"{session_id}-{stat.st_mtime_ns}-{stat.st_size}.arrow")
