@@ -18,8 +18,8 @@ import pyarrow as pa
 from common.arrow import ipc_to_table, json_safe, to_records, to_table_result
 from common.channels import call_metadata
 from common.errors import error_info
+from insightx.v1 import common_pb2, py_sandbox_pb2, sql_engine_pb2
 from insightx.v1 import orchestrator_pb2 as pb
-from insightx.v1 import py_sandbox_pb2, sql_engine_pb2
 from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
 from services.orchestrator.peers import Peers
@@ -36,6 +36,7 @@ class SqlOutcome:
     truncated: bool = False
     error: str = ""
     reason: str = ""
+    wire: common_pb2.TableResult | None = None  # the engine's bytes, handed to the sandbox as they are
 
     @property
     def ok(self) -> bool:
@@ -83,15 +84,17 @@ class Execution:
         self.events = events
         self.deadline = deadline
 
-    async def sql(self, sql: str, attempt: int) -> SqlOutcome:
-        """Runs `sql`; emits its sql_result event (rows or error)."""
+    async def sql(self, sql: str, attempt: int, for_python: bool = False) -> SqlOutcome:
+        """Runs `sql`; emits its sql_result event (rows or error). Rows feeding Python get a larger cap."""
         timeout = remaining(self.deadline, self.settings.sql_timeout_ms / 1000.0 + 2.0)
         try:
             reply = await self.peers.sql.ExecuteSql(
                 sql_engine_pb2.ExecuteSqlRequest(
                     session_id=self.dataset.session_id,
                     sql=sql,
-                    max_rows=self.settings.sql_max_rows,
+                    max_rows=self.settings.python_input_max_rows
+                    if for_python
+                    else self.settings.sql_max_rows,
                     timeout_ms=max(1, int(min(self.settings.sql_timeout_ms, (timeout - 0.5) * 1000))),
                 ),
                 timeout=timeout,
@@ -114,18 +117,19 @@ class Execution:
             attempt=attempt,
             total_rows=table.num_rows,
         )
-        return SqlOutcome(sql, table=table, truncated=reply.result.truncated)
+        return SqlOutcome(sql, table=table, truncated=reply.result.truncated, wire=reply.result)
 
-    async def python(self, code: str, input_table: pa.Table | None) -> PythonOutcome:
-        """Runs `code` with `df` = `input_table` (or the session's whole table); emits python_result."""
+    async def python(self, code: str, input_table: SqlOutcome | None) -> PythonOutcome:
+        """Runs `code` with `df` = the rows of `input_table` (else the whole table); emits python_result."""
         timeout = remaining(self.deadline, self.settings.python_timeout_s + 5.0)
         request = py_sandbox_pb2.RunCodeRequest(
             session_id=self.dataset.session_id,
             code=code,
             timeout_s=max(0.5, min(self.settings.python_timeout_s, timeout - 1.0)),
         )
-        if input_table is not None:
-            request.input_table.CopyFrom(to_table_result(input_table))
+        if input_table is not None and input_table.table is not None:
+            wire = input_table.wire or to_table_result(input_table.table, input_table.truncated)
+            request.input_table.CopyFrom(wire)
         try:
             reply = await self.peers.sandbox.RunCode(request, timeout=timeout, metadata=call_metadata())
         except grpc.aio.AioRpcError as exc:

@@ -95,7 +95,7 @@ def automatic_checks(sql: SqlOutcome | None, python: PythonOutcome | None) -> li
                 if column.null_count == len(column):
                     findings.append(f'Column "{name}" is entirely NULL.')
                 elif pa.types.is_floating(column.type) and any(
-                    isinstance(v, float) and math.isnan(v) for v in column.to_pylist()[:1000]
+                    isinstance(v, float) and math.isnan(v) for v in column.slice(0, 1000).to_pylist()
                 ):
                     findings.append(f'Column "{name}" contains NaN.')
     if python is not None and python.ok:
@@ -197,7 +197,7 @@ class ModelAnalyst:
                 failures.append("(the reply held no SQL statement)")
                 continue
             self.sql_attempts = attempt
-            outcome = await self.run.sql(sql, attempt)
+            outcome = await self.run.sql(sql, attempt, for_python=self.classification == "SQL_THEN_PY")
             if outcome.ok:
                 self.sql = outcome
                 return
@@ -229,7 +229,7 @@ class ModelAnalyst:
             if failures:
                 sections.append(("Failed attempts (fix the code)", "\n\n".join(failures)))
             code = await self.agents.ask("python", user_message(sections), parse_python, self.deadline)
-            outcome = await self.run.python(code, self.sql.table if on_sql and self.sql else None)
+            outcome = await self.run.python(code, self.sql if on_sql else None)
             if outcome.ok:
                 self.python = outcome
                 return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
@@ -25,7 +26,7 @@ from services.orchestrator.builtin import plan_question
 from services.orchestrator.cache import AnswerCache, cache_key
 from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
-from services.orchestrator.execution import Execution, remaining
+from services.orchestrator.execution import Execution, SqlOutcome, remaining
 from services.orchestrator.model_analyst import ModelAnalyst
 from services.orchestrator.models import AgentClient, KeyNotice, ModelUnavailable
 from services.orchestrator.peers import Peers
@@ -35,6 +36,8 @@ from services.orchestrator.streams import AnswerStreams
 from services.orchestrator.transcript import Transcript
 
 log = logging.getLogger(__name__)
+
+_DATASETS_KEPT = 64
 
 _FALLBACK_MESSAGES = {
     "LLM_NOT_CONFIGURED": "No language model is configured: the built-in analyst answers.",
@@ -62,6 +65,7 @@ class Pipeline:
         self.registry = registry or load_registry()
         self.transcript = transcript
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
+        self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
         self.streams = AnswerStreams(
             settings.resume_retention_s, settings.resume_max_chats, settings.resume_max_events
         )
@@ -219,16 +223,17 @@ class Pipeline:
         plan = _plan(question, dataset, history)
         events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
         results = StepResults()
+        outcome: SqlOutcome | None = None
         if plan.sql:
             events.status("Running SQL on DuckDB", "sql")
-            outcome = await execution.sql(plan.sql, 1)
+            feeds_python = bool(plan.python_code and plan.python_on_sql_result)
+            outcome = await execution.sql(plan.sql, 1, for_python=feeds_python)
             if not outcome.ok:
                 raise StepFailed(f"The query failed: {outcome.error}", outcome.reason or "SQL_FAILED")
             results.sql_table, results.sql_truncated = outcome.table, outcome.truncated
         if plan.python_code:
             events.status("Running Python analysis", "python")
-            table = results.sql_table if plan.python_on_sql_result else None
-            run = await execution.python(plan.python_code, table)
+            run = await execution.python(plan.python_code, outcome if plan.python_on_sql_result else None)
             if not run.ok:
                 raise StepFailed(f"The analysis failed: {run.error}", "PYTHON_FAILED")
             results.python_result, results.python_table = run.result, run.table
@@ -237,6 +242,11 @@ class Pipeline:
         return plan.compose(results), plan.sql or ""
 
     async def _load(self, session_id: str, deadline: float) -> DatasetContext:
+        """The session's table, schema and profile; a session's dataset never changes, so it is kept."""
+        known = self._datasets.get(session_id)
+        if known is not None:
+            self._datasets.move_to_end(session_id)
+            return known
         try:
             reply = await self.peers.sql.DescribeDataset(
                 sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
@@ -245,7 +255,7 @@ class Pipeline:
             )
         except grpc.aio.AioRpcError as exc:
             raise peer_failure("sql", exc) from exc
-        return DatasetContext(
+        dataset = DatasetContext(
             session_id=session_id,
             table=reply.table,
             row_count=reply.row_count,
@@ -253,6 +263,10 @@ class Pipeline:
             profile=reply.profile,
             dataset_hash=reply.dataset_hash,
         )
+        self._datasets[session_id] = dataset
+        while len(self._datasets) > _DATASETS_KEPT:
+            self._datasets.popitem(last=False)
+        return dataset
 
 
 def budget_deadline(settings: OrchestratorSettings, caller_remaining: float | None) -> float:

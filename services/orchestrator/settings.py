@@ -17,6 +17,7 @@ class OrchestratorSettings(Settings):
 
     sql_timeout_ms: int = Field(30_000, description="longest a pipeline query may run")
     sql_max_rows: int = Field(5_000, description="rows fetched from a query")
+    python_input_max_rows: int = Field(1_000_000, description="rows a query may hand to Python as `df`")
     event_max_rows: int = Field(200, description="rows carried by a sql_result event")
     python_timeout_s: float = Field(30.0, description="wall-clock limit of one sandbox run")
     llm_timeout_s: float = Field(60.0, description="longest one model call may take")

@@ -7,6 +7,7 @@ import time
 import pytest
 from google.protobuf import json_format
 
+from insightx.v1 import orchestrator_pb2 as opb
 from tests.fakes.fake_llm_server import rate_limited, slow, unauthorized
 from tests.services.orchestrator.conftest import DEMO_ROWS, StartChat, kinds, of_kind
 
@@ -117,3 +118,15 @@ async def test_the_callers_deadline_bounds_the_answer(start_chat: StartChat) -> 
     events = await chat.ask("What is the failure rate for Android users?", timeout=2.0)
     assert time.monotonic() - started < 2.0
     assert kinds(events)[-1] == "error" and events[-1].error.code == "DEADLINE_EXCEEDED"
+
+
+async def test_builtin_python_steps_run_on_the_whole_sql_result(start_chat: StartChat) -> None:
+    chat = await start_chat(keys=None, sql_max_rows=1_000)
+    events = await chat.ask("Are there any outliers in the amount?")
+    assert kinds(events)[-1] == "final_response", events[-1]
+    assert of_kind(events, "orchestrator_result")[0].classification == opb.CLASSIFICATION_SQL_THEN_PY
+    sql = of_kind(events, "sql_result")[0]
+    assert sql.total_rows == DEMO_ROWS  # not cut at sql_max_rows: Python needs every row
+    runs = of_kind(events, "python_result")
+    assert len(runs) == 1 and runs[0].error == "" and runs[0].results_json
+    assert kinds(events).index("sql_result") < kinds(events).index("python_result")
