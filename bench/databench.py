@@ -49,7 +49,7 @@ LATENCY_QUESTIONS = [
 ]
 
 
-# ---- scoring ------------------------------------------------------------------------------------------------
+# ---- scoring ----------------------------------------
 
 
 def _trunc(x: float) -> float:
@@ -100,10 +100,10 @@ def score(got: Any, gold: str, kind: str) -> bool:
     if kind.startswith("list"):
         if not isinstance(got, list):
             return False
-        want = _parse_list(gold)
-        if len(want) != len(got):
+        gold_items = _parse_list(gold)
+        if len(gold_items) != len(got):
             return False
-        remaining = list(want)
+        remaining = list(gold_items)
         for item in got:
             match = next((i for i, w in enumerate(remaining) if _same(item, w)), None)
             if match is None:
@@ -115,7 +115,7 @@ def score(got: Any, gold: str, kind: str) -> bool:
     return _same(got, gold)
 
 
-# ---- the real services -------------------------------------------------------------------------------------
+# ---- the real services ----------------------------------------
 
 
 def _start_stack(data_dir: Path) -> Any:
@@ -212,7 +212,7 @@ def run_accuracy(client: Any, base: str, limit: int | None) -> dict[str, list[in
 
 def run_latency(
     client: Any, base: str, work: Path, n_questions: int, repeats: int
-) -> tuple[float, float, int]:
+) -> tuple[float, float, float, int]:
     sys.path.insert(0, str(REPO))
     from tools.demo_data import write_csv
 
@@ -265,8 +265,8 @@ def main() -> int:
                     cold, median, worst, answered = run_latency(client, base, work, n_latency, repeats)
                     print(
                         f"Demo table (250,000 rows): median end-to-end answer {cold:.0f} ms on first asks "
-                        f"({n_latency} questions), {median:.0f} ms on repeats ({n_latency * repeats} asks; max "
-                        f"{worst:.0f} ms; {answered} answered)   (target <= 300 ms)"
+                        f"({n_latency} questions), {median:.0f} ms on repeats ({n_latency * repeats} asks; "
+                        f"max {worst:.0f} ms; {answered} answered)   (target <= 300 ms)"
                     )
         finally:
             stack.stop()

@@ -27,7 +27,8 @@ _AGG = {
     "var": "var_samp",
 }
 _EXISTS = re.compile(
-    r"^\s*(is|are) there\b|^\s*(does|do|did) (the|this|our) (dataset|data|table|database) (contain|have|include)"
+    r"^\s*(is|are) there\b|^\s*(does|do|did) (the|this|our) (dataset|data|table|database) "
+    r"(contain|have|include)"
     r"|^\s*(is|are|does|do|did|has|have|was|were) (any|anyone|anybody|there)\b|\bany(one|body)\b"
     r"|\bany \w+ (with|who|that|whose|in|from)\b|\bexists?\b|^\s*did \w+ \w+",
     re.I,
@@ -77,7 +78,8 @@ def _all_same(ctx: _Ctx) -> Plan | None:
         if col is None:
             return None
         sql = (
-            f"SELECT count(DISTINCT {col.sql}) = count(*) AS answer, count(DISTINCT {col.sql}) AS distinct_values,"
+            f"SELECT count(DISTINCT {col.sql}) = count(*) AS answer, count(DISTINCT {col.sql}) AS "
+            "distinct_values,"
             f" count(*) AS rows FROM {ctx.table}{ctx.where()}"
         )
         return _mk(
@@ -101,7 +103,8 @@ def _all_same(ctx: _Ctx) -> Plan | None:
         cond, pred = q.filters[:-1], q.filters[-1]
         sql = (
             f"SELECT coalesce(bool_and({pred.sql}), false) AS answer, count(*) AS rows, "
-            f"sum(CASE WHEN {pred.sql} THEN 1 ELSE 0 END) AS matching FROM {ctx.table}{ctx.where(filters=cond)}"
+            f"sum(CASE WHEN {pred.sql} THEN 1 ELSE 0 END) AS matching FROM "
+            f"{ctx.table}{ctx.where(filters=cond)}"
         )
         return _mk(
             ctx,
@@ -150,7 +153,8 @@ def _split_value_filters(filters: list[Filter], values: list) -> list[Filter]:
 
 
 def _rate_compare(ctx: _Ctx) -> Plan | None:
-    """ "Is the failure rate higher on weekends?": the rate where a condition holds against where it does not."""
+    """ "Is the failure rate higher on weekends?": the rate where a condition holds against where it does "
+    "not."""
     q = ctx.q
     if q.has(r"\bthan\b") or not q.has(r"\b(rate|share|percentage|proportion|ratio)\b") or len(q.filters) < 2:
         return None
@@ -270,7 +274,8 @@ def _most_share(ctx: _Ctx) -> Plan | None:
         return None
     preds = " AND ".join(f.sql for f in q.filters)
     sql = (
-        f"SELECT avg(CASE WHEN {preds} THEN 1 ELSE 0 END) > 0.5 AS answer, round(100.0 * avg(CASE WHEN {preds} "
+        f"SELECT avg(CASE WHEN {preds} THEN 1 ELSE 0 END) > 0.5 AS answer, round(100.0 * avg(CASE WHEN "
+        f"{preds} "
         f"THEN 1 ELSE 0 END), 2) AS percent FROM {ctx.table}"
     )
     return _mk(
@@ -288,6 +293,7 @@ def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
         return None
     numeric = [f for f in q.filters if f.op and f.number is not None and f.op != "between"]
     target: Filter | None = numeric[-1] if numeric else None
+    number: float | None
     sign = None
     if target is None:
         if q.has(r"\bnegative\b"):
@@ -312,7 +318,8 @@ def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
     rest = [f for f in q.filters if f is not target]
     value = f"{_AGG[agg]}({col.sql})"
     sql = (
-        f"SELECT {value} {'=' if op == '=' else op} {number!r} AS answer, {value} AS {agg}_value FROM {ctx.table}"
+        f"SELECT {value} {'=' if op == '=' else op} {number!r} AS answer, {value} AS {agg}_value FROM "
+        f"{ctx.table}"
         f"{ctx.where(filters=rest)}"
     )
     return _mk(
@@ -328,7 +335,8 @@ _ROW_WORDS = {"rows", "entries", "records", "elements", "observations", "items",
 
 
 def _counted(ctx: _Ctx, index: int) -> Column | str | None:
-    """What a number in "more than 5 X" counts: a column's distinct values, rows, or (None) something unknown."""
+    """What a number in "more than 5 X" counts: a column's distinct values, rows, or (None) something "
+    "unknown."""
     q = ctx.q
     toks = q.tokens
     free = q.free_columns()
@@ -363,9 +371,9 @@ def _count_vs_number(ctx: _Ctx) -> Plan | None:
         if cmp is None and not q.has(r"\b(exactly|at least|at most)\b"):
             continue
         op = cmp[0] if cmp else "="
-        if op == "=" and cmp is not None and q.tokens[cmp[1]].text not in ("exactly", "equal", "equals"):
-            if not q.has(r"\b(contain|have|has|include)s?\b"):
-                continue
+        exact = cmp is not None and q.tokens[cmp[1]].text in ("exactly", "equal", "equals")
+        if op == "=" and cmp is not None and not exact and not q.has(r"\b(contain|have|has|include)s?\b"):
+            continue
         counted = _counted(ctx, n.index)
         if counted is None:
             continue
@@ -402,7 +410,10 @@ def _exists(ctx: _Ctx) -> Plan | None:
     if not q.filters or _unresolved_comparison(ctx):
         return None
     none = q.has(r"\bthere (are|is) no\b|\bno one\b|\bnobody\b|\bnone\b")
-    sql = f"SELECT count(*) {'= 0' if none else '> 0'} AS answer, count(*) AS matching_rows FROM {ctx.table}{ctx.where()}"
+    sql = (
+        f"SELECT count(*) {'= 0' if none else '> 0'} AS answer, count(*) AS matching_rows FROM "
+        f"{ctx.table}{ctx.where()}"
+    )
     return _mk(
         ctx,
         sql,

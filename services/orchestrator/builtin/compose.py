@@ -288,7 +288,8 @@ def nothing_matched(schema: Schema, reason: str) -> Answer:
         text=(
             f"I could not answer this from the data: {reason} Without a language model I answer questions "
             f"about the columns ({names}{more}): counts, sums, averages, medians, minimum and maximum, "
-            'filters on values in the data, breakdowns ("average X by Y"), top and bottom k, distinct values, '
+            'filters on values in the data, breakdowns ("average X by Y"), top and bottom k, '
+            "distinct values, "
             "rates and shares, trends over time, yes/no comparisons and correlations."
         ),
         answer=None,

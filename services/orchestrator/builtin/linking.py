@@ -73,7 +73,8 @@ class Links:
     entities: list[tuple[int, str]] = field(default_factory=list)
 
     def covered(self, index: int) -> bool:
-        return any(link.start <= index < link.end for link in (*self.columns, *self.values))
+        spans: list[ColumnLink | ValueLink] = [*self.columns, *self.values]
+        return any(span.start <= index < span.end for span in spans)
 
     def column_at(self, index: int) -> ColumnLink | None:
         return next((c for c in self.columns if c.start <= index < c.end), None)
@@ -157,10 +158,9 @@ def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, i
                 full = matched == len(content)
                 if not full and not hits_specific:
                     continue
-                if not full and all(_word_strength(q, w) < 0.9 for q in span_stems for w in specific):
-                    # a synonym alone links only short headers ("expensive" → "Cost of Living Index" is fine)
-                    if matched / len(content) < 0.3:
-                        continue
+                synonym_only = all(_word_strength(q, w) < 0.9 for q in span_stems for w in specific)
+                if not full and synonym_only and matched / len(content) < 0.3:
+                    continue  # a synonym alone links only short headers
                 coverage = matched / len(content)
                 score = strength + coverage + (1.0 if full else 0.0)
                 key = (start, end)
@@ -184,7 +184,7 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
         elif clash.start <= start and end <= clash.end and column not in [c for c, _ in clash.candidates]:
             clash.candidates.append((column, score))
     links.sort(key=lambda lk: lk.start)
-    # a partial link right before a full one is that one's qualifier ("product codes" → code, not product_name)
+    # a partial link right before a full one qualifies it ("product codes" → code, not product_name)
     full = {id(lk) for lk in links if lk.score >= 3.0}
     return [
         lk
@@ -273,7 +273,7 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
                     for q in span_stems
                     if q not in STOP_STEMS
                 ):
-                    continue  # "contributed" names the creator column, not the value "openfoodfacts-contributors"
+                    continue  # "contributed" names the creator column, not "openfoodfacts-contributors"
                 if all(w.isdigit() for w in words) and not (
                     all(t.text.isdigit() for t in tokens[start:end])
                     and any(c.words and c is column for c in [column])

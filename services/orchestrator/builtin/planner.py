@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin import stats
-from services.orchestrator.builtin.linking import ColumnLink
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
-from services.orchestrator.builtin.text import same_word, stem
+from services.orchestrator.builtin.linking import ColumnLink
 from services.orchestrator.builtin.question import Filter, Question, add_flag_filters, parse
 from services.orchestrator.builtin.schema import Column, Schema, literal, schema_of
+from services.orchestrator.builtin.text import same_word, stem
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 
 _AGG_SQL = {
@@ -103,7 +103,7 @@ def _plan(
     )
 
 
-# ---- helpers over links -------------------------------------------------------------------------------------
+# ---- helpers over links ----------------------------------------
 
 
 def _free(ctx: _Ctx) -> list[ColumnLink]:
@@ -170,7 +170,7 @@ def _is_count_question(q: Question) -> bool:
     return q.agg == "count" or q.has(r"\bhow many\b")
 
 
-# ---- shapes ---------------------------------------------------------------------------------------------------
+# ---- shapes ----------------------------------------
 
 
 def _unexplained(q: Question) -> list[str]:
@@ -271,7 +271,10 @@ def _significance(ctx: _Ctx) -> Plan | None:
     if group is None:
         return None
     if measure is not None:
-        sql = f"SELECT {group.sql}::VARCHAR AS grp, {measure.sql} AS value FROM {ctx.table} WHERE {measure.sql} IS NOT NULL AND {group.sql} IS NOT NULL"
+        sql = (
+            f"SELECT {group.sql}::VARCHAR AS grp, {measure.sql} AS value FROM {ctx.table} "
+            f"WHERE {measure.sql} IS NOT NULL AND {group.sql} IS NOT NULL"
+        )
         code = stats.ANOVA_CODE
         reasoning = (
             f"Does `{measure.name}` differ across `{group.name}`? Welch t-test / ANOVA in the sandbox."
@@ -280,7 +283,10 @@ def _significance(ctx: _Ctx) -> Plan | None:
         other = _first(ctx, lambda x: x.textual and 1 < x.distinct <= 50, exclude=(group,))
         if other is None:
             return None
-        sql = f"SELECT {group.sql}::VARCHAR AS grp, {other.sql}::VARCHAR AS value FROM {ctx.table} WHERE {group.sql} IS NOT NULL AND {other.sql} IS NOT NULL"
+        sql = (
+            f"SELECT {group.sql}::VARCHAR AS grp, {other.sql}::VARCHAR AS value FROM {ctx.table} WHERE "
+            f"{group.sql} IS NOT NULL AND {other.sql} IS NOT NULL"
+        )
         code = stats.CHI2_CODE
         reasoning = f"Are `{group.name}` and `{other.name}` independent? Chi-square test in the sandbox."
     return _plan(
@@ -294,31 +300,38 @@ def _significance(ctx: _Ctx) -> Plan | None:
     )
 
 
+_ALONE = (
+    r"(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))"  # "monthly?" but not "monthly income"
+)
 _BUCKETS = [
     (
-        r"\b(by|per|each|every|over|across)\s+(the\s+)?(hour|hours)\b|\bhourly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))|\bhour of (the )?day\b",
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(hour|hours)\b|\bhourly"
+        + _ALONE
+        + r"|\bhour of (the )?day\b",
         "hour",
         "hour({})",
     ),
     (r"\bday of (the )?week\b|\bweekday|\bby day of\b", "day of week", "dayname({})"),
     (
-        r"\b(by|per|each|every|over|across)\s+(the\s+)?(day|date|days)\b|\bdaily(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(day|date|days)\b|\bdaily" + _ALONE,
         "day",
         "CAST({} AS DATE)",
     ),
     (
-        r"\b(by|per|each|every|over|across)\s+(the\s+)?(week|weeks)\b|\bweekly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(week|weeks)\b|\bweekly" + _ALONE,
         "week",
         "CAST(date_trunc('week', {}) AS DATE)",
     ),
     (
-        r"\b(by|per|each|every|over|across)\s+(the\s+)?(month|months)\b|\bmonthly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))|\bmonth over month\b|\btrend\b"
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(month|months)\b|\bmonthly"
+        + _ALONE
+        + r"|\bmonth over month\b|\btrend\b"
         r"|\bover time\b",
         "month",
         "strftime({}, '%Y-%m')",
     ),
     (
-        r"\b(by|per|each|every|over|across)\s+(the\s+)?(quarter|quarters)\b|\bquarterly(?=\s*(\?|$|trend|breakdown|totals?|counts?|volumes?|basis))",
+        r"\b(by|per|each|every|over|across)\s+(the\s+)?(quarter|quarters)\b|\bquarterly" + _ALONE,
         "quarter",
         "strftime({}, '%Y') || '-Q' || quarter({})::VARCHAR",
     ),
@@ -349,7 +362,8 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
         if name == "day of week":
             sql = (
                 f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
-                f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY isodow({tcol.sql})"
+                f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY "
+                f"isodow({tcol.sql})"
             )
         label = f"{value_label} by {name} of `{tcol.name}`{ctx.basis()}"
         return _plan(
@@ -403,7 +417,8 @@ def _rate(ctx: _Ctx) -> Plan | None:
         return None  # a number in the question was not understood: no guess
     q = ctx.q
     if not q.has(
-        r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! (their|the|a|an|his|her|its|our|my))"
+        r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b(?! "
+        r"(their|the|a|an|his|her|its|our|my))"
         r"|%|\bwhat part\b"
     ):
         return None
@@ -464,7 +479,8 @@ def _breakdown(ctx: _Ctx) -> Plan | None:
     limit = f" LIMIT {q.k}" if q.k else ""
     sql = (
         f"SELECT {group.sql} AS {c_quote(group.name)}, {value_sql} AS {c_quote(value_label)} FROM {ctx.table}"
-        f"{ctx.where([f'{group.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1{limit}"
+        f"{ctx.where([f'{group.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, "
+        f"1{limit}"
     )
     label = f"{value_label[0].upper()}{value_label[1:]} by `{group.name}`{ctx.basis()}"
     if q.superlative is not None and q.answer_type != "list" and not q.k:
@@ -556,7 +572,8 @@ def _counts_rows(q: Question, index: int) -> bool:
 
 
 def _ranked(ctx: _Ctx) -> Plan | None:
-    """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top mean."""
+    """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top "
+    "mean."""
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
     q = ctx.q
@@ -630,7 +647,8 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         direction = _direction(col, sup.desc)
         if as_list or q.k:
             sql = (
-                f"SELECT {col.sql} AS {c_quote(col.name)} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
+                f"SELECT {col.sql} AS {c_quote(col.name)} FROM "
+                f"{ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])}"
                 f" ORDER BY {col.sql} {direction} LIMIT {q.k or 5}"
             )
             return _plan(
@@ -645,7 +663,8 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         agg = "max" if direction == "DESC" else "min"
         if sup.offset:
             sql = (
-                f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY {col.sql} "
+                f"SELECT {col.sql} FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} "
+                f"ORDER BY {col.sql} "
                 f"{direction} LIMIT 1 OFFSET {sup.offset}"
             )
         else:
@@ -689,7 +708,8 @@ def _ranked(ctx: _Ctx) -> Plan | None:
         return _plan(ctx, sql, composer, f"Group by `{target.name}`, {agg} of `{order.name}`, take the top.")
     limit = q.k or 1
     sql = (
-        f"SELECT {target.sql} AS {c_quote(target.name)}, {order.sql} AS {c_quote(order.name)} FROM {ctx.table}"
+        f"SELECT {target.sql} AS {c_quote(target.name)}, {order.sql} AS {c_quote(order.name)} FROM "
+        f"{ctx.table}"
         f"{ctx.where([f'{order.sql} IS NOT NULL'])} ORDER BY {order.sql} {direction} LIMIT {limit}"
         f" OFFSET {sup.offset}"
     )
@@ -739,8 +759,11 @@ def _row_order(ctx: _Ctx) -> Plan | None:
     where = ctx.where([f"{col.sql} IS NOT NULL"])
     if first_k is not None or q.distinct:
         k = word_number(first_k.group("k")) if first_k is not None else None
-        limit = f" LIMIT {int(k)}" if k else ""
-        sql = f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} GROUP BY 1 ORDER BY min(__row){limit}"
+        limit_sql = f" LIMIT {int(k)}" if k else ""
+        sql = (
+            f"SELECT {col.sql} AS {c_quote(col.name)} FROM {source}{where} GROUP BY 1 ORDER BY "
+            f"min(__row){limit_sql}"
+        )
         label = f"The first distinct values of `{col.name}` in row order{ctx.basis()}"
         return _plan(
             ctx, sql, c.listing(label, ctx.follow_ups(col)), f"Distinct `{col.name}` by first appearance."
@@ -783,10 +806,14 @@ def _closest(ctx: _Ctx) -> Plan | None:
     target = target or col
     limit = q.k or 1
     sql = (
-        f"SELECT {target.sql} AS {c_quote(target.name)}, {col.sql} AS {c_quote(col.name)} FROM {ctx.table}"
-        f"{ctx.where([f'{col.sql} IS NOT NULL'])} ORDER BY abs({col.sql} - {number.value!r}), {col.sql} LIMIT {limit}"
+        f"SELECT {target.sql} AS {c_quote(target.name)}, {col.sql} AS {c_quote(col.name)} "
+        f"FROM {ctx.table}{ctx.where([f'{col.sql} IS NOT NULL'])} "
+        f"ORDER BY abs({col.sql} - {number.value!r}), {col.sql} LIMIT {limit}"
     )
-    label = f"`{target.name}` of the {limit if limit > 1 else ''} row{'s' if limit > 1 else ''} with `{col.name}` closest to {number.value:g}"
+    label = (
+        f"`{target.name}` of the {limit if limit > 1 else ''} row{'s' if limit > 1 else ''} "
+        f"with `{col.name}` closest to {number.value:g}"
+    )
     composer = (
         c.listing(label, ctx.follow_ups(col))
         if limit > 1 or q.answer_type == "list"
@@ -826,7 +853,8 @@ def _distinct(ctx: _Ctx) -> Plan | None:
     if _is_count_question(q) or q.answer_type == "number":
         if col.listlike:
             sql = (
-                f"SELECT count(DISTINCT v) FROM (SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS v "
+                f"SELECT count(DISTINCT v) FROM (SELECT unnest(string_split(trim({col.sql}, '[]'), ', ')) AS "
+                "v "
                 f"FROM {ctx.table}{ctx.where()}) WHERE v <> ''"
             )
         else:
@@ -885,7 +913,10 @@ def _aggregate(ctx: _Ctx) -> Plan | None:
         col = col or next((lk.column for lk in q.links.columns if lk.column.measure), None)
         if col is None:
             return None
-        sql = f"SELECT {_AGG_SQL[q.agg].format(col.sql)} AS {c_quote(q.agg + ' ' + col.name)} FROM {ctx.table}{ctx.where()}"
+        sql = (
+            f"SELECT {_AGG_SQL[q.agg].format(col.sql)} AS {c_quote(q.agg + ' ' + col.name)} FROM "
+            f"{ctx.table}{ctx.where()}"
+        )
         label = f"{_AGG_NAME[q.agg]} of `{col.name}`{ctx.basis()}"
         return _plan(
             ctx,
@@ -938,8 +969,7 @@ def _lookup(ctx: _Ctx) -> Plan | None:
     target = _first(ctx, lambda x: True)
     if target is None:
         return None
-    agg = "" if q.answer_type != "number" or not target.numeric else ""
-    sql = f"SELECT {agg}{target.sql} AS {c_quote(target.name)} FROM {ctx.table}{ctx.where()} LIMIT 50"
+    sql = f"SELECT {target.sql} AS {c_quote(target.name)} FROM {ctx.table}{ctx.where()} LIMIT 50"
     composer = c.listing if q.answer_type == "list" else None
     if composer is not None:
         return _plan(
@@ -1007,7 +1037,7 @@ def _entity_filters(ctx: _Ctx) -> None:
     for group in groups:
         text = " ".join(w for _, w in group)
         first, last = group[0][0], group[-1][0]
-        near = next(
+        near_link = next(
             (
                 lk
                 for lk in q.links.columns
@@ -1015,8 +1045,8 @@ def _entity_filters(ctx: _Ctx) -> None:
             ),
             None,
         )
-        if near is not None:
-            ncol = near.column
+        if near_link is not None:
+            ncol = near_link.column
             q.filters.append(
                 Filter(
                     ncol,
@@ -1027,7 +1057,7 @@ def _entity_filters(ctx: _Ctx) -> None:
                     guess=True,
                 )
             )
-            q.used.update(range(near.start, near.end))
+            q.used.update(range(near_link.start, near_link.end))
             continue
         q.filters.append(
             Filter(
@@ -1102,7 +1132,8 @@ def plan_question(
 
 
 def _guarded(compose: c.Composer, schema: Schema, guesses: list[Filter]) -> c.Composer:
-    """A filter matched by name only ("Iceland") that finds nothing is more likely a misreading than a zero."""
+    """A filter matched by name only ("Iceland") that finds nothing is more likely a misreading than a "
+    "zero."""
 
     def run(results: StepResults) -> Answer:
         answer = compose(results)

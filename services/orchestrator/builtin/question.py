@@ -25,7 +25,8 @@ AGG_WORDS: list[tuple[str, str]] = [
     (r"\bstandard deviation\b|\bstd\b|\bstdev\b", "std"),
     (r"\bvariance\b", "var"),
     (
-        r"\brange\b|\bdifference between the (highest|largest|maximum|max) and (the )?(lowest|smallest|minimum|min)\b"
+        r"\brange\b|\bdifference between the (highest|largest|maximum|max) and (the "
+        r")?(lowest|smallest|minimum|min)\b"
         r"|\bspread\b",
         "range",
     ),
@@ -71,7 +72,8 @@ _CMP: list[tuple[str, str]] = [
     (r"\bat least\b|\bno less than\b|\bminimum of\b|\bor more\b|>=", ">="),
     (r"\bat most\b|\bno more than\b|\bup to\b|\bor less\b|\bor fewer\b|<=", "<="),
     (
-        r"\b(more|greater|higher|bigger|larger|better|older|longer|over|above|exceed(s|ing)?|beyond|after)\b( than)?|>",
+        r"\b(more|greater|higher|bigger|larger|better|older|longer|over|above|exceed(s|ing)?|beyond|after)\b"
+        r"( than)?|>",
         ">",
     ),
     (r"\b(less|fewer|lower|smaller|worse|younger|shorter|under|below|before|beneath)\b( than)?|<", "<"),
@@ -234,16 +236,11 @@ STRUCTURAL = {
     "result",
     "results",
     "information",
-    "average",
     "avg",
     "mode",
-    "total",
-    "sum",
-    "related",
     "specific",
     "certain",
     "particular",
-    "overall",
     "people",
     "person",
     "individuals",
@@ -327,7 +324,8 @@ class Question:
         return next((i for i, t in enumerate(self.tokens) if t.end > char), len(self.tokens))
 
     def uncovered(self) -> list[str]:
-        """Content words of the question that name nothing in the data (nor any structure the analyst knows)."""
+        """Content words of the question that name nothing in the data (nor any structure the analyst "
+        "knows)."""
         out = []
         for i, t in enumerate(self.tokens):
             if i in self.used or self.links.covered(i) or any(n.index == i for n in self.links.numbers):
@@ -692,9 +690,10 @@ def parse(question: str, schema: Schema) -> Question:
         q.filters.append(Filter(col, sql, text, index, index + 1, op, value))
         q.used.add(index)
         for c in links.columns:
-            if c.column is col or col in [cc for cc, _ in c.candidates]:
-                if abs(c.end - index) <= 4 or abs(c.start - index) <= 1:
-                    q.used.update(range(c.start, c.end))
+            if (c.column is col or col in [cc for cc, _ in c.candidates]) and (
+                abs(c.end - index) <= 4 or abs(c.start - index) <= 1
+            ):
+                q.used.update(range(c.start, c.end))
     return q
 
 
