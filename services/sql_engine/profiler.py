@@ -1,7 +1,8 @@
 """The dataset's profile ("data DNA"), computed inside DuckDB at import, in two scans of the Parquet.
 
 Scan 1 computes, for every column at once, counts, approximate distinct counts, numeric statistics and
-approximate quantiles, date spans, correlations between numeric columns and the number of distinct rows.
+quartiles, date spans, correlations between numeric columns and the number of distinct rows (quartiles
+of tables past half a million rows come from a Bernoulli sample of about 200,000 rows).
 Scan 2 counts the exact top values of every column of bounded cardinality with one GROUPING SETS query.
 A few sample values come from the first rows. Nothing is loaded into Python but these aggregates.
 """
@@ -36,7 +37,9 @@ _NUMERIC = (
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 TOP_VALUES = 10
 MAX_CORRELATED = 12
-EXACT_UP_TO = 200_000  # rows up to which distinct rows and quantiles are exact
+EXACT_UP_TO = 200_000  # rows up to which the distinct-row count is exact
+EXACT_QUANTILES_UP_TO = 500_000  # past this, quartiles come from a sample of about QUANTILE_SAMPLE_ROWS
+QUANTILE_SAMPLE_ROWS = 200_000
 MAX_GROUPED_DISTINCT = 100_000
 APPROX_DUPLICATE_NOISE = 0.03
 SAMPLES = 5
@@ -116,7 +119,7 @@ def _scan_statistics(
     con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col], numeric: list[_Col], rows: int
 ) -> dict[str, Any]:
     exprs: list[str] = []
-    quantile = "quantile_cont" if rows <= 2_000_000 else "approx_quantile"
+    sampled = rows > EXACT_QUANTILES_UP_TO
     for c in cols:
         i, ref = c.index, c.ref
         exprs += [f"count({ref}) AS nn_{i}", f"approx_count_distinct({ref}) AS nd_{i}"]
@@ -127,8 +130,9 @@ def _scan_statistics(
                 f"max({x}) AS max_{i}",
                 f"avg({x}) AS mean_{i}",
                 f"stddev_samp({x}) AS std_{i}",
-                f"{quantile}({x}, [0.25, 0.5, 0.75]) AS q_{i}",
             ]
+            if not sampled:
+                exprs.append(f"quantile_cont({x}, [0.25, 0.5, 0.75]) AS q_{i}")
         elif is_temporal(c.type):
             exprs += [f"min({ref})::VARCHAR AS min_{i}", f"max({ref})::VARCHAR AS max_{i}"]
     for a_index, a in enumerate(numeric):
@@ -138,10 +142,24 @@ def _scan_statistics(
         row_hash = f"hash({', '.join(c.ref for c in cols)})"
         distinct = "count(DISTINCT" if rows <= EXACT_UP_TO else "approx_count_distinct("
         exprs.append(f"{distinct} {row_hash}) AS distinct_rows")
-    cursor = con.execute(f"SELECT {', '.join(exprs)} FROM {relation}")
-    names = [d[0] for d in cursor.description]
-    values = cursor.fetchone() or ()
-    return dict(zip(names, values, strict=False))
+    stats = _one_row(con, f"SELECT {', '.join(exprs)} FROM {relation}")
+    measured = [c for c in cols if c.numeric]
+    if sampled and measured:
+        # Quartiles of a large table from a Bernoulli sample: a cheap filter, where exact ones sort it all.
+        quartiles = ", ".join(
+            f"quantile_cont({c.ref}::DOUBLE, [0.25, 0.5, 0.75]) AS q_{c.index}" for c in measured
+        )
+        share = max(1.0, min(100.0, 100.0 * QUANTILE_SAMPLE_ROWS / rows))
+        sample = f"USING SAMPLE {share:.3f}% (bernoulli)"
+        stats.update(_one_row(con, f"SELECT {quartiles} FROM {relation} {sample}"))
+    return stats
+
+
+def _one_row(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description or ()]
+    rows = cursor.fetchall()
+    return dict(zip(names, rows[0] if rows else (), strict=False))
 
 
 def _scan_top_values(
