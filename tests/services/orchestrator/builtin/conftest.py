@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -96,7 +97,8 @@ def ask(hr_table: tuple[DatasetContext, Path], con: duckdb.DuckDBPyConnection) -
         if plan.python_code:
             import pandas as pd
 
-            scope = {"df": results.sql_table.to_pandas() if plan.python_on_sql_result else None, "pd": pd}
+            assert results.sql_table is not None and plan.python_on_sql_result
+            scope = {"df": results.sql_table.to_pandas(), "pd": pd}
             exec(
                 plan.python_code, scope
             )  # the sandbox's job in production; here the code itself is under test
@@ -107,11 +109,11 @@ def ask(hr_table: tuple[DatasetContext, Path], con: duckdb.DuckDBPyConnection) -
 
 
 @pytest.fixture(scope="session")
-def truth(con: duckdb.DuckDBPyConnection, hr_table: tuple[DatasetContext, Path]) -> Callable[[str], object]:
+def truth(con: duckdb.DuckDBPyConnection, hr_table: tuple[DatasetContext, Path]) -> Callable[[str], Any]:
     """The first cell of an independent query over the same table (`T` stands for the table)."""
     dataset, _ = hr_table
 
-    def one(sql: str) -> object:
+    def one(sql: str) -> Any:
         return con.execute(sql.replace("FROM T", f'FROM "{dataset.table}"', 1)).fetchall()[0][0]
 
     return one

@@ -1,13 +1,14 @@
 """Each question shape, planned and run on the awkward HR table; expected values come from independent SQL."""
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from tests.services.orchestrator.builtin.conftest import Asked
 
 Ask = Callable[[str], Asked]
-Truth = Callable[[str], object]
+Truth = Callable[[str], Any]
 
 
 def test_row_count(ask: Ask, truth: Truth) -> None:
