@@ -118,7 +118,7 @@ def _is_temporal(kind: pa.DataType) -> bool:
 
 def auto_chart(table: pa.Table | None) -> dict[str, Any] | None:
     """A Vega-Lite spec for a result that is a breakdown: one label or time column and one number column."""
-    if table is None or table.num_rows < 2 or table.num_columns < 2:
+    if table is None or not 2 <= table.num_rows <= CHART_ROWS or table.num_columns < 2:
         return None
     fields = list(table.schema)
     measures = [f for f in fields if _is_numeric(f.type)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 
@@ -65,10 +66,19 @@ class Pipeline:
         self.registry = registry or load_registry()
         self.transcript = transcript
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
+        self._record_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
         self.streams = AnswerStreams(
             settings.resume_retention_s, settings.resume_max_chats, settings.resume_max_events
         )
+
+    def _recording(self, chat_id: str) -> asyncio.Lock:
+        """The chat's lock around writing an answer and reading the history (held only while in use)."""
+        lock = self._record_locks.get(chat_id)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._record_locks[chat_id] = lock
+        return lock
 
     async def close(self) -> None:
         await self.streams.close()
@@ -134,7 +144,8 @@ class Pipeline:
             dataset = await self._load(request.session_id, deadline)
             history = list(request.history)
             if not history and self.transcript is not None and request.chat_id:
-                history = await self.transcript.history(request.chat_id, self.settings.prompt_max_history)
+                async with self._recording(request.chat_id):
+                    history = await self.transcript.history(request.chat_id, self.settings.prompt_max_history)
             key = cache_key(
                 dataset.dataset_hash, request.message, history[-self.settings.prompt_max_history :]
             )
@@ -144,8 +155,9 @@ class Pipeline:
                 cached = pb.ChatEvent()
                 cached.CopyFrom(hit)
                 cached.final_response.cached = True
-                final = events.replay(cached)
-                await self._record(request, final.final_response)
+                async with self._recording(request.chat_id):
+                    final = events.replay(cached)
+                    await self._record(request, final.final_response)
                 return
             execution = Execution(self.peers, self.settings, dataset, events, deadline)
             try:
@@ -158,18 +170,19 @@ class Pipeline:
                 events.status(message, "fallback")
                 answer, sql = await self._builtin_answer(request.message, dataset, history, events, execution)
                 source = "builtin"
-            final = events.final_response(
-                text=answer.text,
-                answer=answer.answer,
-                answer_type=answer.answer_type,
-                chart=answer.chart,
-                follow_ups=answer.follow_ups,
-                sql=sql,
-                confidence=answer.confidence,
-            )
-            if source == "llm" and dataset.dataset_hash:
-                self.cache.put(key, final)
-            await self._record(request, final.final_response)
+            async with self._recording(request.chat_id):  # the next turn reads history after this write
+                final = events.final_response(
+                    text=answer.text,
+                    answer=answer.answer,
+                    answer_type=answer.answer_type,
+                    chart=answer.chart,
+                    follow_ups=answer.follow_ups,
+                    sql=sql,
+                    confidence=answer.confidence,
+                )
+                if source == "llm" and dataset.dataset_hash:
+                    self.cache.put(key, final)
+                await self._record(request, final.final_response)
         except StepFailed as failure:
             events.error(failure.message, failure.code)
         except asyncio.CancelledError:

@@ -1,8 +1,9 @@
 """The events of recent answers, kept in memory so that a dropped stream can resume from `Last-Event-ID`.
 
 Each answer runs as a task that publishes into its `AnswerStream`; callers follow the stream from a seq.
-When the last follower goes away before the answer is done, the task is cancelled at once (and with it every
-downstream call); a later resume of that answer finds it interrupted and answers again.
+A follower's stream ends with the answer's final_response or error. When the last follower goes away
+before that, the task is cancelled at once (and with it every downstream call); a later resume of that
+answer finds it interrupted and answers again.
 
 The buffer is per process, bounded in answers (`resume_max_chats`), events per answer and age
 (`resume_retention_s`). With several orchestrator replicas, resume needs sticky routing by chat_id (or a
@@ -73,13 +74,15 @@ class AnswerStream:
                 for event in fresh:
                     sent = event.seq
                     yield event
+                    if event.WhichOneof("payload") in _TERMINAL:
+                        return  # the answer is given; what the task still does (recording) is not waited for
                 if self.done and not [e for e in self.events if e.seq > sent]:
                     return
                 if not fresh:
                     await self._changed.wait()
         finally:
             self.followers -= 1
-            if self.followers == 0 and not self.done and self.task is not None:
+            if self.followers == 0 and not self.done and not self.complete and self.task is not None:
                 self.task.cancel()
 
 

@@ -102,7 +102,11 @@ async def test_turns_are_recorded_and_give_history_to_callers_that_send_none(sta
     assert "How many Web transactions?" in chat.model.prompts("sql")[-1]
     store = ChatStore(chat.settings.chat_db_path)
     try:
-        messages = store.messages("kept")
+        for _ in range(100):  # the answer is streamed before it is recorded
+            messages = store.messages("kept")
+            if len(messages) == 4:
+                break
+            await asyncio.sleep(0.02)
     finally:
         store.close()
     assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
