@@ -115,12 +115,13 @@ class ZygoteProcess:
                     future.set_exception(ZygoteGone("the zygote exited during the run"))
             self.inflight.clear()
             if self.proc is not None and self.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                # Reaped through asyncio before the object can be dropped: an unreaped Popen lands in
-                # subprocess._active, whose next poll would race asyncio's own waitpid.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), 5.0)
+                # Reaped through asyncio, and killed only if it lingers: Popen.kill() first polls with
+                # waitpid, which would steal the exit status from asyncio's own watcher.
+                try:
+                    await asyncio.wait_for(asyncio.shield(self.proc.wait()), 2.0)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        self.proc.kill()
             self.on_exit(self)
 
     def _dispatch(self, header: dict[str, Any], blob: bytes) -> None:
