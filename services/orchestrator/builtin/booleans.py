@@ -119,9 +119,24 @@ def _all_same(ctx: _Ctx) -> Plan | None:
 def _side_quantity(ctx: _Ctx, filters: list[Filter]) -> tuple[str, str]:
     q = ctx.q
     measure = None
+    m = re.search(r"\bthan\b", q.low)
+    comparative = (
+        max(
+            (
+                q.index_at(x.start())
+                for x in (*_MORE.finditer(q.low[: m.start()]), *_LESS.finditer(q.low[: m.start()]))
+            ),
+            default=-1,
+        )
+        if m
+        else -1
+    )
     for lk in q.free_columns():
-        col = next((x for x, _ in lk.candidates if x.measure and x.flag_values is None), None)
-        if col is not None:
+        col = next(
+            (x for x, _ in lk.candidates if x.measure and x.flag_values is None and x.distinct > 1), None
+        )
+        # "more employees" counts rows; "average income … less than" or "more purchasing power" compares a measure
+        if col is not None and (q.agg in _AGG or lk.start <= comparative + 2 and lk.end > comparative):
             measure = col
             break
     where = ctx.where(filters=filters)
@@ -184,13 +199,13 @@ def _two_sided(ctx: _Ctx) -> Plan | None:
     if m is None:
         return None
     head = q.low[: m.start()]
-    op = (
-        ">"
-        if _MORE.search(head.split()[-1] if head.split() else "") or _MORE.search(head[-30:])
-        else ("<" if _LESS.search(head[-30:]) else None)
+    last = max(
+        [(x.start(), ">") for x in _MORE.finditer(head)] + [(x.start(), "<") for x in _LESS.finditer(head)],
+        default=None,
     )
-    if op is None:
+    if last is None:
         return None
+    op = last[1]
     than = q.index_at(m.start())
     filters = _split_value_filters(q.filters, q.links.values)
     left = [f for f in filters if f.start < than and f.op == ""]

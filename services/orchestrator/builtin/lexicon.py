@@ -36,7 +36,7 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["child", "kid", "childless", "children"],
     ["smoker", "smoke", "smoking", "tobacco"],
     ["department", "dept", "division"],
-    ["employee", "staff", "worker"],
+    ["employee", "staff"],
     ["customer", "client", "buyer"],
     ["product", "item"],
     ["quantity", "qty", "unit", "volume"],

@@ -190,7 +190,7 @@ def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnL
         lk
         for i, lk in enumerate(links)
         if not (
-            lk.score < 2.0
+            1.3 <= lk.score < 2.0  # a word of the header, not a synonym ("most expensive country" keeps cost)
             and i + 1 < len(links)
             and id(links[i + 1]) in full
             and links[i + 1].start == lk.end

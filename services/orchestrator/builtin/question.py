@@ -77,7 +77,7 @@ _CMP: list[tuple[str, str]] = [
         ">",
     ),
     (r"\b(less|fewer|lower|smaller|worse|younger|shorter|under|below|before|beneath)\b( than)?|<", "<"),
-    (r"\b(equal to|equals?|exactly|same as|of|is|=|to|are|at)\b", "="),
+    (r"\b(equal to|equals?|exactly|same as|of|is|=|to|are|at|ranked( in| at)?|placed( in| at)?)\b", "="),
 ]
 
 

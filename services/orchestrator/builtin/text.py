@@ -211,8 +211,6 @@ _UNITS = {
     "hundred": 100,
     "thousand": 1000,
     "dozen": 12,
-    "single": 1,
-    "both": 2,
 }
 ORDINALS = {
     "first": 1,
