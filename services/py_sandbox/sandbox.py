@@ -99,9 +99,12 @@ class PySandbox:
         return policy.check(code)
 
     async def run(
-        self, session_id: str, code: str, timeout_s: float, input_ipc: bytes = b""
+        self, session_id: str, code: str, timeout_s: float, input_ipc: bytes | None = None
     ) -> pb.RunCodeResponse:
-        """Policy first (a clear error), then the isolation floor, then one confined child."""
+        """Policy first (a clear error), then the isolation floor, then one confined child.
+
+        `input_ipc` None means "the session's dataset"; bytes (even empty: an empty `df`) replace it.
+        """
         if not code.strip():
             raise InvalidInput("EMPTY_CODE", "There is no code to run.")
         if self.settings.sandbox_enforce_policy:
@@ -121,7 +124,7 @@ class PySandbox:
                 + "; ".join(self.pool.isolation.get("problems") or []),
             )
         dataset, cache = "", ""
-        if not input_ipc:
+        if input_ipc is None:
             if not session_id:
                 raise InvalidInput("MISSING_DATA", "Give a session_id or an input_table to run code over.")
             if isinstance(self.store, LocalDatasetStore):  # a small local read: no thread hop
@@ -149,7 +152,7 @@ class PySandbox:
             "max_figures": s.sandbox_max_figures,
             "max_figure_bytes": s.sandbox_max_figure_bytes,
         }
-        response = await self.pool.run(job, input_ipc)
+        response = await self.pool.run(job, input_ipc or b"")
         self._runs += 1
         if self._runs % 50 == 0:
             await asyncio.to_thread(prune_cache, self.cache_dir, s.sandbox_cache_max_mb << 20)

@@ -25,7 +25,7 @@ class PySandboxServicer(py_sandbox_pb2_grpc.PySandboxServiceServicer):
     async def RunCode(
         self, request: pb.RunCodeRequest, context: grpc.aio.ServicerContext
     ) -> pb.RunCodeResponse:
-        input_ipc = request.input_table.arrow_ipc if request.HasField("input_table") else b""
+        input_ipc = request.input_table.arrow_ipc if request.HasField("input_table") else None
         try:
             return await self.sandbox.run(request.session_id, request.code, request.timeout_s, input_ipc)
         except InsightError as exc:
