@@ -135,8 +135,8 @@ def _side_quantity(ctx: _Ctx, filters: list[Filter]) -> tuple[str, str]:
         col = next(
             (x for x, _ in lk.candidates if x.measure and x.flag_values is None and x.distinct > 1), None
         )
-        # "more employees" counts rows; "average income … less than" or "more purchasing power" compares a measure
-        if col is not None and (q.agg in _AGG or lk.start <= comparative + 2 and lk.end > comparative):
+        # "more employees" counts rows; "average income … less than" or "more purchasing power" use a measure
+        if col is not None and (q.agg in _AGG or (lk.start <= comparative + 2 and lk.end > comparative)):
             measure = col
             break
     where = ctx.where(filters=filters)

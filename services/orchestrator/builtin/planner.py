@@ -572,8 +572,7 @@ def _counts_rows(q: Question, index: int) -> bool:
 
 
 def _ranked(ctx: _Ctx) -> Plan | None:
-    """Superlatives: most common value, top/bottom-k, the row with the highest X, the group with the top "
-    "mean."""
+    """Superlatives: the most common value, top/bottom-k, the row with the highest X, the top group."""
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
     q = ctx.q
@@ -1105,6 +1104,9 @@ def plan_question(
     if asked is not None and asked.group(4) in q.uncovered():
         # "What is the region …" with no region in the data: what is asked for is missing
         return unanswerable(schema, f'I found no column for "{asked.group(4)}".')
+    listed = re.match(r"^\W*list\s+(all\s+)?(the\s+)?(\w+\s+)?([a-z]+)\b", q.low)
+    if listed is not None and listed.group(4) in q.uncovered():
+        return unanswerable(schema, f'I found no column for "{listed.group(4)}".')
     generic_target = target is not None and all(
         t.stem in GENERIC for t in q.tokens[target.start : target.end]
     )
@@ -1126,29 +1128,40 @@ def plan_question(
         if plan is not None:
             guesses = [f for f in q.filters if f.guess]
             if guesses and plan.sql:
+                plan.sql = _with_guess_count(plan.sql, ctx, guesses)
                 plan.compose = _guarded(plan.compose, schema, guesses)
             return plan
     return unanswerable(schema, _why(q))
 
 
 def _guarded(compose: c.Composer, schema: Schema, guesses: list[Filter]) -> c.Composer:
-    """A filter matched by name only ("Iceland") that finds nothing is more likely a misreading than a "
-    "zero."""
+    """A name matched by spelling only ("Iceland") that matches no row: more likely a misreading than a zero.
+
+    The plan's SQL is wrapped to also count the rows the guessed filters match on their own (`__guess_rows`).
+    """
 
     def run(results: StepResults) -> Answer:
-        answer = compose(results)
-        empty = answer.answer in (0, [], None) and not isinstance(answer.answer, bool)
-        if empty or (
-            answer.answer is False
-            and "matching_rows" in (results.sql_table.column_names if results.sql_table is not None else [])
-        ):
-            what = " and ".join(f.text for f in guesses)
-            return c.nothing_matched(
-                schema, f"no row matches {what}, a name I did not find among the values I know."
-            )
-        return answer
+        table = results.sql_table
+        if table is not None and GUESS_COLUMN in table.column_names:
+            rows = table.column(GUESS_COLUMN).to_pylist()
+            results.sql_table = table.drop_columns([GUESS_COLUMN])
+            if not rows or not rows[0]:
+                what = " and ".join(f.text for f in guesses)
+                return c.nothing_matched(schema, f"no row matches {what}, a name I did not find in the data.")
+        return compose(results)
 
     return run
+
+
+GUESS_COLUMN = "__guess_rows"
+
+
+def _with_guess_count(sql: str, ctx: _Ctx, guesses: list[Filter]) -> str:
+    preds = " AND ".join(f.sql for f in guesses)
+    return (
+        f"SELECT __q.*, __g.{GUESS_COLUMN} FROM ({sql}) AS __q, "
+        f"(SELECT count(*) AS {GUESS_COLUMN} FROM {ctx.table} WHERE {preds}) AS __g"
+    )
 
 
 def _why(q: Question) -> str:

@@ -324,8 +324,7 @@ class Question:
         return next((i for i, t in enumerate(self.tokens) if t.end > char), len(self.tokens))
 
     def uncovered(self) -> list[str]:
-        """Content words of the question that name nothing in the data (nor any structure the analyst "
-        "knows)."""
+        """Content words that name nothing in the data (nor any structure the analyst knows)."""
         out = []
         for i, t in enumerate(self.tokens):
             if i in self.used or self.links.covered(i) or any(n.index == i for n in self.links.numbers):
