@@ -1,11 +1,17 @@
-"""The zygote: a warm interpreter (numpy, pandas, scipy, pyarrow, matplotlib already imported) that forks
+"""The zygote: a warm interpreter (numpy, pandas, scipy, pyarrow, matplotlib already imported) that clones
 one confined child per run and supervises it; it never runs untrusted code itself.
 
-`python -m services.py_sandbox.zygote '<confinement json>'`, started by the server with a clean environment.
-Control: requests arrive on stdin and replies leave on the original stdout, as pairs of frames (a JSON
-header, then a blob). One single-threaded loop (selectors + pidfds) watches every child: it drains stdout,
-stderr and the result pipe under their caps, kills on the wall-clock deadline or a flood, and turns the
-child's frames into a validated RunCodeResponse. Forking from a single-threaded process keeps fork safe.
+`python -m services.py_sandbox.zygote '<confinement json>' '<options json>'`, started by the server with a
+clean environment. Control: requests arrive on stdin and replies leave on the original stdout, as pairs of
+frames (a JSON header, then a blob).
+
+Children are cloned ahead of need ("spares"): a blank one, and for each recent session two "primed" ones
+that have already mapped that session's data and confined themselves. A run takes a spare, hands it the
+job on its own pipe, and the spare serves that one job and exits. One single-threaded loop (selectors +
+pidfds) watches every child: it drains stdout, stderr and the result pipe under their caps, kills on the
+wall-clock deadline or a flood, and turns the child's frames into a validated RunCodeResponse. The zygote
+must stay single-threaded: clone() skips pthread_atfork handlers, so another thread's lock would be
+inherited held.
 """
 
 from __future__ import annotations
