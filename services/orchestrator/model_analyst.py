@@ -7,6 +7,8 @@ validator may send the work back `validator_retries` times with its objection.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import re
 from collections.abc import Sequence
@@ -17,6 +19,7 @@ import pyarrow as pa
 
 from insightx.v1 import common_pb2
 from services.orchestrator.answers import (
+    ComposerReply,
     answer_from_table,
     answer_type_of,
     attach_data,
@@ -106,6 +109,13 @@ def automatic_checks(sql: SqlOutcome | None, python: PythonOutcome | None) -> li
     return findings
 
 
+async def _discard(task: asyncio.Task[ComposerReply]) -> None:
+    """Cancels a draft nobody will use, and forgets how it ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 class ModelAnalyst:
     """Answers one question with the agents; raises ModelUnavailable to hand over to the built-in analyst."""
 
@@ -151,6 +161,7 @@ class ModelAnalyst:
         )
         self.events.orchestrator_result(self.classification, self.reasoning, "llm")
         objection: list[str] = []
+        composing: asyncio.Task[ComposerReply] | None = None
         for round_ in range(self.settings.validator_retries + 1):
             if self.classification in ("SQL_ONLY", "SQL_THEN_PY"):
                 await self._sql_step(objection)
@@ -159,13 +170,24 @@ class ModelAnalyst:
             if self.classification == "EXPLAIN_ONLY":
                 break
             self.events.status("Checking the result", "validate")
-            self.verdict = await self._validate()
+            # The composer writes while the validator reads; its draft is kept only if nothing is objected.
+            composing = asyncio.create_task(self._composer_reply())
+            try:
+                self.verdict = await self._validate()
+            except BaseException:
+                await _discard(composing)
+                raise
+            if self.verdict.valid and not self.verdict.issues:
+                break
+            await _discard(composing)
+            composing = None
             if self.verdict.valid or round_ == self.settings.validator_retries:
                 break
             objection = self.verdict.issues or ["The result does not answer the question."]
             self.events.status("The validator sent the work back: " + "; ".join(objection), "validate")
         self.events.status("Composing the answer", "compose")
-        return await self._compose(), self.sql.sql if self.sql and self.sql.ok else ""
+        reply = await composing if composing is not None else await self._composer_reply()
+        return self._answer_from(reply), self.sql.sql if self.sql and self.sql.ok else ""
 
     async def _sql_step(self, objection: list[str]) -> None:
         self.events.status("Writing SQL", "sql")
@@ -263,11 +285,13 @@ class ModelAnalyst:
             self.events.status("The validator gave no verdict; going on without it", "validate")
             return Verdict(valid=True, issues=checks, confidence=0.5)
 
-    async def _compose(self) -> Answer:
+    async def _composer_reply(self) -> ComposerReply:
         sections = [*self._base(), *self._results()]
         if self.verdict is not None and self.verdict.issues:
             sections.append(("Reviewer's notes", "\n".join(self.verdict.issues)))
-        reply = await self.agents.ask("composer", user_message(sections), parse_composer, self.deadline)
+        return await self.agents.ask("composer", user_message(sections), parse_composer, self.deadline)
+
+    def _answer_from(self, reply: ComposerReply) -> Answer:
         table = self.sql.table if self.sql is not None else None
         if self.python is not None and self.python.table is not None:
             table = self.python.table
