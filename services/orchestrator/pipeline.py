@@ -91,7 +91,11 @@ class Pipeline:
         """The events of the answer to `request`; with last_event_seq, the rest of an earlier stream."""
         after = max(0, request.last_event_seq)
         earlier = self.streams.get(request.chat_id) if after and request.chat_id else None
-        same = earlier is not None and (not request.message or earlier.message == request.message)
+        same = (
+            earlier is not None
+            and earlier.session_id == request.session_id
+            and (not request.message or earlier.message == request.message)
+        )
         if earlier is not None and same and (earlier.complete or not earlier.done):
             stream = earlier
         else:
@@ -102,6 +106,7 @@ class Pipeline:
                 await self.produce(request, deadline, publish, start_seq, resumed)
 
             stream = self.streams.start(request.chat_id, request.message, produce)
+            stream.session_id = request.session_id
         async for event in stream.follow(after):
             yield event
 

@@ -29,6 +29,7 @@ class AnswerStream:
 
     def __init__(self, chat_id: str, message: str, max_events: int) -> None:
         self.chat_id = chat_id
+        self.session_id = ""
         self.message = message
         self.max_events = max_events
         self.events: list[pb.ChatEvent] = []

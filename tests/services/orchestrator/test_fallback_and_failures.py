@@ -130,3 +130,28 @@ async def test_builtin_python_steps_run_on_the_whole_sql_result(start_chat: Star
     runs = of_kind(events, "python_result")
     assert len(runs) == 1 and runs[0].error == "" and runs[0].results_json
     assert kinds(events).index("sql_result") < kinds(events).index("python_result")
+
+
+async def test_an_unknown_session_is_an_error_a_person_can_act_on(start_chat: StartChat) -> None:
+    chat = await start_chat()
+    request = opb.ChatRequest(chat_id="x", session_id="no-such-session", message="How many rows?")
+    events = [e async for e in chat.stub.Chat(request, timeout=30)]
+    assert kinds(events) == ["status", "error"]
+    assert "NOT_FOUND" in events[-1].error.code and events[-1].error.message
+    assert chat.fake.requests == []
+
+
+async def test_an_empty_question_is_refused(start_chat: StartChat) -> None:
+    chat = await start_chat()
+    events = await chat.ask("   ")
+    assert kinds(events) == ["error"] and events[0].error.code == "EMPTY_QUESTION" and events[0].seq == 1
+
+
+async def test_an_unreachable_sandbox_ends_in_an_error_event(start_chat: StartChat) -> None:
+    chat = await start_chat(py_sandbox_addr="127.0.0.1:9")
+    chat.model.queue("classifier", '{"classification": "PY_ONLY", "reasoning": "statistics"}')
+    chat.model.queue("python", "result = len(df)")
+    events = await chat.ask("How many rows, counted in Python?")
+    assert kinds(events)[-1] == "error"
+    assert events[-1].error.code == "UPSTREAM_UNAVAILABLE" and "sandbox" in events[-1].error.message
+    assert of_kind(events, "python_result")[0].error

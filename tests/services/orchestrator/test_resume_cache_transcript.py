@@ -114,3 +114,18 @@ async def test_turns_are_recorded_and_give_history_to_callers_that_send_none(sta
     assert messages[1].sql == COUNT_SQL
     assert messages[1].answer == json_format.MessageToDict(first[-1].final_response.answer)
     assert messages[1].content == first[-1].final_response.text
+
+
+async def test_a_resume_for_another_session_does_not_replay_the_chat(start_chat: StartChat) -> None:
+    chat = await start_chat()
+    chat.model.handlers["sql"] = lambda _: COUNT_SQL
+    await chat.ask("How many Web transactions?", chat_id="private")
+    request = opb.ChatRequest(
+        chat_id="private",
+        session_id="another-session",
+        message="How many Web transactions?",
+        last_event_seq=2,
+    )
+    events = [e async for e in chat.stub.Chat(request, timeout=30)]
+    assert events[0].status.stage == "resume" and kinds(events)[-1] == "error"
+    assert not [e for e in events if e.WhichOneof("payload") == "sql_result"]
