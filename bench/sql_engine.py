@@ -252,8 +252,8 @@ async def run(work: Path) -> None:
         process.wait(20)
     print()
     print(f"{'measure':<44} {'engine':>22} {'baseline':>12} {'ratio':>7}  target")
-    for name, ours, base, ratio, target in lines:
-        print(f"{name:<44} {ours:>22} {base:>12} {ratio:>7}  {target}")
+    for name, ours, base, shown, target in lines:
+        print(f"{name:<44} {ours:>22} {base:>12} {shown:>7}  {target}")
     print(
         f"\nengine status after the run: running={status.running_queries}"
         f" open_databases={status.open_databases}"
