@@ -171,8 +171,10 @@ def _rate_compare(ctx: _Ctx) -> Plan | None:
     """ "Is the failure rate higher on weekends?": the rate where a condition holds against where it does "
     "not."""
     q = ctx.q
-    if q.has(r"\bthan\b") or not q.has(r"\b(rate|share|percentage|proportion|ratio)\b") or len(q.filters) < 2:
+    if not q.has(r"\b(rate|share|percentage|proportion|ratio)\b") or len(q.filters) < 2:
         return None
+    if q.has(r"\bthan\b"):
+        return _rate_than(ctx)
     op = ">" if _MORE.search(q.low) else "<" if _LESS.search(q.low) else None
     if op is None:
         return None
@@ -189,6 +191,38 @@ def _rate_compare(ctx: _Ctx) -> Plan | None:
         event.column,
         cond.column,
     )
+
+
+def _rate_than(ctx: _Ctx) -> Plan | None:
+    """ "Is the failure rate on 3G higher than on 5G?": one event's share on each side of "than"."""
+    from services.orchestrator.builtin.planner import _event_filter
+
+    q = ctx.q
+    event = _event_filter(ctx)
+    m = re.search(r"\bthan\b", q.low)
+    if event is None or m is None:
+        return None
+    than = q.index_at(m.start())
+    head = q.low[: m.start()]
+    last = max(
+        [(x.start(), ">") for x in _MORE.finditer(head)] + [(x.start(), "<") for x in _LESS.finditer(head)],
+        default=None,
+    )
+    others = _split_value_filters([f for f in q.filters if f is not event], q.links.values)
+    left = [f for f in others if f.start < than]
+    right = [f for f in others if f.start > than]
+    if last is None or not left or not right:
+        return None
+    rate = f"100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END)"
+    lq = f"(SELECT {rate} FROM {ctx.table}{ctx.where(filters=left)})"
+    rq = f"(SELECT {rate} FROM {ctx.table}{ctx.where(filters=right)})"
+    op = last[1]
+    sql = f"SELECT {lq} {op} {rq} AS answer, {lq} AS left_rate, {rq} AS right_rate"
+    statement = (
+        f"The share of {event.text} where {' and '.join(f.text for f in left)} is "
+        f"{'higher' if op == '>' else 'lower'} than where {' and '.join(f.text for f in right)}"
+    )
+    return _mk(ctx, sql, statement, "Compare one rate over two sets of rows.", event.column)
 
 
 def _two_sided(ctx: _Ctx) -> Plan | None:

@@ -267,7 +267,8 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
                 if not full and (matched < 1 or len(words) < 2 or all(w in GENERIC for w in span_stems)):
                     continue
                 if not full and (
-                    matched / len(words) < 0.5 or not any(_word_strength(q, words[0]) >= 0.9 for q in span_stems)
+                    matched / len(words) < 0.5
+                    or not any(_word_strength(q, words[0]) >= 0.9 for q in span_stems)
                 ):
                     continue  # "contain" alone is not "en:may-contain-palm-oil"; "research" is "Research & …"
                 if not full and any(

@@ -234,7 +234,12 @@ def _correlation(ctx: _Ctx) -> Plan | None:
                 if abs(r) >= 0.1
                 else "no meaningful"
             )
-            answer.text += f" That is a {strength} {'positive' if r > 0 else 'negative'} linear relationship."
+            direction = "positive" if r > 0 else "negative"
+            answer.text += (
+                " There is no meaningful linear relationship."
+                if strength == "no meaningful"
+                else f" That is a {strength} {direction} linear relationship."
+            )
         return answer
 
     return _plan(ctx, sql, compose, f"Correlation of two measures: corr(`{a.name}`, `{b.name}`).")
@@ -349,11 +354,18 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
     if not temporal:
         return None
     for pattern, name, expr in _BUCKETS:
-        if not q.has(pattern):
+        unit = "(day of (the )?week|weekday)" if name == "day of week" else name
+        asked = rf"\b(which|what|busiest|quietest|peak)\s+(\w+\s+)?{unit}\b"
+        if not q.has(pattern) and not q.has(asked):
             continue
         tcol = next((lk.column for lk in q.links.columns if lk.column.temporal), temporal[0])
         bucket = expr.format(tcol.sql, tcol.sql) if name == "quarter" else expr.format(tcol.sql)
-        value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(tcol,))
+        same = tuple(
+            col for col in ctx.schema.columns if name.split()[0] in col.words
+        )  # hour_of_day for "hour"
+        value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(tcol, *same))
+        if q.superlative is not None and q.superlative.mode:
+            value_sql, value_label, percent, unit = "count(*)", "rows", False, ""  # "the busiest hour"
         order = "min(" + tcol.sql + ")" if name == "day of week" else "1"
         sql = (
             f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
@@ -366,6 +378,20 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
                 f"isodow({tcol.sql})"
             )
         label = f"{value_label} by {name} of `{tcol.name}`{ctx.basis()}"
+        sup = q.superlative
+        if sup is not None and q.answer_type != "list" and not q.k:
+            top = f"SELECT * FROM ({sql}) ORDER BY 2 {'DESC' if sup.desc else 'ASC'}, 1 LIMIT 1"
+            word = "highest" if sup.desc else "lowest"
+            return _plan(
+                ctx,
+                top,
+                c.category(
+                    f"The {name} with the {word} {value_label}{ctx.basis()}",
+                    ctx.follow_ups(tcol),
+                    value_label,
+                ),
+                f"Bucket `{tcol.name}` by {name} and take the {word}.",
+            )
         return _plan(
             ctx,
             sql,
@@ -378,8 +404,25 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
 def _event_filter(ctx: _Ctx) -> Filter | None:
     """The event a rate or share counts: a value filter ("failed") or a flag column ("fraud")."""
     q = ctx.q
+    m = re.search(r"\b(rate|share|percentage|proportion|percent|fraction|ratio)\b", q.low)
+    if m is not None:
+        at = q.index_at(m.start())
+        named = next((f for f in q.filters if f.end in (at, at - 1) and f.op in ("", "=")), None)
+        if named is not None:
+            return named  # "fraud rate", "failure rate"
+        flag = next((lk for lk in _free(ctx) if lk.end in (at, at - 1) and lk.column.flag_values), None)
+        if flag is not None and flag.column.flag_values is not None:
+            positive = flag.column.flag_values[0]
+            return Filter(
+                flag.column,
+                f"{flag.column.sql} = {positive}",
+                f"`{flag.column.name}` = {positive}",
+                flag.start,
+                flag.end,
+            )
     for f in q.filters:
-        return f
+        if not f.op:
+            return f
     for lk in _free(ctx):
         flags = lk.column.flag_values
         if flags is not None:
@@ -390,6 +433,8 @@ def _event_filter(ctx: _Ctx) -> Filter | None:
                 lk.start,
                 lk.end,
             )
+    for f in q.filters:
+        return f
     return None
 
 
@@ -428,6 +473,25 @@ def _rate(ctx: _Ctx) -> Plan | None:
     if event is None:
         return None
     rest = [f for f in q.filters if f is not event]
+    target = _first(ctx, lambda x: x.textual and not x.listlike and x is not event.column)
+    if q.superlative is not None and target is not None and q.answer_type != "boolean":
+        # "Which bank has the highest failure rate?": the rate per group, the top group
+        desc = q.superlative.desc
+        rate = f"round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4)"
+        limit = q.k or 1
+        sql = (
+            f"SELECT {target.sql} AS {c_quote(target.name)}, {rate} AS rate_percent FROM {ctx.table}"
+            f"{ctx.where([f'{target.sql} IS NOT NULL'], rest)} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1 "
+            f"LIMIT {limit}"
+        )
+        word = "highest" if desc else "lowest"
+        label = f"`{target.name}` with the {word} share of {event.text}{ctx.basis(rest)}"
+        composer = (
+            c.listing(label, ctx.follow_ups(target))
+            if q.k or q.answer_type == "list"
+            else c.category(label, ctx.follow_ups(target), "rate %")
+        )
+        return _plan(ctx, sql, composer, f"The share of {event.text} per `{target.name}`, the {word} first.")
     sql = (
         f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "
         f"count(*) AS n FROM {ctx.table}{ctx.where(filters=rest)}"
@@ -838,7 +902,12 @@ def _distinct(ctx: _Ctx) -> Plan | None:
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
     q = ctx.q
-    if not q.distinct and not q.has(r"\b(all|possible|every)\b.*\bvalues?\b|\bcategories\b"):
+    plain_list = q.answer_type == "list" and q.k is None and q.superlative is None and not q.filters
+    if (
+        not q.distinct
+        and not plain_list
+        and not q.has(r"\b(all|possible|every)\b.*\bvalues?\b|\bcategories\b")
+    ):
         return None
     if q.superlative is not None and (q.superlative.mode or q.k):
         return None
@@ -963,8 +1032,8 @@ def _lookup(ctx: _Ctx) -> Plan | None:
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
     q = ctx.q
-    if not q.filters or q.answer_type in ("boolean",):
-        return None
+    if not q.filters or q.answer_type in ("boolean",) or q.agg is not None:
+        return None  # "total value in Maharashtra" is an aggregate this analyst could not place, not a lookup
     target = _first(ctx, lambda x: True)
     if target is None:
         return None

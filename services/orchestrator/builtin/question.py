@@ -47,7 +47,8 @@ _ASC = (
 )
 _MODE = re.compile(
     r"\b(most|least|more|less)\s+(common|frequent|frequently|popular|represented|usual|often|prevalent|typical|used)"
-    r"|\bmost commonly\b|\b(commonest|rarest)\b|\bmode\b|\bappears? (the )?most\b",
+    r"|\bmost commonly\b|\b(commonest|rarest|busiest|quietest)\b|\bmode\b|\bappears? (the )?most\b"
+    r"|\bmost (active|busy)\b|\bpeak\b",
     re.I,
 )
 _SUPER = re.compile(rf"\b(?P<desc>{_DESC})\b|\b(?P<asc>{_ASC})\b", re.I)
@@ -256,6 +257,9 @@ STRUCTURAL = {
     "customer",
     "applicants",
     "applicant",
+    "busiest",
+    "quietest",
+    "peak",
     "students",
     "student",
     "patients",
@@ -410,6 +414,53 @@ def _value_filters(q: Question) -> None:
             for c in q.links.columns:
                 if c.column is column and (abs(c.start - v.end) <= 1 or abs(v.start - c.end) <= 2):
                     q.used.update(range(c.start, c.end))
+
+
+_MONTHS = [
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+]
+_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+def _time_filters(q: Question) -> None:
+    """Month and weekday names and years ("in January", "on Sundays", "in 2024") on the first date column."""
+    temporal = next((c for c in q.schema.columns if c.temporal), None)
+    if temporal is None:
+        return
+    for i, t in enumerate(q.tokens):
+        if q.links.covered(i) or i in q.used:
+            continue
+        word = t.text.rstrip("s") if t.text.endswith("days") else t.text
+        if word in _MONTHS and (word != "may" or q.text[t.start : t.start + 1] == "M"):
+            n = _MONTHS.index(word) + 1
+            sql, text = f"month({temporal.sql}) = {n}", f"month of `{temporal.name}` = {word.title()}"
+        elif word in _WEEKDAYS:
+            sql, text = (
+                f"isodow({temporal.sql}) = {_WEEKDAYS.index(word) + 1}",
+                f"`{temporal.name}` on {word.title()}",
+            )
+        elif (
+            t.text.isdigit()
+            and 1900 <= int(t.text) <= 2100
+            and i > 0
+            and q.tokens[i - 1].text in ("in", "during", "of", "for", "year")
+        ):
+            sql, text = f"year({temporal.sql}) = {t.text}", f"year of `{temporal.name}` = {t.text}"
+        else:
+            continue
+        q.filters.append(Filter(temporal, sql, text, i, i + 1))
+        q.used.add(i)
 
 
 def _k_numbers(q: Question) -> set[int]:
@@ -603,7 +654,11 @@ def _superlative(q: Question) -> Superlative | None:
     mode = _MODE.search(q.low)
     if mode:
         word = mode.group(0).split()[0]
-        desc = word in ("most", "more", "commonest") or word.startswith("mode") or word == "appears"
+        desc = (
+            word in ("most", "more", "commonest", "busiest", "peak")
+            or word.startswith("mode")
+            or word == "appears"
+        )
         index = q.index_at(mode.start())
         return Superlative(index, desc, True, _ordinal_before(q, index))
     for m in _SUPER.finditer(q.low):
@@ -673,6 +728,7 @@ def parse(question: str, schema: Schema) -> Question:
                 q.k = int(n.value)
                 k_idx.add(n.index)
     _value_filters(q)
+    _time_filters(q)
     _perfect_filters(q)
     q.k_numbers = k_idx
     for index, op, value, col in _numeric_filters(q, k_idx):

@@ -96,11 +96,19 @@ _SUFFIXES = (
 _ACRONYM_PLURAL = re.compile(r"\b([A-Z]{2,})s\b")
 
 
+def camel_parts(word: str) -> list[str]:
+    """ "DailyRate" → Daily, Rate; "iOS" and "eBay" stay whole (a one-letter part is not a word)."""
+    if not word.isalpha():
+        return [word]
+    parts = _CAMEL.sub(" ", word).split()
+    return [word] if any(len(p) == 1 for p in parts) else parts
+
+
 def split_name(name: str) -> list[str]:
     """The lowercase words of a header or phrase: camelCase, `_`, `-`, `.`, parentheses and units split."""
     words: list[str] = []
     for word in _WORD.findall(_ACRONYM_PLURAL.sub(r"\1", name)):
-        words.extend(_CAMEL.sub(" ", word).split() if word.isalpha() else [word])
+        words.extend(camel_parts(word))
     return [w.lower() for w in words]
 
 
@@ -169,7 +177,7 @@ def tokenize(question: str) -> list[Token]:
         chunk, offset = match.group(0), match.start()
         for piece in re.finditer(_PIECE, chunk):
             word = piece.group(0)
-            parts = _CAMEL.sub(" ", word).split() if word.isalpha() else [word]
+            parts = camel_parts(word)
             pos = offset + piece.start()
             for part in parts:
                 low = part.lower().rstrip(",.")

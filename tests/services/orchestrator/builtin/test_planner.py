@@ -181,3 +181,35 @@ def test_questions_about_data_that_is_not_there_get_no_guess(ask: Ask, question:
     got = ask(question)
     assert got.answer.answer is None, got.answer.text
     assert got.answer.answer_type == "none" and "could not answer" in got.answer.text
+
+
+def test_group_with_the_highest_rate(ask: Ask, truth: Truth) -> None:
+    got = ask("Which department has the highest failure rate?")
+    want = truth(
+        'SELECT "Department" FROM T GROUP BY 1 '
+        "ORDER BY avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) DESC, 1 LIMIT 1"
+    )
+    assert got.answer.answer == want
+
+
+def test_rate_on_one_side_of_than_against_the_other(ask: Ask, truth: Truth) -> None:
+    rate = "SELECT avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END) FROM T WHERE "
+    android, web = truth(rate + "\"deviceType\" = 'Android'"), truth(rate + "\"deviceType\" = 'Web'")
+    assert ask("Is the failure rate on Android higher than on Web?").answer.answer is (android > web)
+
+
+def test_month_names_and_camel_case_values(ask: Ask, truth: Truth) -> None:
+    got = ask("How many employees joined in March?")
+    assert got.answer.answer == truth('SELECT count(*) FROM T WHERE month("Joined On") = 3') == 10
+    share = ask("What share of employees use iOS?")
+    assert share.answer.answer == pytest.approx(
+        truth("SELECT 100.0 * avg(CASE WHEN \"deviceType\" = 'iOS' THEN 1 ELSE 0 END) FROM T"), abs=1e-3
+    )
+
+
+def test_busiest_time_bucket_counts_rows(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the busiest month?")
+    want = truth(
+        "SELECT strftime(\"Joined On\", '%Y-%m') FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    )
+    assert got.answer.answer == want
