@@ -481,8 +481,8 @@ def _rate(ctx: _Ctx) -> Plan | None:
         limit = q.k or 1
         sql = (
             f"SELECT {target.sql} AS {c_quote(target.name)}, {rate} AS rate_percent FROM {ctx.table}"
-            f"{ctx.where([f'{target.sql} IS NOT NULL'], rest)} GROUP BY 1 ORDER BY 2 {'DESC' if desc else 'ASC'}, 1 "
-            f"LIMIT {limit}"
+            f"{ctx.where([f'{target.sql} IS NOT NULL'], rest)} GROUP BY 1 "
+            f"ORDER BY 2 {'DESC' if desc else 'ASC'}, 1 LIMIT {limit}"
         )
         word = "highest" if desc else "lowest"
         label = f"`{target.name}` with the {word} share of {event.text}{ctx.basis(rest)}"
