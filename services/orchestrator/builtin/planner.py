@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 
 from services.orchestrator.builtin import compose as c
-from services.orchestrator.builtin import stats
+from services.orchestrator.builtin import followups, stats
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
 from services.orchestrator.builtin.linking import ColumnLink
 from services.orchestrator.builtin.question import Filter, Question, add_flag_filters, parse
@@ -1162,6 +1162,14 @@ def plan_question(
 ) -> Plan:
     """The plan for `question` over `dataset`: the first shape that fits, or an honest "cannot answer"."""
     schema = schema_of(dataset)
+    resolved = followups.resolve(question, history, schema)
+    plan = _plan_for(resolved, schema)
+    if resolved != question:
+        plan.reasoning = f"A follow-up, read as: “{resolved}”. {plan.reasoning}"
+    return plan
+
+
+def _plan_for(question: str, schema: Schema) -> Plan:
     q = parse(question, schema)
     ctx = _Ctx(q)
     _entity_filters(ctx)
@@ -1191,7 +1199,6 @@ def plan_question(
                 f'I found no column for "{q.tokens[target.start - 1].text} '
                 f'{q.text[q.tokens[target.start].start : q.tokens[target.end - 1].end]}".',
             )
-    _ = history
     for shape in _SHAPES:
         plan = shape(ctx)
         if plan is not None:

@@ -213,3 +213,19 @@ def test_busiest_time_bucket_counts_rows(ask: Ask, truth: Truth) -> None:
         "SELECT strftime(\"Joined On\", '%Y-%m') FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
     )
     assert got.answer.answer == want
+
+
+def test_follow_up_replaces_the_value_of_the_previous_question(
+    hr_table: tuple, con: Any, truth: Truth
+) -> None:
+    from services.orchestrator.builtin import plan_question
+    from services.orchestrator.plan import StepResults
+
+    history = [("user", "How many employees use Android?"), ("assistant", "20")]
+    plan = plan_question("and iOS?", hr_table[0], history=history)
+    assert plan.sql is not None and "'iOS'" in plan.sql and "Android" not in plan.sql
+    answer = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table()))
+    assert answer.answer == truth("SELECT count(*) FROM T WHERE \"deviceType\" = 'iOS'")
+    assert "follow-up" in plan.reasoning
+    alone = plan_question("and iOS?", hr_table[0], history=None)
+    assert alone.sql is None or "Android" not in alone.sql
