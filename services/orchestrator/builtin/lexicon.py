@@ -13,6 +13,7 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["age", "old", "young", "aged", "elderly", "teenager", "lived"],
     [
         "price",
+        "fare",
         "cost",
         "charge",
         "expensive",
@@ -28,6 +29,7 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["income", "salary", "wage", "earning", "earn", "pay", "compensation"],
     ["amount", "money", "spend", "spent", "paid"],
     ["gender", "sex"],
+    ["embarked", "port", "embarkation", "boarded"],
     ["region", "location", "area", "place", "zone"],
     ["country", "nation"],
     ["city", "town"],

@@ -87,6 +87,8 @@ def _word_strength(q: str, h: str) -> float:
         return 1.0
     if same_word(q, h):
         return 0.9
+    if len(q) >= 4 and h.endswith(q) and len(h) - len(q) <= 2 and h.isalpha():
+        return 0.8  # "class" in "Pclass"
     if h in synonyms(q) or (len(q) >= 6 and any(same_word(q, s) for s in synonyms(h) if s != h)):
         return 0.7
     return 0.0

@@ -532,7 +532,10 @@ def _comparison_at(q: Question, index: int) -> tuple[str, int] | None:
 def _nearest_numeric(q: Question, index: int, before_only: bool = False) -> Column | None:
     best: tuple[int, Column] | None = None
     for c in q.links.columns:
-        col = next((cand for cand, _ in c.candidates if cand.numeric), None)
+        # a key ("PassengerId" from "passenger") is compared only when named in full
+        col = next(
+            (cand for cand, _ in c.candidates if cand.numeric and (cand.measure or c.score >= 3.0)), None
+        )
         if col is None:
             continue
         if c.start <= index < c.end:
@@ -601,6 +604,30 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             q.used.add(first)
         i += 1
     return found
+
+
+def _ordinal_filters(q: Question, skip: set[int]) -> None:
+    """ "first class" → Pclass = 1; "class 1", "rating 4" → = 1, = 4 (small integer columns only)."""
+    for c in q.links.columns:
+        if any(i in q.used for i in range(c.start, c.end)):
+            continue
+        col = next((x for x, _ in c.candidates if x.integral and x.max is not None and x.max <= 20), None)
+        if col is None:
+            continue
+        before = q.tokens[c.start - 1].text if c.start > 0 else ""
+        after = next((n for n in q.links.numbers if n.index == c.end and n.index not in skip), None)
+        value: float | None = None
+        index = -1
+        if before in ORDINALS and c.start - 1 not in q.used:
+            value, index = float(ORDINALS[before]), c.start - 1
+        elif after is not None and _comparison_at(q, after.index) is None:
+            value, index = after.value, after.index
+        if value is None or (col.min is not None and not col.min <= value <= col.max):
+            continue
+        q.filters.append(
+            Filter(col, f"{col.sql} = {_num_sql(value)}", f"`{col.name}` = {value:g}", index, index + 1)
+        )
+        q.used.update({index, *range(c.start, c.end)})
 
 
 def _perfect_filters(q: Question) -> None:
@@ -731,6 +758,7 @@ def parse(question: str, schema: Schema) -> Question:
     _time_filters(q)
     _perfect_filters(q)
     q.k_numbers = k_idx
+    _ordinal_filters(q, k_idx)
     for index, op, value, col in _numeric_filters(q, k_idx):
         if op == "between":
             q.used.add(index)

@@ -229,3 +229,9 @@ def test_follow_up_replaces_the_value_of_the_previous_question(
     assert "follow-up" in plan.reasoning
     alone = plan_question("and iOS?", hr_table[0], history=None)
     assert alone.sql is None or "Android" not in alone.sql
+
+
+def test_key_columns_are_not_compared_by_a_partial_name(ask: Ask) -> None:
+    # "employee" partially names `Employee ID`; 500 must not become a condition on the key
+    got = ask("Did any employee earn more than 500000?")
+    assert got.answer.answer is None or "Employee ID" not in (got.plan.sql or "")
