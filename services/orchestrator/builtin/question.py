@@ -622,7 +622,7 @@ def _ordinal_filters(q: Question, skip: set[int]) -> None:
             value, index = float(ORDINALS[before]), c.start - 1
         elif after is not None and _comparison_at(q, after.index) is None:
             value, index = after.value, after.index
-        if value is None or (col.min is not None and not col.min <= value <= col.max):
+        if value is None or (col.min is not None and col.max is not None and not col.min <= value <= col.max):
             continue
         q.filters.append(
             Filter(col, f"{col.sql} = {_num_sql(value)}", f"`{col.name}` = {value:g}", index, index + 1)
