@@ -148,8 +148,11 @@ def _order_column(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> Column 
             if col is not None:
                 return col
     after = [lk for lk in _free(ctx) if lk.start > sup.index]
+    word = ctx.q.tokens[sup.index].text
+    dated = word in ("latest", "earliest", "newest", "oldest", "recent", "first", "last")
     for lk in after:
-        col = _pick(lk, lambda x: (x.numeric or x.temporal) and x not in exclude)
+        # "the most orders" counts rows: a date is ranked only by "latest"/"earliest"
+        col = _pick(lk, lambda x: (x.numeric or (x.temporal and dated)) and x not in exclude)
         if col is not None:
             return col
     return None
@@ -518,10 +521,13 @@ def _group_column(ctx: _Ctx) -> Column | None:
         index = q.index_at(m.end())
         for lk in q.links.columns:
             if lk.start == index or (lk.start == index + 1 and q.tokens[index].stem in ("the", "different")):
+                rows = max(ctx.schema.row_count, 1)
                 col = _pick(
                     lk,
                     lambda x: (
-                        (x.textual and not x.listlike) or (x.numeric and 1 < x.distinct <= 60) or x.temporal
+                        (x.textual and not x.listlike and x.distinct < 0.5 * rows)  # not "per order" (an id)
+                        or (x.numeric and 1 < x.distinct <= 60)
+                        or (x.temporal and lk.score >= 3.0)  # "by Order Date", not "per order"
                     ),
                 )
                 if col is not None:

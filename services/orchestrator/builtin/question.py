@@ -47,7 +47,7 @@ _ASC = (
 )
 _MODE = re.compile(
     r"\b(most|least|more|less)\s+(common|frequent|frequently|popular|represented|usual|often|prevalent|typical|used)"
-    r"|\bmost commonly\b|\b(commonest|rarest|busiest|quietest)\b|\bmode\b|\bappears? (the )?most\b"
+    r"|\bmost commonly\b|\b(commonest|rarest|busiest|quietest)\b|\bthe mode of\b|\bappears? (the )?most\b"
     r"|\bmost (active|busy)\b|\bpeak\b",
     re.I,
 )
@@ -606,6 +606,22 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
     return found
 
 
+def _sign_filters(q: Question) -> None:
+    """ "negative profit" → Profit < 0, "positive balance" → > 0."""
+    for c in q.links.columns:
+        before = q.tokens[c.start - 1].text if c.start > 0 else ""
+        col = next((x for x, _ in c.candidates if x.numeric), None)
+        if (
+            col is None
+            or before not in ("negative", "positive")
+            or any(i in q.used for i in range(c.start, c.end))
+        ):
+            continue
+        op = "<" if before == "negative" else ">"
+        q.filters.append(Filter(col, f"{col.sql} {op} 0", f"`{col.name}` {op} 0", c.start - 1, c.end))
+        q.used.update(range(c.start - 1, c.end))
+
+
 def _ordinal_filters(q: Question, skip: set[int]) -> None:
     """ "first class" → Pclass = 1; "class 1", "rating 4" → = 1, = 4 (small integer columns only)."""
     for c in q.links.columns:
@@ -759,6 +775,7 @@ def parse(question: str, schema: Schema) -> Question:
     _perfect_filters(q)
     q.k_numbers = k_idx
     _ordinal_filters(q, k_idx)
+    _sign_filters(q)
     for index, op, value, col in _numeric_filters(q, k_idx):
         if op == "between":
             q.used.add(index)

@@ -235,3 +235,9 @@ def test_key_columns_are_not_compared_by_a_partial_name(ask: Ask) -> None:
     # "employee" partially names `Employee ID`; 500 must not become a condition on the key
     got = ask("Did any employee earn more than 500000?")
     assert got.answer.answer is None or "Employee ID" not in (got.plan.sql or "")
+
+
+def test_signs_and_least_used(ask: Ask, truth: Truth) -> None:
+    assert ask("How many employees have a negative monthly income?").answer.answer == 0
+    got = ask("Which device type is used the least?")
+    assert got.answer.answer == truth('SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*), 1 LIMIT 1')
