@@ -515,21 +515,23 @@ _GROUP_WORDS = re.compile(
 )
 
 
+def _groupable(col: Column, rows: int, full: bool) -> bool:
+    """Worth grouping by: a category (not an id, "per order"), a small-integer code, or a date named in full."""
+    return (
+        (col.textual and not col.listlike and col.distinct < 0.5 * rows)
+        or (col.numeric and 1 < col.distinct <= 60)
+        or (col.temporal and full)
+    )
+
+
 def _group_column(ctx: _Ctx) -> Column | None:
     q = ctx.q
     for m in _GROUP_WORDS.finditer(q.low):
         index = q.index_at(m.end())
         for lk in q.links.columns:
             if lk.start == index or (lk.start == index + 1 and q.tokens[index].stem in ("the", "different")):
-                rows = max(ctx.schema.row_count, 1)
-                col = _pick(
-                    lk,
-                    lambda x: (
-                        (x.textual and not x.listlike and x.distinct < 0.5 * rows)  # not "per order" (an id)
-                        or (x.numeric and 1 < x.distinct <= 60)
-                        or (x.temporal and lk.score >= 3.0)  # "by Order Date", not "per order"
-                    ),
-                )
+                rows, full = max(ctx.schema.row_count, 1), lk.score >= 3.0
+                col = next((x for x, _ in lk.candidates if _groupable(x, rows, full)), None)
                 if col is not None:
                     return col
     return None
