@@ -42,6 +42,13 @@ _ADDITIVE = re.compile(
     r"amount|revenue|sale|charge|price|cost|profit|income|quantity|total|spend|value|fee", re.I
 )
 _ENTITY_WORDS = {
+    "teenager",
+    "child",
+    "passenger",
+    "player",
+    "man",
+    "woman",
+    "member",
     "individual",
     "person",
     "applicant",
@@ -62,6 +69,7 @@ _ENTITY_WORDS = {
     "someone",
     "whose",
 }
+_ENTITY_STEMS = {stem(w) for w in _ENTITY_WORDS}
 
 
 class _Ctx:
@@ -546,6 +554,10 @@ def _breakdown(ctx: _Ctx) -> Plan | None:
     group = _group_column(ctx)
     if group is None:
         return None
+    sup = q.superlative
+    named_first = next((lk for lk in _free(ctx) if lk.column.textual and lk.column is not group), None)
+    if group.numeric and sup is not None and not sup.mode and named_first is not None:
+        return None  # "the top 5 countries by purchasing power" ranks countries by a measure
     value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(group,))
     desc = q.superlative.desc if q.superlative is not None and not q.superlative.mode else True
     limit = f" LIMIT {q.k}" if q.k else ""
@@ -747,11 +759,18 @@ def _ranked(ctx: _Ctx) -> Plan | None:
             f"The {agg} of `{col.name}`.",
         )
     direction = _direction(order, sup.desc)
-    group_level = (q.agg in ("avg", "sum", "median", "count") and not target.numeric) or (
-        target.textual
-        and target.distinct <= 60
-        and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
-        and not any(t.stem in _ENTITY_WORDS for t in q.tokens[target_link.end : sup.index])  # type: ignore[union-attr]
+    group_level = (
+        (q.agg in ("avg", "sum", "median", "count") and not target.numeric)
+        or (
+            target.textual
+            and target.distinct <= 60
+            and target.distinct < 0.5 * max(ctx.schema.row_count, 1)
+            # "the region the youngest teenager comes from" is about one row, not the youngest region
+            and not any(
+                t.stem in _ENTITY_STEMS
+                for t in q.tokens[target_link.end : sup.index + 3]  # type: ignore[union-attr]
+            )
+        )
     )
     if group_level and not target.numeric:
         agg = (
