@@ -182,6 +182,16 @@ def ask(client: Any, base: str, session_id: str, question: str) -> dict[str, Any
     return final
 
 
+def baseline_accuracy(limit: int | None) -> float:
+    """The same-run baseline: what answering "True" to every yes/no question (and nothing else) scores."""
+    questions = [
+        json.loads(line) for line in (ROOT / "questions.jsonl").read_text().splitlines() if line.strip()
+    ]
+    questions = questions[:limit] if limit else questions
+    right = sum(score(True, q["answer"], q["type"]) for q in questions if q["type"] == "boolean")
+    return right / max(len(questions), 1)
+
+
 def run_accuracy(client: Any, base: str, limit: int | None) -> dict[str, list[int]]:
     questions = [
         json.loads(line) for line in (ROOT / "questions.jsonl").read_text().splitlines() if line.strip()
@@ -212,7 +222,7 @@ def run_accuracy(client: Any, base: str, limit: int | None) -> dict[str, list[in
 
 def run_latency(
     client: Any, base: str, work: Path, n_questions: int, repeats: int
-) -> tuple[float, float, float, int]:
+) -> tuple[float, float, float, int, float]:
     sys.path.insert(0, str(REPO))
     from tools.demo_data import write_csv
 
@@ -221,10 +231,15 @@ def run_latency(
     session = _upload(client, base, csv_path, "upi_transactions.csv")
     questions = LATENCY_QUESTIONS[:n_questions]
     first: list[float] = []
+    sqls: list[str] = []
     for q in questions:  # first asks: nothing cached for these questions yet
         start = time.perf_counter()
-        ask(client, base, session, q)
+        event = ask(client, base, session, q)
         first.append((time.perf_counter() - start) * 1000)
+        sql = (event.get("data") or {}).get("sql")
+        if sql:
+            sqls.append(sql)
+    direct = _direct_sql_ms(csv_path, work, sqls)
     times: list[float] = []
     answered = 0
     for _ in range(repeats):
@@ -233,7 +248,26 @@ def run_latency(
             event = ask(client, base, session, q)
             times.append((time.perf_counter() - start) * 1000)
             answered += event.get("type") == "final_response" and event["data"].get("answer") is not None
-    return statistics.median(first), statistics.median(times), max(times + first), answered
+    return statistics.median(first), statistics.median(times), max(times + first), answered, direct
+
+
+def _direct_sql_ms(csv_path: Path, work: Path, sqls: list[str]) -> float:
+    """The same-run baseline: the answers' own SQL run in-process on DuckDB (no services), median ms."""
+    import duckdb
+
+    parquet = work / "direct.parquet"
+    con = duckdb.connect()
+    con.execute(
+        f"COPY (SELECT * FROM read_csv_auto('{csv_path}')) TO '{parquet}' (FORMAT parquet)"
+    ).fetchall()
+    con.execute(f"CREATE VIEW upi_transactions AS SELECT * FROM read_parquet('{parquet}')").fetchall()
+    times = []
+    for sql in sqls:
+        start = time.perf_counter()
+        con.execute(sql).fetchall()
+        times.append((time.perf_counter() - start) * 1000)
+    con.close()
+    return statistics.median(times) if times else float("nan")
 
 
 def main() -> int:
@@ -261,12 +295,23 @@ def main() -> int:
                     ok, n = by_type[kind]
                     print(f"  {kind:<15} {ok:>3}/{n:<3} = {ok / n:6.1%}")
                 print(f"  {'overall':<15} {right:>3}/{total:<3} = {right / total:6.1%}   (target >= 60%)")
+                base_rate = baseline_accuracy(limit)
+                print(
+                    f"  baseline (answer True to every yes/no, nothing else): {base_rate:.1%}; "
+                    f"the analyst scores {right / total / base_rate:.1f}x that"
+                )
                 if n_latency:
-                    cold, median, worst, answered = run_latency(client, base, work, n_latency, repeats)
+                    cold, median, worst, answered, direct = run_latency(
+                        client, base, work, n_latency, repeats
+                    )
                     print(
                         f"Demo table (250,000 rows): median end-to-end answer {cold:.0f} ms on first asks "
                         f"({n_latency} questions), {median:.0f} ms on repeats ({n_latency * repeats} asks; "
                         f"max {worst:.0f} ms; {answered} answered)   (target <= 300 ms)"
+                    )
+                    print(
+                        f"  baseline: the same SQL in-process on DuckDB, median {direct:.1f} ms; end-to-end "
+                        f"first asks are {cold / direct:.1f}x that"
                     )
         finally:
             stack.stop()
