@@ -568,7 +568,7 @@ def _breakdown(ctx: _Ctx) -> Plan | None:
     )
     label = f"{value_label[0].upper()}{value_label[1:]} by `{group.name}`{ctx.basis()}"
     if q.superlative is not None and q.answer_type != "list" and not q.k:
-        sql = sql + " LIMIT 1"
+        sql = sql + f" LIMIT 1 OFFSET {q.superlative.offset}"
         return _plan(
             ctx,
             sql,
@@ -875,6 +875,86 @@ def _row_order(ctx: _Ctx) -> Plan | None:
     )
 
 
+_TIMES = re.compile(
+    r"\b(appears?|occurs?|repeated|shows? up|is listed|are listed|recur)\s+"
+    r"(?P<op>exactly |only |more than |at least |fewer than |less than |at most )?"
+    r"(?P<n>once|twice|thrice|\w+ times)\b"
+)
+
+
+def _frequency(ctx: _Ctx) -> Plan | None:
+    """ "How many Parent IDs appear exactly once?": values counted by how often they occur."""
+    from services.orchestrator.builtin.text import word_number
+
+    q = ctx.q
+    m = _TIMES.search(q.low)
+    if m is None:
+        return None
+    word = m.group("n").split()[0]
+    n = {"once": 1.0, "twice": 2.0, "thrice": 3.0}.get(word) or word_number(word)
+    col = _first(ctx, lambda x: not x.temporal)
+    if n is None or col is None:
+        return None
+    op = {"more than ": ">", "at least ": ">=", "fewer than ": "<", "less than ": "<", "at most ": "<="}.get(
+        m.group("op") or "", "="
+    )
+    q.used.update(x.index for x in q.links.numbers if x.index >= q.index_at(m.start()))
+    grouped = (
+        f"SELECT {col.sql} AS {c_quote(col.name)}, count(*) AS n FROM {ctx.table}"
+        f"{ctx.where([f'{col.sql} IS NOT NULL'])} GROUP BY 1 HAVING count(*) {op} {int(n)}"
+    )
+    label = f"Values of `{col.name}` that occur {op} {int(n)} time(s){ctx.basis()}"
+    if q.answer_type == "list" or q.has(r"^\W*(which|what are)\b"):
+        sql = f"{grouped} ORDER BY 2 DESC, 1 LIMIT 1000"
+        return _plan(
+            ctx, sql, c.listing(label, ctx.follow_ups(col)), f"Count each `{col.name}`, keep {op} {n:g}."
+        )
+    sql = f"SELECT count(*) AS n FROM ({grouped})"
+    return _plan(
+        ctx,
+        sql,
+        c.number(label, ctx.follow_ups(col), integral=True),
+        f"Count each `{col.name}`, keep {op} {n:g}.",
+    )
+
+
+_PER_COLUMN = re.compile(
+    r"\b(?P<what>non-null|non null|not null|missing|null|empty|distinct|unique)\b.*\b(each|every|all|per)\s+"
+    r"(?P<word>\w+\s+)?columns?\b"
+)
+
+
+def _per_column(ctx: _Ctx) -> Plan | None:
+    """ "List counts of non-null values for each Tier column": one count per column, in table order."""
+    q = ctx.q
+    m = _PER_COLUMN.search(q.low)
+    if m is None:
+        return None
+    word = (m.group("word") or "").strip()
+    cols = [
+        col
+        for col in ctx.schema.columns
+        if not word or same_word(stem(word), col.words[0] if col.words else "")
+    ]
+    cols = cols or ctx.schema.columns
+    what = m.group("what")
+    if what in ("distinct", "unique"):
+        exprs = [f"count(DISTINCT {col.sql})" for col in cols]
+    elif what in ("missing", "null", "empty"):
+        exprs = [f"count(*) - count({col.sql})" for col in cols]
+    else:
+        exprs = [f"count({col.sql})" for col in cols]
+    values = ", ".join(exprs)
+    sql = f"SELECT unnest([{values}]) AS n FROM (SELECT * FROM {ctx.table}{ctx.where()})"
+    names = ", ".join(f"`{col.name}`" for col in cols)
+    return _plan(
+        ctx,
+        sql,
+        c.listing(f"{what.title()} counts per column ({names})", ctx.follow_ups()),
+        "One count per column.",
+    )
+
+
 def _closest(ctx: _Ctx) -> Plan | None:
     """ "Which X has a Y closest to 80?": sort by the distance to the number."""
     q = ctx.q
@@ -1171,6 +1251,8 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
     _outliers,
     _significance,
     _row_order,
+    _frequency,
+    _per_column,
     _closest,
     _time_buckets,
     _boolean,

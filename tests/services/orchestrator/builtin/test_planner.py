@@ -241,3 +241,17 @@ def test_signs_and_least_used(ask: Ask, truth: Truth) -> None:
     assert ask("How many employees have a negative monthly income?").answer.answer == 0
     got = ask("Which device type is used the least?")
     assert got.answer.answer == truth('SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*), 1 LIMIT 1')
+
+
+def test_values_counted_by_how_often_they_occur(ask: Ask, truth: Truth) -> None:
+    got = ask("How many ages appear exactly once?")
+    want = truth(
+        'SELECT count(*) FROM (SELECT "Age" FROM T WHERE "Age" IS NOT NULL GROUP BY 1 HAVING count(*) = 1)'
+    )
+    assert got.answer.answer == want
+
+
+def test_missing_values_per_column(ask: Ask, truth: Truth) -> None:
+    got = ask("How many missing values are there in each column?")
+    assert isinstance(got.answer.answer, list) and len(got.answer.answer) == 8
+    assert got.answer.answer[2] == truth('SELECT count(*) - count("Age") FROM T') > 0
