@@ -10,7 +10,7 @@ from services.orchestrator.builtin.text import split_name, stem
 
 # Groups of words that name the same thing; a question word in a group links to a header word in it.
 _SYNONYM_GROUPS: list[list[str]] = [
-    ["age", "old", "young", "aged", "elderly", "teenager", "lived"],
+    ["age", "old", "young", "aged", "elderly", "teenager"],
     [
         "price",
         "fare",

@@ -1290,19 +1290,27 @@ def _plan_for(question: str, schema: Schema) -> Plan:
     if asked is not None and asked.group(4) in q.uncovered():
         # "What is the region …" with no region in the data: what is asked for is missing
         return unanswerable(schema, f'I found no column for "{asked.group(4)}".')
-    listed = re.match(r"^\W*list\s+(all\s+)?(the\s+)?(\w+\s+)?([a-z]+)\b", q.low)
-    if listed is not None and listed.group(4) in q.uncovered():
-        return unanswerable(schema, f'I found no column for "{listed.group(4)}".')
+    unknown = _unknown_identifier(q)
+    if unknown is not None:
+        return unanswerable(schema, f"there is no column named `{unknown}`.")
+    listed = re.match(
+        r"^\W*list\s+(all\s+)?(the\s+)?((top|bottom|first|last)\s+)?"
+        r"(\d+\s+|two\s+|three\s+|four\s+|five\s+|ten\s+)?(?P<noun>[a-z]+)\b",
+        q.low,
+    )
+    if (
+        listed is not None
+        and listed.group("noun") in q.uncovered()
+        and not _known_word(schema, listed.group("noun"))
+    ):
+        return unanswerable(schema, f'I found no column for "{listed.group("noun")}".')
     generic_target = target is not None and all(
         t.stem in GENERIC for t in q.tokens[target.start : target.end]
     )
-    if target is not None and target.start > 0 and q.tokens[target.start - 1].text in q.uncovered():
+    qualifier = q.tokens[target.start - 1].text if target is not None and target.start > 0 else ""
+    if generic_target and qualifier in q.uncovered() and not _known_word(schema, qualifier):
         # "the most frequent brand name" where only `Name` exists: the qualifier is not in the data
-        qualifier = q.tokens[target.start - 1].stem
-        known = any(same_word(qualifier, w) for col in schema.columns for w in col.words) or same_word(
-            qualifier, stem(schema.table)
-        )
-        if generic_target and not known:
+        if target is not None:
             return unanswerable(
                 schema,
                 f'I found no column for "{q.tokens[target.start - 1].text} '
@@ -1317,6 +1325,27 @@ def _plan_for(question: str, schema: Schema) -> Plan:
                 plan.compose = _guarded(plan.compose, schema, guesses)
             return plan
     return unanswerable(schema, _why(q))
+
+
+def _known_word(schema: Schema, word: str) -> bool:
+    """Whether a word is one of the headers' words or the table's name ("product" in `product_name`)."""
+    w = stem(word)
+    return any(same_word(w, h) for col in schema.columns for h in col.words) or same_word(
+        w, stem(schema.table)
+    )
+
+
+_IDENTIFIER = re.compile(r"\b[A-Za-z]+[a-z][A-Z]\w*|\b[A-Za-z]+_\w+")
+
+
+def _unknown_identifier(q: Question) -> str | None:
+    """A camelCase or snake_case word that links to nothing: the person named a column this data lacks."""
+    uncovered = set(q.uncovered())
+    for m in _IDENTIFIER.finditer(q.text):
+        span = [t for t in q.tokens if m.start() <= t.start < m.end()]
+        if span and all(t.text in uncovered or t.stem in STOP_STEMS for t in span):
+            return m.group(0)
+    return None
 
 
 def _guarded(compose: c.Composer, schema: Schema, guesses: list[Filter]) -> c.Composer:
