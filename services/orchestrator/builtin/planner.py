@@ -1308,14 +1308,18 @@ def _plan_for(question: str, schema: Schema) -> Plan:
         t.stem in GENERIC for t in q.tokens[target.start : target.end]
     )
     qualifier = q.tokens[target.start - 1].text if target is not None and target.start > 0 else ""
-    if generic_target and qualifier in q.uncovered() and not _known_word(schema, qualifier):
-        # "the most frequent brand name" where only `Name` exists: the qualifier is not in the data
-        if target is not None:
-            return unanswerable(
-                schema,
-                f'I found no column for "{q.tokens[target.start - 1].text} '
-                f'{q.text[q.tokens[target.start].start : q.tokens[target.end - 1].end]}".',
-            )
+    # "the most frequent brand name" where only `Name` exists: the qualifier is not in the data
+    if (
+        target is not None
+        and generic_target
+        and qualifier in q.uncovered()
+        and not _known_word(schema, qualifier)
+    ):
+        return unanswerable(
+            schema,
+            f'I found no column for "{q.tokens[target.start - 1].text} '
+            f'{q.text[q.tokens[target.start].start : q.tokens[target.end - 1].end]}".',
+        )
     for shape in _SHAPES:
         plan = shape(ctx)
         if plan is not None:
