@@ -22,6 +22,8 @@ def plain(value: Any) -> Any:
         value = float(value)
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return None
+    if isinstance(value, float):
+        return float(f"{value:.12g}")  # 1165013.49, not 1165013.4900000002
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat(sep=" ") if isinstance(value, dt.datetime) else value.isoformat()
     if isinstance(value, bytes):
@@ -169,7 +171,8 @@ def boolean(statement: str, follow_ups: list[str]) -> Composer:
         basis = ", ".join(f"{name} = {fmt(v)}" for name, v in row.items())
         verdict = "Yes" if value else "No"
         return Answer(
-            text=f"**{verdict}**. {statement}" + (f" ({basis})." if basis else "."),
+            text=f"**{verdict}**. I checked whether {statement[:1].lower()}{statement[1:]}"
+            + (f" ({basis})." if basis else "."),
             answer=bool(value),
             answer_type="boolean",
             follow_ups=follow_ups,
