@@ -22,9 +22,10 @@ import json
 import os
 import selectors
 import signal
+import socket
 import sys
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,8 @@ from common.arrow import to_table_result
 from insightx.v1 import common_pb2
 from insightx.v1 import py_sandbox_pb2 as pb
 from services.py_sandbox import frames, harness, isolation
-from services.py_sandbox.isolation import Confinement, IsolationReport
+from services.py_sandbox.isolation import Confinement
+from services.py_sandbox.template import Template
 
 PIPE_CHUNK = 1 << 16
 PRIMED_PER_SESSION = 2  # two, so back-to-back runs of a session find one ready while the next is cloned
@@ -85,29 +87,36 @@ class Run:
     done_seen: bool = False
 
 
-class Zygote:
-    """Forks and supervises children; answers the server on the control pipe."""
+class Supervisor:
+    """Hands jobs to children cloned by the template, supervises them and answers the server."""
 
     def __init__(
-        self, conf: Confinement, ctrl_in: int, ctrl_out: int, spares: int = 1, primed: int = 2
+        self,
+        conf: Confinement,
+        ctrl_in: int,
+        ctrl_out: int,
+        template: socket.socket,
+        spares: int = 1,
+        primed: int = 2,
     ) -> None:
         self.conf = conf
+        self.ctrl_in = ctrl_in
+        self.ctrl_out = ctrl_out
+        self.template = template
         self.spare_target = spares
         self.primed_target = primed
         self.spares: list[Spare] = []
-        self.recent: OrderedDict[str, dict[str, str]] = OrderedDict()  # sessions to keep a primed spare for
-        self.ctrl_in = ctrl_in
-        self.ctrl_out = ctrl_out
+        self.requests: dict[int, str] = {}  # spawn tag -> cache path it is primed for ("" = blank)
+        self.next_tag = 0
+        self.pending: deque[tuple[dict[str, Any], bytes, float]] = deque()  # jobs waiting for a child
+        self.recent: OrderedDict[str, dict[str, str]] = OrderedDict()  # sessions to keep primed children for
+        self.children: dict[int, Run | Spare | int] = {}  # pid -> its run, its spare, or a pidfd to close
         self.selector = selectors.DefaultSelector()
         self.runs: dict[str, Run] = {}
         self.reader = frames.FrameReader(frozenset({frames.CONTROL_JSON, frames.CONTROL_BLOB}), 1 << 30)
         self.pending_header: dict[str, Any] | None = None
         self.isolation: dict[str, Any] = {}
         self.closing = False
-        self.reaping: dict[int, int] = {}  # pidfd -> pid of children answered for but not yet reaped
-        self.namespaces, self.namespace_problems = isolation.available_namespaces(conf)
-        self.clone_flags = isolation.namespace_flags(self.namespaces)
-        isolation.prepare_seccomp()
 
     # -- control pipe ---------------------------------------------------------------------------------
     def reply(self, header: dict[str, Any], blob: bytes = b"") -> None:
@@ -120,142 +129,133 @@ class Zygote:
 
     def on_control(self) -> None:
         chunk = os.read(self.ctrl_in, PIPE_CHUNK)
-        if not chunk:  # the server is gone: stop taking work, let the children be killed
+        if not chunk:  # the server is gone: end every child and leave (the template follows)
             self.closing = True
-            self.selector.unregister(self.ctrl_in)
             for run in self.runs.values():
                 self.kill(run, "KILLED", "The sandbox service stopped.")
-            for spare in list(self.spares):
-                self.release_spare(spare)
+            for spare in self.spares:
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
             return
         for kind, payload in self.reader.feed(chunk):
             if kind == frames.CONTROL_JSON:
                 self.pending_header = json.loads(payload)
             elif self.pending_header is not None:
                 header, self.pending_header = self.pending_header, None
-                self.handle(header, payload)
+                if header.get("op") == "run":
+                    self.start(header, payload)
 
-    def handle(self, header: dict[str, Any], blob: bytes) -> None:
-        if header.get("op") == "run":
-            try:
-                self.start(header, blob)
-            except OSError as exc:
-                response = pb.RunCodeResponse(
-                    error=pb.RunError(
-                        category=pb.RUN_ERROR_CATEGORY_KILLED, message=f"Could not start: {exc}"
-                    )
-                )
-                self.reply({"op": "done", "run_id": header["run_id"]}, response.SerializeToString())
-
-    # -- children -------------------------------------------------------------------------------------
-    def spawn_spare(self, primed: dict[str, str] | None = None) -> Spare:
-        """Clones a child into its namespaces now; it waits for a job on its own pipe."""
-        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4)]  # stdout, stderr, result, job
-        try:
-            pid, pidfd = isolation.clone_into_namespaces(self.clone_flags)
-        except OSError:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            raise
-        if pid == 0:
-            report = IsolationReport(namespaces=list(self.namespaces), problems=list(self.namespace_problems))
-            harness.child_main(
-                self.conf, report, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]), primed
-            )
-        for fd in (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]):
-            os.close(fd)
-        spare = Spare(
-            pid=pid,
-            pidfd=pidfd,
-            job_w=pipes[3][1],
-            reads=[pipes[i][0] for i in range(3)],
-            primed=primed["cache"] if primed else "",
+    # -- the template -----------------------------------------------------------------------------------
+    def request_spare(self, primed: dict[str, str] | None = None) -> None:
+        self.next_tag += 1
+        self.requests[self.next_tag] = primed["cache"] if primed else ""
+        socket.send_fds(
+            self.template, [json.dumps({"op": "spawn", "tag": self.next_tag, "primed": primed}).encode()], []
         )
-        self.selector.register(pidfd, selectors.EVENT_READ, ("spare", spare))
-        return spare
 
-    def take_spare(self, job: dict[str, Any], input_ipc: bytes) -> Spare:
-        """A spare primed for the job's session, else a blank one, else a new one."""
+    def on_template(self) -> None:
+        while True:
+            try:
+                data, fds, _, _ = socket.recv_fds(self.template, 1 << 16, 8)
+            except BlockingIOError:
+                return
+            if not data:
+                raise SystemExit("zygote: the template died")  # the server restarts the whole zygote
+            message = json.loads(data)
+            if message["op"] == "spawned":
+                pidfd, job_w, *reads = fds
+                primed = self.requests.pop(int(message["tag"]), "")
+                spare = Spare(pid=int(message["pid"]), pidfd=pidfd, job_w=job_w, reads=reads, primed=primed)
+                self.children[spare.pid] = spare
+                if self.closing:
+                    signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
+                self.spares.append(spare)
+                self.dispatch_pending()
+            elif message["op"] == "failed":
+                self.requests.pop(int(message["tag"]), None)
+                print(
+                    f"zygote: the template could not clone a child: {message.get('error')}", file=sys.stderr
+                )
+                for job, _, _ in list(self.pending):
+                    self.reply_error(
+                        job, "KILLED", f"The sandbox could not start a child: {message.get('error')}"
+                    )
+                self.pending.clear()
+            elif message["op"] == "exited":
+                self.on_exit(int(message["pid"]), int(message["status"]))
+
+    # -- spares -----------------------------------------------------------------------------------------
+    def take_spare(self, cache: str) -> Spare | None:
+        """A child primed for this session, else a blank one (it loads the data itself)."""
+        for wanted in (cache, ""):
+            for spare in self.spares:
+                if spare.primed == wanted:
+                    self.spares.remove(spare)
+                    return spare
+        return None
+
+    def replenish(self) -> None:
+        """Keeps a blank child and two primed children per recent session on the way or waiting."""
+        if self.closing:
+            return
+        for spare in [s for s in self.spares if s.primed and s.primed not in self.recent]:
+            self.spares.remove(spare)
+            self.release(spare)  # primed for a session no longer recent
+        blank = sum(1 for s in self.spares if not s.primed) + sum(1 for c in self.requests.values() if not c)
+        for _ in range(self.spare_target - blank + len(self.pending)):
+            self.request_spare()
+        for cache, prime in self.recent.items():
+            have = sum(1 for s in self.spares if s.primed == cache) + sum(
+                1 for c in self.requests.values() if c == cache
+            )
+            if os.path.exists(cache):
+                for _ in range(PRIMED_PER_SESSION - have):
+                    self.request_spare(prime)
+
+    def release(self, spare: Spare) -> None:
+        """A spare's job pipe closes: it exits, and the template reports it reaped."""
+        os.close(spare.job_w)
+        for fd in spare.reads:
+            os.close(fd)
+        self.children[spare.pid] = spare.pidfd
+
+    # -- runs -------------------------------------------------------------------------------------------
+    def start(self, job: dict[str, Any], input_ipc: bytes) -> None:
+        """The deadline counts from now, even if the job waits a moment for a child."""
+        if self.isolation and "expected_level" not in job:
+            job["expected_level"] = self.isolation.get("level", "none")
         cache = "" if input_ipc else str(job.get("cache") or "")
         if cache and job.get("dataset"):
             self.recent.pop(cache, None)
             self.recent[cache] = {"dataset": str(job["dataset"]), "cache": cache}
             while len(self.recent) > self.primed_target:
                 self.recent.pop(next(iter(self.recent)))
-        for spare in self.spares:
-            if spare.primed == cache:  # blank spares have primed == "" and serve blank-cache jobs
-                self.spares.remove(spare)
-                return spare
-        for spare in self.spares:
-            if not spare.primed:
-                self.spares.remove(spare)
-                return spare
-        return self.spawn_spare()
+        self.pending.append((job, input_ipc, time.monotonic()))
+        self.dispatch_pending()
 
-    def replenish(self) -> None:
-        """One clone per loop turn: a blank spare first, then one primed for each recent session."""
-        blank = sum(1 for s in self.spares if not s.primed)
-        for spare in [s for s in self.spares if s.primed and s.primed not in self.recent]:
-            self.release_spare(spare)  # primed for a session no longer recent
-        try:
-            if blank < self.spare_target:
-                self.spares.append(self.spawn_spare())
+    def dispatch_pending(self) -> None:
+        while self.pending:
+            job, input_ipc, received = self.pending[0]
+            spare = self.take_spare("" if input_ipc else str(job.get("cache") or ""))
+            if spare is None:
                 return
-            for cache, prime in reversed(self.recent.items()):
-                if self._primed_count(cache) < PRIMED_PER_SESSION and os.path.exists(cache):
-                    self.spares.append(self.spawn_spare(prime))
-                    return
-        except OSError as exc:
-            print(f"zygote: could not clone a spare child: {exc}", file=sys.stderr)
+            self.pending.popleft()
+            self.dispatch(spare, job, input_ipc, received)
 
-    def needs_spares(self) -> bool:
-        if self.closing:
-            return False
-        blank = sum(1 for s in self.spares if not s.primed)
-        return blank < self.spare_target or any(
-            self._primed_count(c) < PRIMED_PER_SESSION and os.path.exists(c) for c in self.recent
-        )
-
-    def _primed_count(self, cache: str) -> int:
-        return sum(1 for s in self.spares if s.primed == cache)
-
-    def release_spare(self, spare: Spare) -> None:
-        """Closing its job pipe makes a spare exit; its pidfd then reports and it is reaped."""
-        if spare.job_w >= 0:
-            os.close(spare.job_w)
-            spare.job_w = -1
-        spare.primed = "\0released"
-
-    def on_spare_exit(self, spare: Spare) -> None:
-        """A spare died before it got a job (it should not): forget it; the loop clones another."""
-        self.selector.unregister(spare.pidfd)
-        os.waitpid(spare.pid, 0)
-        for fd in (spare.pidfd, spare.job_w, *spare.reads):
-            if fd >= 0:
-                os.close(fd)
-        self.spares.remove(spare)
-
-    def start(self, job: dict[str, Any], input_ipc: bytes) -> Run:
-        """Hands the job to a spare (cloning one if none is ready); the deadline starts now."""
-        if self.isolation and "expected_level" not in job:
-            job["expected_level"] = self.isolation.get("level", "none")
-        spare = self.take_spare(job, input_ipc)
-        self.selector.unregister(spare.pidfd)
-        started = time.monotonic()
+    def dispatch(self, spare: Spare, job: dict[str, Any], input_ipc: bytes, received: float) -> None:
         run = Run(
             run_id=job["run_id"],
             job=job,
             pid=spare.pid,
             pidfd=spare.pidfd,
-            started=started,
-            deadline=started + float(job["timeout_s"]),
+            started=received,
+            deadline=received + float(job["timeout_s"]),
         )
         for r, name in zip(spare.reads, ("stdout", "stderr", "result"), strict=True):
             os.set_blocking(r, False)
             run.streams[r] = name
             self.selector.register(r, selectors.EVENT_READ, ("stream", run))
-        self.selector.register(run.pidfd, selectors.EVENT_READ, ("exit", run))
+        self.children[run.pid] = run
         self.runs[run.run_id] = run
         data = frames.encode(frames.CONTROL_JSON, json.dumps(job).encode()) + frames.encode(
             frames.CONTROL_BLOB, input_ipc
@@ -265,10 +265,14 @@ class Zygote:
             while view:
                 view = view[os.write(spare.job_w, view) :]
         except OSError:
-            pass  # the child is gone; its exit is reported through the pidfd like any other
+            pass  # the child is gone; the template reports its exit like any other
         finally:
             os.close(spare.job_w)
-        return run
+
+    def reply_error(self, job: dict[str, Any], category: str, message: str) -> None:
+        response = _with_error(pb.RunCodeResponse(), category, message)
+        if not job.get("probe"):
+            self.reply({"op": "done", "run_id": job["run_id"]}, response.SerializeToString())
 
     def kill(self, run: Run, category: str, message: str) -> None:
         if run.kill_reason is None and run.exit_code is None:
@@ -315,27 +319,29 @@ class Zygote:
                 if sum(len(b) for b in run.data.values()) == before:
                     break
 
-    def on_reaped(self, pidfd: int) -> None:
-        self.selector.unregister(pidfd)
-        os.waitpid(self.reaping.pop(pidfd), 0)
-        os.close(pidfd)
-
-    def on_exit(self, run: Run) -> None:
-        self.selector.unregister(run.pidfd)
-        _, status = os.waitpid(run.pid, 0)
-        run.exit_code = os.waitstatus_to_exitcode(status)
-        run.exited_at = time.monotonic()
+    def on_exit(self, pid: int, status: int) -> None:
+        child = self.children.pop(pid, None)
+        if isinstance(child, Run):
+            child.exit_code = status
+            child.exited_at = time.monotonic()
+        elif isinstance(child, Spare):  # died before it got a job (it should not)
+            if child in self.spares:
+                self.spares.remove(child)
+                self.release(child)
+                self.children.pop(pid, None)
+            os.close(child.pidfd)
+        elif isinstance(child, int):
+            os.close(child)  # the pidfd of a child answered for earlier or released
 
     def finish(self, run: Run) -> None:
         for fd in list(run.streams):
             self.selector.unregister(fd)
             os.close(fd)
         run.streams.clear()
-        if run.exit_code is None:  # answered on DONE: end the child now, reap it when it is gone
+        if run.exit_code is None:  # answered on DONE: end the child now; the template reaps it
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(run.pidfd, signal.SIGKILL)
-            self.selector.modify(run.pidfd, selectors.EVENT_READ, ("reap", None))
-            self.reaping[run.pidfd] = run.pid
+            self.children[run.pid] = run.pidfd
         else:
             os.close(run.pidfd)
         del self.runs[run.run_id]
@@ -352,24 +358,20 @@ class Zygote:
 
     # -- loop -----------------------------------------------------------------------------------------
     def step(self) -> None:
+        self.replenish()  # before waiting: a pending job may need a child requested
         now = time.monotonic()
         waits = [r.deadline - now for r in self.runs.values() if r.exit_code is None]
         waits += [r.exited_at + EXIT_GRACE_S - now for r in self.runs.values() if r.exit_code is not None]
-        if self.needs_spares():
-            waits.append(0.0)
+        waits += [received + float(job["timeout_s"]) - now for job, _, received in self.pending]
         timeout = max(0.0, min(waits)) if waits else None
         for key, _ in self.selector.select(timeout):
             kind, run = key.data
             if kind == "control":
                 self.on_control()
+            elif kind == "template":
+                self.on_template()
             elif kind == "stream":
                 self.on_stream(key.fd, run)
-            elif kind == "exit":
-                self.on_exit(run)
-            elif kind == "reap":
-                self.on_reaped(key.fd)
-            elif kind == "spare":
-                self.on_spare_exit(run)
         now = time.monotonic()
         for run in list(self.runs.values()):
             if run.done_seen and run.exit_code is None and run.kill_reason is None:
@@ -384,8 +386,9 @@ class Zygote:
                 )
             if run.exit_code is not None and (not run.streams or now >= run.exited_at + EXIT_GRACE_S):
                 self.finish(run)
-        if self.needs_spares():
-            self.replenish()
+        while self.pending and now >= self.pending[0][2] + float(self.pending[0][0]["timeout_s"]):
+            job, _, _ = self.pending.popleft()
+            self.reply_error(job, "TIMEOUT", "No sandbox child became free in time.")
 
     def probe(self) -> dict[str, Any]:
         """A harmless run through the real path, so the isolation report is measured, not assumed."""
@@ -394,7 +397,7 @@ class Zygote:
             "run_id": "probe",
             "probe": True,
             "code": "result = 1",
-            "timeout_s": 10.0,
+            "timeout_s": 30.0,
             "dataset": "",
             "cache": "",
             "max_output_bytes": 65536,
@@ -406,13 +409,13 @@ class Zygote:
             "memory_mb": self.conf.memory_bytes >> 20,
         }
         self.start(job, b"")
-        while "probe" in self.runs:
+        while not self.isolation:
             self.step()
         return dict(self.isolation)
 
     def serve(self) -> None:
         self.selector.register(self.ctrl_in, selectors.EVENT_READ, ("control", None))
-        while not (self.closing and not self.runs and not self.spares):
+        while not (self.closing and not self.runs):
             self.step()
 
 
@@ -584,12 +587,30 @@ def main() -> None:
     threads = len(os.listdir("/proc/self/task"))
     if threads != 1:  # clone() skips pthread_atfork handlers: another thread could hold a lock forever
         print(f"zygote: {threads} threads before serving; children may deadlock", file=sys.stderr)
-    zygote = Zygote(
-        conf, 0, ctrl_out, spares=int(options.get("spares", 1)), primed=int(options.get("primed", 2))
+    to_template, to_supervisor = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    if os.fork() == 0:  # the template: warm, single-threaded, and it never sees a job
+        to_template.close()
+        os.close(0)
+        os.close(ctrl_out)
+        isolation.die_with_parent()
+        try:
+            Template(conf, to_supervisor).serve()
+        finally:
+            os._exit(0)
+    to_supervisor.close()
+    to_template.setblocking(False)
+    supervisor = Supervisor(
+        conf,
+        0,
+        ctrl_out,
+        to_template,
+        spares=int(options.get("spares", 1)),
+        primed=int(options.get("primed", 2)),
     )
-    report = zygote.probe()
-    zygote.reply({"op": "ready", "pid": os.getpid(), "isolation": report})
-    zygote.serve()
+    supervisor.selector.register(to_template, selectors.EVENT_READ, ("template", None))
+    report = supervisor.probe()
+    supervisor.reply({"op": "ready", "pid": os.getpid(), "isolation": report})
+    supervisor.serve()
 
 
 if __name__ == "__main__":

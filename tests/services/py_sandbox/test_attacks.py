@@ -338,3 +338,56 @@ def test_the_policy_turns_most_of_the_corpus_away_early() -> None:
     """A courtesy: most snippets never reach a child when the policy is on (the OS stops the rest)."""
     rejected = [a.name for a in CORPUS if not policy.check(a.code).valid]
     assert len(rejected) >= 0.8 * len(CORPUS), sorted(set(a.name for a in CORPUS) - set(rejected))
+
+
+SCANNER = """
+import ctypes, hashlib
+prefix = b'xr7q'
+control = prefix + bytes([90]) * 28  # made at run time: a marker this run does hold
+wanted = {{hashlib.sha256(control).hexdigest(): 'control', {targets}}}
+found = set()
+for line in open('/proc/self/maps'):
+    parts = line.split()
+    if len(parts) < 5 or parts[1] != 'rw-p' or (len(parts) > 5 and parts[5].startswith('[v')):
+        continue
+    start, end = (int(x, 16) for x in parts[0].split('-'))
+    step = 16 << 20
+    for offset in range(start, end, step):
+        chunk = ctypes.string_at(offset, min(step + 32, end - offset))
+        i = chunk.find(prefix)
+        while i >= 0:
+            name = wanted.get(hashlib.sha256(chunk[i:i + 32]).hexdigest())
+            if name:
+                found.add(name)
+            i = chunk.find(prefix, i + 1)
+result = sorted(found)
+"""
+
+
+@in_module_loop
+async def test_a_child_finds_nothing_of_earlier_runs_in_its_memory(bare_sandbox: Sandbox) -> None:
+    """Children are cloned from the template, which never holds a job, a table or a result."""
+    import hashlib
+    import secrets
+
+    import pyarrow as pa
+
+    from common.arrow import to_table_result
+
+    def marker() -> str:
+        return "xr7q" + secrets.token_hex(14)
+
+    in_code, in_result, in_table = marker(), marker(), marker()
+    first = await bare_sandbox.run(f"note = '{in_code}'\nresult = '{in_result}'")
+    assert json.loads(first.result_json) == in_result
+    table = to_table_result(pa.table({"secret": [in_table] * 10}))
+    given = pb.RunCodeRequest(code="result = df['secret'].iloc[0]", input_table=table, timeout_s=5)
+    assert json.loads((await bare_sandbox.stub.RunCode(given, timeout=15)).result_json) == in_table
+    targets = ", ".join(
+        f"'{hashlib.sha256(m.encode()).hexdigest()}': '{name}'"
+        for name, m in (("code", in_code), ("result", in_result), ("table", in_table))
+    )
+    for _ in range(3):  # blank and primed children alike
+        scan = await bare_sandbox.run(SCANNER.format(targets=targets), timeout_s=20)
+        assert not scan.HasField("error"), scan.error.message
+        assert json.loads(scan.result_json) == ["control"]

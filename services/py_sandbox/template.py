@@ -1,0 +1,88 @@
+"""The template: the pristine half of a zygote, the only process children are cloned from.
+
+A zygote forks into two right after warming up. The supervisor talks to the server and to the children,
+so its memory ends up holding code, tables and results of every session it served; nothing is ever cloned
+from it. The template never sees any of that: it only receives "spawn" requests (blank, or primed with a
+session's cache path), clones a child into its namespaces, hands the child's pidfd and pipes to the
+supervisor over a Unix socket (SCM_RIGHTS), and reaps its children, reporting each exit status. So a
+child inherits warm libraries and nothing that belonged to another run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import socket
+from typing import Any
+
+from services.py_sandbox import harness, isolation
+from services.py_sandbox.isolation import Confinement, IsolationReport
+
+MESSAGE_BYTES = 1 << 16
+
+
+class Template:
+    """Clones children on request and reports their exits."""
+
+    def __init__(self, conf: Confinement, sock: socket.socket) -> None:
+        self.conf = conf
+        self.sock = sock
+        self.selector = selectors.DefaultSelector()
+        self.children: dict[int, int] = {}  # pidfd -> pid
+        self.namespaces, self.namespace_problems = isolation.available_namespaces(conf)
+        self.clone_flags = isolation.namespace_flags(self.namespaces)
+        isolation.prepare_seccomp()
+
+    def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+        socket.send_fds(self.sock, [json.dumps(message).encode()], fds or [])
+
+    def spawn(self, tag: int, primed: dict[str, str] | None) -> None:
+        pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4)]  # stdout, stderr, result, job
+        try:
+            pid, pidfd = isolation.clone_into_namespaces(self.clone_flags)
+        except OSError as exc:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            self.send({"op": "failed", "tag": tag, "error": str(exc)})
+            return
+        if pid == 0:
+            report = IsolationReport(namespaces=list(self.namespaces), problems=list(self.namespace_problems))
+            harness.child_main(
+                self.conf, report, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]), primed
+            )
+        for fd in (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]):
+            os.close(fd)
+        handed = [pidfd, pipes[3][1], pipes[0][0], pipes[1][0], pipes[2][0]]
+        self.send({"op": "spawned", "tag": tag, "pid": pid}, handed)
+        for fd in handed[1:]:
+            os.close(fd)  # the supervisor has its own copies now; the template keeps only the pidfd
+        self.children[pidfd] = pid
+        self.selector.register(pidfd, selectors.EVENT_READ, "exit")
+
+    def on_exit(self, pidfd: int) -> None:
+        self.selector.unregister(pidfd)
+        pid = self.children.pop(pidfd)
+        _, status = os.waitpid(pid, 0)
+        os.close(pidfd)
+        self.send({"op": "exited", "pid": pid, "status": os.waitstatus_to_exitcode(status)})
+
+    def on_request(self) -> bool:
+        data, _, _, _ = socket.recv_fds(self.sock, MESSAGE_BYTES, 0)
+        if not data:
+            return False  # the supervisor is gone
+        request = json.loads(data)
+        if request.get("op") == "spawn":
+            self.spawn(int(request["tag"]), request.get("primed"))
+        return True
+
+    def serve(self) -> None:
+        self.selector.register(self.sock, selectors.EVENT_READ, "request")
+        while True:
+            for key, _ in self.selector.select():
+                if key.data == "request":
+                    if not self.on_request():
+                        return
+                else:
+                    self.on_exit(key.fd)
