@@ -14,7 +14,7 @@ from services.orchestrator.builtin.question import Filter, _comparison_at
 from services.orchestrator.builtin.schema import Column, literal
 
 if TYPE_CHECKING:
-    from services.orchestrator.builtin.planner import _Ctx
+    from services.orchestrator.builtin.context import _Ctx
     from services.orchestrator.plan import Plan
 
 _AGG = {
@@ -55,7 +55,7 @@ def plan(ctx: _Ctx) -> Plan | None:
 
 
 def _mk(ctx: _Ctx, sql: str, statement: str, reasoning: str, *cols: Column | None) -> Plan:
-    from services.orchestrator.builtin.planner import _plan
+    from services.orchestrator.builtin.context import _plan
 
     return _plan(ctx, sql, c.boolean(statement, ctx.follow_ups(*cols)), reasoning)
 
@@ -195,7 +195,7 @@ def _rate_compare(ctx: _Ctx) -> Plan | None:
 
 def _rate_than(ctx: _Ctx) -> Plan | None:
     """ "Is the failure rate on 3G higher than on 5G?": one event's share on each side of "than"."""
-    from services.orchestrator.builtin.planner import _event_filter
+    from services.orchestrator.builtin.breakdowns import _event_filter
 
     q = ctx.q
     event = _event_filter(ctx)
@@ -268,7 +268,7 @@ def _top_is(ctx: _Ctx) -> Plan | None:
     """ "Is the most frequent X Y?", "Is Switzerland the country with the highest Z?"."""
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
-    from services.orchestrator.builtin.planner import _order_column
+    from services.orchestrator.builtin.context import _order_column
 
     q = ctx.q
     sup = q.superlative
@@ -295,7 +295,7 @@ def _top_is(ctx: _Ctx) -> Plan | None:
     order = _order_column(ctx, exclude=(col,))
     if order is None:
         return None
-    from services.orchestrator.builtin.planner import _direction
+    from services.orchestrator.builtin.context import _direction
 
     sub = (
         f"SELECT * FROM {ctx.table}{ctx.where([f'{order.sql} IS NOT NULL'], rest)} ORDER BY {order.sql} "
@@ -361,7 +361,7 @@ def _aggregate_vs_number(ctx: _Ctx) -> Plan | None:
         col, op, number = target.column, target.op, target.number
     assert col is not None and number is not None
     if sup is not None and not sup.mode and q.agg is None:
-        from services.orchestrator.builtin.planner import _direction
+        from services.orchestrator.builtin.context import _direction
 
         agg = "max" if _direction(col, sup.desc) == "DESC" else "min"
     rest = [f for f in q.filters if f is not target]
