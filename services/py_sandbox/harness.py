@@ -39,7 +39,11 @@ JOB_FD = 4
 
 
 def child_main(
-    conf: Confinement, report: IsolationReport, fds: tuple[int, int, int, int], primed: dict[str, str] | None
+    conf: Confinement,
+    report: IsolationReport,
+    fds: tuple[int, int, int, int],
+    primed: dict[str, str] | None,
+    warm: bool = True,
 ) -> None:
     """Entry of a cloned child (pid 1 of its namespaces when it has a pid namespace). Never returns.
 
@@ -50,7 +54,8 @@ def child_main(
     try:
         isolation.die_with_parent()
         _wire_fds(fds)
-        _prewarm()
+        if warm:  # skipped when a job is already waiting for this child
+            _prewarm()
         preloaded = None
         if primed:  # its data is its session's, so it is confined before any code arrives
             try:

@@ -37,7 +37,7 @@ class Template:
     def send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
         socket.send_fds(self.sock, [json.dumps(message).encode()], fds or [])
 
-    def spawn(self, tag: int, primed: dict[str, str] | None) -> None:
+    def spawn(self, tag: int, primed: dict[str, str] | None, urgent: bool = False) -> None:
         pipes = [os.pipe2(os.O_CLOEXEC) for _ in range(4)]  # stdout, stderr, result, job
         try:
             pid, pidfd = isolation.clone_into_namespaces(self.clone_flags)
@@ -74,7 +74,7 @@ class Template:
             return False  # the supervisor is gone
         request = json.loads(data)
         if request.get("op") == "spawn":
-            self.spawn(int(request["tag"]), request.get("primed"))
+            self.spawn(int(request["tag"]), request.get("primed"), bool(request.get("urgent")))
         return True
 
     def serve(self) -> None:

@@ -146,12 +146,11 @@ class Supervisor:
                     self.start(header, payload)
 
     # -- the template -----------------------------------------------------------------------------------
-    def request_spare(self, primed: dict[str, str] | None = None) -> None:
+    def request_spare(self, primed: dict[str, str] | None = None, urgent: bool = False) -> None:
         self.next_tag += 1
         self.requests[self.next_tag] = primed["cache"] if primed else ""
-        socket.send_fds(
-            self.template, [json.dumps({"op": "spawn", "tag": self.next_tag, "primed": primed}).encode()], []
-        )
+        request = {"op": "spawn", "tag": self.next_tag, "primed": primed, "urgent": urgent}
+        socket.send_fds(self.template, [json.dumps(request).encode()], [])
 
     def on_template(self) -> None:
         while True:
@@ -202,8 +201,8 @@ class Supervisor:
             self.spares.remove(spare)
             self.release(spare)  # primed for a session no longer recent
         blank = sum(1 for s in self.spares if not s.primed) + sum(1 for c in self.requests.values() if not c)
-        for _ in range(self.spare_target - blank + len(self.pending)):
-            self.request_spare()
+        for i in range(self.spare_target - blank + len(self.pending)):
+            self.request_spare(urgent=i < len(self.pending))  # a job waits: skip the warm-up
         for cache, prime in self.recent.items():
             have = sum(1 for s in self.spares if s.primed == cache) + sum(
                 1 for c in self.requests.values() if c == cache
