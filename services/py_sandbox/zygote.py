@@ -131,6 +131,7 @@ class Supervisor:
         chunk = os.read(self.ctrl_in, PIPE_CHUNK)
         if not chunk:  # the server is gone: end every child and leave (the template follows)
             self.closing = True
+            self.selector.unregister(self.ctrl_in)
             for run in self.runs.values():
                 self.kill(run, "KILLED", "The sandbox service stopped.")
             for spare in self.spares:
