@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from functools import lru_cache
 
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, abbreviation_of, synonyms
 from services.orchestrator.builtin.schema import Column, Schema
@@ -91,7 +93,19 @@ def _word_strength(q: str, h: str) -> float:
         return 0.8  # "class" in "Pclass"
     if h in synonyms(q) or (len(q) >= 6 and any(same_word(q, s) for s in synonyms(h) if s != h)):
         return 0.7
+    if _typo(q, h):
+        return 0.75  # "departmnet", "salery"
     return 0.0
+
+
+@lru_cache(maxsize=65536)
+def _typo(q: str, h: str) -> bool:
+    """One slip of the keyboard between two longer words (difflib ratio ≥ 0.85, same first letter)."""
+    if len(q) < 5 or len(h) < 5 or q[0] != h[0] or abs(len(q) - len(h)) > 2:
+        return False
+    if not (q.isalpha() and h.isalpha()):
+        return False
+    return SequenceMatcher(None, q, h).ratio() >= 0.85
 
 
 def _match_phrase(tokens: list[Token], phrase: list[str]) -> list[tuple[int, int, float, int]]:

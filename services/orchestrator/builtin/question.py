@@ -6,13 +6,14 @@ here writes SQL except the filters' predicates, which are small and quoted.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 
 from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.linking import ColumnLink, Links, link
 from services.orchestrator.builtin.schema import Column, Schema, literal
-from services.orchestrator.builtin.text import ORDINALS, Token, word_number
+from services.orchestrator.builtin.text import ORDINALS, Token, same_word, stem, word_number
 
 _BOOL_START = re.compile(
     r"^\s*(is|are|does|do|did|was|were|has|have|can|could|would|will|should|isn't|aren't|doesn't)\b", re.I
@@ -731,8 +732,57 @@ def _ordinal_before(q: Question, index: int) -> int:
     return 0
 
 
+_VOCABULARY = sorted(
+    STRUCTURAL
+    | {
+        "average",
+        "median",
+        "maximum",
+        "minimum",
+        "highest",
+        "lowest",
+        "percentage",
+        "correlation",
+        "between",
+        "distinct",
+        "different",
+        "frequent",
+        "common",
+        "deviation",
+        "standard",
+        "greater",
+        "smaller",
+        "largest",
+        "smallest",
+        "proportion",
+        "outliers",
+        "significant",
+        "transactions",
+        "employees",
+        "department",
+    }
+)
+
+
+def _corrected(question: str) -> str:
+    """Typos in the words that carry structure ("avrage", "hihgest") fixed against a small vocabulary."""
+
+    def fix(m: re.Match[str]) -> str:
+        word = m.group(0)
+        low = word.lower()
+        if len(low) < 5 or low in STRUCTURAL:
+            return word
+        close = difflib.get_close_matches(low, [v for v in _VOCABULARY if v[0] == low[0]], n=1, cutoff=0.85)
+        if not close or same_word(stem(low), stem(close[0])):
+            return word  # "named" is a form of "name", not a typo
+        return close[0]
+
+    return re.sub(r"\b[A-Za-z]+\b", fix, question)
+
+
 def parse(question: str, schema: Schema) -> Question:
     """Reads `question` against `schema`."""
+    question = _corrected(question)
     links = link(question, schema)
     q = Question(
         text=question, low=question.lower(), schema=schema, links=links, answer_type=_answer_type(question)

@@ -42,3 +42,8 @@ def test_values_link_from_the_profile(hr_table: tuple[DatasetContext, Path]) -> 
 def test_nothing_links_in_unrelated_text(hr_table: tuple[DatasetContext, Path]) -> None:
     links = link("What is blockchain?", schema_of(hr_table[0]))
     assert links.columns == [] and links.values == []
+
+
+def test_typos_still_link(hr_table: tuple[DatasetContext, Path]) -> None:
+    assert _columns("What is the avrage monthly incme?", hr_table) == ["Monthly Income (USD)"]
+    assert "Department" in _columns("which departmnet is largest", hr_table)

@@ -255,3 +255,8 @@ def test_missing_values_per_column(ask: Ask, truth: Truth) -> None:
     got = ask("How many missing values are there in each column?")
     assert isinstance(got.answer.answer, list) and len(got.answer.answer) == 8
     assert got.answer.answer[2] == truth('SELECT count(*) - count("Age") FROM T') > 0
+
+
+def test_typos_in_structure_words(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the avrage monthly incme?")
+    assert got.answer.answer == pytest.approx(truth('SELECT avg("Monthly Income (USD)") FROM T'))
