@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from common.channels import check_health, open_channel  # noqa: E402
 from insightx.v1 import (  # noqa: E402
+    common_pb2,
     llm_gateway_pb2,
     llm_gateway_pb2_grpc,
     orchestrator_pb2,
@@ -142,7 +143,9 @@ async def model_hop(stub: llm_gateway_pb2_grpc.LlmGatewayServiceStub) -> float:
     """One scripted completion through the gateway (what each of the five agent steps pays at least)."""
     started = time.perf_counter()
     await stub.Complete(
-        llm_gateway_pb2.CompleteRequest(agent="validator", messages=[{"role": "user", "content": "ok?"}]),
+        llm_gateway_pb2.CompleteRequest(
+            agent="validator", messages=[common_pb2.ChatMessage(role="user", content="ok?")]
+        ),
         timeout=30,
     )
     return time.perf_counter() - started

@@ -110,23 +110,6 @@ class Pipeline:
         async for event in stream.follow(after):
             yield event
 
-    async def answer(self, request: pb.ChatRequest, deadline: float) -> AsyncIterator[pb.ChatEvent]:
-        """The events of one new answer (no resume), in order."""
-        queue: asyncio.Queue[pb.ChatEvent | None] = asyncio.Queue()
-
-        async def run() -> None:
-            try:
-                await self.produce(request, deadline, queue.put_nowait)
-            finally:
-                queue.put_nowait(None)
-
-        task = asyncio.create_task(run())
-        try:
-            while (event := await queue.get()) is not None:
-                yield event
-        finally:
-            task.cancel()
-
     # -- one answer ---------------------------------------------------------------------------------
 
     async def produce(

@@ -17,7 +17,7 @@ from insightx.v1 import orchestrator_pb2 as opb
 from insightx.v1 import py_sandbox_pb2, sql_engine_pb2
 from tests.services.orchestrator.conftest import Chat, StartChat
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 SLOW_SQL = (
     'SELECT count(*) AS n FROM "upi_transactions" a, "upi_transactions" b '

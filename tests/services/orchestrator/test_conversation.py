@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 from tests.services.orchestrator.conftest import StartChat, kinds, of_kind
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 TURNS = [
     "What is the failure rate for Android users?",

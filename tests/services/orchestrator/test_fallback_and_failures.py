@@ -11,7 +11,7 @@ from insightx.v1 import orchestrator_pb2 as opb
 from tests.fakes.fake_llm_server import rate_limited, slow, unauthorized
 from tests.services.orchestrator.conftest import DEMO_ROWS, StartChat, kinds, of_kind
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 ROW_COUNT_QUESTION = "How many rows are there?"
 

@@ -12,7 +12,7 @@ from common.arrow import ipc_to_table
 from insightx.v1 import orchestrator_pb2 as opb
 from tests.services.orchestrator.conftest import DEMO_ROWS, StartChat, kinds, of_kind
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 ANDROID_RATE = (
     "SELECT avg(CASE WHEN \"transaction_status\" = 'FAILED' THEN 1.0 ELSE 0.0 END) AS failure_rate "

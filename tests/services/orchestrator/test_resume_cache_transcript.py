@@ -12,7 +12,7 @@ from common.store import ChatStore
 from insightx.v1 import orchestrator_pb2 as opb
 from tests.services.orchestrator.conftest import StartChat, kinds, of_kind
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
 COUNT_SQL = 'SELECT count(*) AS n FROM "upi_transactions" WHERE "device_type" = \'Web\''
 
