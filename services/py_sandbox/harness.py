@@ -61,9 +61,13 @@ def child_main(
             try:
                 preloaded = load_dataframe(primed, b"")
                 _touch(preloaded)
-                confine(conf, report, conf.max_timeout_s)
-            except isolation.IsolationError as exc:
-                _fail_isolation(report, exc)
+            except Exception:  # left to the run, which reports it (no respawn loop of dying spares)
+                preloaded = None
+            if preloaded is not None:
+                try:
+                    confine(conf, report, conf.max_timeout_s)
+                except isolation.IsolationError as exc:
+                    _fail_isolation(report, exc)
         job, input_ipc = _read_job()
         if primed and (job.get("cache") != primed["cache"] or input_ipc):
             message = "internal: a child primed for another dataset was handed this run; retry."
