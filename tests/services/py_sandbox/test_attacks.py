@@ -391,3 +391,14 @@ async def test_a_child_finds_nothing_of_earlier_runs_in_its_memory(bare_sandbox:
         scan = await bare_sandbox.run(SCANNER.format(targets=targets), timeout_s=20)
         assert not scan.HasField("error"), scan.error.message
         assert json.loads(scan.result_json) == ["control"]
+
+
+@in_module_loop
+async def test_a_flood_is_cut_at_the_cap_and_the_run_stopped(bare_sandbox: Sandbox) -> None:
+    started = time.monotonic()
+    reply = await bare_sandbox.run("print('begin')\nwhile True:\n    print('x' * 1000)", timeout_s=10)
+    assert time.monotonic() - started < 5  # stopped at the cap, not at the deadline
+    assert reply.error.category == OUTPUT
+    assert reply.stdout_truncated and not reply.stderr_truncated
+    assert len(reply.stdout.encode()) == bare_sandbox.settings.sandbox_max_output_bytes
+    assert reply.stdout.startswith("begin\n")
