@@ -92,6 +92,15 @@ def answer_from_table(table: pa.Table | None) -> Any:
     return None
 
 
+def typed_answer(value: Any) -> Any:
+    """The answer as the frontend types it: a scalar or a flat list; anything else (a dict, a table) is None."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return json_safe(value)
+    if isinstance(value, list) and all(v is None or isinstance(v, bool | int | float | str) for v in value):
+        return json_safe(value)
+    return None
+
+
 def answer_type_of(value: Any) -> str:
     """The answer's type name as the frontend expects it."""
     if isinstance(value, bool):

@@ -25,6 +25,7 @@ from services.orchestrator.answers import (
     attach_data,
     auto_chart,
     parse_composer,
+    typed_answer,
 )
 from services.orchestrator.context import (
     describe_dataset,
@@ -297,16 +298,17 @@ class ModelAnalyst:
             table = self.python.table
         answer: Any
         if reply.has_answer:
-            answer = reply.answer
+            answer = typed_answer(reply.answer)
         elif self.python is not None and self.python.table is None:
-            answer = self.python.result if not isinstance(self.python.result, dict) else None
+            answer = typed_answer(self.python.result)
         else:
             answer = answer_from_table(table)
         chart = attach_data(reply.chart, table) if reply.chart else auto_chart(table)
+        stated = reply.answer_type if reply.answer_type and answer is not None else None
         return Answer(
             text=reply.text,
             answer=answer,
-            answer_type=reply.answer_type or answer_type_of(answer),
+            answer_type=stated or answer_type_of(answer),
             chart=chart,
             follow_ups=reply.follow_ups,
             confidence=self._confidence(reply.confidence),

@@ -87,7 +87,7 @@ def parse_sql(text: str) -> str:
         return _clean_sql(obj["sql"])
     match = _BARE_SQL.search(text or "")
     if match:
-        return _clean_sql(match.group(0))
+        return _clean_sql(re.split(r"\n\s*\n", match.group(0), maxsplit=1)[0])  # prose may follow
     raise UnparseableReply("one SQL SELECT statement in a ```sql block")
 
 

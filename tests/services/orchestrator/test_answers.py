@@ -11,6 +11,7 @@ from services.orchestrator.answers import (
     attach_data,
     auto_chart,
     parse_composer,
+    typed_answer,
 )
 from services.orchestrator.replies import UnparseableReply
 
@@ -92,3 +93,11 @@ def test_model_chart_gets_the_result_rows_when_it_has_no_data() -> None:
     spec = attach_data({"mark": "bar"}, pa.table({"a": ["x"], "n": [1]}))
     assert spec["data"] == {"values": [{"a": "x", "n": 1}]}
     assert attach_data({"mark": "bar", "data": {"url": "x"}}, None)["data"] == {"url": "x"}
+
+
+@pytest.mark.parametrize(
+    ("value", "typed"),
+    [(3, 3), ("x", "x"), ([1, None], [1, None]), ({"a": 1}, None), ([{"a": 1}], None), (float("nan"), None)],
+)
+def test_typed_answers_are_scalars_or_flat_lists(value: object, typed: object) -> None:
+    assert typed_answer(value) == typed

@@ -73,3 +73,8 @@ def test_python_is_found(reply: str) -> None:
 def test_no_python_is_unparseable(reply: str) -> None:
     with pytest.raises(UnparseableReply):
         parse_python(reply)
+
+
+def test_bare_sql_stops_at_the_prose_after_it() -> None:
+    reply = 'SELECT count(*)\nFROM "t"\n\nThis counts every row.'
+    assert parse_sql(reply) == 'SELECT count(*)\nFROM "t"'
