@@ -93,7 +93,7 @@ def answer_from_table(table: pa.Table | None) -> Any:
 
 
 def typed_answer(value: Any) -> Any:
-    """The answer as the frontend types it: a scalar or a flat list; anything else (a dict, a table) is None."""
+    """The answer as the frontend types it: a scalar or a flat list; anything else (dict, table) is None."""
     if value is None or isinstance(value, bool | int | float | str):
         return json_safe(value)
     if isinstance(value, list) and all(v is None or isinstance(v, bool | int | float | str) for v in value):
