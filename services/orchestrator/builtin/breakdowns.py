@@ -67,7 +67,7 @@ _BUCKETS = [
 
 def _time_buckets(ctx: _Ctx) -> Plan | None:
     q = ctx.q
-    temporal = [col for col in ctx.schema.columns if col.temporal]
+    temporal = [col for col in ctx.schema.columns if col.timelike]
     if not temporal:
         return None
     for pattern, name, expr in _BUCKETS:
@@ -75,24 +75,25 @@ def _time_buckets(ctx: _Ctx) -> Plan | None:
         asked = rf"\b(which|what|busiest|quietest|peak)\s+(\w+\s+)?{unit}\b"
         if not q.has(pattern) and not q.has(asked):
             continue
-        tcol = next((lk.column for lk in q.links.columns if lk.column.temporal), temporal[0])
-        bucket = expr.format(tcol.sql, tcol.sql) if name == "quarter" else expr.format(tcol.sql)
+        tcol = next((lk.column for lk in q.links.columns if lk.column.timelike), temporal[0])
+        tsql = tcol.time_sql
+        bucket = expr.format(tsql, tsql) if name == "quarter" else expr.format(tsql)
         same = tuple(
             col for col in ctx.schema.columns if name.split()[0] in col.words
         )  # hour_of_day for "hour"
         value_sql, value_label, percent, unit = _measure_expr(ctx, exclude=(tcol, *same))
         if q.superlative is not None and q.superlative.mode:
             value_sql, value_label, percent, unit = "count(*)", "rows", False, ""  # "the busiest hour"
-        order = "min(" + tcol.sql + ")" if name == "day of week" else "1"
+        order = "min(" + tsql + ")" if name == "day of week" else "1"
         sql = (
             f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
-            f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1 ORDER BY {order}"
+            f"{ctx.where([f'{tsql} IS NOT NULL'])} GROUP BY 1 ORDER BY {order}"
         )
         if name == "day of week":
             sql = (
                 f'SELECT {bucket} AS "{name}", {value_sql} AS "{value_label}" FROM {ctx.table}'
-                f"{ctx.where([f'{tcol.sql} IS NOT NULL'])} GROUP BY 1, isodow({tcol.sql}) ORDER BY "
-                f"isodow({tcol.sql})"
+                f"{ctx.where([f'{tsql} IS NOT NULL'])} GROUP BY 1, isodow({tsql}) ORDER BY "
+                f"isodow({tsql})"
             )
         label = f"{value_label} by {name} of `{tcol.name}`{ctx.basis()}"
         sup = q.superlative

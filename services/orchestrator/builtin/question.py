@@ -436,7 +436,9 @@ _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
 
 def _time_filters(q: Question) -> None:
     """Month and weekday names and years ("in January", "on Sundays", "in 2024") on the first date column."""
-    temporal = next((c for c in q.schema.columns if c.temporal), None)
+    temporal = next((c for c in q.schema.columns if c.temporal), None) or next(
+        (c for c in q.schema.columns if c.timelike), None
+    )
     if temporal is None:
         return
     for i, t in enumerate(q.tokens):
@@ -445,10 +447,10 @@ def _time_filters(q: Question) -> None:
         word = t.text.rstrip("s") if t.text.endswith("days") else t.text
         if word in _MONTHS and (word != "may" or q.text[t.start : t.start + 1] == "M"):
             n = _MONTHS.index(word) + 1
-            sql, text = f"month({temporal.sql}) = {n}", f"month of `{temporal.name}` = {word.title()}"
+            sql, text = f"month({temporal.time_sql}) = {n}", f"month of `{temporal.name}` = {word.title()}"
         elif word in _WEEKDAYS:
             sql, text = (
-                f"isodow({temporal.sql}) = {_WEEKDAYS.index(word) + 1}",
+                f"isodow({temporal.time_sql}) = {_WEEKDAYS.index(word) + 1}",
                 f"`{temporal.name}` on {word.title()}",
             )
         elif (
@@ -457,7 +459,7 @@ def _time_filters(q: Question) -> None:
             and i > 0
             and q.tokens[i - 1].text in ("in", "during", "of", "for", "year")
         ):
-            sql, text = f"year({temporal.sql}) = {t.text}", f"year of `{temporal.name}` = {t.text}"
+            sql, text = f"year({temporal.time_sql}) = {t.text}", f"year of `{temporal.name}` = {t.text}"
         else:
             continue
         q.filters.append(Filter(temporal, sql, text, i, i + 1))

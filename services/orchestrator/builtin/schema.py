@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -26,6 +27,8 @@ _NUMERIC = (
     "REAL",
 )
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
+_DATE_WORDS = {"date", "time", "timestamp", "datetime", "dt", "created", "updated", "day", "when", "at", "on"}
+_DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?")
 _KEY_WORDS = {"id", "no", "num", "number", "code", "key", "serial", "zip", "pin", "phone", "uuid"}
 _POSITIVE = {"yes", "y", "true", "1", "t", "positive"}
 _NEGATIVE = {"no", "n", "false", "0", "f", "negative"}
@@ -74,6 +77,24 @@ class Column:
     @property
     def textual(self) -> bool:
         return not self.numeric and not self.temporal
+
+    @property
+    def timelike(self) -> bool:
+        """A date column, or text that holds dates under a date-like name (kept as text at import)."""
+        if self.temporal:
+            return True
+        shown = [v for v, _ in self.values]
+        return (
+            self.textual
+            and any(w in _DATE_WORDS for w in split_name(self.name))
+            and bool(shown)
+            and all(_DATE_TEXT.match(v) for v in shown)
+        )
+
+    @property
+    def time_sql(self) -> str:
+        """The column as a timestamp in SQL."""
+        return self.sql if self.temporal else f"TRY_CAST({self.sql} AS TIMESTAMP)"
 
     @property
     def sql(self) -> str:

@@ -1,6 +1,7 @@
 """Each question shape, planned and run on the awkward HR table; expected values come from independent SQL."""
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -260,3 +261,26 @@ def test_missing_values_per_column(ask: Ask, truth: Truth) -> None:
 def test_typos_in_structure_words(ask: Ask, truth: Truth) -> None:
     got = ask("What is the avrage monthly incme?")
     assert got.answer.answer == pytest.approx(truth('SELECT avg("Monthly Income (USD)") FROM T'))
+
+
+def test_dates_kept_as_text_still_bucket_by_month(tmp_path: Path) -> None:
+    import duckdb
+
+    from services.orchestrator.builtin import plan_question
+    from services.orchestrator.plan import DatasetContext, StepResults
+    from services.sql_engine.profiler import profile_parquet
+
+    parquet = tmp_path / "t.parquet"
+    con = duckdb.connect()
+    con.execute(
+        "COPY (SELECT 'o' || i AS id, strftime(DATE '2024-01-01' + (i * 7)::INTEGER, '%Y-%m-%d') "
+        f"AS order_date, i AS qty FROM range(20) r(i)) TO '{parquet}' (FORMAT parquet)"
+    ).fetchall()
+    columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()]
+    assert dict(columns)["order_date"] == "VARCHAR"
+    dataset = DatasetContext("s", "t", 20, columns, profile_parquet(parquet, columns, 20))
+    con.execute(f"CREATE VIEW t AS SELECT * FROM '{parquet}'").fetchall()
+    plan = plan_question("Total qty by month", dataset)
+    assert plan.sql is not None and "TRY_CAST" in plan.sql
+    answer = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table()))
+    assert answer.answer[:2] == ["2024-01", "2024-02"] and answer.chart is not None
