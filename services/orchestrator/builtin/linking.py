@@ -315,6 +315,8 @@ def link(question: str, schema: Schema) -> Links:
         text = next(g for g in match.groups() if g)
         if len(text.split()) > 8 or match.start() <= 2:
             continue  # a quoted sentence is the question itself, not a value
+        if any(col.name.lower() == text.lower() for col in schema.columns):
+            continue  # a quoted header names a column, not a value
         start = next((i for i, t in enumerate(tokens) if t.start >= match.start()), len(tokens))
         end = next((i for i, t in enumerate(tokens) if t.start >= match.end()), len(tokens))
         links.quoted.append((start, end, text))

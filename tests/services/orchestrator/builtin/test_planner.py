@@ -284,3 +284,8 @@ def test_dates_kept_as_text_still_bucket_by_month(tmp_path: Path) -> None:
     assert plan.sql is not None and "TRY_CAST" in plan.sql
     answer = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table()))
     assert answer.answer[:2] == ["2024-01", "2024-02"] and answer.chart is not None
+
+
+def test_quoted_header_is_a_column_not_a_value(ask: Ask, truth: Truth) -> None:
+    got = ask("What is the average of 'Monthly Income (USD)'?")
+    assert got.answer.answer == pytest.approx(truth('SELECT avg("Monthly Income (USD)") FROM T'))
