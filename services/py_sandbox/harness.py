@@ -15,8 +15,8 @@ import json
 import math
 import os
 import resource
+import secrets
 import sys
-import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -187,15 +187,17 @@ def _cached_table(parquet: Path, cache: Path) -> pa.Table:
 
     The stream format (not the file format) on purpose: its reader starts no thread pool.
     """
-    if not cache.exists():
-        table = pq.read_table(parquet, use_threads=False)
-        partial = cache.with_name(f".{cache.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        os.chmod(partial, 0o400)
-        os.replace(partial, cache)
-        return table
-    return pa.ipc.open_stream(pa.memory_map(str(cache))).read_all()
+    try:
+        return pa.ipc.open_stream(pa.memory_map(str(cache))).read_all()
+    except FileNotFoundError:  # first run of the session (or the copy was pruned): build it
+        pass
+    table = pq.read_table(parquet, use_threads=False)
+    partial = cache.with_name(f".{cache.name}.{secrets.token_hex(8)}.tmp")  # every child is pid 1
+    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    os.chmod(partial, 0o400)
+    os.replace(partial, cache)
+    return table
 
 
 _confined = False
