@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin.context import (
     _AGG_NAME,
@@ -15,6 +17,7 @@ from services.orchestrator.builtin.context import (
     _unexplained,
     c_quote,
 )
+from services.orchestrator.builtin.question import AGG_WORDS
 from services.orchestrator.plan import Plan
 
 
@@ -85,6 +88,39 @@ def _distinct(ctx: _Ctx) -> Plan | None:
         sql,
         c.listing(f"Distinct values of `{col.name}`{ctx.basis()}", ctx.follow_ups(col)),
         f"List the distinct values of `{col.name}`.",
+    )
+
+
+_ONE_AGG = r"(average|mean|median|maximum|max|minimum|min|sum|total|standard deviation|std|variance|range)"
+_AGG_LIST = re.compile(
+    rf"\b{_ONE_AGG}((\s*,\s*|\s+)(the\s+)?{_ONE_AGG})*(\s*,)?\s+(and|&)\s+(the\s+)?{_ONE_AGG}\b"
+)
+
+
+def _several_aggregates(ctx: _Ctx) -> Plan | None:
+    """ "What are the average, median and maximum amount?": several aggregates of one measure, in order."""
+    q = ctx.q
+    listed = _AGG_LIST.search(q.low)
+    if listed is None:
+        return None
+    found: list[tuple[int, str]] = []
+    for pattern, agg in AGG_WORDS:
+        if agg in _AGG_SQL:
+            found += [(m.start(), agg) for m in re.finditer(pattern, listed.group(0))]
+    aggs = list(dict.fromkeys(agg for _, agg in sorted(found)))
+    if len(aggs) < 2 or q.loose_numbers():
+        return None
+    col = _first(ctx, lambda x: x.numeric)
+    if col is None:
+        return None
+    values = ", ".join(_AGG_SQL[a].format(col.sql) for a in aggs)
+    sql = f"SELECT unnest([{values}]) AS value FROM {ctx.table}{ctx.where()}"
+    names = ", ".join(_AGG_NAME[a].lower() for a in aggs)
+    return _plan(
+        ctx,
+        sql,
+        c.listing(f"The {names} of `{col.name}`{ctx.basis()}, in that order", ctx.follow_ups(col)),
+        f"Several aggregates of `{col.name}`: {names}.",
     )
 
 

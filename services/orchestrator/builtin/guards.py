@@ -28,10 +28,12 @@ def _null_filters(ctx: _Ctx) -> None:
             q.filters.append(Filter(col, sql, f"`{col.name}` is empty", lk.start, lk.end))
             q.used.update(range(lk.start, lk.end))
         elif re.search(r"\bnon[- ]?(null|empty)\s+$|\bnot (null|empty)\s+$", head) or re.search(
-            r"^\s*(is|are)?\s*not (null|empty)", q.low[q.tokens[lk.end - 1].end :]
+            r"^\s*((is|are)?\s*not (null|empty)|(is |are )?(set|filled|filled in|recorded)\b)",
+            q.low[q.tokens[lk.end - 1].end :],
         ):
             col = lk.column
-            if _is_count_question(q) and not q.distinct:
+            rate = re.search(r"\b(share|percentage|proportion|rate|fraction)\b", q.low) is not None
+            if (_is_count_question(q) or rate) and not q.distinct:
                 sql = f"({col.sql} IS NOT NULL AND trim({col.sql}::VARCHAR) NOT IN ('', '[]'))"
                 q.filters.append(Filter(col, sql, f"`{col.name}` is not empty", lk.start, lk.end))
                 q.used.update(range(lk.start, lk.end))

@@ -10,7 +10,13 @@ import re
 from collections.abc import Callable
 
 from services.orchestrator.builtin import followups
-from services.orchestrator.builtin.aggregates import _aggregate, _distinct, _lookup, _row_count
+from services.orchestrator.builtin.aggregates import (
+    _aggregate,
+    _distinct,
+    _lookup,
+    _row_count,
+    _several_aggregates,
+)
 from services.orchestrator.builtin.breakdowns import _breakdown, _rate, _time_buckets
 from services.orchestrator.builtin.context import _Ctx, _target, _why, unanswerable
 from services.orchestrator.builtin.guards import (
@@ -51,6 +57,7 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
     _closest,
     _time_buckets,
     _boolean,
+    _several_aggregates,
     _rate,
     _breakdown,
     _distinct,

@@ -289,3 +289,18 @@ def test_dates_kept_as_text_still_bucket_by_month(tmp_path: Path) -> None:
 def test_quoted_header_is_a_column_not_a_value(ask: Ask, truth: Truth) -> None:
     got = ask("What is the average of 'Monthly Income (USD)'?")
     assert got.answer.answer == pytest.approx(truth('SELECT avg("Monthly Income (USD)") FROM T'))
+
+
+def test_several_aggregates_and_share_of_values_set(ask: Ask, truth: Truth) -> None:
+    got = ask("What are the average, median and maximum age?")
+    assert got.answer.answer == pytest.approx(
+        [
+            truth('SELECT avg("Age") FROM T'),
+            truth('SELECT median("Age") FROM T'),
+            truth('SELECT max("Age") FROM T'),
+        ]
+    )
+    share = ask("What share of rows have Age set?")
+    assert share.answer.answer == pytest.approx(
+        truth('SELECT 100.0 * count("Age") / count(*) FROM T'), abs=1e-3
+    )
