@@ -110,8 +110,10 @@ def automatic_checks(sql: SqlOutcome | None, python: PythonOutcome | None) -> li
     return findings
 
 
-async def _discard(task: asyncio.Task[ComposerReply]) -> None:
+async def _discard(task: asyncio.Task[Any] | None) -> None:
     """Cancels a draft nobody will use, and forgets how it ended."""
+    if task is None:
+        return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
@@ -157,15 +159,26 @@ class ModelAnalyst:
     async def answer(self) -> tuple[Answer, str]:
         """The composed answer and the SQL it rests on."""
         self.events.status("Classifying the question", "classify")
-        self.classification, self.reasoning = await self.agents.ask(
-            "classifier", user_message(self._base()), parse_classification, self.deadline
-        )
+        # Most questions need SQL, and the SQL writer's prompt does not depend on the classification: it
+        # drafts while the classifier decides, and the draft is dropped when no SQL is needed.
+        drafting = asyncio.create_task(self._write_sql([], [])) if self.settings.speculative_sql else None
+        try:
+            self.classification, self.reasoning = await self.agents.ask(
+                "classifier", user_message(self._base()), parse_classification, self.deadline
+            )
+        except BaseException:
+            await _discard(drafting)
+            raise
+        if self.classification not in ("SQL_ONLY", "SQL_THEN_PY"):
+            await _discard(drafting)
+            drafting = None
         self.events.orchestrator_result(self.classification, self.reasoning, "llm")
         objection: list[str] = []
         composing: asyncio.Task[ComposerReply] | None = None
         for round_ in range(self.settings.validator_retries + 1):
             if self.classification in ("SQL_ONLY", "SQL_THEN_PY"):
-                await self._sql_step(objection)
+                await self._sql_step(objection, drafting)
+                drafting = None
             if self.classification in ("PY_ONLY", "SQL_THEN_PY"):
                 await self._python_step(objection)
             if self.classification == "EXPLAIN_ONLY":
@@ -190,27 +203,31 @@ class ModelAnalyst:
         reply = await composing if composing is not None else await self._composer_reply()
         return self._answer_from(reply), self.sql.sql if self.sql and self.sql.ok else ""
 
-    async def _sql_step(self, objection: list[str]) -> None:
+    async def _write_sql(self, objection: list[str], failures: list[str]) -> str:
+        """The SQL writer's statement, given the reviewer's objection and the failed attempts so far."""
+        sections = [*self._base()]
+        if objection:
+            previous = self.sql.sql if self.sql else ""
+            sections.append(
+                ("Reviewer's objection to the previous answer", f"{previous}\n" + "\n".join(objection))
+            )
+        if failures:
+            sections.append(
+                ("Failed attempts (fix the SQL; use only the columns listed above)", "\n\n".join(failures))
+            )
+        return await self.agents.ask("sql", user_message(sections), parse_sql, self.deadline)
+
+    async def _sql_step(self, objection: list[str], draft: asyncio.Task[str] | None = None) -> None:
         self.events.status("Writing SQL", "sql")
         failures: list[str] = []
         last_error = "the model wrote no SQL"
         attempts = self.settings.sql_max_attempts
         for attempt in range(1, attempts + 1):
-            sections = [*self._base()]
-            if objection:
-                previous = self.sql.sql if self.sql else ""
-                sections.append(
-                    ("Reviewer's objection to the previous answer", f"{previous}\n" + "\n".join(objection))
-                )
-            if failures:
-                sections.append(
-                    (
-                        "Failed attempts (fix the SQL; use only the columns listed above)",
-                        "\n\n".join(failures),
-                    )
-                )
             try:
-                sql = await self.agents.ask("sql", user_message(sections), parse_sql, self.deadline)
+                if attempt == 1 and draft is not None:
+                    sql = await draft
+                else:
+                    sql = await self._write_sql(objection, failures)
             except StepFailed as failure:
                 if failure.code != "LLM_BAD_REPLY":
                     raise

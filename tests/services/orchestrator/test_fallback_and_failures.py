@@ -35,7 +35,7 @@ async def test_garbage_classifier_replies_end_in_a_clear_error(start_chat: Start
     assert "classifier" in error.message and "could not be understood" in error.message
     # the unparseable reply was sent back once with what was expected, not crashed on
     assert chat.model.count("classifier") == 2
-    correction = chat.model.calls[1][1]
+    correction = [messages for agent, messages in chat.model.calls if agent == "classifier"][1]
     assert correction[-2]["role"] == "assistant" and "banana" in correction[-2]["content"]
     assert "expected" in correction[-1]["content"]
 
