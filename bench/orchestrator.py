@@ -10,8 +10,9 @@ latency). Imports the 250k-row demo table, then alternates:
   direct      the same ExecuteSql and RunCode(input_table=…) called straight on the services.
 
 and prints the p50 of each and their ratio (target ≤ 1.3): what the pipeline adds — five model hops
-through the gateway (two keys, so the composer's draft overlaps the validator as in production), the
-profile load, events, prompts — over the work it cannot avoid. One model hop's p50 is printed too.
+through the gateway (two keys, so the SQL draft overlaps the classifier and the composer's draft overlaps
+the validator, as in production), events, prompts — over the work it cannot avoid. One model hop's p50 is
+printed too.
 
     .venv/bin/python bench/orchestrator.py
     BENCH_RUNS=50 BENCH_WARMUP=5 .venv/bin/python bench/orchestrator.py
