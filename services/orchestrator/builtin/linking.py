@@ -351,6 +351,25 @@ def link(question: str, schema: Schema) -> Links:
         columns = [c for c in columns if c not in overlapping]
     for start, end, text in links.quoted:
         chosen = [v for v in chosen if not (start <= v.start < end and v.value.lower() != text.lower())]
+    for value in chosen:
+        # "val3 in alpha_0": the column named next to a value wins, even without the value in its top ten
+        named = next(
+            (
+                c.column
+                for c in columns
+                if (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 2)
+                and c.column.textual
+                and not c.column.listlike
+                and c.score >= 2.5
+            ),
+            None,
+        )
+        if (
+            named is not None
+            and named is not value.column
+            and not any(v == value.value for v, _ in named.values)
+        ):
+            value.column, value.element = named, False
     links.values = sorted(chosen, key=lambda v: v.start)
     links.columns = columns
     for i, t in enumerate(tokens):

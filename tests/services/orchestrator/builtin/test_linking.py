@@ -47,3 +47,8 @@ def test_nothing_links_in_unrelated_text(hr_table: tuple[DatasetContext, Path]) 
 def test_typos_still_link(hr_table: tuple[DatasetContext, Path]) -> None:
     assert _columns("What is the avrage monthly incme?", hr_table) == ["Monthly Income (USD)"]
     assert "Department" in _columns("which departmnet is largest", hr_table)
+
+
+def test_a_value_goes_to_the_column_named_next_to_it(hr_table: tuple[DatasetContext, Path]) -> None:
+    # "Android" is a value of `deviceType`; named next to `Department` it is read as that column's value
+    assert _values("How many rows have Department equal to Android?", hr_table) == [("Department", "Android")]
