@@ -242,8 +242,8 @@ def _two_sided(ctx: _Ctx) -> Plan | None:
     op = last[1]
     than = q.index_at(m.start())
     filters = _split_value_filters(q.filters, q.links.values)
-    left = [f for f in filters if f.start < than and f.op == ""]
-    right = [f for f in filters if f.start > than and f.op == ""]
+    left = [f for f in filters if f.start < than]
+    right = [f for f in filters if f.start > than]
     if not left:
         return None
     if not right:

@@ -471,6 +471,8 @@ def _k_numbers(q: Question) -> set[int]:
     out = set()
     toks = q.tokens
     for n in q.links.numbers:
+        if re.fullmatch(r"\d+(st|nd|rd|th)", toks[n.index].text):
+            continue  # "the 10th place" is a position, not a count of answers
         before = toks[n.index - 1].text if n.index > 0 else ""
         after = toks[n.index + 1].text if n.index + 1 < len(toks) else ""
         if (
@@ -649,7 +651,33 @@ def _ordinal_filters(q: Question, skip: set[int]) -> None:
         q.used.update({index, *range(c.start, c.end)})
 
 
+_POSSIBLE = re.compile(
+    r"\b((?P<ord>second|third|2nd|3rd)\s+)?(?P<end>worst|lowest|minimum|best|highest|maximum|top)\s+possible\b"
+)
+
+
+def _possible_filters(q: Question) -> None:
+    """ "the second worst possible rating" → the column equals its second smallest value."""
+    for m in _POSSIBLE.finditer(q.low):
+        index = q.index_at(m.start())
+        after = q.index_at(m.end())
+        link = next((c for c in q.links.columns if after <= c.start <= after + 2), None)
+        col = next((x for x, _ in link.candidates if x.numeric), None) if link is not None else None
+        if link is None or col is None:
+            continue
+        offset = {"second": 1, "2nd": 1, "third": 2, "3rd": 2}.get(m.group("ord") or "", 0)
+        low = m.group("end") in ("worst", "lowest", "minimum")
+        value = (
+            f"(SELECT DISTINCT {col.sql} FROM {q.schema.from_sql} WHERE {col.sql} IS NOT NULL "
+            f"ORDER BY 1 {'ASC' if low else 'DESC'} LIMIT 1 OFFSET {offset})"
+        )
+        text = f"`{col.name}` = its {m.group(0).replace(' possible', '')} value"
+        q.filters.append(Filter(col, f"{col.sql} = {value}", text, index, link.end))
+        q.used.update(range(index, link.end))
+
+
 def _perfect_filters(q: Question) -> None:
+    _possible_filters(q)
     for m in re.finditer(r"\bperfect\b", q.low):
         index = q.index_at(m.start())
         col = None

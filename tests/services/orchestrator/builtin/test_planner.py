@@ -304,3 +304,9 @@ def test_several_aggregates_and_share_of_values_set(ask: Ask, truth: Truth) -> N
     assert share.answer.answer == pytest.approx(
         truth('SELECT 100.0 * count("Age") / count(*) FROM T'), abs=1e-3
     )
+
+
+def test_possible_extremes_and_ranked_places(ask: Ask, truth: Truth) -> None:
+    got = ask("How many employees have the second lowest possible age?")
+    second = truth('SELECT DISTINCT "Age" FROM T WHERE "Age" IS NOT NULL ORDER BY 1 LIMIT 1 OFFSET 1')
+    assert got.answer.answer == truth(f'SELECT count(*) FROM T WHERE "Age" = {second}')
