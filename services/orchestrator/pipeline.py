@@ -24,7 +24,7 @@ from insightx.v1 import common_pb2, sql_engine_pb2
 from insightx.v1 import orchestrator_pb2 as pb
 from services.llm_gateway.agents import AgentRegistry, load_registry
 from services.orchestrator.builtin import plan_question
-from services.orchestrator.cache import AnswerCache, cache_key
+from services.orchestrator.cache import AnswerCache, answer_events, cache_key
 from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
 from services.orchestrator.execution import Execution, SqlOutcome, remaining
@@ -121,7 +121,13 @@ class Pipeline:
         resumed: bool = False,
     ) -> None:
         """Publishes the events of one answer; the last is `final_response` or `error`."""
-        events = EventBuilder(request.chat_id, start_seq, sink=publish)
+        produced: list[pb.ChatEvent] = []
+
+        def sink(event: pb.ChatEvent) -> None:
+            produced.append(event)
+            publish(event)
+
+        events = EventBuilder(request.chat_id, start_seq, sink=sink)
         if resumed:
             events.status("The earlier stream is no longer available: answering again.", "resume")
         if not request.message.strip():
@@ -140,8 +146,10 @@ class Pipeline:
             hit = self.cache.get(key) if dataset.dataset_hash else None
             if hit is not None:
                 events.status("Answered from the cache: same question, same data", "cache")
+                for earlier in hit[:-1]:
+                    events.replay(earlier)
                 cached = pb.ChatEvent()
-                cached.CopyFrom(hit)
+                cached.CopyFrom(hit[-1])
                 cached.final_response.cached = True
                 async with self._recording(request.chat_id):
                     final = events.replay(cached)
@@ -169,9 +177,14 @@ class Pipeline:
                     confidence=answer.confidence,
                 )
                 if source == "llm" and dataset.dataset_hash:
-                    self.cache.put(key, final)
+                    self.cache.put(key, answer_events(produced))
                 await self._record(request, final.final_response)
+            log.info(
+                "answered",
+                extra={"chat_id": request.chat_id, "source": source, "events": events.seq - start_seq},
+            )
         except StepFailed as failure:
+            log.info("answer failed", extra={"chat_id": request.chat_id, "code": failure.code})
             events.error(failure.message, failure.code)
         except asyncio.CancelledError:
             log.info("answer cancelled", extra={"chat_id": request.chat_id})

@@ -81,6 +81,9 @@ async def test_the_same_question_on_the_same_data_comes_from_the_cache(start_cha
     assert any(s.stage == "cache" for s in of_kind(second, "status"))
     cached, original = second[-1].final_response, first[-1].final_response
     assert (cached.text, cached.sql, cached.answer) == (original.text, original.sql, original.answer)
+    # the rows the answer rests on come along, renumbered into the new stream
+    assert of_kind(second, "sql_result") == of_kind(first, "sql_result")
+    assert [e.seq for e in second] == list(range(1, len(second) + 1))
     # another conversation before it is another question
     third = await chat.ask("How many Web transactions?", chat_id="c", history=[("user", "Only in Delhi?")])
     assert not third[-1].final_response.cached and len(chat.model.calls) > calls
