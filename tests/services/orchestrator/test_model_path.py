@@ -164,3 +164,16 @@ async def test_explain_only_needs_no_data(start_chat: StartChat) -> None:
     assert "sql_result" not in kinds(events) and "python_result" not in kinds(events)
     assert chat.model.count("validator") == 0
     assert json_format.MessageToDict(events[-1].final_response.answer) == 17
+
+
+async def test_failing_python_is_corrected_with_its_error(start_chat: StartChat) -> None:
+    chat = await start_chat()
+    chat.model.queue("classifier", '{"classification": "PY_ONLY", "reasoning": "a statistic"}')
+    chat.model.queue("python", "result = df['amount'].mean()", "result = float(df['amount (INR)'].mean())")
+    events = await chat.ask("What is the mean amount, computed in Python?")
+    runs = of_kind(events, "python_result")
+    assert len(runs) == 2 and "amount" in runs[0].error and runs[1].error == ""
+    expected = truth(str(chat.backend.csv), 'SELECT avg("amount (INR)") FROM upi_transactions')
+    assert json.loads(runs[1].results_json) == pytest.approx(expected)
+    assert runs[0].error in chat.model.prompts("python")[1]
+    assert json_format.MessageToDict(events[-1].final_response.answer) == pytest.approx(expected)
