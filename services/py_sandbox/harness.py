@@ -68,6 +68,7 @@ def child_main(
                     confine(conf, report, conf.max_timeout_s)
                 except isolation.IsolationError as exc:
                     _fail_isolation(report, exc)
+                _report_isolation(report)  # now, so the run itself costs the supervisor one wake-up
         job, input_ipc = _read_job()
         if primed and (job.get("cache") != primed["cache"] or input_ipc):
             message = "internal: a child primed for another dataset was handed this run; retry."
@@ -80,6 +81,17 @@ def child_main(
         runner_main(job, conf, report, input_ipc, preloaded)
     finally:
         os._exit(1)
+
+
+_isolation_reported = False
+
+
+def _report_isolation(report: IsolationReport) -> None:
+    """The first frame on the result pipe, written before any untrusted code can write there."""
+    global _isolation_reported
+    if not _isolation_reported:
+        _isolation_reported = True
+        _send(frames.ISOLATION, json.dumps(report.to_dict()).encode())
 
 
 def _fail_isolation(report: IsolationReport, exc: BaseException) -> None:
@@ -164,7 +176,7 @@ def runner_main(
     except Exception as exc:
         _send(frames.RUN_ERROR, json.dumps({"category": "EXCEPTION", "message": _describe(exc)}).encode())
         os._exit(1)
-    _send(frames.ISOLATION, json.dumps(report.to_dict()).encode())
+    _report_isolation(report)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     run_code(job, df)
@@ -267,7 +279,8 @@ def run_code(job: dict[str, Any], df: pd.DataFrame) -> None:
             ).encode(),
         )
         os._exit(0)
-    _send(frames.DONE, b"")
+    _queue(frames.DONE, b"")
+    _write(b"".join(_outbox))  # result, figures and DONE in one write: one wake-up for the supervisor
 
 
 class _OutputLimit(Exception):
@@ -294,12 +307,12 @@ def _send_result(value: Any, job: dict[str, Any]) -> None:
                 f"The result table is {len(payload):,} bytes, over the "
                 f"{int(job['max_result_bytes']):,}-byte cap; aggregate it or return fewer rows."
             )
-        _send(frames.RESULT_TABLE, payload)
+        _queue(frames.RESULT_TABLE, payload)
         return
     text = json.dumps(to_jsonable(value), allow_nan=False, separators=(",", ":"))
     if len(text) > int(job["max_result_bytes"]):
         raise _OutputLimit(f"The result is {len(text):,} bytes of JSON, over the cap; return a summary.")
-    _send(frames.RESULT_JSON, text.encode())
+    _queue(frames.RESULT_JSON, text.encode())
 
 
 def to_jsonable(value: Any, depth: int = 0) -> Any:
@@ -344,7 +357,7 @@ def _send_figures(job: dict[str, Any]) -> None:
         data = buffer.getvalue()
         if len(data) > max_bytes:
             raise _OutputLimit(f"A figure is {len(data):,} bytes as PNG, over the {max_bytes:,}-byte cap.")
-        _send(frames.FIGURE_PNG, data)
+        _queue(frames.FIGURE_PNG, data)
 
 
 def _describe(exc: BaseException) -> str:
@@ -363,8 +376,18 @@ def _flush() -> None:
             stream.flush()
 
 
+_outbox: list[bytes] = []
+
+
+def _queue(kind: bytes, payload: bytes) -> None:
+    _outbox.append(frames.encode(kind, payload))
+
+
 def _send(kind: bytes, payload: bytes) -> None:
-    data = frames.encode(kind, payload)
+    _write(frames.encode(kind, payload))
+
+
+def _write(data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(RESULT_FD, view)
