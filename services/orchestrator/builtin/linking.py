@@ -230,6 +230,7 @@ def _elements(column: Column) -> list[tuple[str, int]]:
     return list(out.items())
 
 
+_CONNECTORS = {"in", "of", "is", "equal", "equals", "to", "for", "as", "the", "=", "from", "at", "on"}
 _STRUCTURAL_VALUE_WORDS = {
     "frequent",
     "frequently",
@@ -358,6 +359,9 @@ def link(question: str, schema: Schema) -> Links:
                 c.column
                 for c in columns
                 if (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 2)
+                and all(
+                    t.text in _CONNECTORS for t in tokens[min(c.end, value.end) : max(c.start, value.start)]
+                )
                 and c.column.textual
                 and not c.column.listlike
                 and c.score >= 2.5

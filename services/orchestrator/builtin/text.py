@@ -151,6 +151,8 @@ def same_word(a: str, b: str) -> bool:
         if x != y:
             break
         common += 1
+    if common == 5 and len(long_) - len(short) > 1:
+        return False  # "count" is not "country"
     return common >= 5 and common >= 0.75 * len(short) and len(long_) - common <= 6
 
 

@@ -310,3 +310,9 @@ def test_possible_extremes_and_ranked_places(ask: Ask, truth: Truth) -> None:
     got = ask("How many employees have the second lowest possible age?")
     second = truth('SELECT DISTINCT "Age" FROM T WHERE "Age" IS NOT NULL ORDER BY 1 LIMIT 1 OFFSET 1')
     assert got.answer.answer == truth(f'SELECT count(*) FROM T WHERE "Age" = {second}')
+
+
+def test_rate_across_groups_keeps_the_event_on_its_own_column(ask: Ask) -> None:
+    got = ask("Compare the failure rate across device types")
+    assert got.plan.sql is not None and "transaction_status" in got.plan.sql
+    assert len(got.rows) == 3 and any(rate > 0 for _, rate in got.rows)

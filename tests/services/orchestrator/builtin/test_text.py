@@ -38,3 +38,8 @@ def test_numbers_in_digits_and_words() -> None:
     assert word_number("2.5") == 2.5
     assert word_number("10th") == 10
     assert word_number("apple") is None
+
+
+def test_short_prefixes_are_not_the_same_word() -> None:
+    assert not same_word(stem("count"), stem("country"))
+    assert same_word(stem("employ"), stem("employee"))
