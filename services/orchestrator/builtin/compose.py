@@ -238,9 +238,11 @@ def max_value(values: list[Any]) -> Any:
 
 
 def chart_for(groups: list[Any], values: list[Any], x: str, y: str, temporal: bool) -> dict[str, Any]:
-    """A Vega-Lite spec: a line over time buckets, bars for categories."""
+    """A Vega-Lite spec: a line over time buckets, bars for categories (the first 40 groups at most)."""
+    cap = 400 if temporal else 40
     data = [
-        {x: g if isinstance(g, int | float) else str(g), y: v} for g, v in zip(groups, values, strict=False)
+        {x: g if isinstance(g, int | float) else str(g), y: v}
+        for g, v in list(zip(groups, values, strict=False))[:cap]
     ]
     if temporal:
         return {
