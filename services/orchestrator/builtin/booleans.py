@@ -248,8 +248,12 @@ def _two_sided(ctx: _Ctx) -> Plan | None:
         return None
     if not right:
         tail = q.tokens[than + 1 :]
+        named = next((lk for lk in q.free_columns() if lk.start > than and lk.column.textual), None)
         if any(t.text in ("not", "non", "without", "no") for t in tail) and len(left) == 1:
             right = [Filter(left[0].column, f"NOT ({left[0].sql})", f"not {left[0].text}")]
+        elif named is not None:
+            # "… than third tier entities": rows that have a `Tier 3`
+            right = [Filter(named.column, f"{named.column.sql} IS NOT NULL", f"`{named.column.name}` is set")]
         else:
             return None
     lq, label = _side_quantity(ctx, left)
@@ -456,6 +460,13 @@ def _exists(ctx: _Ctx) -> Plan | None:
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
     q = ctx.q
+    if not q.filters and q.has(
+        r"^\W*(are|is) there any\b|^\W*(does|do) (it|the data|the dataset) have any\b"
+    ):
+        # "Are there any fourth level entities?": rows where that column has a value
+        named = next((lk.column for lk in q.free_columns()), None)
+        if named is not None and not _unresolved_comparison(ctx):
+            q.filters = [Filter(named, f"{named.sql} IS NOT NULL", f"`{named.name}` is set")]
     if not q.filters or _unresolved_comparison(ctx):
         return None
     none = q.has(r"\bthere (are|is) no\b|\bno one\b|\bnobody\b|\bnone\b")

@@ -27,16 +27,52 @@ def _null_filters(ctx: _Ctx) -> None:
             sql = f"({col.sql} IS NULL OR trim({col.sql}::VARCHAR) IN ('', '[]'))"
             q.filters.append(Filter(col, sql, f"`{col.name}` is empty", lk.start, lk.end))
             q.used.update(range(lk.start, lk.end))
-        elif re.search(r"\bnon[- ]?(null|empty)\s+$|\bnot (null|empty)\s+$", head) or re.search(
+        elif re.search(
+            r"\bnon[- ]?(null|empty)\s+$|\bnot (null|empty)\s+$|\b(a |an )?valid\s+$", head
+        ) or re.search(
             r"^\s*((is|are)?\s*not (null|empty)|(is |are )?(set|filled|filled in|recorded)\b)",
             q.low[q.tokens[lk.end - 1].end :],
         ):
             col = lk.column
             rate = re.search(r"\b(share|percentage|proportion|rate|fraction)\b", q.low) is not None
-            if (_is_count_question(q) or rate) and not q.distinct:
+            if (_is_count_question(q) or rate or q.answer_type == "boolean") and not q.distinct:
                 sql = f"({col.sql} IS NOT NULL AND trim({col.sql}::VARCHAR) NOT IN ('', '[]'))"
                 q.filters.append(Filter(col, sql, f"`{col.name}` is not empty", lk.start, lk.end))
                 q.used.update(range(lk.start, lk.end))
+
+
+_CONTAINS = re.compile(
+    r"\b(related to|containing|contains?|that contains?|mentioning|mentions?|with the word|including"
+    r"|about)\s+"
+    r"(the\s+)?['\"]?(?P<word>[a-z][a-z-]{2,})"
+)
+
+
+def _contains_filters(ctx: _Ctx) -> None:
+    """ "a name related to attractions": a text column that contains the word (a LIKE on its stem)."""
+    q = ctx.q
+    for m in _CONTAINS.finditer(q.low):
+        at = q.index_at(m.start())
+        word_index = q.index_at(m.start("word"))
+        if q.links.covered(word_index) or word_index in q.used:
+            continue
+        link = next(
+            (lk for lk in reversed(_free(ctx)) if lk.end <= at and at - lk.end <= 2 and lk.column.textual),
+            None,
+        )
+        if link is None:
+            continue
+        col, word = link.column, stem(m.group("word"))
+        q.filters.append(
+            Filter(
+                col,
+                f"lower({col.sql}) LIKE {literal('%' + word + '%')}",
+                f"`{col.name}` contains “{word}”",
+                at,
+                word_index + 1,
+            )
+        )
+        q.used.update(range(link.start, word_index + 1))
 
 
 def _entity_filters(ctx: _Ctx) -> None:

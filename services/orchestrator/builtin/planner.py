@@ -20,6 +20,7 @@ from services.orchestrator.builtin.aggregates import (
 from services.orchestrator.builtin.breakdowns import _breakdown, _rate, _time_buckets
 from services.orchestrator.builtin.context import _Ctx, _target, _why, unanswerable
 from services.orchestrator.builtin.guards import (
+    _contains_filters,
     _entity_filters,
     _guarded,
     _known_word,
@@ -83,6 +84,7 @@ def plan_question(
 def _plan_for(question: str, schema: Schema) -> Plan:
     q = parse(question, schema)
     ctx = _Ctx(q)
+    _contains_filters(ctx)
     _entity_filters(ctx)
     _null_filters(ctx)
     target = _target(ctx)

@@ -316,3 +316,10 @@ def test_rate_across_groups_keeps_the_event_on_its_own_column(ask: Ask) -> None:
     got = ask("Compare the failure rate across device types")
     assert got.plan.sql is not None and "transaction_status" in got.plan.sql
     assert len(got.rows) == 3 and any(rate > 0 for _, rate in got.rows)
+
+
+def test_contains_words_and_any_rows_with_a_value(ask: Ask, truth: Truth) -> None:
+    got = ask("Is there a department containing velop?")
+    assert got.answer.answer is True and "LIKE '%velop%'" in (got.plan.sql or "")
+    assert ask("Is there a department containing zebra?").answer.answer is False
+    assert ask("Are there any ages?").answer.answer is True
