@@ -52,3 +52,28 @@ def test_typos_still_link(hr_table: tuple[DatasetContext, Path]) -> None:
 def test_a_value_goes_to_the_column_named_next_to_it(hr_table: tuple[DatasetContext, Path]) -> None:
     # "Android" is a value of `deviceType`; named next to `Department` it is read as that column's value
     assert _values("How many rows have Department equal to Android?", hr_table) == [("Department", "Android")]
+
+
+def test_abbreviations_in_headers_link_from_spelled_out_words(tmp_path: Path) -> None:
+    import duckdb
+
+    from services.sql_engine.profiler import profile_parquet
+
+    parquet = tmp_path / "admissions.parquet"
+    con = duckdb.connect()
+    con.execute(
+        'COPY (SELECT 300 + i AS "GRE Score", 7 + i / 10 AS CGPA, 1 + i % 5 AS LOR, i * 10 AS "Price (EUR)" '
+        f"FROM range(30) r(i)) TO '{parquet}' (FORMAT parquet)"
+    ).fetchall()
+    columns = [(r[0], r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()]
+    dataset = DatasetContext("a", "admissions", 30, columns, profile_parquet(parquet, columns, 30))
+    schema = schema_of(dataset)
+
+    def names(question: str) -> list[str]:
+        return [lk.column.name for lk in link(question, schema).columns]
+
+    assert names("highest graduate record score") == ["GRE Score"]
+    assert names("the lowest grade point average") == ["CGPA"]
+    assert names("best gpa") == ["CGPA"]
+    assert names("letters of recommendation") == ["LOR"]
+    assert names("the most expensive item") == ["Price (EUR)"]
