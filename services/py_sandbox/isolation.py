@@ -319,6 +319,10 @@ def private_root(conf: Confinement, report: IsolationReport) -> None:
         _mount(None, "/", None, MS_REC | MS_PRIVATE)
         root = Path(conf.root_dir)
         _mount("tmpfs", str(root), "tmpfs", MS_NOSUID, "size=1m,mode=755")
+        # The private /tmp first: the interpreter or venv may itself live under /tmp (a checkout there),
+        # and its read-only binds then land inside this tmpfs instead of colliding with it.
+        (root / "tmp").mkdir()
+        _mount("tmpfs", str(root / "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, f"size={conf.tmp_bytes},mode=1777")
         for path in conf.readonly_paths:
             _bind_readonly(path, root / path.lstrip("/"), is_file=False)
         for path in conf.readonly_files:
@@ -329,8 +333,6 @@ def private_root(conf: Confinement, report: IsolationReport) -> None:
             where.symlink_to(target)
         for dev in ("null", "zero", "random", "urandom"):
             _bind_readonly(f"/dev/{dev}", root / "dev" / dev, is_file=True)
-        (root / "tmp").mkdir()
-        _mount("tmpfs", str(root / "tmp"), "tmpfs", MS_NOSUID | MS_NODEV, f"size={conf.tmp_bytes},mode=1777")
         (root / "proc").mkdir()
         if "pid" in report.namespaces:
             _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)

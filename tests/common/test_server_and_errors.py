@@ -140,7 +140,7 @@ async def test_channels_give_calls_a_default_deadline_and_the_request_id() -> No
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         request_id_var.set("abcdef")
         reply = await stub.GetEngineStatus(pb.GetEngineStatusRequest())
-        assert 0 < reply.running_queries <= 3000
+        assert 0 < reply.running_queries <= 3_100  # the clock of the deadline is coarse
         assert reply.open_databases == len("abcdef")
         explicit = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=20)
         assert 3000 < explicit.running_queries <= 20_500  # the clock of the deadline is coarse
