@@ -233,7 +233,7 @@ _GROUP_WORDS = re.compile(
 def _groupable(col: Column, rows: int, full: bool) -> bool:
     """Worth grouping by: a category (not an id: "per order"), a small code, or a date named in full."""
     return (
-        (col.textual and not col.listlike and col.distinct < 0.5 * rows)
+        (col.textual and not col.listlike and (full or col.distinct < 0.5 * rows))
         or (col.numeric and 1 < col.distinct <= 60)
         or (col.temporal and full)
     )

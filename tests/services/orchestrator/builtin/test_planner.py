@@ -323,3 +323,8 @@ def test_contains_words_and_any_rows_with_a_value(ask: Ask, truth: Truth) -> Non
     assert got.answer.answer is True and "LIKE '%velop%'" in (got.plan.sql or "")
     assert ask("Is there a department containing zebra?").answer.answer is False
     assert ask("Are there any ages?").answer.answer is True
+
+
+def test_a_column_named_in_full_is_grouped_even_when_nearly_unique(ask: Ask) -> None:
+    got = ask("How many rows are there for each Employee ID?")
+    assert got.plan.sql is not None and "GROUP BY" in got.plan.sql and len(got.rows) == 60
