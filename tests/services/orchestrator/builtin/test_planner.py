@@ -328,3 +328,9 @@ def test_contains_words_and_any_rows_with_a_value(ask: Ask, truth: Truth) -> Non
 def test_a_column_named_in_full_is_grouped_even_when_nearly_unique(ask: Ask) -> None:
     got = ask("How many rows are there for each Employee ID?")
     assert got.plan.sql is not None and "GROUP BY" in got.plan.sql and len(got.rows) == 60
+
+
+def test_chi_square_between_two_categories(ask: Ask) -> None:
+    got = ask("Is there a significant association between department and device type?")
+    assert got.plan.classification == "SQL_THEN_PY" and "chi" in (got.plan.python_code or "")
+    assert isinstance(got.answer.answer, bool) and "p =" in got.answer.text
