@@ -30,25 +30,47 @@ class LlmGatewaySettings(Settings):
     llm_model: str = Field("", description="model of every agent; empty: the registry's")
     llm_bytez_max_in_flight_per_key: int = Field(1, ge=0, description="Bytez free plan: 1; 0 = no cap")
     llm_openai_max_in_flight_per_key: int = Field(16, ge=0, description="0 = no cap")
-    llm_connect_timeout_s: float = Field(10.0, gt=0)
+    llm_connect_timeout_s: float = Field(10.0, gt=0, description="TCP/TLS connect timeout to a provider")
     llm_first_byte_timeout_s: float = Field(
         180.0, gt=0, description="read timeout; open models cold-start, so it is long"
     )
-    llm_write_timeout_s: float = Field(30.0, gt=0)
+    llm_write_timeout_s: float = Field(30.0, gt=0, description="timeout sending a request body")
     llm_max_connections: int = Field(256, gt=0, description="HTTP connection pool size per provider")
     llm_max_attempts: int = Field(4, ge=1, description="tries after 5xx, timeouts and connection errors")
     llm_retry_backoff_s: float = Field(0.2, ge=0, description="first retry delay after a transient failure")
-    llm_retry_backoff_cap_s: float = Field(5.0, ge=0)
+    llm_retry_backoff_cap_s: float = Field(5.0, ge=0, description="longest retry delay")
     llm_cooldown_base_s: float = Field(1.0, gt=0, description="first 429 cool-down without Retry-After")
-    llm_cooldown_cap_s: float = Field(300.0, gt=0)
+    llm_cooldown_cap_s: float = Field(300.0, gt=0, description="longest 429 cool-down without Retry-After")
     llm_slot_wait_s: float = Field(60.0, gt=0, description="longest wait for a free in-flight slot")
 
-    bytez_base_url: str = Field(BYTEZ_DEFAULT_BASE_URL, validation_alias=AliasChoices("BYTEZ_BASE_URL"))
-    bytez_api_keys: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("BYTEZ_API_KEYS"))
-    bytez_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("BYTEZ_API_KEY"))
-    openai_base_url: str = Field("", validation_alias=AliasChoices("OPENAI_BASE_URL"))
-    openai_api_keys: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEYS"))
-    openai_api_key: SecretStr = Field(SecretStr(""), validation_alias=AliasChoices("OPENAI_API_KEY"))
+    bytez_base_url: str = Field(
+        BYTEZ_DEFAULT_BASE_URL,
+        validation_alias=AliasChoices("BYTEZ_BASE_URL"),
+        description="Bytez OpenAI-compatible base URL",
+    )
+    bytez_api_keys: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("BYTEZ_API_KEYS"),
+        description="Bytez keys, comma-separated (also BYTEZ_API_KEY_1..N)",
+    )
+    bytez_api_key: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("BYTEZ_API_KEY"), description="one Bytez key"
+    )
+    openai_base_url: str = Field(
+        "",
+        validation_alias=AliasChoices("OPENAI_BASE_URL"),
+        description="any OpenAI-compatible base URL (OpenAI, Ollama, vLLM, llama.cpp)",
+    )
+    openai_api_keys: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("OPENAI_API_KEYS"),
+        description="OpenAI-compatible keys, comma-separated (also OPENAI_API_KEY_1..N)",
+    )
+    openai_api_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=AliasChoices("OPENAI_API_KEY"),
+        description="one OpenAI-compatible key",
+    )
 
     def keys_for(self, provider: str, environ: Mapping[str, str] | None = None) -> list[str]:
         """The provider's keys, deduplicated in order: `<P>_API_KEY_1..N`, `<P>_API_KEYS`, `<P>_API_KEY`."""
