@@ -35,6 +35,7 @@ _NUMERIC = (
     "UHUGEINT",
 )
 _TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
+GROUPING_SETS_MAX = 60
 TOP_VALUES = 10
 MAX_CORRELATED = 12
 EXACT_UP_TO = 200_000  # rows up to which the distinct-row count is exact
@@ -165,8 +166,19 @@ def _one_row(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
 def _scan_top_values(
     con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col], stats: dict[str, Any]
 ) -> dict[int, list[tuple[str, int]]]:
-    """Exact top values of every column of bounded cardinality, all in one scan (GROUPING SETS)."""
+    """Exact top values of every column of bounded cardinality, one scan per GROUPING_SETS_MAX columns."""
     grouped = [c for c in cols if 0 < int(stats.get(f"nd_{c.index}") or 0) <= MAX_GROUPED_DISTINCT]
+    out: dict[int, list[tuple[str, int]]] = {}
+    # DuckDB refuses more than 64 grouping keys in one statement: wide tables take several scans.
+    for start in range(0, len(grouped), GROUPING_SETS_MAX):
+        out.update(_scan_top_values_of(con, relation, grouped[start : start + GROUPING_SETS_MAX]))
+    return out
+
+
+def _scan_top_values_of(
+    con: duckdb.DuckDBPyConnection, relation: str, grouped: list[_Col]
+) -> dict[int, list[tuple[str, int]]]:
+    """Top values of up to GROUPING_SETS_MAX columns in one scan (GROUPING SETS)."""
     if not grouped:
         return {}
     keys = ", ".join(c.ref for c in grouped)

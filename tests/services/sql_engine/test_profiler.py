@@ -102,3 +102,15 @@ def test_two_million_rows_profile_in_seconds_without_pandas(tmp_path: Path) -> N
     assert len(profile.columns) == 7
     if not had_pandas:
         assert "pandas" not in sys.modules
+
+
+def test_a_table_wider_than_64_columns_is_profiled(tmp_path: Path) -> None:
+    parquet = tmp_path / "wide.parquet"
+    columns = ", ".join(f"(range % {3 + i})::VARCHAR AS c{i}" for i in range(130))
+    duckdb.sql(f"COPY (SELECT {columns} FROM range(500)) TO '{parquet}' (FORMAT parquet)")
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()
+    profile = profile_parquet(parquet, [(str(r[0]), str(r[1])) for r in described], 500)
+    assert len(profile.columns) == 130
+    last = profile.columns[129]
+    assert last.name == "c129" and last.top_values and last.top_values[0].count == 4
+    assert profile.columns[0].top_values[0].count == 167
