@@ -6,8 +6,8 @@
     (d) 50 concurrent ExecuteSql calls: all complete
 
 Run: `.venv/bin/python bench/sql_engine.py`. Scale with BENCH_ROWS (default 10,000,000), BENCH_CSV_ROWS
-(1,000,000), BENCH_REPEATS (5) and BENCH_CONCURRENT (50). The engine runs as its own process, as in
-production.
+(1,000,000), BENCH_REPEATS (5) and BENCH_CONCURRENT (50); BENCH_ONLY=c (any of a, b, c, d) runs only
+those parts. The engine runs as its own process, as in production.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ ROWS = int(os.environ.get("BENCH_ROWS", 10_000_000))
 CSV_ROWS = int(os.environ.get("BENCH_CSV_ROWS", 1_000_000))
 REPEATS = int(os.environ.get("BENCH_REPEATS", 5))
 CONCURRENT = int(os.environ.get("BENCH_CONCURRENT", 50))
+ONLY = set(os.environ.get("BENCH_ONLY", "abcd").lower())  # e.g. BENCH_ONLY=c runs the import benchmark only
 THREADS = 2
 GROUP_BY = (
     'SELECT region, count(*) AS n, sum(amount) AS total, avg("unit price") AS price FROM {t}'
@@ -105,8 +106,12 @@ def timed(function, repeats: int) -> list[float]:  # type: ignore[no-untyped-def
 
 async def run(work: Path) -> None:
     parquet_src, csv_src = work / "orders.parquet", work / "orders_csv.csv"
-    print(f"preparing {ROWS:,}-row Parquet and {CSV_ROWS:,}-row CSV ...", flush=True)
-    duckdb.execute(f"COPY ({DATA.format(rows=ROWS)}) TO '{parquet_src}' (FORMAT parquet)")
+    print(
+        f"preparing {ROWS if ONLY & set('abd') else 1000:,}-row Parquet and {CSV_ROWS:,}-row CSV ...",
+        flush=True,
+    )
+    big_rows = ROWS if ONLY & set("abd") else 1000  # (c) alone needs no big table
+    duckdb.execute(f"COPY ({DATA.format(rows=big_rows)}) TO '{parquet_src}' (FORMAT parquet)")
     duckdb.execute(f"COPY ({DATA.format(rows=CSV_ROWS)}) TO '{csv_src}' (FORMAT csv, HEADER)")
     process, address = start_engine(work / "data")
     lines: list[tuple[str, str, str, str, str]] = []
@@ -116,136 +121,143 @@ async def run(work: Path) -> None:
             big = await upload(stub, parquet_src)
             stored = work / "data" / "sessions" / big.session_id / "data" / "raw.parquet"
 
-            # (a) group-by over gRPC vs in-process DuckDB on the same stored Parquet, same threads.
-            sql = GROUP_BY.format(t=big.table)
-            request = pb.ExecuteSqlRequest(session_id=big.session_id, sql=sql, bypass_cache=True)
-            await stub.ExecuteSql(request, timeout=120)  # opens the hardened database once
-            con = duckdb.connect()
-            con.execute(f"SET threads={THREADS}")
-            con.execute(f"CREATE VIEW {big.table} AS SELECT * FROM read_parquet('{stored}')")
-            con.execute(sql).fetchall()
-            grpc_times, local_times = [], []
-            for _ in range(REPEATS * 2):  # interleaved, so a busy machine slows both sides alike
-                started = time.perf_counter()
-                await stub.ExecuteSql(request, timeout=120)
-                grpc_times.append(time.perf_counter() - started)
-                local_times += timed(lambda: con.sql(sql).to_arrow_table(), 1)
-            con.close()
-            a = statistics.median(grpc_times) / statistics.median(local_times)
-            lines.append(
-                (
-                    f"(a) group-by, {ROWS:,} rows",
-                    f"{statistics.median(grpc_times) * 1000:.1f} ms",
-                    f"{statistics.median(local_times) * 1000:.1f} ms",
-                    f"{a:.2f}",
-                    "<= 1.2",
-                )
-            )
-
-            # (b) trivial query round trip, uncached and cached.
-            trivial = pb.ExecuteSqlRequest(
-                session_id=big.session_id, sql="SELECT 1 AS one", bypass_cache=True
-            )
-            cached = pb.ExecuteSqlRequest(session_id=big.session_id, sql="SELECT 1 AS one")
-            for _ in range(20):
-                await stub.ExecuteSql(trivial, timeout=10)
-            rtt, rtt_cached = [], []
-            for _ in range(300):
-                started = time.perf_counter()
-                await stub.ExecuteSql(trivial, timeout=10)
-                rtt.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                await stub.ExecuteSql(cached, timeout=10)
-                rtt_cached.append(time.perf_counter() - started)
-            p50 = statistics.median(rtt) * 1000
-            lines.append(("(b) trivial query p50 (uncached)", f"{p50:.2f} ms", "-", "-", "<= 3 ms"))
-            lines.append(
-                (
-                    "(b) trivial query p50 (cached)",
-                    f"{statistics.median(rtt_cached) * 1000:.2f} ms",
-                    "-",
-                    "-",
-                    "-",
-                )
-            )
-            p99 = sorted(rtt)[int(len(rtt) * 0.99) - 1] * 1000
-            lines.append(("(b) trivial query p99 (uncached)", f"{p99:.2f} ms", "-", "-", "-"))
-
-            # (c) CSV import over gRPC (spool, sniff, Parquet, dates, profile, hash) vs read_csv alone.
-            import_times = []
-            for _ in range(max(1, REPEATS // 2)):
-                started = time.perf_counter()
-                imported = await upload(stub, csv_src)
-                import_times.append(time.perf_counter() - started)
-            assert imported.row_count == CSV_ROWS
-
-            def read_csv_alone() -> None:
-                c = duckdb.connect()
-                c.execute(f"SET threads={THREADS}")
-                c.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_src}')")
-                c.close()
-
-            baseline = timed(read_csv_alone, max(1, REPEATS // 2))
-            c = statistics.median(import_times) / statistics.median(baseline)
-            lines.append(
-                (
-                    f"(c) import {CSV_ROWS:,}-row CSV ({csv_src.stat().st_size / 1e6:.0f} MB)",
-                    f"{statistics.median(import_times) * 1000:.0f} ms",
-                    f"{statistics.median(baseline) * 1000:.0f} ms",
-                    f"{c:.2f}",
-                    "<= 1.5",
-                )
-            )
-            # Where the import's time goes, in-process: conversion to Parquet alone, then the profile alone.
-            convert_times, profile_times = [], []
-            for attempt in range(max(1, REPEATS // 2)):
-                out = work / f"convert-{attempt}"
-                out.mkdir()
-                started = time.perf_counter()
-                table = import_file(csv_src, csv_src.name, out, threads=THREADS)
-                convert_times.append(time.perf_counter() - started)
-                started = time.perf_counter()
-                profile_parquet(table.parquet, table.columns, table.row_count)
-                profile_times.append(time.perf_counter() - started)
-            for label, times in (("convert to Parquet only", convert_times), ("profile only", profile_times)):
-                ratio = statistics.median(times) / statistics.median(baseline)
+            if "a" in ONLY:
+                # (a) group-by over gRPC vs in-process DuckDB on the same stored Parquet, same threads.
+                sql = GROUP_BY.format(t=big.table)
+                request = pb.ExecuteSqlRequest(session_id=big.session_id, sql=sql, bypass_cache=True)
+                await stub.ExecuteSql(request, timeout=120)  # opens the hardened database once
+                con = duckdb.connect()
+                con.execute(f"SET threads={THREADS}")
+                con.execute(f"CREATE VIEW {big.table} AS SELECT * FROM read_parquet('{stored}')")
+                con.execute(sql).fetchall()
+                grpc_times, local_times = [], []
+                for _ in range(REPEATS * 2):  # interleaved, so a busy machine slows both sides alike
+                    started = time.perf_counter()
+                    await stub.ExecuteSql(request, timeout=120)
+                    grpc_times.append(time.perf_counter() - started)
+                    local_times += timed(lambda: con.sql(sql).to_arrow_table(), 1)
+                con.close()
+                a = statistics.median(grpc_times) / statistics.median(local_times)
                 lines.append(
                     (
-                        f"    of which {label} (in-process)",
-                        f"{statistics.median(times) * 1000:.0f} ms",
-                        f"{statistics.median(baseline) * 1000:.0f} ms",
-                        f"{ratio:.2f}",
-                        "-",
+                        f"(a) group-by, {ROWS:,} rows",
+                        f"{statistics.median(grpc_times) * 1000:.1f} ms",
+                        f"{statistics.median(local_times) * 1000:.1f} ms",
+                        f"{a:.2f}",
+                        "<= 1.2",
                     )
                 )
 
-            # (d) concurrent queries, different ones so the cache does not answer them.
-            async def one(i: int) -> int:
-                q = (
-                    f"SELECT region, count(*) + {i} AS n FROM {big.table}"
-                    f" WHERE order_id % 7 = {i % 7} GROUP BY region"
+            if "b" in ONLY:
+                # (b) trivial query round trip, uncached and cached.
+                trivial = pb.ExecuteSqlRequest(
+                    session_id=big.session_id, sql="SELECT 1 AS one", bypass_cache=True
                 )
-                reply = await stub.ExecuteSql(
-                    pb.ExecuteSqlRequest(session_id=big.session_id, sql=q), timeout=600
+                cached = pb.ExecuteSqlRequest(session_id=big.session_id, sql="SELECT 1 AS one")
+                for _ in range(20):
+                    await stub.ExecuteSql(trivial, timeout=10)
+                rtt, rtt_cached = [], []
+                for _ in range(300):
+                    started = time.perf_counter()
+                    await stub.ExecuteSql(trivial, timeout=10)
+                    rtt.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    await stub.ExecuteSql(cached, timeout=10)
+                    rtt_cached.append(time.perf_counter() - started)
+                p50 = statistics.median(rtt) * 1000
+                lines.append(("(b) trivial query p50 (uncached)", f"{p50:.2f} ms", "-", "-", "<= 3 ms"))
+                lines.append(
+                    (
+                        "(b) trivial query p50 (cached)",
+                        f"{statistics.median(rtt_cached) * 1000:.2f} ms",
+                        "-",
+                        "-",
+                        "-",
+                    )
                 )
-                return reply.result.row_count
+                p99 = sorted(rtt)[int(len(rtt) * 0.99) - 1] * 1000
+                lines.append(("(b) trivial query p99 (uncached)", f"{p99:.2f} ms", "-", "-", "-"))
 
-            started = time.perf_counter()
-            outcomes = await asyncio.gather(*(one(i) for i in range(CONCURRENT)), return_exceptions=True)
-            wall = time.perf_counter() - started
-            ok = sum(1 for o in outcomes if o == 5)
-            errors = {repr(o)[:300] for o in outcomes if o != 5}
-            if errors:
-                print("(d) failures:", errors)
-            lines.append(
-                (
-                    f"(d) {CONCURRENT} concurrent group-bys",
-                    f"{ok}/{CONCURRENT} ok in {wall:.1f} s",
-                    "-",
-                    "-",
-                    "all complete",
+            if "c" in ONLY:
+                # (c) CSV import over gRPC (spool, sniff, Parquet, dates, profile, hash) vs read_csv alone.
+                import_times = []
+                for _ in range(max(1, REPEATS // 2)):
+                    started = time.perf_counter()
+                    imported = await upload(stub, csv_src)
+                    import_times.append(time.perf_counter() - started)
+                assert imported.row_count == CSV_ROWS
+
+                def read_csv_alone() -> None:
+                    c = duckdb.connect()
+                    c.execute(f"SET threads={THREADS}")
+                    c.execute(f"CREATE TABLE t AS SELECT * FROM read_csv('{csv_src}')")
+                    c.close()
+
+                baseline = timed(read_csv_alone, max(1, REPEATS // 2))
+                c = statistics.median(import_times) / statistics.median(baseline)
+                lines.append(
+                    (
+                        f"(c) import {CSV_ROWS:,}-row CSV ({csv_src.stat().st_size / 1e6:.0f} MB)",
+                        f"{statistics.median(import_times) * 1000:.0f} ms",
+                        f"{statistics.median(baseline) * 1000:.0f} ms",
+                        f"{c:.2f}",
+                        "<= 1.5",
+                    )
                 )
-            )
+                # Where the import's time goes, in-process: conversion alone, then the profile alone.
+                convert_times, profile_times = [], []
+                for attempt in range(max(1, REPEATS // 2)):
+                    out = work / f"convert-{attempt}"
+                    out.mkdir()
+                    started = time.perf_counter()
+                    table = import_file(csv_src, csv_src.name, out, threads=THREADS)
+                    convert_times.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    profile_parquet(table.parquet, table.columns, table.row_count)
+                    profile_times.append(time.perf_counter() - started)
+                for label, times in (
+                    ("convert to Parquet only", convert_times),
+                    ("profile only", profile_times),
+                ):
+                    ratio = statistics.median(times) / statistics.median(baseline)
+                    lines.append(
+                        (
+                            f"    of which {label} (in-process)",
+                            f"{statistics.median(times) * 1000:.0f} ms",
+                            f"{statistics.median(baseline) * 1000:.0f} ms",
+                            f"{ratio:.2f}",
+                            "-",
+                        )
+                    )
+
+            if "d" in ONLY:
+                # (d) concurrent queries, different ones so the cache does not answer them.
+                async def one(i: int) -> int:
+                    q = (
+                        f"SELECT region, count(*) + {i} AS n FROM {big.table}"
+                        f" WHERE order_id % 7 = {i % 7} GROUP BY region"
+                    )
+                    reply = await stub.ExecuteSql(
+                        pb.ExecuteSqlRequest(session_id=big.session_id, sql=q), timeout=600
+                    )
+                    return reply.result.row_count
+
+                started = time.perf_counter()
+                outcomes = await asyncio.gather(*(one(i) for i in range(CONCURRENT)), return_exceptions=True)
+                wall = time.perf_counter() - started
+                ok = sum(1 for o in outcomes if o == 5)
+                errors = {repr(o)[:300] for o in outcomes if o != 5}
+                if errors:
+                    print("(d) failures:", errors)
+                lines.append(
+                    (
+                        f"(d) {CONCURRENT} concurrent group-bys",
+                        f"{ok}/{CONCURRENT} ok in {wall:.1f} s",
+                        "-",
+                        "-",
+                        "all complete",
+                    )
+                )
             status = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=5)
     finally:
         process.terminate()
