@@ -2,7 +2,8 @@
 
 DuckDB's CSV sniffer recognizes one date format per column; people's files mix `2012/01/01`,
 `Jan 1 2000` and ISO timestamps in one column. A text column becomes DATE (or TIMESTAMP when any value has
-a time of day) only when every non-empty value parses, checked on a sample first and then on all rows.
+a time of day) only when every non-empty value parses, checked on the first rows, then on a sample, then on
+all rows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FORMATS = (
     "%d.%m.%Y",
     "%Y%m%d",
 )
+FIRST_ROWS = 50  # most text columns are refused here: parsing with every format is slow (~20 us a value)
 SAMPLE_ROWS = 2_000
 
 
@@ -49,9 +51,11 @@ def date_conversions(
     text = [name for name, type_name in columns if type_name == "VARCHAR"]
     if not text:
         return {}
-    candidates = _fully_parsed(con, f"(SELECT * FROM {relation} LIMIT {SAMPLE_ROWS})", text)
-    if not candidates:
-        return {}
+    candidates = text
+    for limit in (FIRST_ROWS, SAMPLE_ROWS):
+        candidates = _fully_parsed(con, f"(SELECT * FROM {relation} LIMIT {limit})", candidates)
+        if not candidates:
+            return {}
     confirmed = _fully_parsed(con, relation, candidates)
     if not confirmed:
         return {}

@@ -27,7 +27,6 @@ from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import DatabaseCache
 from services.sql_engine.executor import QueryHandle, QueryResult, run_select
 from services.sql_engine.importer import import_file
-from services.sql_engine.profiler import profile_parquet
 from services.sql_engine.readonly import ReadOnlyState
 from services.sql_engine.result_cache import ResultCache, normalize_sql
 from services.sql_engine.safety import check_read_only
@@ -111,14 +110,9 @@ class SqlEngine:
                 sheet=sheet,
                 memory_limit=self.settings.sql_import_memory_limit,
                 threads=self.settings.sql_threads,
+                profile=True,
             )
-            converted = time.perf_counter()
-            try:
-                profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
-            except duckdb.Error as exc:
-                raise InvalidInput(
-                    "PROFILE_FAILED", f"'{filename}' was read but could not be profiled: {exc}"
-                ) from exc
+            profile = imported.profile or pb.DatasetProfile()
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),
                 table=imported.table,
@@ -129,16 +123,15 @@ class SqlEngine:
                 source_format=imported.source_format,
                 created_at=time.time(),
             )
-            profiled = time.perf_counter()
+            converted = time.perf_counter()
             self.store.put(record, imported.parquet, profile.SerializeToString())
             log.info(
                 "dataset stored",
                 extra={
                     "session_id": record.session_id,
                     "rows": record.row_count,
-                    "convert_ms": round((converted - started) * 1000, 1),
-                    "profile_ms": round((profiled - converted) * 1000, 1),
-                    "store_ms": round((time.perf_counter() - profiled) * 1000, 1),
+                    "convert_and_profile_ms": round((converted - started) * 1000, 1),
+                    "store_ms": round((time.perf_counter() - converted) * 1000, 1),
                 },
             )
             return record, profile

@@ -19,6 +19,7 @@ _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DELIMITERS = (",", "\t", ";", "|")
+_CONTROLS = bytes(b for b in range(32) if b not in (9, 10, 12, 13)) + b"\x7f"
 READABLE = "CSV, TSV, Parquet, JSON or Excel (.xlsx)"
 
 
@@ -85,7 +86,7 @@ def _looks_binary(head: bytes) -> bool:
     """NUL bytes, or more than 1% control characters, mean this is not a text table."""
     if b"\x00" in head:
         return True
-    controls = sum(1 for b in head if b < 32 and b not in (9, 10, 12, 13)) + head.count(b"\x7f")
+    controls = len(head) - len(head.translate(None, _CONTROLS))  # C speed: a Python loop costs ~20 ms/MiB
     return controls > max(1, len(head) // 100)
 
 
