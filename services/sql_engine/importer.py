@@ -71,9 +71,11 @@ def import_file(
     memory_limit: str = "4GB",
     threads: int = 2,
     profile: bool = False,
+    in_memory_bytes: int | None = None,
 ) -> ImportedTable:
     """Converts `raw` to `out_dir/raw.parquet` (profiling it too when asked); raises InvalidInput on a bad
-    file, or PROFILE_FAILED when the data was read but could not be profiled."""
+    file, or PROFILE_FAILED when the data was read but could not be profiled. A CSV up to `in_memory_bytes`
+    (default: in_memory_limit(memory_limit)) is read into memory, a larger one streamed."""
     sniffed = sniff(raw, filename)
     out = out_dir / "raw.parquet"
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
@@ -82,7 +84,8 @@ def import_file(
         con.execute(f"SET threads={int(threads)}")
         con.execute(f"SET temp_directory={quote_literal(str(out_dir / 'spill'))}")
         con.execute("SET preserve_insertion_order=true")
-        if sniffed.format == "csv" and raw.stat().st_size <= in_memory_limit(memory_limit):
+        threshold = in_memory_limit(memory_limit) if in_memory_bytes is None else in_memory_bytes
+        if sniffed.format == "csv" and raw.stat().st_size <= threshold:
             return _import_in_memory(con, raw, filename, sniffed, out, profile)
         _write_parquet(con, raw, filename, sniffed, sheet, out)
         relation = f"read_parquet({quote_literal(str(out))})"

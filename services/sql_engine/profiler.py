@@ -202,14 +202,24 @@ def _scan_top_values_of(
 
 
 def _samples(con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col]) -> dict[int, list[str]]:
-    """A few non-null example values per column, from the first rows."""
+    """The first few distinct non-null values per column, in the order of the first rows (deterministic,
+    so the same data always gets the same profile)."""
     if not cols:
         return {}
+    order = "__insightx_row"
     lists = ", ".join(
-        f"list(DISTINCT {c.ref}::VARCHAR) FILTER (WHERE {c.ref} IS NOT NULL)[1:{SAMPLES}]" for c in cols
+        f"list({c.ref}::VARCHAR ORDER BY {order}) FILTER (WHERE {c.ref} IS NOT NULL)" for c in cols
     )
-    row = con.execute(f"SELECT {lists} FROM (SELECT * FROM {relation} LIMIT 1000)").fetchone() or ()
-    return {c.index: list(values or []) for c, values in zip(cols, row, strict=False)}
+    row = (
+        con.execute(
+            f"SELECT {lists} FROM (SELECT *, row_number() OVER () AS {order}"
+            f" FROM (SELECT * FROM {relation} LIMIT 1000))"
+        ).fetchone()
+        or ()
+    )
+    return {
+        c.index: list(dict.fromkeys(values or []))[:SAMPLES] for c, values in zip(cols, row, strict=False)
+    }
 
 
 def _column_profile(

@@ -229,3 +229,53 @@ def test_the_stored_dataset_is_identified_by_its_content_hash(engine: SqlEngine,
     assert stored.parent.name == "data" and [p.name for p in stored.parent.iterdir()] == ["raw.parquet"]
     assert record.table == "sales_2024"
     assert record.row_count == 6
+
+
+@pytest.mark.parametrize(
+    ("data", "filename"),
+    [
+        (
+            b"id,day,moment,code,city\n1,2012/01/01,2020-01-01T10:00:00,2012,x\n"
+            b"2,Jan 1 2000,2020-01-02 11:30:00,2013,y\n3,2001-02-03,,2014,x\n",
+            "dates.csv",
+        ),
+        ("name,city\nJosé,Zürich\nAnna,Köln\n".encode("latin-1"), "latin.csv"),
+        (b"a,b\n" + b"1,x\n" * 30_000 + b"hello,y\n", "late.csv"),
+        (b"Report of 2024\n\nid,amount\n1,2\n3,4\n1,2\n", "preamble.csv"),
+    ],
+)
+def test_in_memory_and_streaming_imports_agree(tmp_path: Path, data: bytes, filename: str) -> None:
+    """Small CSVs are read into memory and profiled there; big ones stream: the outcome is the same."""
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(data)
+    results = []
+    for name, threshold in (("memory", len(data)), ("stream", len(data) - 1)):
+        out = tmp_path / name
+        out.mkdir()
+        imported = import_file(raw, filename, out, profile=True, in_memory_bytes=threshold)
+        rows = duckdb.execute(f"SELECT * FROM read_parquet('{imported.parquet}')").fetchall()
+        results.append((imported.columns, imported.row_count, rows, imported.profile))
+    (columns, count, rows, profile), (s_columns, s_count, s_rows, s_profile) = results
+    assert (columns, count, rows) == (s_columns, s_count, s_rows)
+    assert profile is not None and profile == s_profile
+    assert len(profile.columns) == len(columns) and profile.health_reasons == s_profile.health_reasons
+
+
+def test_a_ragged_csv_read_into_memory_leaves_nothing(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.csv"
+    raw.write_bytes(b"a,b\n1,2\n" + b"3,4\n" * 5000 + b"5,6,7\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InvalidInput) as caught:
+        import_file(raw, "ragged.csv", out, profile=True)
+    assert caught.value.reason == "RAGGED_ROWS"
+    assert list(out.iterdir()) == [] or all(p.name == "spill" for p in out.iterdir())
+
+
+def test_in_memory_limit_follows_the_memory_limit() -> None:
+    from services.sql_engine.importer import IN_MEMORY_MAX_BYTES, in_memory_limit
+
+    assert in_memory_limit("4GB") == IN_MEMORY_MAX_BYTES
+    assert in_memory_limit("512MiB") == (512 << 20) // 8
+    assert in_memory_limit("800MB") == 100_000_000
+    assert in_memory_limit("nonsense") == IN_MEMORY_MAX_BYTES
