@@ -62,7 +62,8 @@ def _default(field: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, Path):
-        return str(value)
+        # Defaults under the checkout are shown relative to it, so the table is the same in every clone.
+        return str(value.relative_to(ROOT)) if value.is_relative_to(ROOT) else str(value)
     return str(value).replace("|", "\\|")
 
 
