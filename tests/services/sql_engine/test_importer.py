@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from common.errors import InvalidInput
 from services.sql_engine.engine import SqlEngine
 from services.sql_engine.importer import import_file, table_name_for
+from services.sql_engine.profiler import profile_parquet
 from tests.services.sql_engine.conftest import make_settings, spool_copy
 
 
@@ -244,24 +246,23 @@ def test_the_stored_dataset_is_identified_by_its_content_hash(engine: SqlEngine,
         (b"Report of 2024\n\nid,amount\n1,2\n3,4\n1,2\n", "preamble.csv"),
     ],
 )
-def test_in_memory_and_streaming_imports_agree(tmp_path: Path, data: bytes, filename: str) -> None:
-    """Small CSVs are read into memory and profiled there; big ones stream: the outcome is the same."""
+def test_the_profile_made_while_importing_is_the_profile_of_the_parquet(
+    tmp_path: Path, data: bytes, filename: str
+) -> None:
+    """import_file(profile=True) profiles on its own connection: the same as profiling the stored file."""
     raw = tmp_path / "raw.bin"
     raw.write_bytes(data)
-    results = []
-    for name, threshold in (("memory", len(data)), ("stream", len(data) - 1)):
-        out = tmp_path / name
-        out.mkdir()
-        imported = import_file(raw, filename, out, profile=True, in_memory_bytes=threshold)
-        rows = duckdb.execute(f"SELECT * FROM read_parquet('{imported.parquet}')").fetchall()
-        results.append((imported.columns, imported.row_count, rows, imported.profile))
-    (columns, count, rows, profile), (s_columns, s_count, s_rows, s_profile) = results
-    assert (columns, count, rows) == (s_columns, s_count, s_rows)
-    assert profile is not None and profile == s_profile
-    assert len(profile.columns) == len(columns) and profile.health_reasons == s_profile.health_reasons
+    imported = import_file(raw, filename, tmp_path, profile=True)
+    assert imported.profile is not None
+    assert len(imported.profile.columns) == len(imported.columns)
+    assert imported.profile == profile_parquet(imported.parquet, imported.columns, imported.row_count)
+    again = tmp_path / "again"
+    again.mkdir()
+    assert import_file(raw, filename, again, profile=True).profile == imported.profile  # samples too
+    assert imported.sha256 == hashlib.sha256(imported.parquet.read_bytes()).hexdigest()
 
 
-def test_a_ragged_csv_read_into_memory_leaves_nothing(tmp_path: Path) -> None:
+def test_a_ragged_csv_leaves_nothing(tmp_path: Path) -> None:
     raw = tmp_path / "raw.csv"
     raw.write_bytes(b"a,b\n1,2\n" + b"3,4\n" * 5000 + b"5,6,7\n")
     out = tmp_path / "out"
@@ -269,13 +270,4 @@ def test_a_ragged_csv_read_into_memory_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput) as caught:
         import_file(raw, "ragged.csv", out, profile=True)
     assert caught.value.reason == "RAGGED_ROWS"
-    assert list(out.iterdir()) == [] or all(p.name == "spill" for p in out.iterdir())
-
-
-def test_in_memory_limit_follows_the_memory_limit() -> None:
-    from services.sql_engine.importer import IN_MEMORY_MAX_BYTES, in_memory_limit
-
-    assert in_memory_limit("4GB") == IN_MEMORY_MAX_BYTES
-    assert in_memory_limit("512MiB") == (512 << 20) // 8
-    assert in_memory_limit("800MB") == 100_000_000
-    assert in_memory_limit("nonsense") == IN_MEMORY_MAX_BYTES
+    assert not (out / "raw.parquet").exists()
