@@ -31,8 +31,7 @@ from services.sql_engine.profiler import profile_relation
 from services.sql_engine.xlsx import read_sheet
 
 _HASH_CHUNK = 1 << 22
-# Bloom filters cost about 15% of the write and help only equality filters on high-cardinality columns.
-_PARQUET = "(FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880, WRITE_BLOOM_FILTER false)"
+_PARQUET = "(FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880)"
 _TABLE = "_import"
 
 
