@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         try:
             metadata: pb.ImportMetadata | None = None
             size = 0
+            started = time.perf_counter()
             with os.fdopen(fd, "wb") as sink:
                 async for message in request_iterator:
                     if message.HasField("metadata"):
@@ -56,6 +58,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                         sink.write(message.chunk)
             if metadata is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
+            received = time.perf_counter()
             record, profile = await asyncio.to_thread(
                 self.engine.import_dataset, raw, metadata.filename, metadata.sheet
             )
@@ -66,6 +69,8 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                     "rows": record.row_count,
                     "bytes": size,
                     "format": record.source_format,
+                    "receive_ms": round((received - started) * 1000, 1),
+                    "import_ms": round((time.perf_counter() - received) * 1000, 1),
                 },
             )
             return pb.ImportDatasetResponse(
