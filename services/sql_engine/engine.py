@@ -112,7 +112,7 @@ class SqlEngine:
                 threads=self.settings.sql_threads,
                 profile=True,
             )
-            profile = imported.profile or pb.DatasetProfile()
+            profile = imported.profile if imported.profile is not None else pb.DatasetProfile()
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),
                 table=imported.table,
