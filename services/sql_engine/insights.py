@@ -5,23 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from common.duckdb_types import is_integral, is_numeric, is_temporal
 from insightx.v1 import sql_engine_pb2 as pb
 
-_NUMERIC = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "FLOAT",
-    "DOUBLE",
-    "DECIMAL",
-    "UBIGINT",
-    "UINTEGER",
-    "USMALLINT",
-    "UTINYINT",
-    "UHUGEINT",
-)
 _ID_NAME = re.compile(r"(^|[^a-z])(id|uuid|guid|key|code|number|no)$|^id[^a-z]", re.IGNORECASE)
 _FLAG_WORDS = {"yes", "no", "y", "n", "true", "false", "t", "f", "0", "1"}
 
@@ -30,11 +16,11 @@ def assign_role(
     name: str, type_name: str, distinct: int, non_null: int, rows: int, samples: Sequence[str] = ()
 ) -> pb.SemanticRole.ValueType:
     """identifier, measure, dimension, temporal, flag or text, from type, cardinality, name and samples."""
-    numeric = type_name.startswith(_NUMERIC) and not type_name.endswith("]")
-    integral = numeric and "INT" in type_name
+    numeric = is_numeric(type_name)
+    integral = is_integral(type_name)
     if type_name == "BOOLEAN" or (distinct == 2 and non_null > 2):
         return pb.SEMANTIC_ROLE_FLAG
-    if type_name.startswith(("DATE", "TIMESTAMP")):
+    if is_temporal(type_name):
         return pb.SEMANTIC_ROLE_TEMPORAL
     named_like_id = bool(_ID_NAME.search(name))
     key_like = integral or not numeric

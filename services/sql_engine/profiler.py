@@ -15,26 +15,11 @@ from typing import Any
 
 import duckdb
 
+from common.duckdb_types import is_nested, is_numeric, is_temporal
 from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import quote_ident, quote_literal
 from services.sql_engine.insights import assign_role, health, suggested_questions
 
-_NUMERIC = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "FLOAT",
-    "DOUBLE",
-    "DECIMAL",
-    "UBIGINT",
-    "UINTEGER",
-    "USMALLINT",
-    "UTINYINT",
-    "UHUGEINT",
-)
-_TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 GROUPING_SETS_MAX = 60
 TOP_VALUES = 10
 MAX_CORRELATED = 12
@@ -46,18 +31,6 @@ APPROX_DUPLICATE_NOISE = 0.03
 SAMPLES = 5
 
 
-def is_numeric(type_name: str) -> bool:
-    return type_name.startswith(_NUMERIC) and not _is_nested(type_name)
-
-
-def is_temporal(type_name: str) -> bool:
-    return type_name.startswith(_TEMPORAL) and type_name != "TIME"
-
-
-def _is_nested(type_name: str) -> bool:
-    return type_name.endswith("]") or type_name.startswith(("STRUCT", "MAP", "UNION"))
-
-
 @dataclass(frozen=True)
 class _Col:
     index: int
@@ -67,7 +40,7 @@ class _Col:
     @property
     def ref(self) -> str:
         quoted = quote_ident(self.name)
-        return f"{quoted}::VARCHAR" if _is_nested(self.type) else quoted
+        return f"{quoted}::VARCHAR" if is_nested(self.type) else quoted
 
     @property
     def numeric(self) -> bool:

@@ -6,27 +6,12 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from common.duckdb_types import is_integral, is_numeric, is_temporal
 from insightx.v1 import sql_engine_pb2 as pb
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, expansions, siblings
 from services.orchestrator.builtin.text import split_name, stem
 from services.orchestrator.plan import DatasetContext
 
-_NUMERIC = (
-    "TINYINT",
-    "SMALLINT",
-    "INTEGER",
-    "BIGINT",
-    "HUGEINT",
-    "FLOAT",
-    "DOUBLE",
-    "DECIMAL",
-    "UBIGINT",
-    "UINTEGER",
-    "USMALLINT",
-    "UTINYINT",
-    "REAL",
-)
-_TEMPORAL = ("DATE", "TIMESTAMP", "TIME")
 _DATE_WORDS = {"date", "time", "timestamp", "datetime", "dt", "created", "updated", "day", "when", "at", "on"}
 _DATE_TEXT = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2})?)?")
 _KEY_WORDS = {"id", "no", "num", "number", "code", "key", "serial", "zip", "pin", "phone", "uuid"}
@@ -64,15 +49,15 @@ class Column:
 
     @property
     def numeric(self) -> bool:
-        return self.type.upper().startswith(_NUMERIC)
+        return is_numeric(self.type)
 
     @property
     def integral(self) -> bool:
-        return self.numeric and "INT" in self.type.upper()
+        return is_integral(self.type)
 
     @property
     def temporal(self) -> bool:
-        return self.type.upper().startswith(_TEMPORAL)
+        return is_temporal(self.type)
 
     @property
     def textual(self) -> bool:
