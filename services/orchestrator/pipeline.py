@@ -233,7 +233,7 @@ class Pipeline:
         events: EventBuilder,
         execution: Execution,
     ) -> tuple[Answer, str]:
-        events.status("Classifying the question", "classify")
+        events.status("Planning the answer with the built-in analyst", "classify")
         plan = _plan(question, dataset, history)
         events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
         results = StepResults()
