@@ -93,10 +93,18 @@ def suggested_questions(profile: pb.DatasetProfile, limit: int = 6) -> list[str]
     if measures:
         questions.append(f"What are the average, median and maximum {measures[0].name}?")
     if flags:
-        questions.append(f"What share of rows have {flags[0].name} set?")
+        questions.append(_share_question(flags[0]))
     strong = sorted(profile.correlations, key=lambda c: -abs(c.coefficient))
     if strong and abs(strong[0].coefficient) >= 0.3:
         questions.append(f"How are {strong[0].column_a} and {strong[0].column_b} related?")
     if len(dimensions) > 1 and measures:
         questions.append(f"What are the top 5 {dimensions[1].name} by {measures[0].name}?")
     return questions[:limit]
+
+
+def _share_question(flag: pb.ColumnProfile) -> str:
+    """Asks for the share of the flag's rarer value (FAILED, 1, true): usually the interesting one."""
+    if len(flag.top_values) >= 2:
+        rarer = min(flag.top_values, key=lambda v: v.count).value
+        return f"What share of rows have {flag.name} = {rarer}?"
+    return f"What share of rows have {flag.name} set?"

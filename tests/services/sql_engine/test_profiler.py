@@ -114,3 +114,14 @@ def test_a_table_wider_than_64_columns_is_profiled(tmp_path: Path) -> None:
     last = profile.columns[129]
     assert last.name == "c129" and last.top_values and last.top_values[0].count == 4
     assert profile.columns[0].top_values[0].count == 167
+
+
+def test_suggested_share_question_names_the_flags_rarer_value(tmp_path: Path) -> None:
+    parquet = tmp_path / "status.parquet"
+    duckdb.sql(
+        "COPY (SELECT range AS id, CASE WHEN range % 20 = 0 THEN 'FAILED' ELSE 'SUCCESS' END AS status,"
+        f" range * 1.5 AS amount FROM range(400)) TO '{parquet}' (FORMAT parquet)"
+    )
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()
+    profile = profile_parquet(parquet, [(str(r[0]), str(r[1])) for r in described], 400)
+    assert "What share of rows have status = FAILED?" in profile.suggested_questions
