@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from insightx.v1 import common_pb2
 
@@ -58,8 +59,42 @@ def json_safe(value: Any) -> Any:
     return str(value)
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """Column names made unique (`a`, `a_2`, ...), so that records keyed by name lose no column."""
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    taken = set(names)
+    for name in names:
+        if name not in seen:
+            seen[name] = 1
+            out.append(name)
+            continue
+        count = seen[name]
+        candidate = f"{name}_{count + 1}"
+        while candidate in taken:
+            count += 1
+            candidate = f"{name}_{count + 1}"
+        seen[name] = count + 1
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def _column_values(column: pa.ChunkedArray) -> list[Any]:
+    """A column as Python values; values Python cannot hold (dates like 'infinity') become text."""
+    try:
+        return list(column.to_pylist())
+    except (OverflowError, ValueError, pa.ArrowException):
+        return list(pc.cast(column, pa.string()).to_pylist())
+
+
 def to_records(table: pa.Table, limit: int | None = None) -> list[dict[str, Any]]:
-    """The first `limit` rows as JSON-safe dicts keyed by column name."""
+    """The first `limit` rows as JSON-safe dicts keyed by (unique) column name."""
     if limit is not None:
         table = table.slice(0, limit)
-    return [{k: json_safe(v) for k, v in row.items()} for row in table.to_pylist()]
+    names = unique_names(table.column_names)
+    columns = [_column_values(table.column(i)) for i in range(table.num_columns)]
+    return [
+        {name: json_safe(values[row]) for name, values in zip(names, columns, strict=True)}
+        for row in range(table.num_rows)
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -35,6 +36,7 @@ from gateway.errors import (
     error_response,
     from_rpc_error,
     http_exception_handler,
+    unexpected_exception_handler,
     validation_exception_handler,
 )
 from gateway.limits import BodyLimitMiddleware
@@ -43,6 +45,8 @@ from gateway.stream import StreamStats, sse_events
 from gateway.workspace import workspace_router
 from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
 
+MAX_SEQ = 2**53  # a seq, like every JSON number the browser reads, fits a double exactly
+_SEQ = re.compile(r"[0-9]{1,16}")
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
@@ -68,7 +72,9 @@ class ChatStreamRequest(BaseModel):
     session_id: str = Field(min_length=1, max_length=64)
     message: str = Field(min_length=1, max_length=4000)
     history: list[HistoryTurn] = Field(default_factory=list, max_length=50)
-    last_event_id: int = Field(0, ge=0, description="resume after this seq (the Last-Event-ID header wins)")
+    last_event_id: int = Field(
+        0, ge=0, le=MAX_SEQ, description="resume after this seq (the Last-Event-ID header wins)"
+    )
 
 
 class NewChat(BaseModel):
@@ -143,6 +149,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    app.add_exception_handler(Exception, unexpected_exception_handler)
     app.state.stream_stats = stats
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(workspace_router(settings))
@@ -264,11 +271,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         code DATASET_NOT_FOUND (the frontend shows stream errors in place), and nothing is stored for it.
         """
         session_known = await check_session(request, body.session_id) is None
+        owner = await chats(request).get_chat(body.chat_id)
+        if owner is not None and owner.session_id != body.session_id:
+            return _chat_id_taken(body.chat_id)
         after_seq = body.last_event_id
         if last_event_id:
-            if not last_event_id.strip().isdigit():
+            if not _SEQ.fullmatch(last_event_id.strip()):
                 return error_response(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event's seq.")
-            after_seq = int(last_event_id)
+            after_seq = int(last_event_id.strip())
         call = backends(request).orchestrator.Chat(
             orchestrator_pb2.ChatRequest(
                 chat_id=body.chat_id,
@@ -299,6 +309,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         """A new chat on a session (404 when the session has no dataset)."""
         if (failure := await check_session(request, body.session_id)) is not None:
             return failure
+        if body.chat_id and (existing := await chats(request).get_chat(body.chat_id)) is not None:
+            if existing.session_id != body.session_id:
+                return _chat_id_taken(body.chat_id)
+            return JSONResponse(chat_json(existing), status_code=200)
         chat = await chats(request).create_chat(body.session_id, body.title, chat_id=body.chat_id)
         return JSONResponse(chat_json(chat), status_code=201)
 
@@ -310,25 +324,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return JSONResponse({"chats": [chat_json(c) for c in await chats(request).list_chats(session_id)]})
 
     @app.get("/api/chats/{chat_id}/messages")
-    async def list_messages(request: Request, chat_id: str) -> Response:
-        """A chat's turns, oldest first."""
+    async def list_messages(request: Request, chat_id: str, session_id: str = "") -> Response:
+        """A chat's turns, oldest first; the chat's session id is required, as proof of access."""
         repo = chats(request)
         chat = await repo.get_chat(chat_id)
-        if chat is None:
-            return error_response(
-                404, "CHAT_NOT_FOUND", f"No chat '{chat_id}'. Create one with POST /api/chats."
-            )
+        if chat is None or chat.session_id != session_id:
+            return _chat_not_found(chat_id)
         messages = [message_json(m) for m in await repo.messages(chat_id)]
         return JSONResponse({"chat": chat_json(chat), "messages": messages})
 
     @app.post("/api/chats/{chat_id}/messages", status_code=201)
-    async def add_message(request: Request, chat_id: str, body: NewMessage) -> Response:
-        """Appends a turn to an existing chat."""
+    async def add_message(request: Request, chat_id: str, body: NewMessage, session_id: str = "") -> Response:
+        """Appends a turn to an existing chat of the given session."""
         repo = chats(request)
-        if await repo.get_chat(chat_id) is None:
-            return error_response(
-                404, "CHAT_NOT_FOUND", f"No chat '{chat_id}'. Create one with POST /api/chats."
-            )
+        chat = await repo.get_chat(chat_id)
+        if chat is None or chat.session_id != session_id:
+            return _chat_not_found(chat_id)
         message = StoredMessage(chat_id, body.role, body.content, body.answer, body.sql)
         await repo.add_message(message)
         return JSONResponse(message_json((await repo.messages(chat_id))[-1]), status_code=201)
@@ -351,6 +362,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
     return app
+
+
+def _chat_not_found(chat_id: str) -> JSONResponse:
+    return error_response(
+        404,
+        "CHAT_NOT_FOUND",
+        f"No chat '{chat_id}' on this session. Pass its session_id, or create one with POST /api/chats.",
+    )
+
+
+def _chat_id_taken(chat_id: str) -> JSONResponse:
+    """A chat id another session uses: refused without saying whose it is."""
+    return error_response(
+        409, "CHAT_ID_TAKEN", f"The chat id '{chat_id}' is already in use; choose another (e.g. a UUID)."
+    )
 
 
 def _columns(columns: Any) -> list[dict[str, str]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -9,6 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import error_info
+
+log = logging.getLogger(__name__)
 
 _HTTP_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -63,3 +67,9 @@ async def validation_exception_handler(_: Request, exc: Exception) -> JSONRespon
         f"{'.'.join(str(p) for p in err.get('loc', ())[1:]) or 'body'}: {err.get('msg')}" for err in errors
     )
     return error_response(422, code, f"The request is not valid: {problems}")
+
+
+async def unexpected_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+    """A bug must still answer in the one error shape, with nothing internal in the message."""
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "INTERNAL", "Something went wrong on our side; try again.")

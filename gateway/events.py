@@ -7,7 +7,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from common.arrow import ipc_to_table, to_records
+from common.arrow import ipc_to_table, to_records, unique_names
 from insightx.v1 import orchestrator_pb2 as pb
 
 _CLASSIFICATION_PREFIX = "CLASSIFICATION_"
@@ -29,7 +29,7 @@ def event_to_json(event: pb.ChatEvent, max_rows: int = 200) -> dict[str, Any]:
         table = ipc_to_table(sql.result.arrow_ipc) if sql.result.arrow_ipc else None
         out["data"] = {
             "query": sql.query,
-            "columns": [c.name for c in sql.result.columns],
+            "columns": unique_names([c.name for c in sql.result.columns]),
             "column_types": [c.type for c in sql.result.columns],
             "rows": to_records(table, max_rows) if table is not None else [],
             "row_count": sql.total_rows or sql.result.row_count,

@@ -89,6 +89,20 @@ async def sse_events(
         payload = {"type": "error", "seq": seq + 1, "message": message, "code": code}
         await _notify(on_event, payload)
         yield {"id": str(seq + 1), "data": json.dumps(payload)}
+    except Exception:
+        # An event the gateway cannot turn into JSON must end the stream with an error event, never a
+        # dropped connection the frontend cannot explain.
+        log.exception("chat stream failed", extra={"seq": seq})
+        if stats is not None:
+            stats.failed += 1
+        payload = {
+            "type": "error",
+            "seq": seq + 1,
+            "message": "The answer could not be sent to the browser; try again or rephrase the question.",
+            "code": "GATEWAY_ENCODING_FAILED",
+        }
+        await _notify(on_event, payload)
+        yield {"id": str(seq + 1), "data": json.dumps(payload)}
     finally:
         call.cancel()
 

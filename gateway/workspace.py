@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from common.arrow import ipc_to_table, to_records
+from common.arrow import ipc_to_table, to_records, unique_names
 from common.channels import call_metadata
 from gateway.clients import Backends
 from gateway.errors import from_rpc_error
@@ -44,7 +44,7 @@ def table_json(result: common_pb2.TableResult, max_rows: int) -> dict[str, Any]:
     table = ipc_to_table(result.arrow_ipc) if result.arrow_ipc else None
     rows = to_records(table, max_rows) if table is not None else []
     return {
-        "columns": [c.name for c in result.columns],
+        "columns": unique_names([c.name for c in result.columns]),
         "column_types": [c.type for c in result.columns],
         "rows": rows,
         "row_count": result.row_count,

@@ -139,7 +139,9 @@ class Pipeline:
             history = list(request.history)
             if not history and self.transcript is not None and request.chat_id:
                 async with self._recording(request.chat_id):
-                    history = await self.transcript.history(request.chat_id, self.settings.prompt_max_history)
+                    history = await self.transcript.history(
+                        request.chat_id, request.session_id, self.settings.prompt_max_history
+                    )
             key = cache_key(
                 dataset.dataset_hash, request.message, history[-self.settings.prompt_max_history :]
             )

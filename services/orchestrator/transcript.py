@@ -24,9 +24,9 @@ class Transcript:
     def __init__(self, path: Path) -> None:
         self.store = ChatStore(path)
 
-    async def history(self, chat_id: str, limit: int) -> list[common_pb2.ChatMessage]:
-        """The chat's last `limit` turns, oldest first."""
-        messages = await asyncio.to_thread(self.store.messages, chat_id)
+    async def history(self, chat_id: str, session_id: str, limit: int) -> list[common_pb2.ChatMessage]:
+        """The chat's last `limit` turns on this session, oldest first."""
+        messages = await asyncio.to_thread(self.store.messages, _scoped(chat_id, session_id))
         return [common_pb2.ChatMessage(role=m.role, content=m.content) for m in messages[-limit:]]
 
     async def record(
@@ -34,10 +34,12 @@ class Transcript:
     ) -> None:
         """Stores one question and its answer."""
 
+        key = _scoped(chat_id, session_id)
+
         def write() -> None:
-            self.store.ensure_chat(chat_id, session_id, title=question)
-            self.store.add_message(StoredMessage(chat_id, "user", question))
-            self.store.add_message(StoredMessage(chat_id, "assistant", text, answer=answer, sql=sql))
+            self.store.ensure_chat(key, session_id, title=question)
+            self.store.add_message(StoredMessage(key, "user", question))
+            self.store.add_message(StoredMessage(key, "assistant", text, answer=answer, sql=sql))
 
         try:
             await asyncio.to_thread(write)
@@ -46,3 +48,8 @@ class Transcript:
 
     def close(self) -> None:
         self.store.close()
+
+
+def _scoped(chat_id: str, session_id: str) -> str:
+    """Chat ids are chosen by clients: scoping them by session keeps one session's turns out of another's."""
+    return f"{session_id}/{chat_id}"

@@ -35,3 +35,21 @@ def test_json_safe_handles_nested_and_odd_types() -> None:
 
     value = {"a": [decimal.Decimal("1.25"), math.inf], "b": dt.timedelta(seconds=90), 3: b"\x01"}
     assert json_safe(value) == {"a": [1.25, None], "b": 90.0, "3": "01"}
+
+
+def test_dates_python_cannot_hold_become_text_instead_of_failing() -> None:
+    import duckdb
+
+    table = duckdb.sql("SELECT 'infinity'::DATE AS d, TIMESTAMP 'infinity' AS ts, 1 AS a").to_arrow_table()
+    records = to_records(table)
+    assert records[0]["a"] == 1
+    assert "out of range" in records[0]["d"] or records[0]["d"].lower().startswith("inf")
+    json.dumps(records)
+
+
+def test_duplicate_column_names_keep_every_value() -> None:
+    from common.arrow import unique_names
+
+    table = pa.Table.from_arrays([pa.array([1]), pa.array([2]), pa.array([3])], names=["a", "a", "a_2"])
+    assert unique_names(table.column_names) == ["a", "a_3", "a_2"]
+    assert to_records(table) == [{"a": 1, "a_3": 2, "a_2": 3}]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.gateway.conftest import SMALL_UPLOAD_LIMIT
 from tests.gateway.sse import parse
-from tests.gateway.stacks import startable, wait_serving
+from tests.gateway.stacks import startable, upload, wait_serving
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,9 @@ def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, s
 def test_the_chat_and_its_messages_are_recorded(stack: Stack, session_id: str) -> None:
     request = ask(session_id, "how many rows are there?")
     httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60).raise_for_status()
-    reply = httpx.get(f"{stack.base_url}/api/chats/{request['chat_id']}/messages")
+    reply = httpx.get(
+        f"{stack.base_url}/api/chats/{request['chat_id']}/messages", params={"session_id": session_id}
+    )
     assert reply.status_code == 200
     messages = reply.json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]
@@ -79,7 +81,9 @@ def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session
     assert all(e["seq"] > 3 for e in resumed.events)
     assert resumed.types[-1] == "final_response"
     assert resumed.events[-1]["data"]["answer"] == full.events[-1]["data"]["answer"]
-    messages = httpx.get(f"{stack.base_url}/api/chats/{request['chat_id']}/messages").json()["messages"]
+    messages = httpx.get(
+        f"{stack.base_url}/api/chats/{request['chat_id']}/messages", params={"session_id": session_id}
+    ).json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]  # the resumed answer is stored once
     bad = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
@@ -90,17 +94,38 @@ def test_chats_can_be_created_listed_and_appended(stack: Stack, session_id: str)
     created = httpx.post(f"{base}/api/chats", json={"session_id": session_id, "title": "Banks"})
     assert created.status_code == 201
     chat_id = created.json()["chat_id"]
-    added = httpx.post(f"{base}/api/chats/{chat_id}/messages", json={"role": "user", "content": "hello"})
+    scope = {"session_id": session_id}
+    added = httpx.post(
+        f"{base}/api/chats/{chat_id}/messages", json={"role": "user", "content": "hello"}, params=scope
+    )
     assert added.status_code == 201 and added.json()["content"] == "hello"
-    listed = httpx.get(f"{base}/api/chats/{chat_id}/messages").json()
+    listed = httpx.get(f"{base}/api/chats/{chat_id}/messages", params=scope).json()
     assert listed["chat"]["title"] == "Banks" and [m["content"] for m in listed["messages"]] == ["hello"]
     assert chat_id in [
         c["chat_id"] for c in httpx.get(f"{base}/api/sessions/{session_id}/chats").json()["chats"]
     ]
-    missing = httpx.get(f"{base}/api/chats/no-such-chat/messages")
+    missing = httpx.get(f"{base}/api/chats/no-such-chat/messages", params=scope)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "CHAT_NOT_FOUND"
     orphan = httpx.post(f"{base}/api/chats", json={"session_id": "0" * 32})
     assert orphan.status_code == 404 and orphan.json()["error"]["code"] == "DATASET_NOT_FOUND"
+
+
+def test_a_chat_id_never_crosses_sessions(stack: Stack, session_id: str, small_csv: Path) -> None:
+    base = stack.base_url
+    other = str(upload(base, small_csv)["session_id"])
+    first = ask(session_id, "how many rows are there?", chat_id="shared-chat-id")
+    httpx.post(f"{base}/api/chat/stream", json=first, timeout=60).raise_for_status()
+    taken = httpx.post(f"{base}/api/chat/stream", json={**first, "session_id": other}, timeout=60)
+    assert taken.status_code == 409 and taken.json()["error"]["code"] == "CHAT_ID_TAKEN"
+    assert session_id not in taken.text
+    claim = httpx.post(f"{base}/api/chats", json={"session_id": other, "chat_id": "shared-chat-id"})
+    assert claim.status_code == 409 and session_id not in claim.text
+    peek = httpx.get(f"{base}/api/chats/shared-chat-id/messages", params={"session_id": other})
+    assert peek.status_code == 404 and session_id not in peek.text
+    assert httpx.get(f"{base}/api/chats/shared-chat-id/messages").status_code == 404
+    own = httpx.get(f"{base}/api/chats/shared-chat-id/messages", params={"session_id": session_id})
+    assert [m["role"] for m in own.json()["messages"]] == ["user", "assistant"]
+    assert httpx.get(f"{base}/api/sessions/{other}/chats").json()["chats"] == []
 
 
 def test_insights_are_appended_to_a_session(stack: Stack, session_id: str) -> None:
@@ -301,3 +326,32 @@ def test_error_body_shape_for_unknown_routes(stack: Stack) -> None:
     reply = httpx.get(f"{stack.base_url}/api/nothing-here")
     assert reply.status_code == 404
     assert json.loads(reply.text)["error"]["code"] == "NOT_FOUND"
+
+
+def test_odd_last_event_ids_are_400_not_500(stack: Stack, session_id: str) -> None:
+    request = ask(session_id)
+    for header in ("²", "99999999999999999999999", "-1", "1e3"):
+        reply = httpx.post(
+            f"{stack.base_url}/api/chat/stream",
+            json=request,
+            headers={"Last-Event-ID": header.encode("latin-1")},
+            timeout=30,
+        )
+        assert reply.status_code == 400, (header, reply.text)
+        assert reply.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
+    huge = httpx.post(
+        f"{stack.base_url}/api/chat/stream", json={**request, "last_event_id": 10**23}, timeout=30
+    )
+    assert huge.status_code == 422 and huge.json()["error"]["code"]
+
+
+def test_a_date_python_cannot_hold_is_answered_not_dropped(stack: Stack, session_id: str) -> None:
+    reply = httpx.post(
+        f"{stack.base_url}/api/sql/execute",
+        json={"session_id": session_id, "sql": "SELECT 'infinity'::DATE AS d, 1 AS a, 2 AS a"},
+        timeout=30,
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["columns"] == ["d", "a", "a_2"]
+    assert body["rows"][0]["a"] == 1 and body["rows"][0]["a_2"] == 2

@@ -106,7 +106,7 @@ async def test_turns_are_recorded_and_give_history_to_callers_that_send_none(sta
     store = ChatStore(chat.settings.chat_db_path)
     try:
         for _ in range(100):  # the answer is streamed before it is recorded
-            messages = store.messages("kept")
+            messages = store.messages(f"{chat.backend.session_id}/kept")  # chats are scoped by session
             if len(messages) == 4:
                 break
             await asyncio.sleep(0.02)
