@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,6 +90,28 @@ async def create_server(
     await server.start()
     log.info("listening", extra={"address": address, "port": port, "services": list(service_names)})
     return RunningServer(server=server, health=health_servicer, port=port, service_names=service_names)
+
+
+_exiting: set[asyncio.Task[None]] = set()  # keeps the NOT_SERVING report alive until the exit
+
+
+def is_resource_exhaustion(exc: BaseException) -> bool:
+    """Failures after which a process cannot be trusted to serve: no memory, no thread can start."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and "can't start new thread" in str(exc)
+    )
+
+
+def exit_for_restart(running: RunningServer, exc: BaseException, code: int = 70) -> None:
+    """Crash-only recovery: report NOT_SERVING, then exit so the supervisor starts a clean process.
+
+    A process whose address space is exhausted keeps failing every call while looking alive; the data is
+    on disk, so a restart (make run's supervisor, or the container's restart policy) loses nothing.
+    """
+    log.critical("resource exhaustion; exiting for a clean restart", extra={"error": repr(exc)[:300]})
+    loop = asyncio.get_running_loop()
+    _exiting.add(loop.create_task(running.health.enter_graceful_shutdown()))
+    loop.call_later(0.3, os._exit, code)
 
 
 async def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import resource
 
 from common.logging import configure_logging
-from common.server import RunningServer, create_server, serve_forever
+from common.server import RunningServer, create_server, exit_for_restart, serve_forever
 from common.settings import listen_address
 from common.store import open_dataset_store
 from insightx.v1 import sql_engine_pb2, sql_engine_pb2_grpc
@@ -34,6 +34,7 @@ async def start(settings: SqlEngineSettings, address: str | None = None) -> Runn
 
     running.on_stop(close_engine)
     running.engine = engine  # type: ignore[attr-defined]
+    running.servicer = servicer  # type: ignore[attr-defined]
     await running.set_serving()
     return running
 
@@ -55,7 +56,10 @@ async def main() -> None:
     settings = SqlEngineSettings()
     configure_logging("sql_engine", settings.log_level)
     limit_address_space(settings.sql_address_space_bytes)
-    await serve_forever(await start(settings))
+    running = await start(settings)
+    # Crash-only: out of memory or threads (the address-space cap), exit and let the supervisor restart.
+    running.servicer.on_exhaustion = lambda exc: exit_for_restart(running, exc)  # type: ignore[attr-defined]
+    await serve_forever(running)
 
 
 if __name__ == "__main__":

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
 from common.arrow import to_table_result
 from common.errors import InsightError, InvalidInput, abort_with
+from common.server import is_resource_exhaustion
 from common.store import DatasetRecord
 from insightx.v1 import common_pb2, sql_engine_pb2_grpc
 from insightx.v1 import sql_engine_pb2 as pb
@@ -21,10 +24,26 @@ from services.sql_engine.engine import SqlEngine, too_large_message
 from services.sql_engine.executor import QueryHandle
 
 log = logging.getLogger(__name__)
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
 
 def _columns(record: DatasetRecord) -> list[common_pb2.Column]:
     return [common_pb2.Column(name=c["name"], type=c["type"]) for c in record.columns]
+
+
+def _exits_on_exhaustion(method: _Method) -> _Method:
+    """Hands resource exhaustion (no memory, no thread) to the servicer's `on_exhaustion` before failing."""
+
+    @functools.wraps(method)
+    async def guarded(self: SqlEngineServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except BaseException as exc:
+            if self.on_exhaustion is not None and is_resource_exhaustion(exc):
+                self.on_exhaustion(exc)
+            raise
+
+    return guarded  # type: ignore[return-value]
 
 
 class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
@@ -33,8 +52,11 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
     def __init__(self, engine: SqlEngine, spool_dir: Path) -> None:
         self.engine = engine
         self.spool_dir = spool_dir
+        # Set by main(): what to do when the process runs out of memory or threads (exit for a restart).
+        self.on_exhaustion: Callable[[BaseException], None] | None = None
         spool_dir.mkdir(parents=True, exist_ok=True)
 
+    @_exits_on_exhaustion
     async def ImportDataset(
         self, request_iterator: AsyncIterator[pb.ImportDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportDatasetResponse:
@@ -88,6 +110,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         finally:
             raw.unlink(missing_ok=True)
 
+    @_exits_on_exhaustion
     async def DescribeDataset(
         self, request: pb.DescribeDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeDatasetResponse:
@@ -125,6 +148,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             columns=[common_pb2.Column(name=n, type=t) for n, t in columns],
         )
 
+    @_exits_on_exhaustion
     async def ExecuteSql(
         self, request: pb.ExecuteSqlRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteSqlResponse:
