@@ -131,7 +131,7 @@ def _match_phrase(tokens: list[Token], phrase: list[str]) -> list[tuple[int, int
             if best_word is not None:
                 strengths[best_word] = best
                 last, gap = j, 0
-            elif last >= 0 and q in STOP_STEMS and gap < 3:
+            elif last >= 0 and q in STOP_STEMS and gap < 3 and word_number(tokens[j].text) is None:
                 gap += 1
             else:
                 break
@@ -155,6 +155,8 @@ def _spread_match(tokens: list[Token], content: list[str]) -> tuple[int, int] | 
     for first in positions[0]:
         chosen = [min(hits, key=lambda i: abs(i - first)) for hits in positions]
         if len(set(chosen)) == len(chosen) and max(chosen) - min(chosen) <= len(content) + 2:
+            if any(word_number(t.text) is not None for t in tokens[min(chosen) : max(chosen)]):
+                continue  # "amounts over 10000 INR": the number between belongs to a comparison
             return min(chosen), max(chosen) + 1
     return None
 

@@ -534,12 +534,30 @@ def _comparison_at(q: Question, index: int) -> tuple[str, int] | None:
     return None
 
 
-def _nearest_numeric(q: Question, index: int, before_only: bool = False) -> Column | None:
+def _in_range(col: Column, value: float | None) -> bool:
+    """Whether `value` could be compared with `col`: not far outside the column's profiled range.
+
+    A 0/1 flag is never compared with 5000: the number belongs to another column (or to none)."""
+    if value is None or col.min is None or col.max is None:
+        return True
+    span = max(col.max - col.min, 1.0)
+    shares = [value, value / 100] if col.max <= 1.0 else [value]  # "above 95 per cent" of a 0..1 share
+    return any(col.min - span <= v <= col.max + span for v in shares)
+
+
+def _nearest_numeric(
+    q: Question, index: int, before_only: bool = False, value: float | None = None
+) -> Column | None:
     best: tuple[int, Column] | None = None
     for c in q.links.columns:
         # a key ("PassengerId" from "passenger") is compared only when named in full
         col = next(
-            (cand for cand, _ in c.candidates if cand.numeric and (cand.measure or c.score >= 3.0)), None
+            (
+                cand
+                for cand, _ in c.candidates
+                if cand.numeric and (cand.measure or c.score >= 3.0) and _in_range(cand, value)
+            ),
+            None,
         )
         if col is None:
             continue
@@ -568,7 +586,7 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             and toks[n.index + 1].text in ("to", "through", "and", "-")
             and (between or toks[n.index + 1].text in ("to", "through"))
         ):
-            col = _nearest_numeric(q, n.index)
+            col = _nearest_numeric(q, n.index, value=n.value)
             if col is not None:
                 pct = (
                     any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3])
@@ -584,7 +602,7 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             i += 1
             continue
         op, first = cmp
-        col = _nearest_numeric(q, first if first < n.index else n.index, before_only=False)
+        col = _nearest_numeric(q, first if first < n.index else n.index, before_only=False, value=n.value)
         skip_words = ("per", "cent", "percent", "%", "points", "point")
         after = n.index + 1
         while after < len(toks) and toks[after].text in skip_words:
@@ -592,10 +610,17 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
         right = q.links.column_at(after)
         if right is not None and right.start == after and after > n.index + 1:
             col = next((cc for cc, _ in right.candidates if cc.numeric), col)  # "80 per cent chance"
+        elif right is not None and right.start == after and right.end == after + 1:
+            # a unit right after the number names its column ("above 5000 INR" → amount (INR))
+            unit = next(
+                (cc for cc, _ in right.candidates if cc.numeric and cc.measure and _in_range(cc, n.value)),
+                None,
+            )
+            col = unit if unit is not None else col
         # a comparator word that itself links a column ("older" → age) decides the column
         for c in q.links.columns:
             if first <= c.start < n.index:
-                cand = next((cc for cc, _ in c.candidates if cc.numeric), None)
+                cand = next((cc for cc, _ in c.candidates if cc.numeric and _in_range(cc, n.value)), None)
                 if cand is not None:
                     col = cand
         if col is not None:

@@ -1,0 +1,82 @@
+"""Numbers in questions land on the right column: a unit after the number, the column's range, and a
+comparison whose unit would otherwise be read as a column name. On a small payments table."""
+
+from typing import Any
+
+import duckdb
+import pytest
+
+from services.orchestrator.builtin import plan_question
+from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
+from services.sql_engine.importer import import_file
+from services.sql_engine.profiler import profile_parquet
+
+HEADER = [
+    "transaction id",
+    "transaction type",
+    "amount (INR)",
+    "transaction_status",
+    "fraud_flag",
+    "hour_of_day",
+]
+TYPES = ["P2P", "P2M", "Bill Payment"]
+
+
+def _rows() -> list[list[str]]:
+    rows = []
+    for i in range(300):
+        amount = f"{(i * 7919) % 20000 + 10.5:.2f}"
+        status = "FAILED" if i % 7 == 0 or (i % 5 == 0 and i % 2) else "SUCCESS"
+        fraud = "1" if i % 13 == 0 else "0"
+        rows.append([f"TXN{i:05d}", TYPES[i % 3], amount, status, fraud, str((i * 5) % 24)])
+    return rows
+
+
+@pytest.fixture(scope="module")
+def payments(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    work = tmp_path_factory.mktemp("payments")
+    csv = work / "payments.csv"
+    csv.write_text("\n".join(",".join(r) for r in [HEADER, *_rows()]) + "\n")
+    out = work / "session"
+    out.mkdir()
+    imported = import_file(csv, csv.name, out)
+    profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
+    dataset = DatasetContext(
+        "s", imported.table, imported.row_count, imported.columns, profile, imported.sha256
+    )
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{imported.parquet}')")
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{imported.parquet}')")
+    return dataset, con
+
+
+def _ask(payments: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: str) -> tuple[Plan, Answer]:
+    dataset, con = payments
+    plan = plan_question(question, dataset)
+    results = StepResults()
+    if plan.sql:
+        results.sql_table = con.sql(plan.sql).to_arrow_table()
+    return plan, plan.compose(results)
+
+
+def _truth(payments: tuple[DatasetContext, duckdb.DuckDBPyConnection], sql: str) -> Any:
+    return payments[1].execute(sql).fetchall()[0][0]
+
+
+Payments = tuple[DatasetContext, duckdb.DuckDBPyConnection]
+_FRAUD = "100.0 * avg(CASE WHEN fraud_flag = 1 THEN 1 ELSE 0 END)"
+_FAILED = "100.0 * avg(CASE WHEN transaction_status = 'FAILED' THEN 1 ELSE 0 END)"
+
+
+def test_a_number_outside_a_flags_range_goes_to_the_unit_named_after_it(payments: Payments) -> None:
+    plan, answer = _ask(payments, "What is the fraud rate for transactions above 5000 INR?")
+    want = _truth(payments, f'SELECT {_FRAUD} FROM T WHERE "amount (INR)" > 5000')
+    assert '"fraud_flag" >' not in (plan.sql or "")
+    assert answer.answer == pytest.approx(want, abs=1e-3)
+
+
+def test_a_comparison_is_kept_when_its_unit_follows_the_number(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "What is the failure rate for amounts over 10000 INR?")
+    want = _truth(payments, f'SELECT {_FAILED} FROM T WHERE "amount (INR)" > 10000')
+    assert want != pytest.approx(_truth(payments, f"SELECT {_FAILED} FROM T"), abs=1e-3)
+    assert answer.answer == pytest.approx(want, abs=1e-3)
