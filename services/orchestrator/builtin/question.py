@@ -571,6 +571,44 @@ def _nearest_numeric(
     return best[1] if best else None
 
 
+def _hour_column(q: Question) -> Column | None:
+    """The column holding the hour of the day (0..23, named with "hour"), if the table has one."""
+    return next(
+        (
+            c
+            for c in q.schema.columns
+            if c.integral
+            and "hour" in c.words
+            and c.min is not None
+            and c.max is not None
+            and c.min >= 0
+            and c.max <= 23
+        ),
+        None,
+    )
+
+
+def _clock_hour(q: Question, index: int, value: float) -> float | None:
+    """The hour of the day that "8 PM" / "6 am" spells (the number at `index`), else None."""
+    nxt = q.tokens[index + 1].text if index + 1 < len(q.tokens) else ""
+    if nxt not in ("am", "pm", "a.m", "p.m") or not float(value).is_integer() or not 1 <= value <= 12:
+        return None
+    return value % 12 + (12 if nxt.startswith("p") else 0)
+
+
+def _named_just_before(q: Question, index: int, value: float) -> Column | None:
+    """The numeric column a word right before the number names ("hour 0 to 5" → hour_of_day).
+
+    Only a word no link took, naming exactly one numeric column whose range holds the value."""
+    if index == 0 or q.links.covered(index - 1):
+        return None
+    word = q.tokens[index - 1].stem
+    if word in STOP_STEMS:
+        return None
+    named = [c for c in q.schema.columns if c.numeric and word in c.content_words and _in_range(c, value)]
+    return named[0] if len(named) == 1 and named[0].min is not None and named[0].min <= value else None
+
+
 def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float, Column]]:
     """Comparisons "column op number" found in the question (not yet turned into filters)."""
     found = []
@@ -586,7 +624,9 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             and toks[n.index + 1].text in ("to", "through", "and", "-")
             and (between or toks[n.index + 1].text in ("to", "through"))
         ):
-            col = _nearest_numeric(q, n.index, value=n.value)
+            col = _named_just_before(q, n.index - 1 if between else n.index, n.value) or _nearest_numeric(
+                q, n.index, value=n.value
+            )
             if col is not None:
                 pct = (
                     any(t.text in ("per", "percent", "cent", "%") for t in toks[n.index : n.index + 3])
@@ -602,6 +642,15 @@ def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float,
             i += 1
             continue
         op, first = cmp
+        hour = _clock_hour(q, n.index, n.value)
+        if hour is not None:
+            # "after 8 PM" is a time of day: the hour column, or no filter (the number stays unplaced)
+            hour_col = _hour_column(q)
+            if hour_col is not None:
+                found.append((n.index, ">=" if op == ">" else op, hour, hour_col))
+                q.used.update({first, n.index + 1})
+            i += 1
+            continue
         col = _nearest_numeric(q, first if first < n.index else n.index, before_only=False, value=n.value)
         skip_words = ("per", "cent", "percent", "%", "points", "point")
         after = n.index + 1

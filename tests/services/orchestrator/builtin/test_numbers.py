@@ -80,3 +80,17 @@ def test_a_comparison_is_kept_when_its_unit_follows_the_number(payments: Payment
     want = _truth(payments, f'SELECT {_FAILED} FROM T WHERE "amount (INR)" > 10000')
     assert want != pytest.approx(_truth(payments, f"SELECT {_FAILED} FROM T"), abs=1e-3)
     assert answer.answer == pytest.approx(want, abs=1e-3)
+
+
+def test_a_clock_time_filters_the_hour_column(payments: Payments) -> None:
+    plan, answer = _ask(payments, "What is the average amount for transactions made after 8 PM?")
+    want = _truth(payments, 'SELECT avg("amount (INR)") FROM T WHERE hour_of_day >= 20')
+    assert '"amount (INR)" >' not in (plan.sql or "")
+    assert answer.answer == pytest.approx(want)
+
+
+def test_a_word_before_a_range_names_its_column(payments: Payments) -> None:
+    plan, answer = _ask(payments, "What is the average amount for transactions made at night (hour 0 to 5)?")
+    want = _truth(payments, 'SELECT avg("amount (INR)") FROM T WHERE hour_of_day BETWEEN 0 AND 5')
+    assert "BETWEEN 0 AND 5" in (plan.sql or "") and '"hour_of_day"' in (plan.sql or "")
+    assert answer.answer == pytest.approx(want)
