@@ -36,6 +36,14 @@ _AGG_NAME = {
 }
 
 
+def _ordinal(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
+
+
+# "the 90th percentile", "the upper quartile": continuous quantiles, named p1 … p99
+_AGG_SQL.update({f"p{k}": f"quantile_cont({{}}, {k / 100})" for k in range(1, 100)})
+_AGG_NAME.update({f"p{k}": f"{_ordinal(k)} percentile" for k in range(1, 100)})
+
 _ADDITIVE = re.compile(
     r"amount|revenue|sale|charge|price|cost|profit|income|quantity|total|spend|value|fee", re.I
 )

@@ -87,6 +87,10 @@ STRUCTURAL = {
     "average",
     "mean",
     "median",
+    "percentile",
+    "quartile",
+    "upper",
+    "lower",
     "sum",
     "total",
     "number",
@@ -145,7 +149,6 @@ STRUCTURAL = {
     "best",
     "worst",
     "higher",
-    "lower",
     "bigger",
     "smaller",
     "fewer",
@@ -884,6 +887,28 @@ def _corrected(question: str) -> str:
     return re.sub(r"\b[A-Za-z]+\b", fix, question)
 
 
+_QUANTILE = re.compile(
+    r"\b(?:(?P<k>\d{1,2})(?:st|nd|rd|th)?\s*(?:percentile|pctl)"
+    r"|(?P<q>first|lower|1st|third|upper|3rd)\s+quartile)\b"
+)
+
+
+def _quantile(q: Question) -> str | None:
+    """ "the 90th percentile", "the upper quartile" → q.agg "p90" / "p75"; its number is no filter."""
+    m = _QUANTILE.search(q.low)
+    if m is None:
+        return None
+    if m.group("k") is not None:
+        k = int(m.group("k"))
+        if not 1 <= k <= 99:
+            return None
+    else:
+        k = 25 if m.group("q") in ("first", "lower", "1st") else 75
+    q.agg, q.agg_index = f"p{k}", q.index_at(m.start())
+    q.links.numbers = [n for n in q.links.numbers if n.index != q.agg_index]
+    return q.agg
+
+
 def parse(question: str, schema: Schema) -> Question:
     """Reads `question` against `schema`."""
     question = _corrected(question)
@@ -891,7 +916,8 @@ def parse(question: str, schema: Schema) -> Question:
     q = Question(
         text=question, low=question.lower(), schema=schema, links=links, answer_type=_answer_type(question)
     )
-    for pattern, agg in AGG_WORDS:
+    quantile = _quantile(q)
+    for pattern, agg in AGG_WORDS if quantile is None else []:
         found = None
         for m in re.finditer(pattern, q.low):
             index = q.index_at(m.start())

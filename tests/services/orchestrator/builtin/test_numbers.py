@@ -94,3 +94,19 @@ def test_a_word_before_a_range_names_its_column(payments: Payments) -> None:
     want = _truth(payments, 'SELECT avg("amount (INR)") FROM T WHERE hour_of_day BETWEEN 0 AND 5')
     assert "BETWEEN 0 AND 5" in (plan.sql or "") and '"hour_of_day"' in (plan.sql or "")
     assert answer.answer == pytest.approx(want)
+
+
+def test_a_percentile_is_a_quantile_not_a_filter(payments: Payments) -> None:
+    plan, answer = _ask(payments, "What is the 90th percentile of the amount?")
+    assert "= 90" not in (plan.sql or "")
+    assert answer.answer == pytest.approx(
+        _truth(payments, 'SELECT quantile_cont("amount (INR)", 0.9) FROM T')
+    )
+
+
+def test_a_quartile_with_a_filter(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "What is the upper quartile of amount for P2P transactions?")
+    want = _truth(
+        payments, 'SELECT quantile_cont("amount (INR)", 0.75) FROM T WHERE "transaction type" = \'P2P\''
+    )
+    assert answer.answer == pytest.approx(want)
