@@ -123,7 +123,9 @@ def _ranked(ctx: _Ctx) -> Plan | None:
             return _mode_plan(ctx, target, sup.desc, q.k, sup.offset, as_list, as_list and before)
     if target is None:
         target = order
-    if target is order and target_link is not None and target_link.start > sup.index:
+    # "the maximum amount for Grocery transactions" asks for the value itself, not a row's other column
+    asks_value = q.agg in ("max", "min") and target_link is not None and target_link.start == sup.index + 1
+    if target is order and target_link is not None and target_link.start > sup.index and not asks_value:
         # "the names of the top 5 ranked countries": the column named after the ranking is the answer
         other = next((lk for lk in free if lk is not target_link and _pick(lk, lambda x: x.textual)), None)
         if other is not None and (as_list or q.answer_type == "unknown"):

@@ -110,3 +110,9 @@ def test_a_quartile_with_a_filter(payments: Payments) -> None:
         payments, 'SELECT quantile_cont("amount (INR)", 0.75) FROM T WHERE "transaction type" = \'P2P\''
     )
     assert answer.answer == pytest.approx(want)
+
+
+def test_the_maximum_of_a_measure_is_the_value_not_a_row_id(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "What is the maximum amount for P2M transactions?")
+    want = _truth(payments, 'SELECT max("amount (INR)") FROM T WHERE "transaction type" = \'P2M\'')
+    assert answer.answer == pytest.approx(want)
