@@ -210,6 +210,21 @@ def _rate(ctx: _Ctx) -> Plan | None:
             else c.category(label, ctx.follow_ups(target), "rate %")
         )
         return _plan(ctx, sql, composer, f"The share of {event.text} per `{target.name}`, the {word} first.")
+    compared = _compared_values(ctx, rest)
+    if compared is not None and q.answer_type != "boolean":
+        # "Compare the failure rate of Android and iOS": one rate per named value, not a pooled one
+        rate = f"round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4)"
+        sql = (
+            f"SELECT {compared.sql} AS {c_quote(compared.name)}, {rate} AS rate_percent FROM {ctx.table}"
+            f"{ctx.where(filters=rest)} GROUP BY 1 ORDER BY 1"
+        )
+        label = f"Share of rows with {event.text} by `{compared.name}`{ctx.basis(rest)}"
+        return _plan(
+            ctx,
+            sql,
+            c.breakdown(label, compared.name, "rate %", ctx.follow_ups(compared), True),
+            f"The share of {event.text} for each named `{compared.name}`.",
+        )
     sql = (
         f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "
         f"count(*) AS n FROM {ctx.table}{ctx.where(filters=rest)}"
@@ -221,6 +236,24 @@ def _rate(ctx: _Ctx) -> Plan | None:
         c.number(label, ctx.follow_ups(event.column), percent=True),
         f"A rate: the share of rows where {event.text}.",
     )
+
+
+def _compared_values(ctx: _Ctx, filters: list) -> Column | None:
+    """The column of a filter naming several values to set side by side ("Android and iOS", "A vs B").
+
+    "Android or iOS" pools them; "and"/"vs" or a "compare" word asks for each."""
+    q = ctx.q
+    for f in filters:
+        col = f.column
+        if col is None or not col.textual or " IN (" not in f.sql or " NOT IN (" in f.sql or f.start < 0:
+            continue
+        if len(re.findall(r"'(?:[^']|'')*'", f.sql)) < 2:
+            continue
+        span = q.low[q.tokens[f.start].start : q.tokens[f.end - 1].end]
+        compare = q.has(r"\b(compare|comparison|versus|vs|respectively|each|separately)\b")
+        if re.search(r"\b(and|vs|versus)\b", span) or (compare and " or " not in span):
+            return col
+    return None
 
 
 _GROUP_WORDS = re.compile(

@@ -116,3 +116,21 @@ def test_the_maximum_of_a_measure_is_the_value_not_a_row_id(payments: Payments) 
     _plan, answer = _ask(payments, "What is the maximum amount for P2M transactions?")
     want = _truth(payments, 'SELECT max("amount (INR)") FROM T WHERE "transaction type" = \'P2M\'')
     assert answer.answer == pytest.approx(want)
+
+
+def test_a_rate_compared_across_named_values_is_one_rate_each(payments: Payments) -> None:
+    plan, answer = _ask(payments, "Compare the failure rate of P2P and P2M")
+    rows = (
+        payments[1]
+        .execute(
+            f'SELECT "transaction type", round({_FAILED}, 4) FROM T '
+            "WHERE \"transaction type\" IN ('P2P', 'P2M') GROUP BY 1 ORDER BY 1"
+        )
+        .fetchall()
+    )
+    assert rows[0][1] != rows[1][1]
+    assert answer.answer == [r[0] for r in rows]
+    got = payments[1].execute((plan.sql or "").replace(f'"{payments[0].table}"', "T")).fetchall()
+    assert [(g, pytest.approx(v)) for g, v in got] == rows
+    _plan, pooled = _ask(payments, "What is the failure rate of P2P or P2M?")
+    assert isinstance(pooled.answer, float)
