@@ -263,6 +263,9 @@ _GROUP_WORDS = re.compile(
 )
 
 
+_SIZE_WORDS = {"volume", "count", "frequency", "numb"}  # stems
+
+
 def _groupable(col: Column, rows: int, full: bool) -> bool:
     """Worth grouping by: a category (not an id: "per order"), a small code, or a date named in full."""
     return (
@@ -279,6 +282,9 @@ def _group_column(ctx: _Ctx) -> Column | None:
         for lk in q.links.columns:
             if lk.start == index or (lk.start == index + 1 and q.tokens[index].stem in ("the", "different")):
                 rows, full = max(ctx.schema.row_count, 1), lk.score >= 3.0
+                after = q.tokens[lk.end].stem if lk.end < len(q.tokens) else ""
+                if not full and after in _SIZE_WORDS:
+                    continue  # "by transaction volume" ranks by a count, it groups by no column
                 col = next((x for x, _ in lk.candidates if _groupable(x, rows, full)), None)
                 if col is not None:
                     return col

@@ -18,8 +18,10 @@ HEADER = [
     "transaction_status",
     "fraud_flag",
     "hour_of_day",
+    "sender_state",
 ]
 TYPES = ["P2P", "P2M", "Bill Payment"]
+STATES = ["Kerala", "Kerala", "Kerala", "Goa", "Goa", "Punjab"]
 
 
 def _rows() -> list[list[str]]:
@@ -28,7 +30,7 @@ def _rows() -> list[list[str]]:
         amount = f"{(i * 7919) % 20000 + 10.5:.2f}"
         status = "FAILED" if i % 7 == 0 or (i % 5 == 0 and i % 2) else "SUCCESS"
         fraud = "1" if i % 13 == 0 else "0"
-        rows.append([f"TXN{i:05d}", TYPES[i % 3], amount, status, fraud, str((i * 5) % 24)])
+        rows.append([f"TXN{i:05d}", TYPES[i % 3], amount, status, fraud, str((i * 5) % 24), STATES[i % 6]])
     return rows
 
 
@@ -134,3 +136,9 @@ def test_a_rate_compared_across_named_values_is_one_rate_each(payments: Payments
     assert [(g, pytest.approx(v)) for g, v in got] == rows
     _plan, pooled = _ask(payments, "What is the failure rate of P2P or P2M?")
     assert isinstance(pooled.answer, float)
+
+
+def test_by_transaction_volume_ranks_the_named_groups_by_their_row_count(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "Top 2 states by transaction volume")
+    rows = payments[1].execute("SELECT sender_state FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2")
+    assert answer.answer == [r[0] for r in rows.fetchall()]
