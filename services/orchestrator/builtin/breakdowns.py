@@ -138,6 +138,15 @@ def _event_filter(ctx: _Ctx) -> Filter | None:
                 flag.start,
                 flag.end,
             )
+        # "What percentage of P2M transactions are in Food?": the base comes before the verb, the event after
+        verb = re.search(r"\b(are|is|were|was|belong|belongs|fall|falls|come|comes)\b", q.low[m.end() :])
+        if verb is not None:
+            at_verb = q.index_at(m.end() + verb.start())
+            values = [f for f in q.filters if not f.op and f.start >= 0]
+            base = [f for f in values if at < f.start < at_verb]
+            event = [f for f in values if f.start > at_verb]
+            if base and event:
+                return event[0]
     for f in q.filters:
         if not f.op:
             return f

@@ -142,3 +142,19 @@ def test_by_transaction_volume_ranks_the_named_groups_by_their_row_count(payment
     _plan, answer = _ask(payments, "Top 2 states by transaction volume")
     rows = payments[1].execute("SELECT sender_state FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2")
     assert answer.answer == [r[0] for r in rows.fetchall()]
+
+
+def test_a_share_of_one_group_that_falls_in_another_counts_the_second(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "What percentage of P2M transactions are in Kerala?")
+    want = _truth(
+        payments,
+        "SELECT 100.0 * avg(CASE WHEN sender_state = 'Kerala' THEN 1 ELSE 0 END) FROM T "
+        "WHERE \"transaction type\" = 'P2M'",
+    )
+    reverse = _truth(
+        payments,
+        "SELECT 100.0 * avg(CASE WHEN \"transaction type\" = 'P2M' THEN 1 ELSE 0 END) FROM T "
+        "WHERE sender_state = 'Kerala'",
+    )
+    assert want != pytest.approx(reverse, abs=1e-3)
+    assert answer.answer == pytest.approx(want, abs=1e-3)
