@@ -34,6 +34,7 @@ from services.orchestrator.builtin.ranking import _closest, _ranked
 from services.orchestrator.builtin.rows import _frequency, _per_column, _row_order
 from services.orchestrator.builtin.schema import Schema, schema_of
 from services.orchestrator.builtin.stats import _correlation, _outliers, _significance
+from services.orchestrator.builtin.weekparts import _weekend_contrast
 from services.orchestrator.plan import DatasetContext, Plan
 
 
@@ -56,6 +57,7 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
     _frequency,
     _per_column,
     _closest,
+    _weekend_contrast,
     _time_buckets,
     _boolean,
     _several_aggregates,

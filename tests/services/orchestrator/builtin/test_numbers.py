@@ -19,6 +19,7 @@ HEADER = [
     "fraud_flag",
     "hour_of_day",
     "sender_state",
+    "is_weekend",
 ]
 TYPES = ["P2P", "P2M", "Bill Payment"]
 STATES = ["Kerala", "Kerala", "Kerala", "Goa", "Goa", "Punjab"]
@@ -30,7 +31,18 @@ def _rows() -> list[list[str]]:
         amount = f"{(i * 7919) % 20000 + 10.5:.2f}"
         status = "FAILED" if i % 7 == 0 or (i % 5 == 0 and i % 2) else "SUCCESS"
         fraud = "1" if i % 13 == 0 else "0"
-        rows.append([f"TXN{i:05d}", TYPES[i % 3], amount, status, fraud, str((i * 5) % 24), STATES[i % 6]])
+        rows.append(
+            [
+                f"TXN{i:05d}",
+                TYPES[i % 3],
+                amount,
+                status,
+                fraud,
+                str((i * 5) % 24),
+                STATES[i % 6],
+                "1" if i % 7 in (5, 6) else "0",
+            ]
+        )
     return rows
 
 
@@ -57,7 +69,7 @@ def _ask(payments: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: s
     plan = plan_question(question, dataset)
     results = StepResults()
     if plan.sql:
-        results.sql_table = con.sql(plan.sql).to_arrow_table()
+        results.sql_table = con.cursor().sql(plan.sql).to_arrow_table()
     return plan, plan.compose(results)
 
 
@@ -158,3 +170,28 @@ def test_a_share_of_one_group_that_falls_in_another_counts_the_second(payments: 
     )
     assert want != pytest.approx(reverse, abs=1e-3)
     assert answer.answer == pytest.approx(want, abs=1e-3)
+
+
+def test_weekdays_against_weekends_gives_both_sides(payments: Payments) -> None:
+    plan, answer = _ask(payments, "What is the average amount on weekdays vs weekends?")
+    rows = (
+        payments[1].execute('SELECT is_weekend, avg("amount (INR)") FROM T GROUP BY 1 ORDER BY 1').fetchall()
+    )
+    assert answer.answer == ["weekday", "weekend"]
+    got = payments[1].execute((plan.sql or "").replace(f'"{payments[0].table}"', "T")).fetchall()
+    assert [v for _, v in got] == pytest.approx([v for _, v in rows])
+
+
+def test_is_a_measure_higher_on_weekends_is_a_real_comparison(payments: Payments) -> None:
+    weekday, weekend = (
+        payments[1]
+        .execute(
+            'SELECT avg("amount (INR)") FILTER (WHERE is_weekend = 0), '
+            'avg("amount (INR)") FILTER (WHERE is_weekend = 1) FROM T'
+        )
+        .fetchone()
+    )
+    _plan, higher = _ask(payments, "Is the average amount higher on weekends than on weekdays?")
+    _plan, lower = _ask(payments, "Is the average amount lower on weekends than on weekdays?")
+    assert higher.answer is (weekend > weekday)
+    assert lower.answer is (weekend < weekday)
