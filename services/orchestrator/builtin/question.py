@@ -89,8 +89,6 @@ STRUCTURAL = {
     "median",
     "percentile",
     "quartile",
-    "upper",
-    "lower",
     "sum",
     "total",
     "number",
@@ -905,6 +903,7 @@ def _quantile(q: Question) -> str | None:
     else:
         k = 25 if m.group("q") in ("first", "lower", "1st") else 75
     q.agg, q.agg_index = f"p{k}", q.index_at(m.start())
+    q.used.update(range(q.agg_index, q.index_at(m.end() - 1) + 1))  # "upper quartile" names no column
     q.links.numbers = [n for n in q.links.numbers if n.index != q.agg_index]
     return q.agg
 
@@ -941,7 +940,7 @@ def parse(question: str, schema: Schema) -> Question:
                 and len(links.columns) > 1
             )
         ]
-    q.superlative = _superlative(q)
+    q.superlative = None if quantile is not None else _superlative(q)  # "lower quartile" ranks nothing
     k_idx = _k_numbers(q)
     if k_idx:
         q.k = int(next(n.value for n in links.numbers if n.index in k_idx))

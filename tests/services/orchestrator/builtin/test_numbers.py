@@ -195,3 +195,10 @@ def test_is_a_measure_higher_on_weekends_is_a_real_comparison(payments: Payments
     _plan, lower = _ask(payments, "Is the average amount lower on weekends than on weekdays?")
     assert higher.answer is (weekend > weekday)
     assert lower.answer is (weekend < weekday)
+
+
+def test_the_lower_quartile_is_no_minimum(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "What is the lower quartile of amount?")
+    assert answer.answer == pytest.approx(
+        _truth(payments, 'SELECT quantile_cont("amount (INR)", 0.25) FROM T')
+    )
