@@ -882,6 +882,8 @@ def _corrected(question: str) -> str:
             return word  # "named" is a form of "name", not a typo
         return close[0]
 
+    # "8pm", "10 p.m." → "8 pm", "10 pm": a clock time is a number and its half of the day
+    question = re.sub(r"\b(\d{1,2})\s*([AaPp])\.?\s?[Mm]\b\.?", lambda m: f"{m[1]} {m[2].lower()}m", question)
     return re.sub(r"\b[A-Za-z]+\b", fix, question)
 
 

@@ -202,3 +202,8 @@ def test_the_lower_quartile_is_no_minimum(payments: Payments) -> None:
     assert answer.answer == pytest.approx(
         _truth(payments, 'SELECT quantile_cont("amount (INR)", 0.25) FROM T')
     )
+
+
+def test_a_clock_time_written_together_is_still_an_hour(payments: Payments) -> None:
+    _plan, answer = _ask(payments, "How many transactions happened after 10pm?")
+    assert answer.answer == _truth(payments, "SELECT count(*) FROM T WHERE hour_of_day >= 22")
