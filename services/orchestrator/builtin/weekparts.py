@@ -36,9 +36,17 @@ def _weekend_contrast(ctx: _Ctx) -> Plan | None:
     if weekday is None or weekend is None or q.loose_numbers():
         return None
     flag = _weekend_flag(ctx)
-    if flag is None or flag.flag_values is None:
-        return None
-    yes, no = flag.flag_values
+    if flag is not None and flag.flag_values is not None:
+        yes, no = flag.flag_values
+        on_weekend, on_weekday, source = f"{flag.sql} = {yes}", f"{flag.sql} = {no}", f"`{flag.name}`"
+    else:
+        # no weekend flag: the day of the week of the table's only date column says it
+        dates = [col for col in ctx.schema.columns if col.temporal]
+        if len(dates) != 1:
+            return None
+        flag = dates[0]
+        on_weekend = f"isodow({flag.sql}) IN (6, 7)"
+        on_weekday, source = f"isodow({flag.sql}) BETWEEN 1 AND 5", f"day of week of `{flag.name}`"
     measure = next((lk.column for lk in _free(ctx) if lk.column.measure and lk.column is not flag), None)
     agg = q.agg if q.agg in _AGG_SQL else ("avg" if measure is not None else None)
     if _is_count_question(q) and q.agg not in _AGG_SQL:
@@ -59,8 +67,8 @@ def _weekend_contrast(ctx: _Ctx) -> Plan | None:
             return None  # a range is two aggregates: FILTER would apply to one only
         sql = (
             f"SELECT {a} {op} {b} AS answer, weekday, weekend FROM (SELECT "
-            f"{value} FILTER (WHERE {flag.sql} = {no}) AS weekday, "
-            f"{value} FILTER (WHERE {flag.sql} = {yes}) AS weekend FROM {ctx.table}{ctx.where(filters=rest)})"
+            f"{value} FILTER (WHERE {on_weekday}) AS weekday, "
+            f"{value} FILTER (WHERE {on_weekend}) AS weekend FROM {ctx.table}{ctx.where(filters=rest)})"
         )
         word = "higher" if op == ">" else "lower"
         statement = f"the {label} is {word} on {a}s than on {b}s{ctx.basis(rest)}"
@@ -68,11 +76,11 @@ def _weekend_contrast(ctx: _Ctx) -> Plan | None:
             ctx,
             sql,
             c.boolean(statement, ctx.follow_ups(measure, flag)),
-            f"The {label} on weekdays and on weekends (`{flag.name}`), compared.",
+            f"The {label} on weekdays and on weekends ({source}), compared.",
         )
     day = c_quote("day type")
     sql = (
-        f"SELECT CASE WHEN {flag.sql} = {yes} THEN 'weekend' ELSE 'weekday' END AS {day}, "
+        f"SELECT CASE WHEN {on_weekend} THEN 'weekend' ELSE 'weekday' END AS {day}, "
         f"{value} AS {c_quote(label)} FROM {ctx.table}{ctx.where([f'{flag.sql} IS NOT NULL'], rest)} "
         "GROUP BY 1 ORDER BY 1"
     )
@@ -80,7 +88,7 @@ def _weekend_contrast(ctx: _Ctx) -> Plan | None:
         ctx,
         sql,
         c.breakdown(
-            f"{label[:1].upper()}{label[1:]} on weekdays and weekends (`{flag.name}`){ctx.basis(rest)}",
+            f"{label[:1].upper()}{label[1:]} on weekdays and weekends ({source}){ctx.basis(rest)}",
             "day type",
             label,
             ctx.follow_ups(measure, flag),
@@ -88,5 +96,5 @@ def _weekend_contrast(ctx: _Ctx) -> Plan | None:
             False,
             c.unit_of(measure) if measure is not None and label != "rows" else "",
         ),
-        f"The {label} on weekdays against weekends, split by `{flag.name}`.",
+        f"The {label} on weekdays against weekends, split by {source}.",
     )

@@ -207,3 +207,39 @@ def test_the_lower_quartile_is_no_minimum(payments: Payments) -> None:
 def test_a_clock_time_written_together_is_still_an_hour(payments: Payments) -> None:
     _plan, answer = _ask(payments, "How many transactions happened after 10pm?")
     assert answer.answer == _truth(payments, "SELECT count(*) FROM T WHERE hour_of_day >= 22")
+
+
+@pytest.fixture(scope="module")
+def dated(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    """Payments with a timestamp and no weekend flag: the day of the week says which days are weekends."""
+    work = tmp_path_factory.mktemp("dated")
+    csv = work / "dated.csv"
+    lines = ["timestamp,amount"] + [
+        f"2024-03-{1 + i % 28:02d} 10:00:00,{(i * 37) % 500 + 1}" for i in range(120)
+    ]
+    csv.write_text("\n".join(lines) + "\n")
+    out = work / "session"
+    out.mkdir()
+    imported = import_file(csv, csv.name, out)
+    profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
+    dataset = DatasetContext(
+        "d", imported.table, imported.row_count, imported.columns, profile, imported.sha256
+    )
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{imported.parquet}')")
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{imported.parquet}')")
+    return dataset, con
+
+
+def test_weekdays_against_weekends_from_a_date_column(dated: Payments) -> None:
+    weekday, weekend = (
+        dated[1]
+        .execute(
+            "SELECT avg(amount) FILTER (WHERE isodow(timestamp) <= 5), "
+            "avg(amount) FILTER (WHERE isodow(timestamp) >= 6) FROM T"
+        )
+        .fetchall()[0]
+    )
+    assert weekday != pytest.approx(weekend)
+    _plan, answer = _ask(dated, "Is the average amount higher on weekends than on weekdays?")
+    assert answer.answer is (weekend > weekday)
