@@ -100,7 +100,7 @@ async def test_a_cancelled_call_interrupts_its_duckdb_query(served: Served) -> N
     call.cancel()
     started = time.monotonic()
     while (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries:
-        assert time.monotonic() - started < 3, "the DuckDB query kept running after the call was cancelled"
+        assert time.monotonic() - started < 10, "the DuckDB query kept running after the call was cancelled"
         await asyncio.sleep(0.02)
 
 
@@ -111,7 +111,7 @@ async def test_a_client_deadline_interrupts_its_duckdb_query(served: Served) -> 
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     started = time.monotonic()
     while (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries:
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 10  # left alone, it runs to its 30 s timeout
         await asyncio.sleep(0.02)
 
 
