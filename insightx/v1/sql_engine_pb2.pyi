@@ -60,6 +60,36 @@ SEMANTIC_ROLE_TEXT: SemanticRole.ValueType  # 6
 """Free text."""
 Global___SemanticRole: _TypeAlias = SemanticRole  # noqa: Y015
 
+class _ProfileState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProfileStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProfileState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROFILE_STATE_UNSPECIFIED: _ProfileState.ValueType  # 0
+    """Not set (an older engine): treat as READY."""
+    PROFILE_STATE_PENDING: _ProfileState.ValueType  # 1
+    """Being computed; DescribeDataset with wait_for_profile returns once it is done."""
+    PROFILE_STATE_READY: _ProfileState.ValueType  # 2
+    """Computed; the profile field holds it."""
+    PROFILE_STATE_FAILED: _ProfileState.ValueType  # 3
+    """Could not be computed; the data can still be queried, and the profile's failure says why."""
+
+class ProfileState(_ProfileState, metaclass=_ProfileStateEnumTypeWrapper):
+    """Where a dataset's profile stands. Small tables are profiled before ImportDataset replies; larger ones
+    right after it, so that the data can be queried while its profile is computed.
+    """
+
+PROFILE_STATE_UNSPECIFIED: ProfileState.ValueType  # 0
+"""Not set (an older engine): treat as READY."""
+PROFILE_STATE_PENDING: ProfileState.ValueType  # 1
+"""Being computed; DescribeDataset with wait_for_profile returns once it is done."""
+PROFILE_STATE_READY: ProfileState.ValueType  # 2
+"""Computed; the profile field holds it."""
+PROFILE_STATE_FAILED: ProfileState.ValueType  # 3
+"""Could not be computed; the data can still be queried, and the profile's failure says why."""
+Global___ProfileState: _TypeAlias = ProfileState  # noqa: Y015
+
 @_typing.final
 class ImportMetadata(_message.Message):
     """Metadata sent once, in the first ImportDatasetRequest."""
@@ -300,8 +330,11 @@ class DatasetProfile(_message.Message):
     HEALTH_SCORE_FIELD_NUMBER: _builtins.int
     HEALTH_REASONS_FIELD_NUMBER: _builtins.int
     SUGGESTED_QUESTIONS_FIELD_NUMBER: _builtins.int
+    FAILURE_FIELD_NUMBER: _builtins.int
     health_score: _builtins.float
     """Data health from 0 (unusable) to 100 (clean)."""
+    failure: _builtins.str
+    """Set only when the profile could not be computed: why, for a person to read."""
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnProfile]:
         """Per-column profiles, in table order."""
@@ -326,10 +359,11 @@ class DatasetProfile(_message.Message):
         health_score: _builtins.float = ...,
         health_reasons: _abc.Iterable[_builtins.str] | None = ...,
         suggested_questions: _abc.Iterable[_builtins.str] | None = ...,
+        failure: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "correlations", b"correlations", "health_reasons", b"health_reasons", "health_score", b"health_score", "suggested_questions", b"suggested_questions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "correlations", b"correlations", "failure", b"failure", "health_reasons", b"health_reasons", "health_score", b"health_score", "suggested_questions", b"suggested_questions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +382,7 @@ class ImportDatasetResponse(_message.Message):
     DATASET_HASH_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     SOURCE_FORMAT_FIELD_NUMBER: _builtins.int
+    PROFILE_STATE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session the dataset belongs to; use it in every later call."""
     table: _builtins.str
@@ -358,13 +393,15 @@ class ImportDatasetResponse(_message.Message):
     """sha256 of the stored Parquet: the dataset version."""
     source_format: _builtins.str
     """The detected source format, e.g. "csv", "parquet", "json", "xlsx"."""
+    profile_state: Global___ProfileState.ValueType
+    """Whether the profile was computed before this reply (READY) or is still being computed (PENDING)."""
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]:
         """The schema."""
 
     @_builtins.property
     def profile(self) -> Global___DatasetProfile:
-        """The profile."""
+        """The profile when profile_state is READY (or FAILED); empty while PENDING."""
 
     def __init__(
         self,
@@ -376,10 +413,11 @@ class ImportDatasetResponse(_message.Message):
         dataset_hash: _builtins.str = ...,
         profile: Global___DatasetProfile | None = ...,
         source_format: _builtins.str = ...,
+        profile_state: Global___ProfileState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_hash", b"dataset_hash", "profile", b"profile", "row_count", b"row_count", "session_id", b"session_id", "source_format", b"source_format", "table", b"table"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_hash", b"dataset_hash", "profile", b"profile", "profile_state", b"profile_state", "row_count", b"row_count", "session_id", b"session_id", "source_format", b"source_format", "table", b"table"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -392,16 +430,20 @@ class DescribeDatasetRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SESSION_ID_FIELD_NUMBER: _builtins.int
+    WAIT_FOR_PROFILE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id returned by ImportDataset."""
+    wait_for_profile: _builtins.bool
+    """Wait (within the call's deadline) for a profile still being computed, instead of answering PENDING."""
     def __init__(
         self,
         *,
         session_id: _builtins.str = ...,
+        wait_for_profile: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["session_id", b"session_id", "wait_for_profile", b"wait_for_profile"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -420,6 +462,7 @@ class DescribeDatasetResponse(_message.Message):
     DATASET_HASH_FIELD_NUMBER: _builtins.int
     PROFILE_FIELD_NUMBER: _builtins.int
     FILENAME_FIELD_NUMBER: _builtins.int
+    PROFILE_STATE_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     """The session id."""
     table: _builtins.str
@@ -430,13 +473,15 @@ class DescribeDatasetResponse(_message.Message):
     """sha256 of the stored Parquet."""
     filename: _builtins.str
     """The original file name."""
+    profile_state: Global___ProfileState.ValueType
+    """Whether the profile is computed yet."""
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Column]:
         """The schema."""
 
     @_builtins.property
     def profile(self) -> Global___DatasetProfile:
-        """The profile."""
+        """The profile when profile_state is READY (or FAILED); empty while PENDING."""
 
     def __init__(
         self,
@@ -448,10 +493,11 @@ class DescribeDatasetResponse(_message.Message):
         dataset_hash: _builtins.str = ...,
         profile: Global___DatasetProfile | None = ...,
         filename: _builtins.str = ...,
+        profile_state: Global___ProfileState.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["profile", b"profile"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_hash", b"dataset_hash", "filename", b"filename", "profile", b"profile", "row_count", b"row_count", "session_id", b"session_id", "table", b"table"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "dataset_hash", b"dataset_hash", "filename", b"filename", "profile", b"profile", "profile_state", b"profile_state", "row_count", b"row_count", "session_id", b"session_id", "table", b"table"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
