@@ -4,11 +4,13 @@ Layout of the embedded store (`INSIGHTX_DATA_DIR`):
 
     sessions/<session_id>/data/raw.parquet   the data, read-only once written, alone in its folder
     sessions/<session_id>/meta.json          DatasetRecord
-    sessions/<session_id>/profile.pb         the DatasetProfile message, serialized
+    sessions/<session_id>/profile.pb         the DatasetProfile message, serialized (absent until computed)
 
 The Parquet sits alone in `data/` so that a query connection can be allowed to read that folder and
 nothing else. A write goes to a staging folder first and is renamed into place, so a failed import leaves
-nothing. Sessions written before `data/` existed (`sessions/<id>/raw.parquet`) are still read.
+nothing. The profile of a large table is written after its data (the engine profiles it once the upload
+has been answered), so a session may exist without `profile.pb` for a while. Sessions written before
+`data/` existed (`sessions/<id>/raw.parquet`) are still read.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from common.errors import InvalidInput, NotFound
 
 _SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 PARQUET_NAME = "raw.parquet"
+PROFILE_NAME = "profile.pb"
 DATA_FOLDER = "data"
 
 
@@ -59,13 +62,15 @@ class DatasetStore(Protocol):
 
     def new_session_id(self) -> str: ...
 
-    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes) -> None: ...
+    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes | None) -> None: ...
+
+    def put_profile(self, session_id: str, profile: bytes) -> None: ...
 
     def get(self, session_id: str) -> DatasetRecord: ...
 
     def parquet_path(self, session_id: str) -> Path: ...
 
-    def profile(self, session_id: str) -> bytes: ...
+    def profile(self, session_id: str) -> bytes | None: ...
 
 
 def check_session_id(session_id: str) -> str:
@@ -83,7 +88,9 @@ def not_found(session_id: str) -> NotFound:
     )
 
 
-def write_session_folder(sessions: Path, record: DatasetRecord, parquet_file: Path, profile: bytes) -> Path:
+def write_session_folder(
+    sessions: Path, record: DatasetRecord, parquet_file: Path, profile: bytes | None
+) -> Path:
     """Lays out a session folder under `sessions` atomically (staging folder, then one rename)."""
     final = sessions / check_session_id(record.session_id)
     if final.exists():
@@ -96,7 +103,8 @@ def write_session_folder(sessions: Path, record: DatasetRecord, parquet_file: Pa
         shutil.move(str(parquet_file), target)
         os.chmod(target, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
         os.chmod(data, 0o555)
-        (staging / "profile.pb").write_bytes(profile)
+        if profile is not None:
+            (staging / PROFILE_NAME).write_bytes(profile)
         (staging / "meta.json").write_text(json.dumps(asdict(record)))
         os.chmod(staging, 0o755)
         os.rename(staging, final)
@@ -104,6 +112,26 @@ def write_session_folder(sessions: Path, record: DatasetRecord, parquet_file: Pa
         _remove_tree(staging)
         raise
     return final
+
+
+def write_profile(folder: Path, profile: bytes) -> None:
+    """Writes a session's profile beside its data atomically (a reader sees all of it or none)."""
+    fd, name = tempfile.mkstemp(prefix=".profile-", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(profile)
+        os.replace(name, folder / PROFILE_NAME)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+def read_profile(folder: Path) -> bytes | None:
+    """A session folder's profile, or None while it is not computed yet."""
+    try:
+        return (folder / PROFILE_NAME).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def _remove_tree(path: Path) -> None:
@@ -138,9 +166,14 @@ class LocalDatasetStore:
     def _dir(self, session_id: str) -> Path:
         return self.sessions / check_session_id(session_id)
 
-    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes) -> None:
+    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes | None) -> None:
         """Moves `parquet_file` into the session atomically and makes it read-only."""
         write_session_folder(self.sessions, record, parquet_file, profile)
+
+    def put_profile(self, session_id: str, profile: bytes) -> None:
+        """Stores a profile computed after the data (replacing any: profiles are deterministic)."""
+        self.get(session_id)
+        write_profile(self._dir(session_id), profile)
 
     def get(self, session_id: str) -> DatasetRecord:
         meta = self._dir(session_id) / "meta.json"
@@ -153,9 +186,9 @@ class LocalDatasetStore:
         self.get(session_id)
         return session_parquet(self._dir(session_id))
 
-    def profile(self, session_id: str) -> bytes:
+    def profile(self, session_id: str) -> bytes | None:
         self.get(session_id)
-        return (self._dir(session_id) / "profile.pb").read_bytes()
+        return read_profile(self._dir(session_id))
 
 
 def open_dataset_store(root: Path) -> DatasetStore:

@@ -1,7 +1,8 @@
 """The dataset store on Supabase: rows in the `sessions` table (PostgREST), files in the `datasets` bucket.
 
 Used when SUPABASE_URL and SUPABASE_SERVICE_KEY are set. Objects are `{session_id}/raw.parquet` and
-`{session_id}/profile.pb`; the row holds the DatasetRecord. Everything read is kept in a local read cache
+`{session_id}/profile.pb` (written after the Parquet for a large table, once the engine has profiled it); the
+row holds the DatasetRecord. Everything read is kept in a local read cache
 laid out exactly like the embedded store (`<data_dir>/sessions/<id>/...`), so queries always read a local,
 read-only Parquet, and a cached Parquet is checked against its recorded sha256 before it is used.
 
@@ -38,10 +39,13 @@ import httpx
 from common.errors import InsightError, InvalidInput, Unavailable
 from common.store.datasets import (
     PARQUET_NAME,
+    PROFILE_NAME,
     DatasetRecord,
     check_session_id,
     not_found,
+    read_profile,
     session_parquet,
+    write_profile,
     write_session_folder,
 )
 
@@ -84,7 +88,7 @@ class SupabaseDatasetStore:
 
     # --- writing -------------------------------------------------------------------------------------
 
-    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes) -> None:
+    def put(self, record: DatasetRecord, parquet_file: Path, profile: bytes | None) -> None:
         """Uploads the files, then inserts the row; undoes the uploads when a later step fails."""
         sid = check_session_id(record.session_id)
         uploaded: list[str] = []
@@ -92,8 +96,9 @@ class SupabaseDatasetStore:
             with parquet_file.open("rb") as body:
                 self._upload(f"{sid}/{PARQUET_NAME}", body.read(), "application/vnd.apache.parquet")
             uploaded.append(f"{sid}/{PARQUET_NAME}")
-            self._upload(f"{sid}/profile.pb", profile, "application/octet-stream")
-            uploaded.append(f"{sid}/profile.pb")
+            if profile is not None:
+                self._upload(f"{sid}/{PROFILE_NAME}", profile, "application/octet-stream")
+                uploaded.append(f"{sid}/{PROFILE_NAME}")
             self._insert_row(record)
         except BaseException:
             self._remove_objects(uploaded)
@@ -101,12 +106,25 @@ class SupabaseDatasetStore:
         write_session_folder(self.sessions, record, parquet_file, profile)
         self._records[sid] = record
 
-    def _upload(self, path: str, data: bytes, content_type: str) -> None:
+    def put_profile(self, session_id: str, profile: bytes) -> None:
+        """Uploads a profile computed after the data, then updates the local copy. Overwrites: profiles are
+        deterministic, so two replicas that both computed one store the same bytes."""
+        record = self.get(session_id)
+        self._upload(f"{record.session_id}/{PROFILE_NAME}", profile, "application/octet-stream", upsert=True)
+        folder = self.sessions / record.session_id
+        if (folder / "meta.json").exists():
+            write_profile(folder, profile)
+
+    def _upload(self, path: str, data: bytes, content_type: str, *, upsert: bool = False) -> None:
         reply = self._call(
             "POST",
             f"/storage/v1/object/{BUCKET}/{path}",
             content=data,
-            headers={"Content-Type": content_type, "x-upsert": "false", "cache-control": "3600"},
+            headers={
+                "Content-Type": content_type,
+                "x-upsert": "true" if upsert else "false",
+                "cache-control": "3600",
+            },
         )
         if reply.status_code == 409 or _storage_status(reply) == "409":
             raise InvalidInput("SESSION_EXISTS", "this session already has a dataset in storage")
@@ -170,9 +188,17 @@ class SupabaseDatasetStore:
         record = self.get(session_id)
         return session_parquet(self._cached_folder(record))
 
-    def profile(self, session_id: str) -> bytes:
+    def profile(self, session_id: str) -> bytes | None:
+        """The profile, or None while no replica has stored it yet."""
         record = self.get(session_id)
-        return (self._cached_folder(record) / "profile.pb").read_bytes()
+        folder = self._cached_folder(record)
+        cached = read_profile(folder)
+        if cached is not None:
+            return cached
+        profile = self._download_optional(f"{record.session_id}/{PROFILE_NAME}")
+        if profile is not None:
+            write_profile(folder, profile)
+        return profile
 
     def _cached_folder(self, record: DatasetRecord) -> Path:
         """The session's local copy, downloaded and verified on first use."""
@@ -183,7 +209,7 @@ class SupabaseDatasetStore:
             if (folder / "meta.json").exists():
                 return folder
             parquet = self._download(f"{record.session_id}/{PARQUET_NAME}")
-            profile = self._download(f"{record.session_id}/profile.pb")
+            profile = self._download_optional(f"{record.session_id}/{PROFILE_NAME}")
             if hashlib.sha256(parquet).hexdigest() != record.dataset_hash:
                 raise Unavailable(
                     "DATASET_CORRUPT",
@@ -198,9 +224,15 @@ class SupabaseDatasetStore:
         return folder
 
     def _download(self, path: str) -> bytes:
+        content = self._download_optional(path)
+        if content is None:
+            raise Unavailable("DATASET_MISSING", f"Supabase Storage has no object '{path}'.")
+        return content
+
+    def _download_optional(self, path: str) -> bytes | None:
         reply = self._call("GET", f"/storage/v1/object/{BUCKET}/{path}")
         if reply.status_code == 404 or _storage_status(reply) == "404":
-            raise Unavailable("DATASET_MISSING", f"Supabase Storage has no object '{path}'.")
+            return None
         _raise_for(reply, "download the dataset from Supabase Storage")
         return reply.content
 

@@ -1,8 +1,9 @@
 """The engine's operations as plain functions over the dataset store: no gRPC here.
 
 Threads: imports run on the caller's thread (the servicer uses asyncio.to_thread: a writable view of the
-disk). Queries run on `query_pool`, whose threads see the store's folder read-only (readonly.py) and share
-a bounded cache of open databases, each query on its own cursor. No lock is held while DuckDB works.
+disk); the profiles of large tables run on ProfileJobs' own pool after the import has replied. Queries
+run on `query_pool`, whose threads see the store's folder read-only (readonly.py) and share a bounded
+cache of open databases, each query on its own cursor. No lock is held while DuckDB works.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import DatabaseCache
 from services.sql_engine.executor import QueryHandle, QueryResult, run_select
 from services.sql_engine.importer import import_file
+from services.sql_engine.profiler import profile_parquet
+from services.sql_engine.profiles import ProfileJobs
 from services.sql_engine.readonly import ReadOnlyState
 from services.sql_engine.result_cache import ResultCache, normalize_sql
 from services.sql_engine.safety import check_read_only
@@ -56,6 +59,7 @@ class SqlEngine:
             settings.sql_result_cache_entries, settings.sql_result_cache_bytes
         )
         self._located: OrderedDict[str, tuple[DatasetRecord, Path]] = OrderedDict()
+        self.profiles = ProfileJobs(store, self._profile_stored, settings.sql_profile_workers)
         self._counts = threading.Lock()
         self._running = 0
         self._queued = 0
@@ -88,6 +92,7 @@ class SqlEngine:
             future.result()
 
     def close(self) -> None:
+        self.profiles.close()
         self.query_pool.shutdown(wait=False, cancel_futures=True)
         self.databases.close()
 
@@ -95,8 +100,12 @@ class SqlEngine:
 
     def import_dataset(
         self, raw: Path, filename: str, sheet: str = ""
-    ) -> tuple[DatasetRecord, pb.DatasetProfile]:
-        """Stores `raw` as a new session's dataset; nothing is left behind when it fails."""
+    ) -> tuple[DatasetRecord, pb.DatasetProfile | None]:
+        """Stores `raw` as a new session's dataset; nothing is left behind when it fails.
+
+        Returns the profile too when the table was small enough to profile before replying; else None,
+        and the profile is computed right after (`profiles`).
+        """
         limit = self.settings.max_upload_bytes
         if raw.stat().st_size > limit:
             raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
@@ -110,9 +119,8 @@ class SqlEngine:
                 sheet=sheet,
                 memory_limit=self.settings.sql_import_memory_limit,
                 threads=self.settings.sql_threads,
-                profile=True,
+                profile_rows=self.settings.sql_profile_inline_rows,
             )
-            profile = imported.profile if imported.profile is not None else pb.DatasetProfile()
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),
                 table=imported.table,
@@ -124,24 +132,58 @@ class SqlEngine:
                 created_at=time.time(),
             )
             converted = time.perf_counter()
-            self.store.put(record, imported.parquet, profile.SerializeToString())
+            profile = imported.profile
+            self.store.put(record, imported.parquet, profile.SerializeToString() if profile else None)
+            if profile is None:
+                try:
+                    self.profiles.start(record.session_id)
+                except RuntimeError:  # shutting down: the data is stored, and any replica can profile it
+                    log.warning("profile not scheduled", extra={"session_id": record.session_id})
             log.info(
                 "dataset stored",
                 extra={
                     "session_id": record.session_id,
                     "rows": record.row_count,
-                    "convert_and_profile_ms": round((converted - started) * 1000, 1),
+                    "convert_ms": round((converted - started) * 1000, 1),
                     "store_ms": round((time.perf_counter() - converted) * 1000, 1),
+                    "profiled": profile is not None,
                 },
             )
             return record, profile
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def describe(self, session_id: str) -> tuple[DatasetRecord, pb.DatasetProfile]:
-        """The session's record and profile."""
+    def describe(self, session_id: str) -> tuple[DatasetRecord, pb.DatasetProfile | None]:
+        """The session's record and its profile, or None while the profile is still being computed (then
+        `profiles.start(session_id)` gives the job to wait on). Blocking."""
         record = self.store.get(session_id)
-        return record, pb.DatasetProfile.FromString(self.store.profile(session_id))
+        stored = self.store.profile(session_id)
+        return record, (pb.DatasetProfile.FromString(stored) if stored is not None else None)
+
+    def _profile_stored(self, session_id: str) -> pb.DatasetProfile:
+        """Profiles a stored dataset (ProfileJobs stores the result). DuckDB errors become a FAILED profile
+        that says why; the data stays queryable."""
+        record, parquet = self.locate(session_id)
+        started = time.perf_counter()
+        columns = [(c["name"], c["type"]) for c in record.columns]
+        try:
+            profile = profile_parquet(
+                parquet,
+                columns,
+                record.row_count,
+                threads=self.settings.sql_threads,
+                memory_limit=self.settings.sql_import_memory_limit,
+            )
+        except duckdb.Error as exc:
+            log.warning("profile failed", extra={"session_id": session_id, "error": str(exc)[:300]})
+            return pb.DatasetProfile(
+                failure=f"'{record.filename}' was stored but could not be profiled: {str(exc)[:300]}"
+            )
+        log.info(
+            "dataset profiled",
+            extra={"session_id": session_id, "profile_ms": round((time.perf_counter() - started) * 1000, 1)},
+        )
+        return profile
 
     def locate(self, session_id: str) -> tuple[DatasetRecord, Path]:
         """The session's record and local Parquet (downloading it when the store is remote). Blocking."""

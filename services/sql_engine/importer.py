@@ -3,7 +3,8 @@
 The pipeline: sniff the format and encoding from the head; read with DuckDB straight into a Parquet file
 (one pass over the upload, while the head is checked for ragged rows); turn text columns holding
 mixed-format dates into DATE/TIMESTAMP (a rewrite of the Parquet only when there is such a column);
-then profile the Parquet while another thread hashes it. Any failure raises InvalidInput with a message a
+then hash the Parquet on another thread, profiling it meanwhile when the table is small (a large one is
+profiled after the upload is answered: profiles.py). Any failure raises InvalidInput with a message a
 person can act on and deletes what was written.
 
 Measured and rejected: reading a CSV into an in-memory table first and profiling that table while the
@@ -46,7 +47,7 @@ class ImportedTable:
     columns: list[tuple[str, str]]
     source_format: str
     sha256: str
-    profile: pb.DatasetProfile | None = None  # set when import_file was asked to profile
+    profile: pb.DatasetProfile | None = None  # set when the table was small enough to profile here
 
 
 def table_name_for(filename: str) -> str:
@@ -71,10 +72,11 @@ def import_file(
     sheet: str = "",
     memory_limit: str = "4GB",
     threads: int = 2,
-    profile: bool = False,
+    profile_rows: int = 0,
 ) -> ImportedTable:
-    """Converts `raw` to `out_dir/raw.parquet` (profiling it too when asked); raises InvalidInput on a bad
-    file, or PROFILE_FAILED when the data was read but could not be profiled."""
+    """Converts `raw` to `out_dir/raw.parquet`, profiling it too when it has at most `profile_rows` rows
+    (0: never); raises InvalidInput on a bad file, or PROFILE_FAILED when the data was read but could not
+    be profiled."""
     sniffed = sniff(raw, filename)
     out = out_dir / "raw.parquet"
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
@@ -84,10 +86,9 @@ def import_file(
         con.execute(f"SET threads={int(threads)}")
         con.execute(f"SET temp_directory={quote_literal(str(out_dir / 'spill'))}")
         con.execute("SET preserve_insertion_order=true")
-        _write_parquet(con, raw, filename, sniffed, sheet, out)
+        rows = _write_parquet(con, raw, filename, sniffed, sheet, out)
         relation = f"read_parquet({quote_literal(str(out))})"
         columns = _describe(con, relation)
-        rows = int(con.execute(f"SELECT count(*) FROM {relation}").fetchall()[0][0])
         if not columns or rows == 0:
             raise InvalidInput("EMPTY_TABLE", f"'{filename}' holds no rows of data, only a header at most.")
         conversions = date_conversions(con, relation, columns)
@@ -96,7 +97,7 @@ def import_file(
             columns = _describe(con, relation)
         hasher = _Hasher(out)  # the Parquet is final: hash it while the profile reads it
         profiled = None
-        if profile:
+        if rows <= profile_rows:
             con.execute(f"CREATE VIEW {_TABLE} AS SELECT * FROM {relation}")
             profiled = _profile(filename, lambda: profile_relation(con, _TABLE, columns, rows))
         digest = hasher.result()
@@ -144,31 +145,39 @@ def _profile(filename: str, compute):  # type: ignore[no-untyped-def]
 
 def _write_parquet(
     con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sheet: str, out: Path
-) -> None:
+) -> int:
+    """Writes the upload to `out`; returns the rows written (COPY's own count: no second scan)."""
     sink = f"COPY ({{select}}) TO {quote_literal(str(out))} {_PARQUET}"
     if sniffed.format == "csv":
-        _read_csv(con, raw, filename, sniffed, sink)
-        return
+        return _read_csv(con, raw, filename, sniffed, sink)
     try:
         if sniffed.format == "xlsx":
             sheet_table = read_sheet(raw, filename, sheet)
             con.register("_sheet", sheet_table)
-            con.execute(sink.format(select="SELECT * FROM _sheet"))
+            rows = _run(con, sink.format(select="SELECT * FROM _sheet"))
             con.unregister("_sheet")
-        elif sniffed.format == "parquet":
-            con.execute(sink.format(select=f"SELECT * FROM read_parquet({quote_literal(str(raw))})"))
-        else:
-            _copy_with_retry(con, f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})", sink)
+            return rows
+        if sniffed.format == "parquet":
+            return _run(con, sink.format(select=f"SELECT * FROM read_parquet({quote_literal(str(raw))})"))
+        return _copy_with_retry(
+            con, f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})", sink
+        )
     except InvalidInput:
         raise
     except duckdb.Error as exc:
         raise _unreadable(filename, sniffed, exc) from exc
 
 
-def _read_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> None:
-    """Runs `sink` (SQL with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
+def _run(con: duckdb.DuckDBPyConnection, copy: str) -> int:
+    """Runs a COPY and returns the number of rows it wrote."""
+    row = con.execute(copy).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _read_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> int:
+    """Runs `sink` (a COPY with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
     try:
-        _copy_csv(con, raw, filename, sniffed, sink)
+        return _copy_csv(con, raw, filename, sniffed, sink)
     except InvalidInput:
         raise
     except duckdb.Error as exc:
@@ -181,7 +190,7 @@ def _unreadable(filename: str, sniffed: Sniffed, exc: Exception) -> InvalidInput
     )
 
 
-def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> None:
+def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> int:
     head_text = read_head(raw).decode(
         "utf-16" if sniffed.encoding == "utf-16" else sniffed.encoding, "replace"
     )
@@ -201,11 +210,12 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed:
     reader = f"read_csv({quote_literal(str(raw))}{options}{{extra}})"
     try:
         try:
-            _copy_with_retry(con, reader, sink)
+            rows = _copy_with_retry(con, reader, sink)
         finally:
             checker.join()
             if problem := (head_check or [None])[0]:
                 raise InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
+        return rows
     except duckdb.Error as exc:
         text = str(exc)
         match = re.search(
@@ -226,26 +236,25 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed:
         raise
 
 
-def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, sink: str) -> None:
+def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, sink: str) -> int:
     """Sniffs types on a sample first; if a later value does not fit, reads again sniffing every row.
 
-    `sink` is SQL with a `{select}` slot: a COPY to Parquet or a CREATE TABLE.
+    `sink` is a COPY to Parquet with a `{select}` slot; returns the rows written.
     """
 
-    def run(extra: str, source: str = reader) -> None:
-        con.execute(sink.format(select=f"SELECT * FROM {source.replace('{extra}', extra)}"))
+    def run(extra: str, source: str = reader) -> int:
+        return _run(con, sink.format(select=f"SELECT * FROM {source.replace('{extra}', extra)}"))
 
     try:
-        run("")
+        return run("")
     except duckdb.ConversionException:
-        run(", sample_size=-1")
+        return run(", sample_size=-1")
     except duckdb.InvalidInputException as exc:
         if "Invalid unicode" in str(exc) and "encoding=" not in reader:
-            run("", reader.replace("{extra}", ", encoding='latin-1'{extra}"))
-        elif "sample_size" in str(exc) or "Could not convert" in str(exc):
-            run(", sample_size=-1")
-        else:
-            raise
+            return run("", reader.replace("{extra}", ", encoding='latin-1'{extra}"))
+        if "sample_size" in str(exc) or "Could not convert" in str(exc):
+            return run(", sample_size=-1")
+        raise
 
 
 def _replace_dates(conversions: dict[str, str]) -> str:

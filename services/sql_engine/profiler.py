@@ -47,10 +47,21 @@ class _Col:
         return is_numeric(self.type)
 
 
-def profile_parquet(parquet: Path, columns: list[tuple[str, str]], row_count: int) -> pb.DatasetProfile:
-    """Profiles the Parquet at `parquet` whose schema is `columns`."""
+def profile_parquet(
+    parquet: Path,
+    columns: list[tuple[str, str]],
+    row_count: int,
+    *,
+    threads: int = 0,
+    memory_limit: str = "",
+) -> pb.DatasetProfile:
+    """Profiles the Parquet at `parquet` whose schema is `columns` (DuckDB's defaults unless limited)."""
     con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
     try:
+        if threads:
+            con.execute(f"SET threads={int(threads)}")
+        if memory_limit:
+            con.execute(f"SET memory_limit={quote_literal(memory_limit)}")
         con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({quote_literal(str(parquet))})")
         return profile_relation(con, "t", columns, row_count)
     finally:

@@ -22,6 +22,7 @@ from insightx.v1 import common_pb2, sql_engine_pb2_grpc
 from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.engine import SqlEngine, too_large_message
 from services.sql_engine.executor import QueryHandle
+from services.sql_engine.profiles import state_of
 
 log = logging.getLogger(__name__)
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
@@ -103,6 +104,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                 dataset_hash=record.dataset_hash,
                 profile=profile,
                 source_format=record.source_format,
+                profile_state=state_of(profile),
             )
         except InsightError as exc:
             await abort_with(context, exc)
@@ -116,6 +118,11 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
     ) -> pb.DescribeDatasetResponse:
         try:
             record, profile = await asyncio.to_thread(self.engine.describe, request.session_id)
+            if profile is None:
+                job = await asyncio.to_thread(self.engine.profiles.start, request.session_id)
+                if request.wait_for_profile or job.done():
+                    # shield: a caller that leaves (deadline, cancel) must not cancel the profile itself
+                    profile = await asyncio.shield(asyncio.wrap_future(job))
         except InsightError as exc:
             await abort_with(context, exc)
             raise
@@ -127,6 +134,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             dataset_hash=record.dataset_hash,
             profile=profile,
             filename=record.filename,
+            profile_state=state_of(profile),
         )
 
     async def ValidateSql(

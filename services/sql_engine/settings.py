@@ -31,3 +31,8 @@ class SqlEngineSettings(Settings):
         12 << 30, description="RLIMIT_AS of the engine process (0: none); turns allocation bombs into errors"
     )
     sql_import_memory_limit: str = Field("4GB", description="DuckDB memory_limit while importing (spills)")
+    sql_profile_inline_rows: int = Field(
+        100_000,
+        description="tables of at most this many rows: profiled before ImportDataset replies",
+    )
+    sql_profile_workers: int = Field(1, description="threads computing profiles after the import has replied")

@@ -70,3 +70,23 @@ def test_a_session_is_written_once(tmp_path: Path) -> None:
     assert caught.value.reason == "SESSION_EXISTS"
     assert store.parquet_path("abc").read_bytes() == b"PAR1 first"
     assert [p.name for p in (tmp_path / "sessions").iterdir()] == ["abc"]
+
+
+def test_a_profile_can_follow_the_data(tmp_path: Path) -> None:
+    """A large table is stored before its profile: profile() is None until put_profile, and the data's
+    folder stays untouched and read-only."""
+    store = LocalDatasetStore(tmp_path)
+    upload = tmp_path / "x.parquet"
+    upload.write_bytes(b"PAR1")
+    store.put(_record(), upload, None)
+    assert store.profile("abc") is None
+    store.put_profile("abc", b"late")
+    assert store.profile("abc") == b"late"
+    assert sorted(p.name for p in (tmp_path / "sessions" / "abc").iterdir()) == [
+        "data",
+        "meta.json",
+        "profile.pb",
+    ]
+    assert [p.name for p in store.parquet_path("abc").parent.iterdir()] == ["raw.parquet"]
+    with pytest.raises(NotFound):
+        store.put_profile("nobody", b"x")

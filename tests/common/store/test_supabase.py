@@ -161,3 +161,25 @@ async def test_the_engine_imports_to_supabase_and_another_instance_queries_it(
     finally:
         await first.stop(1)
         await second.stop(1)
+
+
+def test_a_profile_stored_after_the_data_reaches_every_replica(tmp_path: Path, fake: FakeSupabase) -> None:
+    """A large table's profile is written after its data: until then every replica reads None."""
+    writer = SupabaseDatasetStore(tmp_path / "a", fake.url, fake.key)
+    reader = SupabaseDatasetStore(tmp_path / "b", fake.url, fake.key)
+    writer.put(_record(), _parquet(tmp_path), None)
+    assert "datasets/s1/profile.pb" not in fake.objects
+    assert writer.profile("s1") is None and reader.profile("s1") is None
+    assert reader.parquet_path("s1").read_bytes() == PARQUET  # the data is usable meanwhile
+
+    writer.put_profile("s1", b"late-profile")
+    assert fake.objects["datasets/s1/profile.pb"] == b"late-profile"
+    assert writer.profile("s1") == b"late-profile"
+    assert reader.profile("s1") == b"late-profile"  # fetched once the object exists, then cached
+    assert (tmp_path / "b" / "sessions" / "s1" / "profile.pb").read_bytes() == b"late-profile"
+    # a second replica that computed the same profile overwrites it instead of failing
+    reader.put_profile("s1", b"late-profile")
+    upserts = [r for r in fake.requests if r.method == "POST" and r.path.endswith("profile.pb")]
+    assert [r.headers["x-upsert"] for r in upserts] == ["true", "true"]
+    writer.close()
+    reader.close()

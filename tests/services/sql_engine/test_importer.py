@@ -19,6 +19,8 @@ from services.sql_engine.importer import import_file, table_name_for
 from services.sql_engine.profiler import profile_parquet
 from tests.services.sql_engine.conftest import make_settings, spool_copy
 
+ALWAYS = 1 << 62  # profile_rows that profiles every table while importing
+
 
 def _import(
     tmp_path: Path, data: bytes, filename: str, sheet: str = ""
@@ -249,17 +251,30 @@ def test_the_stored_dataset_is_identified_by_its_content_hash(engine: SqlEngine,
 def test_the_profile_made_while_importing_is_the_profile_of_the_parquet(
     tmp_path: Path, data: bytes, filename: str
 ) -> None:
-    """import_file(profile=True) profiles on its own connection: the same as profiling the stored file."""
+    """The profile made while importing (small tables) is the profile made later from the stored file
+    (large tables): both paths give the same message."""
     raw = tmp_path / "raw.bin"
     raw.write_bytes(data)
-    imported = import_file(raw, filename, tmp_path, profile=True)
+    imported = import_file(raw, filename, tmp_path, profile_rows=ALWAYS)
     assert imported.profile is not None
     assert len(imported.profile.columns) == len(imported.columns)
     assert imported.profile == profile_parquet(imported.parquet, imported.columns, imported.row_count)
     again = tmp_path / "again"
     again.mkdir()
-    assert import_file(raw, filename, again, profile=True).profile == imported.profile  # samples too
+    assert import_file(raw, filename, again, profile_rows=ALWAYS).profile == imported.profile  # samples too
     assert imported.sha256 == hashlib.sha256(imported.parquet.read_bytes()).hexdigest()
+
+
+def test_a_table_above_the_inline_limit_is_stored_unprofiled(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.csv"
+    raw.write_bytes(b"a,b\n" + b"1,x\n2,y\n" * 50)
+    out = tmp_path / "out"
+    out.mkdir()
+    imported = import_file(raw, "rows.csv", out, profile_rows=99)
+    assert imported.row_count == 100 and imported.profile is None and imported.parquet.exists()
+    exactly = tmp_path / "exactly"
+    exactly.mkdir()
+    assert import_file(raw, "rows.csv", exactly, profile_rows=100).profile is not None
 
 
 def test_a_ragged_csv_leaves_nothing(tmp_path: Path) -> None:
@@ -268,6 +283,6 @@ def test_a_ragged_csv_leaves_nothing(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(InvalidInput) as caught:
-        import_file(raw, "ragged.csv", out, profile=True)
+        import_file(raw, "ragged.csv", out, profile_rows=ALWAYS)
     assert caught.value.reason == "RAGGED_ROWS"
     assert not (out / "raw.parquet").exists()
