@@ -222,42 +222,40 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
         known.add(reply.session_id)
-        return JSONResponse(
-            {
-                "session_id": reply.session_id,
-                "table": reply.table,
-                "row_count": reply.row_count,
-                "columns": _columns(reply.columns),
-                "dataset_hash": reply.dataset_hash,
-                "source_format": reply.source_format,
-                "profile": _profile(reply.profile),
-            }
+        body = _dataset_json(reply)
+        body["source_format"] = reply.source_format
+        return JSONResponse(body)
+
+    async def describe(
+        request: Request, session_id: str, wait: bool
+    ) -> sql_engine_pb2.DescribeDatasetResponse:
+        return await backends(request).sql_engine.DescribeDataset(
+            sql_engine_pb2.DescribeDatasetRequest(session_id=session_id, wait_for_profile=wait),
+            timeout=settings.profile_wait_s if wait else settings.rpc_deadline_s,
+            metadata=call_metadata(),
         )
 
     @app.get("/api/datasets/{session_id}")
     @app.get("/api/sessions/{session_id}")
-    async def get_dataset(request: Request, session_id: str) -> Response:
-        """A session's dataset: table, schema, row count and profile."""
+    async def get_dataset(request: Request, session_id: str, wait_for_profile: bool = False) -> Response:
+        """A session's dataset: table, schema, row count and profile (null while `profile_state` is pending).
+
+        With wait_for_profile, answers once the profile is ready or failed; after `profile_wait_s` without
+        one it answers the pending state, and the caller asks again.
+        """
         try:
-            reply = await backends(request).sql_engine.DescribeDataset(
-                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
-                timeout=settings.rpc_deadline_s,
-                metadata=call_metadata(),
-            )
+            try:
+                reply = await describe(request, session_id, wait_for_profile)
+            except grpc.aio.AioRpcError as exc:
+                if not (wait_for_profile and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise
+                reply = await describe(request, session_id, False)
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
         known.add(session_id)
-        return JSONResponse(
-            {
-                "session_id": reply.session_id,
-                "table": reply.table,
-                "filename": reply.filename,
-                "row_count": reply.row_count,
-                "columns": _columns(reply.columns),
-                "dataset_hash": reply.dataset_hash,
-                "profile": _profile(reply.profile),
-            }
-        )
+        body = _dataset_json(reply)
+        body["filename"] = reply.filename
+        return JSONResponse(body)
 
     @app.post("/api/chat/stream", response_model=None)
     async def chat_stream(
@@ -381,6 +379,33 @@ def _chat_id_taken(chat_id: str) -> JSONResponse:
 
 def _columns(columns: Any) -> list[dict[str, str]]:
     return [{"name": c.name, "type": c.type} for c in columns]
+
+
+_PROFILE_STATES = {
+    sql_engine_pb2.PROFILE_STATE_PENDING: "pending",
+    sql_engine_pb2.PROFILE_STATE_FAILED: "failed",
+}
+
+
+def profile_state(state: sql_engine_pb2.ProfileState.ValueType) -> str:
+    """The state as the page reads it; UNSPECIFIED (an older engine, which always profiled) is ready."""
+    return _PROFILE_STATES.get(state, "ready")
+
+
+def _dataset_json(
+    reply: sql_engine_pb2.ImportDatasetResponse | sql_engine_pb2.DescribeDatasetResponse,
+) -> dict[str, Any]:
+    """What an upload and a describe share: the schema always, the profile once it is computed."""
+    state = profile_state(reply.profile_state)
+    return {
+        "session_id": reply.session_id,
+        "table": reply.table,
+        "row_count": reply.row_count,
+        "columns": _columns(reply.columns),
+        "dataset_hash": reply.dataset_hash,
+        "profile_state": state,
+        "profile": None if state == "pending" else _profile(reply.profile),
+    }
 
 
 def _profile(profile: sql_engine_pb2.DatasetProfile) -> dict[str, Any]:

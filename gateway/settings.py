@@ -26,4 +26,7 @@ class GatewaySettings(Settings):
     sse_retry_ms: int = Field(3000, description="reconnection delay announced with `retry:`")
     max_json_bytes: int = Field(1 << 20, description="largest accepted JSON request body (bytes)")
     workspace_max_rows: int = Field(1000, description="rows returned by the SQL editor endpoint")
+    profile_wait_s: float = Field(
+        120.0, description="longest GET /api/datasets/{id}?wait_for_profile=true waits for a profile"
+    )
     web_modules_dir: Path = Field(_WEB / "node_modules", description="node_modules of gateway/web (npm ci)")

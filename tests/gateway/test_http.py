@@ -33,12 +33,21 @@ def test_upload_answers_the_session_with_its_profile(stack: Stack, small_csv: Pa
     body = reply.json()
     assert body["row_count"] == 120
     assert [c["name"] for c in body["columns"]] == ["bank", "amount", "status"]
+    assert body["profile_state"] == "ready"  # a small table is profiled before the reply
     assert {c["name"] for c in body["profile"]["columns"]} == {"bank", "amount", "status"}
     for path in ("datasets", "sessions"):
-        again = httpx.get(f"{stack.base_url}/api/{path}/{body['session_id']}")
-        assert again.status_code == 200
-        assert again.json()["dataset_hash"] == body["dataset_hash"]
-        assert again.json()["profile"] == body["profile"]
+        for wait in ("false", "true"):
+            again = httpx.get(
+                f"{stack.base_url}/api/{path}/{body['session_id']}", params={"wait_for_profile": wait}
+            )
+            assert again.status_code == 200
+            assert again.json()["dataset_hash"] == body["dataset_hash"]
+            assert again.json()["profile_state"] == "ready"
+            assert again.json()["profile"] == body["profile"]
+    odd = httpx.get(
+        f"{stack.base_url}/api/datasets/{body['session_id']}", params={"wait_for_profile": "soon"}
+    )
+    assert odd.status_code == 422 and odd.json()["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, session_id: str) -> None:
