@@ -39,6 +39,7 @@ from services.orchestrator.transcript import Transcript
 log = logging.getLogger(__name__)
 
 _DATASETS_KEPT = 64
+_PROFILE_WAIT_SHARE = 0.6  # of the chat's time left, spent at most waiting for a profile
 
 _FALLBACK_MESSAGES = {
     "LLM_NOT_CONFIGURED": "No language model is configured: the built-in analyst answers.",
@@ -258,19 +259,26 @@ class Pipeline:
         return plan.compose(results), plan.sql or ""
 
     async def _load(self, session_id: str, deadline: float) -> DatasetContext:
-        """The session's table, schema and profile; a session's dataset never changes, so it is kept."""
+        """The session's table, schema and profile; a session's dataset never changes, so it is kept.
+
+        The analyst and the prompts need the profile, which the engine may still be computing (a large
+        table is answered before it is profiled): wait for it within the chat's deadline. Only a context
+        whose profile is known (ready or failed) is kept.
+        """
         known = self._datasets.get(session_id)
         if known is not None:
             self._datasets.move_to_end(session_id)
             return known
         try:
             reply = await self.peers.sql.DescribeDataset(
-                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
-                timeout=remaining(deadline, self.settings.rpc_deadline_s),
+                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id, wait_for_profile=True),
+                timeout=remaining(deadline, self._profile_wait_s(deadline)),
                 metadata=call_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
-            raise peer_failure("sql", exc) from exc
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise peer_failure("sql", exc) from exc
+            reply = await self._describe_now(session_id, deadline)  # answer from the schema alone
         dataset = DatasetContext(
             session_id=session_id,
             table=reply.table,
@@ -279,10 +287,26 @@ class Pipeline:
             profile=reply.profile,
             dataset_hash=reply.dataset_hash,
         )
-        self._datasets[session_id] = dataset
-        while len(self._datasets) > _DATASETS_KEPT:
-            self._datasets.popitem(last=False)
+        if reply.profile_state != sql_engine_pb2.PROFILE_STATE_PENDING:
+            self._datasets[session_id] = dataset
+            while len(self._datasets) > _DATASETS_KEPT:
+                self._datasets.popitem(last=False)
         return dataset
+
+    def _profile_wait_s(self, deadline: float) -> float:
+        """How long to wait for a profile: most of the chat's time left, keeping some to answer with."""
+        return max(0.1, (deadline - time.monotonic()) * _PROFILE_WAIT_SHARE)
+
+    async def _describe_now(self, session_id: str, deadline: float) -> sql_engine_pb2.DescribeDatasetResponse:
+        """The dataset as it is now (its profile possibly still pending), without waiting."""
+        try:
+            return await self.peers.sql.DescribeDataset(
+                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
+                timeout=remaining(deadline, self.settings.rpc_deadline_s),
+                metadata=call_metadata(),
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise peer_failure("sql", exc) from exc
 
 
 def budget_deadline(settings: OrchestratorSettings, caller_remaining: float | None) -> float:
