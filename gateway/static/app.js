@@ -82,43 +82,20 @@ async function loadSession(sessionId) {
   showDataset(await response.json());
 }
 
+/** "ready", "pending" or "failed"; a dataset from an older gateway (no state) had its profile. */
+function profileState(dataset) {
+  return dataset.profile_state || "ready";
+}
+
 function showDataset(dataset) {
   state.session = dataset;
   state.history = [];
   state.chatId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
   history.replaceState(null, "", `#session=${dataset.session_id}`);
-  const profile = dataset.profile || {};
   $("profile").hidden = false;
   $("dataset-name").textContent = dataset.filename || dataset.table;
   $("dataset-meta").textContent = `${Number(dataset.row_count).toLocaleString("en-US")} rows · ${dataset.columns.length} columns · table "${dataset.table}"`;
-  const health = $("health");
-  if (typeof profile.health_score === "number") {
-    const score = Math.round(profile.health_score);
-    health.textContent = String(score);
-    health.className = `health ${score >= 80 ? "" : score >= 50 ? "mid" : "low"}`;
-    health.title = `Data health ${score}/100`;
-  } else {
-    health.textContent = "—";
-    health.className = "health mid";
-    health.title = "Data health not computed";
-  }
-  $("health-reasons").replaceChildren(...(profile.health_reasons || []).map((r) => el("li", { text: r })));
-  const questions = profile.suggested_questions || [];
-  $("suggestions").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) => chip(q)));
-  const head = el("tr", {}, ...["Column", "Type", "Role", "Nulls", "Distinct", "Range / top"].map((h) => el("th", { text: h })));
-  const byName = Object.fromEntries((profile.columns || []).map((c) => [c.name, c]));
-  const rows = dataset.columns.map((col) => {
-    const p = byName[col.name] || {};
-    const role = (p.role || "").replace("SEMANTIC_ROLE_", "").toLowerCase();
-    let detail = "";
-    if (p.min !== undefined) detail = `${formatValue(p.min)} … ${formatValue(p.max)}`;
-    else if (p.min_time) detail = `${p.min_time} … ${p.max_time}`;
-    else if (p.top_values?.length) detail = p.top_values.slice(0, 3).map((t) => t.value).join(", ");
-    return el("tr", {}, el("td", { text: col.name }), el("td", { text: col.type }), el("td", { text: role }),
-      el("td", { class: "num", text: formatValue(Number(p.null_count || 0)) }),
-      el("td", { class: "num", text: formatValue(Number(p.distinct_count || 0)) }), el("td", { text: detail }));
-  });
-  $("columns").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+  renderProfile(dataset);
   $("columns-box").open = window.innerWidth > 760;
   $("session-badge").hidden = false;
   $("session-badge").textContent = `session ${dataset.session_id.slice(0, 8)}`;
@@ -126,6 +103,85 @@ function showDataset(dataset) {
   setBusy(false);
   loadInsights();
   $("question").focus();
+  if (profileState(dataset) === "pending") awaitProfile(dataset.session_id);
+}
+
+/** The profile area: health, reasons, suggestions and column stats; while pending, a "Profiling…" line. */
+function renderProfile(dataset) {
+  const status = profileState(dataset);
+  const profile = dataset.profile || {};
+  const health = $("health");
+  const note = $("profile-status");
+  note.hidden = status === "ready";
+  $("profile-body").hidden = status === "pending";
+  if (status === "pending") {
+    note.className = "profile-status working";
+    note.textContent = `Profiling ${Number(dataset.row_count).toLocaleString("en-US")} rows… You can ask questions meanwhile.`;
+  } else if (status === "failed") {
+    note.className = "profile-status failed";
+    const why = String(profile.failure || "no reason given").replace(/[.\s]+$/, "");
+    note.textContent = `The profile could not be computed: ${why}. The data can still be queried.`;
+  }
+  if (typeof profile.health_score === "number" && status === "ready") {
+    const score = Math.round(profile.health_score);
+    health.textContent = String(score);
+    health.className = `health ${score >= 80 ? "" : score >= 50 ? "mid" : "low"}`;
+    health.title = `Data health ${score}/100`;
+  } else {
+    health.textContent = status === "pending" ? "…" : "—";
+    health.className = `health ${status === "pending" ? "pending" : "mid"}`;
+    health.title = status === "pending" ? "Data health: profiling" : "Data health not computed";
+  }
+  $("health-reasons").replaceChildren(...(profile.health_reasons || []).map((r) => el("li", { text: r })));
+  const questions = profile.suggested_questions || [];
+  $("suggestions").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) => chip(q)));
+  const head = el("tr", {}, ...["Column", "Type", "Role", "Nulls", "Distinct", "Range / top"].map((h) => el("th", { text: h })));
+  const byName = Object.fromEntries((profile.columns || []).map((c) => [c.name, c]));
+  const pending = status === "pending";
+  const rows = dataset.columns.map((col) => {
+    const p = byName[col.name] || {};
+    const role = (p.role || "").replace("SEMANTIC_ROLE_", "").toLowerCase();
+    let detail = "";
+    if (p.min !== undefined) detail = `${formatValue(p.min)} … ${formatValue(p.max)}`;
+    else if (p.min_time) detail = `${p.min_time} … ${p.max_time}`;
+    else if (p.top_values?.length) detail = p.top_values.slice(0, 3).map((t) => t.value).join(", ");
+    const count = (value) => (pending ? "…" : p.name ? formatValue(Number(value || 0)) : "—");
+    return el("tr", {}, el("td", { text: col.name }), el("td", { text: col.type }), el("td", { text: role }),
+      el("td", { class: "num", text: count(p.null_count) }),
+      el("td", { class: "num", text: count(p.distinct_count) }), el("td", { text: detail }));
+  });
+  $("columns").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits for a pending profile (the gateway holds the request until it is done) and renders it. */
+async function awaitProfile(sessionId) {
+  const current = () => state.session?.session_id === sessionId;
+  let pause = 1000;
+  while (current()) {
+    try {
+      const response = await fetch(`/api/datasets/${encodeURIComponent(sessionId)}?wait_for_profile=true`);
+      if (!response.ok) throw await apiError(response);
+      const described = await response.json();
+      if (!current()) return;
+      if (profileState(described) !== "pending") {
+        Object.assign(state.session, { profile: described.profile, profile_state: described.profile_state });
+        renderProfile(state.session);
+        return;
+      }
+      pause = 1000; // still pending after the gateway's wait: ask again
+    } catch (err) {
+      if (!current()) return;
+      if (err.status && err.status < 500) {
+        $("profile-status").className = "profile-status";
+        $("profile-status").replaceChildren(errorBox(`The profile could not be loaded: ${err.message}`, err.code));
+        return;
+      }
+      pause = Math.min(pause * 2, 30_000);
+    }
+    await sleep(pause);
+  }
 }
 
 function chip(question) {
