@@ -27,7 +27,7 @@ from common.store import DatasetRecord, DatasetStore
 from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import DatabaseCache
 from services.sql_engine.executor import QueryHandle, QueryResult, run_select
-from services.sql_engine.importer import import_file
+from services.sql_engine.importer import import_file, open_import_database
 from services.sql_engine.profiler import profile_parquet
 from services.sql_engine.profiles import ProfileJobs
 from services.sql_engine.readonly import ReadOnlyState
@@ -59,6 +59,10 @@ class SqlEngine:
             settings.sql_result_cache_entries, settings.sql_result_cache_bytes
         )
         self._located: OrderedDict[str, tuple[DatasetRecord, Path]] = OrderedDict()
+        spill = Path(settings.data_dir) / "spool" / "import-spill"
+        self.import_database = open_import_database(
+            settings.sql_import_memory_limit, settings.sql_threads, spill
+        )
         self.profiles = ProfileJobs(store, self._profile_stored, settings.sql_profile_workers)
         self._counts = threading.Lock()
         self._running = 0
@@ -94,6 +98,7 @@ class SqlEngine:
     def close(self) -> None:
         self.profiles.close()
         self.query_pool.shutdown(wait=False, cancel_futures=True)
+        self.import_database.close()
         self.databases.close()
 
     # --- datasets -------------------------------------------------------------------------------------
@@ -117,9 +122,8 @@ class SqlEngine:
                 filename,
                 work,
                 sheet=sheet,
-                memory_limit=self.settings.sql_import_memory_limit,
-                threads=self.settings.sql_threads,
                 profile_rows=self.settings.sql_profile_inline_rows,
+                database=self.import_database,
             )
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),
@@ -167,13 +171,7 @@ class SqlEngine:
         started = time.perf_counter()
         columns = [(c["name"], c["type"]) for c in record.columns]
         try:
-            profile = profile_parquet(
-                parquet,
-                columns,
-                record.row_count,
-                threads=self.settings.sql_threads,
-                memory_limit=self.settings.sql_import_memory_limit,
-            )
+            profile = profile_parquet(parquet, columns, record.row_count, database=self.import_database)
         except duckdb.Error as exc:
             log.warning("profile failed", extra={"session_id": session_id, "error": str(exc)[:300]})
             return pb.DatasetProfile(

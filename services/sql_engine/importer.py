@@ -64,6 +64,20 @@ def sniff_format(raw: Path, filename: str) -> str:
     return sniff(raw, filename).format
 
 
+def open_import_database(memory_limit: str, threads: int, spill_dir: Path) -> duckdb.DuckDBPyConnection:
+    """The in-memory DuckDB that imports (and profiles) run on, each on a cursor of its own.
+
+    One per process: opening a database costs about 12 ms and closing one after a large COPY about 18 ms,
+    a tenth of a small import; a cursor costs nothing. Cursors keep their temporary views apart.
+    """
+    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+    con.execute(f"SET memory_limit={quote_literal(memory_limit)}")
+    con.execute(f"SET threads={int(threads)}")
+    con.execute(f"SET temp_directory={quote_literal(str(spill_dir))}")
+    con.execute("SET preserve_insertion_order=true")
+    return con
+
+
 def import_file(
     raw: Path,
     filename: str,
@@ -73,32 +87,35 @@ def import_file(
     memory_limit: str = "4GB",
     threads: int = 2,
     profile_rows: int = 0,
+    database: duckdb.DuckDBPyConnection | None = None,
 ) -> ImportedTable:
     """Converts `raw` to `out_dir/raw.parquet`, profiling it too when it has at most `profile_rows` rows
     (0: never); raises InvalidInput on a bad file, or PROFILE_FAILED when the data was read but could not
-    be profiled."""
+    be profiled. Runs on a cursor of `database` (open_import_database), or on a database of its own
+    with `memory_limit` and `threads`."""
     sniffed = sniff(raw, filename)
     out = out_dir / "raw.parquet"
-    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
+    if database is None:
+        con = open_import_database(memory_limit, threads, out_dir / "spill")
+    else:
+        con = database.cursor()
     hasher: _Hasher | None = None
     try:
-        con.execute(f"SET memory_limit={quote_literal(memory_limit)}")
-        con.execute(f"SET threads={int(threads)}")
-        con.execute(f"SET temp_directory={quote_literal(str(out_dir / 'spill'))}")
-        con.execute("SET preserve_insertion_order=true")
         rows = _write_parquet(con, raw, filename, sniffed, sheet, out)
         relation = f"read_parquet({quote_literal(str(out))})"
         columns = _describe(con, relation)
         if not columns or rows == 0:
             raise InvalidInput("EMPTY_TABLE", f"'{filename}' holds no rows of data, only a header at most.")
+        hasher = _Hasher(out)  # while the dates are checked; hashed again in the rare case they change
         conversions = date_conversions(con, relation, columns)
         if conversions:
+            hasher.join()
             _convert_dates(con, out, conversions)
             columns = _describe(con, relation)
-        hasher = _Hasher(out)  # the Parquet is final: hash it while the profile reads it
+            hasher = _Hasher(out)
         profiled = None
-        if rows <= profile_rows:
-            con.execute(f"CREATE VIEW {_TABLE} AS SELECT * FROM {relation}")
+        if rows <= profile_rows:  # small: profile now, while the hash is computed
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {_TABLE} AS SELECT * FROM {relation}")
             profiled = _profile(filename, lambda: profile_relation(con, _TABLE, columns, rows))
         digest = hasher.result()
     except BaseException:

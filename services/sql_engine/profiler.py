@@ -53,16 +53,18 @@ def profile_parquet(
     row_count: int,
     *,
     threads: int = 0,
-    memory_limit: str = "",
+    database: duckdb.DuckDBPyConnection | None = None,
 ) -> pb.DatasetProfile:
-    """Profiles the Parquet at `parquet` whose schema is `columns` (DuckDB's defaults unless limited)."""
-    con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
-    try:
+    """Profiles the Parquet at `parquet` whose schema is `columns`, on a cursor of `database` when given
+    (its limits apply), else on a database of its own (with `threads` when set)."""
+    if database is not None:
+        con = database.cursor()
+    else:
+        con = duckdb.connect(":memory:", config={"python_enable_replacements": False})
         if threads:
             con.execute(f"SET threads={int(threads)}")
-        if memory_limit:
-            con.execute(f"SET memory_limit={quote_literal(memory_limit)}")
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({quote_literal(str(parquet))})")
+    try:
+        con.execute(f"CREATE TEMP VIEW t AS SELECT * FROM read_parquet({quote_literal(str(parquet))})")
         return profile_relation(con, "t", columns, row_count)
     finally:
         con.close()
