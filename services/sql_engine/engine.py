@@ -98,7 +98,10 @@ class SqlEngine:
     def close(self) -> None:
         self.profiles.close()
         self.query_pool.shutdown(wait=False, cancel_futures=True)
-        self.import_database.close()
+        try:
+            self.import_database.close()
+        except duckdb.Error:  # an import or profile still runs on a cursor: it ends with the process
+            log.info("import database still busy at close")
         self.databases.close()
 
     # --- datasets -------------------------------------------------------------------------------------
