@@ -41,7 +41,7 @@ from gateway.errors import (
 )
 from gateway.limits import BodyLimitMiddleware
 from gateway.settings import GatewaySettings
-from gateway.stream import StreamStats, sse_events
+from gateway.stream import StreamStats, peek, sse_events
 from gateway.workspace import workspace_router
 from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
 
@@ -267,6 +267,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         An unknown session is not refused here: the stream opens and its last event is an `error` with
         code DATASET_NOT_FOUND (the frontend shows stream errors in place), and nothing is stored for it.
+        A stream resumed past its last event answers 204, which tells an EventSource to stop reconnecting.
         """
         session_known = await check_session(request, body.session_id) is None
         owner = await chats(request).get_chat(body.chat_id)
@@ -289,6 +290,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             metadata=call_metadata(),
         )
         stats.track(call)
+        first = None
+        if after_seq > 0:
+            more, first = await peek(call)
+            if not more:  # resumed past the end: 204 tells an EventSource to stop reconnecting
+                call.cancel()
+                return Response(status_code=204)
         record = TurnRecorder(chats(request), body.chat_id, resumed=after_seq > 0)
         if after_seq == 0 and session_known:
             record.start(body.session_id, body.message)
@@ -299,6 +306,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             after_seq=after_seq,
             on_event=record if session_known else None,
             stats=stats,
+            first=first,
         )
         return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s)
 

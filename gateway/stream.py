@@ -17,6 +17,7 @@ import grpc
 
 from common.errors import error_info
 from gateway.events import event_to_json
+from insightx.v1 import orchestrator_pb2
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,14 @@ async def sse_events(
     after_seq: int = 0,
     on_event: OnEvent | None = None,
     stats: StreamStats | None = None,
+    first: orchestrator_pb2.ChatEvent | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event."""
+    """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event (`first`, when the
+    caller has already read it from `call`, then the rest)."""
     yield {"retry": retry_ms, "comment": "stream open"}
     seq = after_seq
     try:
-        async for event in call:
+        async for event in _read_all(call, first):
             if event.seq <= seq:
                 continue  # a resumed stream never repeats what the client already has
             seq = event.seq
@@ -105,6 +108,32 @@ async def sse_events(
         yield {"id": str(seq + 1), "data": json.dumps(payload)}
     finally:
         call.cancel()
+
+
+async def peek(
+    call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
+) -> tuple[bool, orchestrator_pb2.ChatEvent | None]:
+    """(whether the call has anything to send, its first event). (False, None): it ended with no event, as a
+    stream resumed past its end does. An upstream error counts as something to send: sse_events reads
+    again, grpc raises the same error, and it becomes an `error` event."""
+    try:
+        event = await call.read()
+    except grpc.aio.AioRpcError:
+        return True, None
+    if event is grpc.aio.EOF:
+        return False, None
+    return True, event  # type: ignore[return-value]
+
+
+async def _read_all(
+    call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
+    first: orchestrator_pb2.ChatEvent | None,
+) -> AsyncIterator[orchestrator_pb2.ChatEvent]:
+    """Every event of `call` by read() (grpc refuses mixing read() and iteration on one call)."""
+    if first is not None:
+        yield first
+    while (event := await call.read()) is not grpc.aio.EOF:
+        yield event  # type: ignore[misc]
 
 
 async def _notify(on_event: OnEvent | None, payload: dict[str, Any]) -> None:

@@ -75,6 +75,10 @@ export async function streamChat(baseUrl, body, { onEvent, signal, retries = 3, 
       continue;
     }
     if (!response.ok) throw await apiError(response);
+    if (response.status === 204) {
+      // resumed past the stream's end: the server has nothing more, so reconnecting again would not help
+      throw new ApiError(204, "STREAM_ENDED", "The answer stream ended before the answer.");
+    }
     try {
       for await (const event of sseEvents(response)) {
         if (typeof event.seq === "number") lastSeq = Math.max(lastSeq, event.seq);

@@ -94,6 +94,15 @@ def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session
         f"{stack.base_url}/api/chats/{request['chat_id']}/messages", params={"session_id": session_id}
     ).json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]  # the resumed answer is stored once
+    last = str(full.events[-1]["seq"])
+    for past_the_end in (last, "999"):
+        ended = httpx.post(
+            f"{stack.base_url}/api/chat/stream",
+            json=request,
+            headers={"Last-Event-ID": past_the_end},
+            timeout=60,
+        )
+        assert ended.status_code == 204 and ended.content == b"", (past_the_end, ended.text)
     bad = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
 
