@@ -37,6 +37,31 @@ def _guard(function: str) -> str:
     return _SIZE_GUARD.format(n="n", f=function)
 
 
+# printf/format build a string as wide as their format asks ('%0100000000d' is 100 MB from one row): a
+# format with a width or precision of 8+ digits, or one taken from an argument, is refused. They take any
+# number of arguments, so each is shadowed by a macro per arity.
+_WIDE_FORMAT = {
+    "printf": r"%[^a-zA-Z%]*([0-9]{8,}|\*)",
+    "format": r"\{[^}]*([0-9]{8,}|\{)",
+}
+_MAX_FORMAT_ARGUMENTS = 12
+
+
+def _format_macro(function: str) -> str:
+    check = (
+        f"CASE WHEN regexp_matches(f, '{_WIDE_FORMAT[function]}')"
+        f" THEN error('{function}: widths and precisions"
+        f" above 9,999,999 (or taken from an argument) are not allowed') ELSE f END"
+    )
+    overloads = []
+    for arity in range(_MAX_FORMAT_ARGUMENTS + 1):
+        args = [f"a{i}" for i in range(arity)]
+        overloads.append(
+            f"(f{''.join(', ' + a for a in args)}) AS system.main.{function}({', '.join([check, *args])})"
+        )
+    return f"CREATE MACRO {function}" + ", ".join(overloads)
+
+
 #: Built-ins that build a huge value from a small query; each is shadowed by a macro that bounds its size.
 GUARDED_MACROS = (
     f"CREATE MACRO repeat(s, n) AS system.main.repeat(s, {_guard('repeat')})",
@@ -46,6 +71,8 @@ GUARDED_MACROS = (
     f" (l, n, v) AS system.main.list_resize(l, {_guard('list_resize')}, v)",
     f"CREATE MACRO array_resize(l, n) AS system.main.array_resize(l, {_guard('array_resize')}),"
     f" (l, n, v) AS system.main.array_resize(l, {_guard('array_resize')}, v)",
+    _format_macro("printf"),
+    _format_macro("format"),
 )
 
 

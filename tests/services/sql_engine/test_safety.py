@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
@@ -16,6 +17,7 @@ from common.arrow import ipc_to_table
 from common.errors import InvalidInput, error_info
 from insightx.v1 import sql_engine_pb2 as pb
 from insightx.v1 import sql_engine_pb2_grpc
+from services.sql_engine.connection import open_hardened
 from services.sql_engine.safety import check_read_only
 from tests.services.sql_engine.conftest import (
     SALES_CSV,
@@ -81,6 +83,10 @@ def hostile_corpus(
         ("SELECT system.main.repeat('x', 2000000000)", FORBIDDEN),
         ("SELECT repeat('x', 2000000000)", ("SQL_ERROR", *BOUNDED)),
         ("SELECT lpad('x', 2000000000, 'y')", ("SQL_ERROR", *BOUNDED)),
+        ("SELECT printf('%0900000000d', 1)", ("SQL_ERROR", *BOUNDED)),
+        ("SELECT printf('%*d', 900000000, 1)", ("SQL_ERROR", *BOUNDED)),
+        ("SELECT format('{:>900000000}', 'x')", ("SQL_ERROR", *BOUNDED)),
+        ("SELECT format('{:>{}}', 'x', 900000000)", ("SQL_ERROR", *BOUNDED)),
         ("SELECT len(range(2000000000))", BOUNDED),
         ("SELECT count(*) FROM range(1000000000000)", BOUNDED),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", BOUNDED),
@@ -115,6 +121,8 @@ LEGITIMATE = [
         None,
     ),
     ("select repeat('ab', 3) as r", [{"r": "ababab"}]),
+    ("select printf('%05d|%.2f|%-3s|100%%', 42, 2.5, 'x') as p", [{"p": "00042|2.50|x  |100%"}]),
+    ("select format('{} of {:>4}', 3, 'ten') as f", [{"f": "3 of  ten"}]),
 ]
 
 
@@ -228,3 +236,26 @@ async def test_hostile_sql_is_refused_or_bounded_and_changes_nothing(
             assert table.num_rows > 0, sql
             if rows is not None:
                 assert table.to_pylist() == rows, sql
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT printf('%0900000000d', 1)",
+        "SELECT printf('%.900000000f', 1.5)",
+        "SELECT printf('%*d', 900000000, 1)",
+        "SELECT format('{:>900000000}', 'x')",
+        "SELECT format('{:>{}}', 'x', 900000000)",
+    ],
+)
+def test_printf_and_format_refuse_huge_widths_before_building_them(tmp_path: Path, sql: str) -> None:
+    """Refused by the guard's own message at once, not after building hundreds of MB."""
+    parquet = tmp_path / "data" / "raw.parquet"
+    parquet.parent.mkdir()
+    duckdb.execute(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet)")
+    con = open_hardened(parquet, "t", "256MB", 1)
+    try:
+        with pytest.raises(duckdb.InvalidInputException, match="widths and precisions above 9,999,999"):
+            con.execute(sql).fetchall()
+    finally:
+        con.close()
