@@ -75,10 +75,11 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                     elif message.HasField("chunk"):
                         if metadata is None:
                             raise InvalidInput("METADATA_FIRST", "Send ImportMetadata before any chunk.")
-                        size += len(message.chunk)
+                        chunk = message.chunk  # each access copies the bytes: once
+                        size += len(chunk)
                         if size > limit:
                             raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
-                        sink.write(message.chunk)
+                        sink.write(chunk)
             if metadata is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
             received = time.perf_counter()
