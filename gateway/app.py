@@ -47,6 +47,7 @@ from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
 
 MAX_SEQ = 2**53  # a seq, like every JSON number the browser reads, fits a double exactly
 _SEQ = re.compile(r"[0-9]{1,16}")
+_RESUME_PEEK_S = 1.0  # how long a resumed stream may take to show it has more, before its response starts
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
@@ -292,9 +293,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         stats.track(call)
         first = None
         if after_seq > 0:
-            more, first = await peek(call)
-            if not more:  # resumed past the end: 204 tells an EventSource to stop reconnecting
-                call.cancel()
+            first = await peek(call, _RESUME_PEEK_S)
+            if first is None:  # resumed past the end: 204 tells an EventSource to stop reconnecting
+                stats.completed += 1
                 return Response(status_code=204)
         record = TurnRecorder(chats(request), body.chat_id, resumed=after_seq > 0)
         if after_seq == 0 and session_known:

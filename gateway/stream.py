@@ -7,6 +7,7 @@ downstream work. `StreamStats` counts calls by how they ended, so the cancellati
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -66,10 +67,10 @@ async def sse_events(
     after_seq: int = 0,
     on_event: OnEvent | None = None,
     stats: StreamStats | None = None,
-    first: orchestrator_pb2.ChatEvent | None = None,
+    first: asyncio.Future[Any] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event (`first`, when the
-    caller has already read it from `call`, then the rest)."""
+    """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event (from the read
+    `first` when peek started one, then the rest)."""
     yield {"retry": retry_ms, "comment": "stream open"}
     seq = after_seq
     try:
@@ -112,28 +113,34 @@ async def sse_events(
 
 async def peek(
     call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
-) -> tuple[bool, orchestrator_pb2.ChatEvent | None]:
-    """(whether the call has anything to send, its first event). (False, None): it ended with no event, as a
-    stream resumed past its end does. An upstream error counts as something to send: sse_events reads
-    again, grpc raises the same error, and it becomes an `error` event."""
-    try:
-        event = await call.read()
-    except grpc.aio.AioRpcError:
-        return True, None
-    if event is grpc.aio.EOF:
-        return False, None
-    return True, event  # type: ignore[return-value]
+    wait_s: float,
+) -> asyncio.Future[Any] | None:
+    """Starts reading a resumed stream's first event and waits up to `wait_s` for it. None: the stream
+    ended with no event (resumed past its end: the caller answers 204). Otherwise the read, done or not,
+    for sse_events to go on with; a live stream that is slow to produce an event is not held up past
+    `wait_s`, so its response (and its pings) start. An upstream error is left in the read, for sse_events
+    to turn into an `error` event."""
+    read: asyncio.Future[Any] = asyncio.ensure_future(call.read())
+    await asyncio.wait({read}, timeout=wait_s)
+    if read.done() and not read.cancelled() and read.exception() is None and read.result() is grpc.aio.EOF:
+        return None
+    return read
 
 
 async def _read_all(
     call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
-    first: orchestrator_pb2.ChatEvent | None,
+    first: asyncio.Future[Any] | None,
 ) -> AsyncIterator[orchestrator_pb2.ChatEvent]:
-    """Every event of `call` by read() (grpc refuses mixing read() and iteration on one call)."""
-    if first is not None:
-        yield first
-    while (event := await call.read()) is not grpc.aio.EOF:
-        yield event  # type: ignore[misc]
+    """Every event of `call` by read() (grpc refuses mixing read() and iteration on one call), starting
+    with the read `first` when peek began one."""
+    try:
+        event = await first if first is not None else await call.read()
+        while event is not grpc.aio.EOF:
+            yield event
+            event = await call.read()
+    finally:
+        if first is not None and not first.done():
+            first.cancel()
 
 
 async def _notify(on_event: OnEvent | None, payload: dict[str, Any]) -> None:

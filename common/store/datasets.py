@@ -118,6 +118,7 @@ def write_profile(folder: Path, profile: bytes) -> None:
     """Writes a session's profile beside its data atomically (a reader sees all of it or none)."""
     fd, name = tempfile.mkstemp(prefix=".profile-", dir=folder)
     try:
+        os.fchmod(fd, 0o644)  # as readable as the profile written at import
         with os.fdopen(fd, "wb") as handle:
             handle.write(profile)
         os.replace(name, folder / PROFILE_NAME)

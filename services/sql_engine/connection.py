@@ -44,12 +44,13 @@ _WIDE_FORMAT = {
     "printf": r"%[^a-zA-Z%]*([0-9]{8,}|\*)",
     "format": r"\{[^}]*([0-9]{8,}|\{)",
 }
-_MAX_FORMAT_ARGUMENTS = 12
+_ESCAPED = {"printf": "%%", "format": "{{"}  # a literal % or {, not the start of a field
+_MAX_FORMAT_ARGUMENTS = 16  # each overload costs ~0.35 ms per database opened
 
 
 def _format_macro(function: str) -> str:
     check = (
-        f"CASE WHEN regexp_matches(f, '{_WIDE_FORMAT[function]}')"
+        f"CASE WHEN regexp_matches(replace(f, '{_ESCAPED[function]}', ''), '{_WIDE_FORMAT[function]}')"
         f" THEN error('{function}: widths and precisions"
         f" above 9,999,999 (or taken from an argument) are not allowed') ELSE f END"
     )

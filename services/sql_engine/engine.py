@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -59,9 +60,10 @@ class SqlEngine:
             settings.sql_result_cache_entries, settings.sql_result_cache_bytes
         )
         self._located: OrderedDict[str, tuple[DatasetRecord, Path]] = OrderedDict()
-        spill = Path(settings.data_dir) / "spool" / "import-spill"
+        # Per process: engines sharing a data_dir must not share DuckDB's spill files.
+        self._spill = Path(settings.data_dir) / "spool" / f"import-spill-{os.getpid()}"
         self.import_database = open_import_database(
-            settings.sql_import_memory_limit, settings.sql_threads, spill
+            settings.sql_import_memory_limit, settings.sql_threads, self._spill
         )
         self.profiles = ProfileJobs(store, self._profile_stored, settings.sql_profile_workers)
         self._counts = threading.Lock()
@@ -102,6 +104,7 @@ class SqlEngine:
             self.import_database.close()
         except duckdb.Error:  # an import or profile still runs on a cursor: it ends with the process
             log.info("import database still busy at close")
+        shutil.rmtree(self._spill, ignore_errors=True)
         self.databases.close()
 
     # --- datasets -------------------------------------------------------------------------------------
@@ -143,8 +146,8 @@ class SqlEngine:
             self.store.put(record, imported.parquet, profile.SerializeToString() if profile else None)
             if profile is None:
                 try:
-                    self.profiles.start(record.session_id)
-                except RuntimeError:  # shutting down: the data is stored, and any replica can profile it
+                    self.profiles.submit(record.session_id)
+                except Exception:  # shutting down: the data is stored, and any replica can profile it
                     log.warning("profile not scheduled", extra={"session_id": record.session_id})
             log.info(
                 "dataset stored",

@@ -120,10 +120,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         try:
             record, profile = await asyncio.to_thread(self.engine.describe, request.session_id)
             if profile is None:
-                job = await asyncio.to_thread(self.engine.profiles.start, request.session_id)
-                if request.wait_for_profile or job.done():
-                    # shield: a caller that leaves (deadline, cancel) must not cancel the profile itself
-                    profile = await asyncio.shield(asyncio.wrap_future(job))
+                profile = await self._profile_of(request.session_id, request.wait_for_profile)
         except InsightError as exc:
             await abort_with(context, exc)
             raise
@@ -137,6 +134,27 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             filename=record.filename,
             profile_state=state_of(profile),
         )
+
+    async def _profile_of(self, session_id: str, wait: bool) -> pb.DatasetProfile | None:
+        """A profile not stored yet: this process's job's result when done (or, with `wait`, once done),
+        else None (PENDING). Only a caller that waits makes a replica compute a profile it did not start,
+        so replicas do not all profile the same table at once."""
+        profiles = self.engine.profiles
+        job = profiles.running(session_id)
+        if job is None and wait:
+            job = await asyncio.to_thread(profiles.start, session_id)
+        if job is None or not (wait or job.done()):
+            return None
+        try:
+            # shield: a caller that leaves (deadline, cancel) must not cancel the profile itself
+            return await asyncio.shield(asyncio.wrap_future(job))
+        except InsightError:
+            raise
+        except Exception as exc:  # the job's own failure (disk, pool closing): say so, the data still works
+            log.warning("profile unavailable", extra={"session_id": session_id, "error": repr(exc)[:300]})
+            return pb.DatasetProfile(
+                failure=f"The profile could not be computed this time ({type(exc).__name__}); ask again."
+            )
 
     async def ValidateSql(
         self, request: pb.ValidateSqlRequest, context: grpc.aio.ServicerContext

@@ -169,3 +169,42 @@ def test_a_profile_that_raises_is_retried_by_the_next_caller(tmp_path: Path) -> 
         assert attempts.acquire(timeout=0) and attempts.acquire(timeout=0)
     finally:
         jobs.close()
+
+
+def test_a_failed_profile_is_tried_again_once_its_failure_has_expired(tmp_path: Path) -> None:
+    store = LocalDatasetStore(tmp_path)
+    parquet = tmp_path / "x.parquet"
+    duckdb.execute(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet)")
+    store.put(DatasetRecord("s1", "t", "t.csv", "h", 1, [{"name": "a", "type": "INTEGER"}]), parquet, None)
+    outcomes = [pb.DatasetProfile(failure="out of memory"), pb.DatasetProfile(health_score=90)]
+    jobs = ProfileJobs(store, lambda _: outcomes.pop(0), failed_kept_s=0.0)
+    try:
+        assert jobs.start("s1").result(10).failure == "out of memory"
+        assert jobs.start("s1").result(10).health_score == 90  # expired at once: computed again
+        assert store.profile("s1") is not None and jobs.running("s1") is None
+    finally:
+        jobs.close()
+
+
+async def test_a_replica_that_is_not_asked_to_wait_does_not_start_a_profile(tmp_path: Path) -> None:
+    """Describe without waiting on a replica that did not import the table answers PENDING and leaves the
+    profiling to the importing replica (or to whoever waits), instead of every replica profiling it."""
+    settings = make_settings(tmp_path, sql_profile_inline_rows=0)
+    raw, work = tmp_path / "sales.csv", tmp_path / "work"
+    raw.write_text(SALES_CSV)
+    work.mkdir()
+    imported = import_file(raw, raw.name, work, profile_rows=0)
+    columns = [{"name": n, "type": t} for n, t in imported.columns]
+    record = DatasetRecord("s1", imported.table, raw.name, imported.sha256, imported.row_count, columns)
+    LocalDatasetStore(settings.data_dir).put(record, imported.parquet, None)
+    running = await start(settings, "127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+            now = await _describe(stub, "s1", wait=False)
+            assert now.profile_state == pb.PROFILE_STATE_PENDING and not now.profile.columns
+            assert running.engine.profiles.running("s1") is None  # type: ignore[attr-defined]
+            waited = await _describe(stub, "s1", wait=True)
+            assert waited.profile_state == pb.PROFILE_STATE_READY and len(waited.profile.columns) == 6
+    finally:
+        await running.stop(1)

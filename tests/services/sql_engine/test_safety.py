@@ -123,6 +123,12 @@ LEGITIMATE = [
     ("select repeat('ab', 3) as r", [{"r": "ababab"}]),
     ("select printf('%05d|%.2f|%-3s|100%%', 42, 2.5, 'x') as p", [{"p": "00042|2.50|x  |100%"}]),
     ("select format('{} of {:>4}', 3, 'ten') as f", [{"f": "3 of  ten"}]),
+    ("select format('{{}} and {{12345678}}: {}', 1) as f", [{"f": "{} and {12345678}: 1"}]),
+    ("select printf('%5.1f%% of 123456789', 12.5) as p", [{"p": " 12.5% of 123456789"}]),
+    (
+        "select printf('%d' || repeat(',%d', 15), " + ", ".join(map(str, range(16))) + ") as p",
+        [{"p": ",".join(map(str, range(16)))}],
+    ),
 ]
 
 
