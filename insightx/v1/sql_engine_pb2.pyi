@@ -668,6 +668,7 @@ class GetEngineStatusResponse(_message.Message):
     DATA_READ_ONLY_FIELD_NUMBER: _builtins.int
     CACHED_RESULT_BYTES_FIELD_NUMBER: _builtins.int
     QUEUED_QUERIES_FIELD_NUMBER: _builtins.int
+    PENDING_PROFILES_FIELD_NUMBER: _builtins.int
     running_queries: _builtins.int
     """Queries executing now."""
     open_databases: _builtins.int
@@ -680,6 +681,8 @@ class GetEngineStatusResponse(_message.Message):
     """Bytes held by the result cache."""
     queued_queries: _builtins.int
     """Queries accepted but waiting for a free query thread."""
+    pending_profiles: _builtins.int
+    """Profiles of large tables queued or being computed after their import replied."""
     def __init__(
         self,
         *,
@@ -689,10 +692,11 @@ class GetEngineStatusResponse(_message.Message):
         data_read_only: _builtins.bool = ...,
         cached_result_bytes: _builtins.int = ...,
         queued_queries: _builtins.int = ...,
+        pending_profiles: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_result_bytes", b"cached_result_bytes", "cached_results", b"cached_results", "data_read_only", b"data_read_only", "open_databases", b"open_databases", "queued_queries", b"queued_queries", "running_queries", b"running_queries"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_result_bytes", b"cached_result_bytes", "cached_results", b"cached_results", "data_read_only", b"data_read_only", "open_databases", b"open_databases", "pending_profiles", b"pending_profiles", "queued_queries", b"queued_queries", "running_queries", b"running_queries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

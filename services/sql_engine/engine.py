@@ -88,6 +88,7 @@ class SqlEngine:
             data_read_only=self.read_only.active,
             cached_result_bytes=self.results.bytes,
             queued_queries=self._queued,
+            pending_profiles=self.profiles.pending,
         )
 
     def warm_up(self) -> None:

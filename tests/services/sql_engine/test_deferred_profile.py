@@ -82,6 +82,8 @@ async def test_a_caller_that_stops_waiting_does_not_cancel_the_profile(tmp_path:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             reply = await upload(stub, data, "big.csv", chunk=1 << 20)
             assert reply.profile_state == pb.PROFILE_STATE_PENDING and reply.row_count == 400_000
+            status = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=5)
+            assert status.pending_profiles == 1  # 400k rows take longer than this round trip
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await _describe(stub, reply.session_id, wait=True, timeout=0.001)
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
@@ -89,6 +91,8 @@ async def test_a_caller_that_stops_waiting_does_not_cancel_the_profile(tmp_path:
             assert waited.profile_state == pb.PROFILE_STATE_READY
             assert waited.profile.columns[0].distinct_count > 300_000  # approximate on this size
             assert waited.profile.columns[2].max == pytest.approx(99.9)
+            status = await stub.GetEngineStatus(pb.GetEngineStatusRequest(), timeout=5)
+            assert status.pending_profiles == 0
     finally:
         await running.stop(1)
 
