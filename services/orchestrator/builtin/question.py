@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from services.orchestrator.builtin.lexicon import STOP_STEMS
-from services.orchestrator.builtin.linking import ColumnLink, Links, link
+from services.orchestrator.builtin.linking import ColumnLink, Links, NumberLink, link
 from services.orchestrator.builtin.schema import Column, Schema, literal
 from services.orchestrator.builtin.text import ORDINALS, Token, same_word, stem, word_number
 
@@ -597,6 +597,25 @@ def _clock_hour(q: Question, index: int, value: float) -> float | None:
     return value % 12 + (12 if nxt.startswith("p") else 0)
 
 
+def _clock_range(
+    q: Question, start: NumberLink, end: NumberLink | None, found: list[tuple[int, str, float, Column]]
+) -> bool:
+    """ "between 9 AM and 5 PM": the hours from the first up to (not including) the second, on the hour
+    column. True when the two numbers were such a range (filtered, or left unplaced when the table has no
+    hour column or the range wraps past midnight, so that the question is refused, not answered wrong)."""
+    if end is None or end.index != start.index + 3 or q.tokens[start.index + 2].text not in ("and", "to"):
+        return False
+    lo, hi = _clock_hour(q, start.index, start.value), _clock_hour(q, end.index, end.value)
+    if lo is None or hi is None:
+        return False
+    hour_col = _hour_column(q)
+    if hour_col is not None and lo < hi:
+        found.append((start.index, ">=", lo, hour_col))
+        found.append((end.index, "<", hi, hour_col))
+        q.used.update({start.index - 1, start.index + 1, start.index + 2, end.index + 1})
+    return True
+
+
 def _named_just_before(q: Question, index: int, value: float) -> Column | None:
     """The numeric column a word right before the number names ("hour 0 to 5" → hour_of_day).
 
@@ -612,13 +631,16 @@ def _named_just_before(q: Question, index: int, value: float) -> Column | None:
 
 def _numeric_filters(q: Question, skip: set[int]) -> list[tuple[int, str, float, Column]]:
     """Comparisons "column op number" found in the question (not yet turned into filters)."""
-    found = []
+    found: list[tuple[int, str, float, Column]] = []
     toks = q.tokens
     numbers = [n for n in q.links.numbers if n.index not in skip]
     i = 0
     while i < len(numbers):
         n = numbers[i]
         between = toks[n.index - 1].text in ("between", "from", "ranked", "rank") if n.index > 0 else False
+        if between and _clock_range(q, n, numbers[i + 1] if i + 1 < len(numbers) else None, found):
+            i += 2
+            continue
         joined = i + 1 < len(numbers) and numbers[i + 1].index == n.index + 2
         if (
             joined

@@ -209,6 +209,22 @@ def test_a_clock_time_written_together_is_still_an_hour(payments: Payments) -> N
     assert answer.answer == _truth(payments, "SELECT count(*) FROM T WHERE hour_of_day >= 22")
 
 
+def test_a_range_of_clock_times_filters_the_hours_between(payments: Payments) -> None:
+    for question in (
+        "How many transactions happened between 9 AM and 5 PM?",
+        "How many transactions from 9am to 5pm?",
+    ):
+        plan, answer = _ask(payments, question)
+        want = _truth(payments, "SELECT count(*) FROM T WHERE hour_of_day >= 9 AND hour_of_day < 17")
+        assert want != _truth(payments, "SELECT count(*) FROM T"), "the filter must matter"
+        assert answer.answer == want, (question, plan.sql)
+
+
+def test_a_range_of_clock_times_past_midnight_is_refused_not_guessed(payments: Payments) -> None:
+    plan, answer = _ask(payments, "How many transactions happened between 10 PM and 6 AM?")
+    assert plan.sql is None and answer.answer is None  # not a count of every row, nor an empty range
+
+
 @pytest.fixture(scope="module")
 def dated(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
     """Payments with a timestamp and no weekend flag: the day of the week says which days are weekends."""
