@@ -103,7 +103,7 @@ function showDataset(dataset) {
   setBusy(false);
   loadInsights();
   $("question").focus();
-  if (profileState(dataset) === "pending") awaitProfile(dataset.session_id);
+  if (profileState(dataset) === "pending") awaitProfile(dataset);
 }
 
 /** The profile area: health, reasons, suggestions and column stats; while pending, a "Profiling…" line. */
@@ -155,9 +155,11 @@ function renderProfile(dataset) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Waits for a pending profile (the gateway holds the request until it is done) and renders it. */
-async function awaitProfile(sessionId) {
-  const current = () => state.session?.session_id === sessionId;
+/** Waits for a pending profile (the gateway holds the request until it is done) and renders it. One loop
+ * per shown dataset: showing it again (or another) ends this one. */
+async function awaitProfile(dataset) {
+  const sessionId = dataset.session_id;
+  const current = () => state.session === dataset;
   let pause = 1000;
   while (current()) {
     try {
