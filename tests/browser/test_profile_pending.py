@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.browser.test_page import open_page
-from tests.gateway.stacks import start_stack
+from tests.gateway.stacks import start_pending_profile_stack
 from tools.stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -31,8 +31,7 @@ WATCH = """() => {
 
 @pytest.fixture(scope="module")
 def pending_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    root = tmp_path_factory.mktemp("browser-pending")
-    stack = start_stack(root / "data", {"INSIGHTX_SQL_PROFILE_INLINE_ROWS": "0"}, log_dir=root / "logs")
+    stack = start_pending_profile_stack(tmp_path_factory.mktemp("browser-pending"))
     yield stack
     stack.stop()
 

@@ -77,3 +77,9 @@ def upload(base_url: str, path: Path, content_type: str = "text/csv") -> dict[st
         )
     reply.raise_for_status()
     return reply.json()  # type: ignore[no-any-return]
+
+
+def start_pending_profile_stack(root: Path) -> Stack:
+    """A stack whose engine profiles every table after replying (no table is small enough to profile
+    before), for the tests of the pending-profile path."""
+    return start_stack(root / "data", {"INSIGHTX_SQL_PROFILE_INLINE_ROWS": "0"}, log_dir=root / "logs")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.gateway.sse import parse
-from tests.gateway.stacks import start_stack, upload
+from tests.gateway.stacks import start_pending_profile_stack, upload
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -26,8 +26,7 @@ CITIES = ["Pune", "Delhi", "Mumbai", "Chennai", ""]
 @pytest.fixture(scope="module")
 def pending_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A stack whose engine profiles every table after replying (no table is small enough)."""
-    root = tmp_path_factory.mktemp("pending-stack")
-    running = start_stack(root / "data", {"INSIGHTX_SQL_PROFILE_INLINE_ROWS": "0"}, log_dir=root / "logs")
+    running = start_pending_profile_stack(tmp_path_factory.mktemp("pending-stack"))
     yield running
     running.stop()
 

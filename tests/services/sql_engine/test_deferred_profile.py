@@ -129,11 +129,17 @@ def test_another_replica_computes_a_profile_that_was_never_stored(tmp_path: Path
         replica.close()
 
 
-def test_a_failed_profile_is_reported_not_stored_and_not_retried_in_a_loop(tmp_path: Path) -> None:
+def _one_row_session(tmp_path: Path) -> LocalDatasetStore:
+    """A store holding session s1 (one row), stored without a profile, as a large import leaves it."""
     store = LocalDatasetStore(tmp_path)
     parquet = tmp_path / "x.parquet"
     duckdb.execute(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet)")
     store.put(DatasetRecord("s1", "t", "t.csv", "h", 1, [{"name": "a", "type": "INTEGER"}]), parquet, None)
+    return store
+
+
+def test_a_failed_profile_is_reported_not_stored_and_not_retried_in_a_loop(tmp_path: Path) -> None:
+    store = _one_row_session(tmp_path)
     calls: list[str] = []
 
     def failing(session_id: str) -> pb.DatasetProfile:
@@ -151,10 +157,7 @@ def test_a_failed_profile_is_reported_not_stored_and_not_retried_in_a_loop(tmp_p
 
 
 def test_a_profile_that_raises_is_retried_by_the_next_caller(tmp_path: Path) -> None:
-    store = LocalDatasetStore(tmp_path)
-    parquet = tmp_path / "x.parquet"
-    duckdb.execute(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet)")
-    store.put(DatasetRecord("s1", "t", "t.csv", "h", 1, [{"name": "a", "type": "INTEGER"}]), parquet, None)
+    store = _one_row_session(tmp_path)
     attempts = threading.Semaphore(0)
 
     def flaky(session_id: str) -> pb.DatasetProfile:
@@ -176,10 +179,7 @@ def test_a_profile_that_raises_is_retried_by_the_next_caller(tmp_path: Path) -> 
 
 
 def test_a_failed_profile_is_tried_again_once_its_failure_has_expired(tmp_path: Path) -> None:
-    store = LocalDatasetStore(tmp_path)
-    parquet = tmp_path / "x.parquet"
-    duckdb.execute(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet)")
-    store.put(DatasetRecord("s1", "t", "t.csv", "h", 1, [{"name": "a", "type": "INTEGER"}]), parquet, None)
+    store = _one_row_session(tmp_path)
     outcomes = [pb.DatasetProfile(failure="out of memory"), pb.DatasetProfile(health_score=90)]
     jobs = ProfileJobs(store, lambda _: outcomes.pop(0), failed_kept_s=0.0)
     try:
