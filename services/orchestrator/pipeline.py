@@ -10,6 +10,7 @@ caller that goes away cancels its answer (and every call in flight) at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
@@ -269,16 +270,14 @@ class Pipeline:
         if known is not None:
             self._datasets.move_to_end(session_id)
             return known
-        try:
-            reply = await self.peers.sql.DescribeDataset(
-                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id, wait_for_profile=True),
-                timeout=remaining(deadline, self._profile_wait_s(deadline)),
-                metadata=call_metadata(),
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise peer_failure("sql", exc) from exc
-            reply = await self._describe_now(session_id, deadline)  # answer from the schema alone
+        # First as it is now, on the usual per-call deadline; wait only when the profile is still pending.
+        reply = await self._describe(session_id, False, remaining(deadline, self.settings.rpc_deadline_s))
+        if reply.profile_state == sql_engine_pb2.PROFILE_STATE_PENDING:
+            # past the wait, answer from the schema alone; the next question will find the profile
+            with contextlib.suppress(PeerTimeout):
+                reply = await self._describe(
+                    session_id, True, remaining(deadline, self._profile_wait_s(deadline))
+                )
         dataset = DatasetContext(
             session_id=session_id,
             table=reply.table,
@@ -297,16 +296,24 @@ class Pipeline:
         """How long to wait for a profile: most of the chat's time left, keeping some to answer with."""
         return max(0.1, (deadline - time.monotonic()) * _PROFILE_WAIT_SHARE)
 
-    async def _describe_now(self, session_id: str, deadline: float) -> sql_engine_pb2.DescribeDatasetResponse:
-        """The dataset as it is now (its profile possibly still pending), without waiting."""
+    async def _describe(
+        self, session_id: str, wait: bool, timeout: float
+    ) -> sql_engine_pb2.DescribeDatasetResponse:
+        """DescribeDataset; a deadline that passes while waiting for a profile raises PeerTimeout."""
         try:
             return await self.peers.sql.DescribeDataset(
-                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
-                timeout=remaining(deadline, self.settings.rpc_deadline_s),
+                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id, wait_for_profile=wait),
+                timeout=timeout,
                 metadata=call_metadata(),
             )
         except grpc.aio.AioRpcError as exc:
+            if wait and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise PeerTimeout from exc
             raise peer_failure("sql", exc) from exc
+
+
+class PeerTimeout(Exception):
+    """A wait for a peer that ran out of its own time budget (the chat still has time left)."""
 
 
 def budget_deadline(settings: OrchestratorSettings, caller_remaining: float | None) -> float:
