@@ -62,12 +62,17 @@ def hr_table(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, 
     csv = work / "hr data.csv"
     lines = [",".join(HEADER)] + [",".join(f'"{v}"' if "," in v else v for v in row) for row in _rows()]
     csv.write_text("\n".join(lines) + "\n")
-    out = work / "session"
+    return load_table(csv, "s1")
+
+
+def load_table(csv: Path, session_id: str) -> tuple[DatasetContext, Path]:
+    """Imports and profiles `csv` as the engine would; the context the analyst plans on, and its Parquet."""
+    out = csv.parent / "session"
     out.mkdir()
     imported = import_file(csv, csv.name, out)
     profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
     dataset = DatasetContext(
-        "s1", imported.table, imported.row_count, imported.columns, profile, imported.sha256
+        session_id, imported.table, imported.row_count, imported.columns, profile, imported.sha256
     )
     return dataset, imported.parquet
 

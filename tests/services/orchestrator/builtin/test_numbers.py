@@ -1,6 +1,7 @@
 """Numbers in questions land on the right column: a unit after the number, the column's range, and a
 comparison whose unit would otherwise be read as a column name. On a small payments table."""
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -8,8 +9,7 @@ import pytest
 
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
-from services.sql_engine.importer import import_file
-from services.sql_engine.profiler import profile_parquet
+from tests.services.orchestrator.builtin.conftest import load_table
 
 HEADER = [
     "transaction id",
@@ -46,22 +46,21 @@ def _rows() -> list[list[str]]:
     return rows
 
 
+def _loaded(csv: Path, session_id: str) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    """The analyst's context for `csv`, and a connection where both T and the table name read its data."""
+    dataset, parquet = load_table(csv, session_id)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{parquet}')")
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
+    return dataset, con
+
+
 @pytest.fixture(scope="module")
 def payments(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
     work = tmp_path_factory.mktemp("payments")
     csv = work / "payments.csv"
     csv.write_text("\n".join(",".join(r) for r in [HEADER, *_rows()]) + "\n")
-    out = work / "session"
-    out.mkdir()
-    imported = import_file(csv, csv.name, out)
-    profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
-    dataset = DatasetContext(
-        "s", imported.table, imported.row_count, imported.columns, profile, imported.sha256
-    )
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{imported.parquet}')")
-    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{imported.parquet}')")
-    return dataset, con
+    return _loaded(csv, "s")
 
 
 def _ask(payments: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: str) -> tuple[Plan, Answer]:
@@ -234,17 +233,7 @@ def dated(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duc
         f"2024-03-{1 + i % 28:02d} 10:00:00,{(i * 37) % 500 + 1}" for i in range(120)
     ]
     csv.write_text("\n".join(lines) + "\n")
-    out = work / "session"
-    out.mkdir()
-    imported = import_file(csv, csv.name, out)
-    profile = profile_parquet(imported.parquet, imported.columns, imported.row_count)
-    dataset = DatasetContext(
-        "d", imported.table, imported.row_count, imported.columns, profile, imported.sha256
-    )
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW T AS SELECT * FROM read_parquet('{imported.parquet}')")
-    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{imported.parquet}')")
-    return dataset, con
+    return _loaded(csv, "d")
 
 
 def test_weekdays_against_weekends_from_a_date_column(dated: Payments) -> None:
