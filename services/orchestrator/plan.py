@@ -46,6 +46,9 @@ class Answer:
     chart: dict[str, Any] | None = None
     follow_ups: list[str] = field(default_factory=list)
     confidence: float = 0.0
+    # When the analyst will not guess: the readings it hesitated between, each a full question a person can
+    # click to ask instead (the page shows them as chips).
+    clarifications: list[str] = field(default_factory=list)
 
 
 @dataclass
