@@ -15,9 +15,7 @@ lists compared as sets of the same length; categories as case-insensitive string
 
 from __future__ import annotations
 
-import ast
 import json
-import math
 import os
 import statistics
 import sys
@@ -49,71 +47,10 @@ LATENCY_QUESTIONS = [
 ]
 
 
-# ---- scoring ----------------------------------------
+# ---- scoring: tools/analyst_eval.py (one copy for every tool) ----------------------------------------
 
-
-def _trunc(x: float) -> float:
-    return math.trunc(round(x * 100, 6)) / 100
-
-
-def _to_float(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    try:
-        return float(str(value).replace(",", "").strip())
-    except ValueError:
-        return None
-
-
-def _parse_list(text: str) -> list[Any]:
-    try:
-        value = ast.literal_eval(text)
-        if isinstance(value, list | tuple):
-            return list(value)
-    except (ValueError, SyntaxError):
-        pass
-    inner = text.strip().strip("[]")
-    return [part.strip().strip("'\"") for part in inner.split(",") if part.strip()]
-
-
-def _same(a: Any, b: Any) -> bool:
-    fa, fb = _to_float(a), _to_float(b)
-    if fa is not None and fb is not None:
-        return _trunc(fa) == _trunc(fb)
-    return str(a).strip().lower() == str(b).strip().lower()
-
-
-def score(got: Any, gold: str, kind: str) -> bool:
-    """Whether `got` (the analyst's typed answer) matches the gold answer text, by the benchmark's rules."""
-    if got is None:
-        return False
-    if kind == "boolean":
-        want = gold.strip().lower() in ("true", "yes", "1")
-        if isinstance(got, str):
-            return got.strip().lower() in ("true", "yes") if want else got.strip().lower() in ("false", "no")
-        return isinstance(got, bool) and got == want
-    if kind == "number":
-        if isinstance(got, list) and len(got) == 1:
-            got = got[0]
-        g, w = _to_float(got), _to_float(gold)
-        return g is not None and w is not None and _trunc(g) == _trunc(w)
-    if kind.startswith("list"):
-        if not isinstance(got, list):
-            return False
-        gold_items = _parse_list(gold)
-        if len(gold_items) != len(got):
-            return False
-        remaining = list(gold_items)
-        for item in got:
-            match = next((i for i, w in enumerate(remaining) if _same(item, w)), None)
-            if match is None:
-                return False
-            remaining.pop(match)
-        return True
-    if isinstance(got, list) and len(got) == 1:
-        got = got[0]
-    return _same(got, gold)
-
+sys.path.insert(0, str(REPO))
+from tools.analyst_eval import score  # noqa: E402
 
 # ---- the real services ----------------------------------------
 
