@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.identity import USER_ID_METADATA_KEY, user_id_var
 from common.logging import REQUEST_ID_METADATA_KEY, request_id_var
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -27,7 +28,7 @@ class _CallDefaults(
     grpc.aio.UnaryStreamClientInterceptor,
     grpc.aio.StreamUnaryClientInterceptor,
 ):
-    """Gives every outgoing call a deadline (when the caller set none) and the current request id."""
+    """Gives every outgoing call a deadline (when the caller set none), the current request id and user id."""
 
     def __init__(self, default_deadline_s: float) -> None:
         self.default_deadline_s = default_deadline_s
@@ -37,6 +38,9 @@ class _CallDefaults(
         rid = request_id_var.get()
         if rid and REQUEST_ID_METADATA_KEY not in metadata:
             metadata.add(REQUEST_ID_METADATA_KEY, rid)
+        uid = user_id_var.get()
+        if uid and USER_ID_METADATA_KEY not in metadata:
+            metadata.add(USER_ID_METADATA_KEY, uid)
         timeout = details.timeout if details.timeout is not None else self.default_deadline_s
         return grpc.aio.ClientCallDetails(
             details.method, timeout, metadata, details.credentials, details.wait_for_ready
