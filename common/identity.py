@@ -17,7 +17,7 @@ import grpc
 
 USER_ID_METADATA_KEY = "insightx-user-id"
 USER_ID_MAX_LENGTH = 128
-_USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@:+=|-]{0,%d}" % (USER_ID_MAX_LENGTH - 1))
+_USER_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._@:+=|-]{{0,{USER_ID_MAX_LENGTH - 1}}}")
 
 user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("user_id", default=None)
 
@@ -35,9 +35,7 @@ def check_user_id(user_id: str) -> str:
     return user_id
 
 
-def with_user(
-    metadata: Iterable[tuple[str, str]] | None, user_id: str | None
-) -> tuple[tuple[str, str], ...]:
+def with_user(metadata: Iterable[tuple[str, str]] | None, user_id: str | None) -> tuple[tuple[str, str], ...]:
     """`metadata` with `insightx-user-id` set to `user_id` (replacing any earlier one); unchanged if None."""
     pairs = [(k, v) for k, v in (metadata or ()) if user_id is None or k != USER_ID_METADATA_KEY]
     if user_id is not None:
