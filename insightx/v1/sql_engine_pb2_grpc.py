@@ -60,6 +60,11 @@ class SqlEngineServiceStub:
                 request_serializer=insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusRequest.SerializeToString,
                 response_deserializer=insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusResponse.FromString,
                 _registered_method=True)
+        self.DeleteDataset = channel.unary_unary(
+                '/insightx.v1.SqlEngineService/DeleteDataset',
+                request_serializer=insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetRequest.SerializeToString,
+                response_deserializer=insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class SqlEngineServiceServicer:
@@ -101,6 +106,14 @@ class SqlEngineServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteDataset(self, request, context):
+        """Deletes a session's dataset: its Parquet, metadata and profile (and, on Supabase, its row and objects).
+        The gateway calls it when the dataset's owner deletes it, or when its retention ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SqlEngineServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +141,11 @@ def add_SqlEngineServiceServicer_to_server(servicer, server):
                     servicer.GetEngineStatus,
                     request_deserializer=insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusRequest.FromString,
                     response_serializer=insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusResponse.SerializeToString,
+            ),
+            'DeleteDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteDataset,
+                    request_deserializer=insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetRequest.FromString,
+                    response_serializer=insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +284,33 @@ class SqlEngineService:
             '/insightx.v1.SqlEngineService/GetEngineStatus',
             insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusRequest.SerializeToString,
             insightx_dot_v1_dot_sql__engine__pb2.GetEngineStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/insightx.v1.SqlEngineService/DeleteDataset',
+            insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetRequest.SerializeToString,
+            insightx_dot_v1_dot_sql__engine__pb2.DeleteDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class SqlEngineServiceStub:
     """Runs one read-only SELECT against a session's dataset and returns Arrow IPC."""
     GetEngineStatus: _grpc.UnaryUnaryMultiCallable[_sql_engine_pb2.GetEngineStatusRequest, _sql_engine_pb2.GetEngineStatusResponse]
     """Reports what the engine is doing now (for operators and tests of cancellation)."""
+    DeleteDataset: _grpc.UnaryUnaryMultiCallable[_sql_engine_pb2.DeleteDatasetRequest, _sql_engine_pb2.DeleteDatasetResponse]
+    """Deletes a session's dataset: its Parquet, metadata and profile (and, on Supabase, its row and objects).
+    The gateway calls it when the dataset's owner deletes it, or when its retention ends.
+    """
 
 @_typing.type_check_only
 class SqlEngineServiceAsyncStub(SqlEngineServiceStub):
@@ -59,6 +63,10 @@ class SqlEngineServiceAsyncStub(SqlEngineServiceStub):
     """Runs one read-only SELECT against a session's dataset and returns Arrow IPC."""
     GetEngineStatus: _aio.UnaryUnaryMultiCallable[_sql_engine_pb2.GetEngineStatusRequest, _sql_engine_pb2.GetEngineStatusResponse]  # type: ignore[assignment]
     """Reports what the engine is doing now (for operators and tests of cancellation)."""
+    DeleteDataset: _aio.UnaryUnaryMultiCallable[_sql_engine_pb2.DeleteDatasetRequest, _sql_engine_pb2.DeleteDatasetResponse]  # type: ignore[assignment]
+    """Deletes a session's dataset: its Parquet, metadata and profile (and, on Supabase, its row and objects).
+    The gateway calls it when the dataset's owner deletes it, or when its retention ends.
+    """
 
 class SqlEngineServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns the data: imports uploads as immutable Parquet, profiles them, and runs read-only SQL on DuckDB."""
@@ -102,5 +110,15 @@ class SqlEngineServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_sql_engine_pb2.GetEngineStatusResponse, _abc.Awaitable[_sql_engine_pb2.GetEngineStatusResponse]]:
         """Reports what the engine is doing now (for operators and tests of cancellation)."""
+
+    @_abc_1.abstractmethod
+    def DeleteDataset(
+        self,
+        request: _sql_engine_pb2.DeleteDatasetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_sql_engine_pb2.DeleteDatasetResponse, _abc.Awaitable[_sql_engine_pb2.DeleteDatasetResponse]]:
+        """Deletes a session's dataset: its Parquet, metadata and profile (and, on Supabase, its row and objects).
+        The gateway calls it when the dataset's owner deletes it, or when its retention ends.
+        """
 
 def add_SqlEngineServiceServicer_to_server(servicer: SqlEngineServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

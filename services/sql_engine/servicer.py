@@ -20,6 +20,7 @@ from common.server import is_resource_exhaustion
 from common.store import DatasetRecord
 from insightx.v1 import common_pb2, sql_engine_pb2_grpc
 from insightx.v1 import sql_engine_pb2 as pb
+from services.sql_engine.deletion import delete_dataset
 from services.sql_engine.engine import SqlEngine, too_large_message
 from services.sql_engine.executor import QueryHandle
 from services.sql_engine.profiles import state_of
@@ -199,6 +200,16 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             elapsed_ms=result.elapsed_ms,
             cached=result.cached,
         )
+
+    async def DeleteDataset(
+        self, request: pb.DeleteDatasetRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteDatasetResponse:
+        try:
+            freed = await asyncio.to_thread(delete_dataset, self.engine, request.session_id)
+        except InsightError as exc:
+            await abort_with(context, exc)
+            raise
+        return pb.DeleteDatasetResponse(session_id=request.session_id, freed_bytes=freed)
 
     async def GetEngineStatus(
         self, request: pb.GetEngineStatusRequest, context: grpc.aio.ServicerContext
