@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from insightx.v1 import common_pb2 as insightx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinsightx/v1/sql_engine.proto\x12\x0binsightx.v1\x1a\x18insightx/v1/common.proto\"G\n\x0eImportMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\r\n\x05sheet\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"c\n\x14ImportDatasetRequest\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.insightx.v1.ImportMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"*\n\nValueCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x9a\x03\n\rColumnProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.insightx.v1.SemanticRole\x12\x12\n\nnull_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x64istinct_count\x18\x05 \x01(\x03\x12+\n\ntop_values\x18\x06 \x03(\x0b\x32\x17.insightx.v1.ValueCount\x12\x10\n\x03min\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03std\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03p25\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x03p50\x18\x0c \x01(\x01H\x05\x88\x01\x01\x12\x10\n\x03p75\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x10\n\x08min_time\x18\x0e \x01(\t\x12\x10\n\x08max_time\x18\x0f \x01(\t\x12\x0f\n\x07samples\x18\x10 \x03(\tB\x06\n\x04_minB\x06\n\x04_maxB\x07\n\x05_meanB\x06\n\x04_stdB\x06\n\x04_p25B\x06\n\x04_p50B\x06\n\x04_p75\"F\n\x0b\x43orrelation\x12\x10\n\x08\x63olumn_a\x18\x01 \x01(\t\x12\x10\n\x08\x63olumn_b\x18\x02 \x01(\t\x12\x13\n\x0b\x63oefficient\x18\x03 \x01(\x01\"\xc9\x01\n\x0e\x44\x61tasetProfile\x12+\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1a.insightx.v1.ColumnProfile\x12.\n\x0c\x63orrelations\x18\x02 \x03(\x0b\x32\x18.insightx.v1.Correlation\x12\x14\n\x0chealth_score\x18\x03 \x01(\x01\x12\x16\n\x0ehealth_reasons\x18\x04 \x03(\t\x12\x1b\n\x13suggested_questions\x18\x05 \x03(\t\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\"\x80\x02\n\x15ImportDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12$\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Column\x12\x14\n\x0c\x64\x61taset_hash\x18\x05 \x01(\t\x12,\n\x07profile\x18\x06 \x01(\x0b\x32\x1b.insightx.v1.DatasetProfile\x12\x15\n\rsource_format\x18\x07 \x01(\t\x12\x30\n\rprofile_state\x18\x08 \x01(\x0e\x32\x19.insightx.v1.ProfileState\"F\n\x16\x44\x65scribeDatasetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10wait_for_profile\x18\x02 \x01(\x08\"\xfd\x01\n\x17\x44\x65scribeDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12$\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Column\x12\x14\n\x0c\x64\x61taset_hash\x18\x05 \x01(\t\x12,\n\x07profile\x18\x06 \x01(\x0b\x32\x1b.insightx.v1.DatasetProfile\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12\x30\n\rprofile_state\x18\x08 \x01(\x0e\x32\x19.insightx.v1.ProfileState\"5\n\x12ValidateSqlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"\x83\x01\n\x13ValidateSqlResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0estatement_type\x18\x04 \x01(\t\x12$\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x13.insightx.v1.Column\"p\n\x11\x45xecuteSqlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x10\n\x08max_rows\x18\x03 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\x12\x14\n\x0c\x62ypass_cache\x18\x05 \x01(\x08\"b\n\x12\x45xecuteSqlResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\"\x18\n\x16GetEngineStatusRequest\"\xc9\x01\n\x17GetEngineStatusResponse\x12\x17\n\x0frunning_queries\x18\x01 \x01(\x05\x12\x16\n\x0eopen_databases\x18\x02 \x01(\x05\x12\x16\n\x0e\x63\x61\x63hed_results\x18\x03 \x01(\x05\x12\x16\n\x0e\x64\x61ta_read_only\x18\x04 \x01(\x08\x12\x1b\n\x13\x63\x61\x63hed_result_bytes\x18\x05 \x01(\x03\x12\x16\n\x0equeued_queries\x18\x06 \x01(\x05\x12\x18\n\x10pending_profiles\x18\x07 \x01(\x05\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x15\x44\x65leteDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03*\xcf\x01\n\x0cSemanticRole\x12\x1d\n\x19SEMANTIC_ROLE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEMANTIC_ROLE_IDENTIFIER\x10\x01\x12\x19\n\x15SEMANTIC_ROLE_MEASURE\x10\x02\x12\x1b\n\x17SEMANTIC_ROLE_DIMENSION\x10\x03\x12\x1a\n\x16SEMANTIC_ROLE_TEMPORAL\x10\x04\x12\x16\n\x12SEMANTIC_ROLE_FLAG\x10\x05\x12\x16\n\x12SEMANTIC_ROLE_TEXT\x10\x06*{\n\x0cProfileState\x12\x1d\n\x19PROFILE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_STATE_PENDING\x10\x01\x12\x17\n\x13PROFILE_STATE_READY\x10\x02\x12\x18\n\x14PROFILE_STATE_FAILED\x10\x03\x32\xa1\x04\n\x10SqlEngineService\x12X\n\rImportDataset\x12!.insightx.v1.ImportDatasetRequest\x1a\".insightx.v1.ImportDatasetResponse(\x01\x12\\\n\x0f\x44\x65scribeDataset\x12#.insightx.v1.DescribeDatasetRequest\x1a$.insightx.v1.DescribeDatasetResponse\x12P\n\x0bValidateSql\x12\x1f.insightx.v1.ValidateSqlRequest\x1a .insightx.v1.ValidateSqlResponse\x12M\n\nExecuteSql\x12\x1e.insightx.v1.ExecuteSqlRequest\x1a\x1f.insightx.v1.ExecuteSqlResponse\x12\\\n\x0fGetEngineStatus\x12#.insightx.v1.GetEngineStatusRequest\x1a$.insightx.v1.GetEngineStatusResponse\x12V\n\rDeleteDataset\x12!.insightx.v1.DeleteDatasetRequest\x1a\".insightx.v1.DeleteDatasetResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinsightx/v1/sql_engine.proto\x12\x0binsightx.v1\x1a\x18insightx/v1/common.proto\"G\n\x0eImportMetadata\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\r\n\x05sheet\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x03 \x01(\t\"c\n\x14ImportDatasetRequest\x12/\n\x08metadata\x18\x01 \x01(\x0b\x32\x1b.insightx.v1.ImportMetadataH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\t\n\x07payload\"*\n\nValueCount\x12\r\n\x05value\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x9a\x03\n\rColumnProfile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\'\n\x04role\x18\x03 \x01(\x0e\x32\x19.insightx.v1.SemanticRole\x12\x12\n\nnull_count\x18\x04 \x01(\x03\x12\x16\n\x0e\x64istinct_count\x18\x05 \x01(\x03\x12+\n\ntop_values\x18\x06 \x03(\x0b\x32\x17.insightx.v1.ValueCount\x12\x10\n\x03min\x18\x07 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04mean\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x10\n\x03std\x18\n \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03p25\x18\x0b \x01(\x01H\x04\x88\x01\x01\x12\x10\n\x03p50\x18\x0c \x01(\x01H\x05\x88\x01\x01\x12\x10\n\x03p75\x18\r \x01(\x01H\x06\x88\x01\x01\x12\x10\n\x08min_time\x18\x0e \x01(\t\x12\x10\n\x08max_time\x18\x0f \x01(\t\x12\x0f\n\x07samples\x18\x10 \x03(\tB\x06\n\x04_minB\x06\n\x04_maxB\x07\n\x05_meanB\x06\n\x04_stdB\x06\n\x04_p25B\x06\n\x04_p50B\x06\n\x04_p75\"F\n\x0b\x43orrelation\x12\x10\n\x08\x63olumn_a\x18\x01 \x01(\t\x12\x10\n\x08\x63olumn_b\x18\x02 \x01(\t\x12\x13\n\x0b\x63oefficient\x18\x03 \x01(\x01\"\x88\x02\n\x0e\x44\x61tasetProfile\x12+\n\x07\x63olumns\x18\x01 \x03(\x0b\x32\x1a.insightx.v1.ColumnProfile\x12.\n\x0c\x63orrelations\x18\x02 \x03(\x0b\x32\x18.insightx.v1.Correlation\x12\x14\n\x0chealth_score\x18\x03 \x01(\x01\x12\x16\n\x0ehealth_reasons\x18\x04 \x03(\t\x12\x1b\n\x13suggested_questions\x18\x05 \x03(\t\x12\x0f\n\x07\x66\x61ilure\x18\x06 \x01(\t\x12\x0f\n\x07partial\x18\x07 \x01(\x08\x12\x16\n\x0epartial_reason\x18\x08 \x01(\t\x12\x14\n\x0csource_notes\x18\t \x03(\t\"\x80\x02\n\x15ImportDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12$\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Column\x12\x14\n\x0c\x64\x61taset_hash\x18\x05 \x01(\t\x12,\n\x07profile\x18\x06 \x01(\x0b\x32\x1b.insightx.v1.DatasetProfile\x12\x15\n\rsource_format\x18\x07 \x01(\t\x12\x30\n\rprofile_state\x18\x08 \x01(\x0e\x32\x19.insightx.v1.ProfileState\"F\n\x16\x44\x65scribeDatasetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x18\n\x10wait_for_profile\x18\x02 \x01(\x08\"\xfd\x01\n\x17\x44\x65scribeDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\r\n\x05table\x18\x02 \x01(\t\x12\x11\n\trow_count\x18\x03 \x01(\x03\x12$\n\x07\x63olumns\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Column\x12\x14\n\x0c\x64\x61taset_hash\x18\x05 \x01(\t\x12,\n\x07profile\x18\x06 \x01(\x0b\x32\x1b.insightx.v1.DatasetProfile\x12\x10\n\x08\x66ilename\x18\x07 \x01(\t\x12\x30\n\rprofile_state\x18\x08 \x01(\x0e\x32\x19.insightx.v1.ProfileState\"5\n\x12ValidateSqlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\"\x83\x01\n\x13ValidateSqlResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x16\n\x0estatement_type\x18\x04 \x01(\t\x12$\n\x07\x63olumns\x18\x05 \x03(\x0b\x32\x13.insightx.v1.Column\"p\n\x11\x45xecuteSqlRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0b\n\x03sql\x18\x02 \x01(\t\x12\x10\n\x08max_rows\x18\x03 \x01(\x03\x12\x12\n\ntimeout_ms\x18\x04 \x01(\x03\x12\x14\n\x0c\x62ypass_cache\x18\x05 \x01(\x08\"b\n\x12\x45xecuteSqlResponse\x12(\n\x06result\x18\x01 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x12\n\nelapsed_ms\x18\x02 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x03 \x01(\x08\"\x18\n\x16GetEngineStatusRequest\"\xc9\x01\n\x17GetEngineStatusResponse\x12\x17\n\x0frunning_queries\x18\x01 \x01(\x05\x12\x16\n\x0eopen_databases\x18\x02 \x01(\x05\x12\x16\n\x0e\x63\x61\x63hed_results\x18\x03 \x01(\x05\x12\x16\n\x0e\x64\x61ta_read_only\x18\x04 \x01(\x08\x12\x1b\n\x13\x63\x61\x63hed_result_bytes\x18\x05 \x01(\x03\x12\x16\n\x0equeued_queries\x18\x06 \x01(\x05\x12\x18\n\x10pending_profiles\x18\x07 \x01(\x05\"*\n\x14\x44\x65leteDatasetRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"@\n\x15\x44\x65leteDatasetResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x13\n\x0b\x66reed_bytes\x18\x02 \x01(\x03*\xcf\x01\n\x0cSemanticRole\x12\x1d\n\x19SEMANTIC_ROLE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SEMANTIC_ROLE_IDENTIFIER\x10\x01\x12\x19\n\x15SEMANTIC_ROLE_MEASURE\x10\x02\x12\x1b\n\x17SEMANTIC_ROLE_DIMENSION\x10\x03\x12\x1a\n\x16SEMANTIC_ROLE_TEMPORAL\x10\x04\x12\x16\n\x12SEMANTIC_ROLE_FLAG\x10\x05\x12\x16\n\x12SEMANTIC_ROLE_TEXT\x10\x06*{\n\x0cProfileState\x12\x1d\n\x19PROFILE_STATE_UNSPECIFIED\x10\x00\x12\x19\n\x15PROFILE_STATE_PENDING\x10\x01\x12\x17\n\x13PROFILE_STATE_READY\x10\x02\x12\x18\n\x14PROFILE_STATE_FAILED\x10\x03\x32\xa1\x04\n\x10SqlEngineService\x12X\n\rImportDataset\x12!.insightx.v1.ImportDatasetRequest\x1a\".insightx.v1.ImportDatasetResponse(\x01\x12\\\n\x0f\x44\x65scribeDataset\x12#.insightx.v1.DescribeDatasetRequest\x1a$.insightx.v1.DescribeDatasetResponse\x12P\n\x0bValidateSql\x12\x1f.insightx.v1.ValidateSqlRequest\x1a .insightx.v1.ValidateSqlResponse\x12M\n\nExecuteSql\x12\x1e.insightx.v1.ExecuteSqlRequest\x1a\x1f.insightx.v1.ExecuteSqlResponse\x12\\\n\x0fGetEngineStatus\x12#.insightx.v1.GetEngineStatusRequest\x1a$.insightx.v1.GetEngineStatusResponse\x12V\n\rDeleteDataset\x12!.insightx.v1.DeleteDatasetRequest\x1a\".insightx.v1.DeleteDatasetResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'insightx.v1.sql_engine_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SEMANTICROLE']._serialized_start=2309
-  _globals['_SEMANTICROLE']._serialized_end=2516
-  _globals['_PROFILESTATE']._serialized_start=2518
-  _globals['_PROFILESTATE']._serialized_end=2641
+  _globals['_SEMANTICROLE']._serialized_start=2372
+  _globals['_SEMANTICROLE']._serialized_end=2579
+  _globals['_PROFILESTATE']._serialized_start=2581
+  _globals['_PROFILESTATE']._serialized_end=2704
   _globals['_IMPORTMETADATA']._serialized_start=71
   _globals['_IMPORTMETADATA']._serialized_end=142
   _globals['_IMPORTDATASETREQUEST']._serialized_start=144
@@ -47,29 +47,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CORRELATION']._serialized_start=702
   _globals['_CORRELATION']._serialized_end=772
   _globals['_DATASETPROFILE']._serialized_start=775
-  _globals['_DATASETPROFILE']._serialized_end=976
-  _globals['_IMPORTDATASETRESPONSE']._serialized_start=979
-  _globals['_IMPORTDATASETRESPONSE']._serialized_end=1235
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=1237
-  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=1307
-  _globals['_DESCRIBEDATASETRESPONSE']._serialized_start=1310
-  _globals['_DESCRIBEDATASETRESPONSE']._serialized_end=1563
-  _globals['_VALIDATESQLREQUEST']._serialized_start=1565
-  _globals['_VALIDATESQLREQUEST']._serialized_end=1618
-  _globals['_VALIDATESQLRESPONSE']._serialized_start=1621
-  _globals['_VALIDATESQLRESPONSE']._serialized_end=1752
-  _globals['_EXECUTESQLREQUEST']._serialized_start=1754
-  _globals['_EXECUTESQLREQUEST']._serialized_end=1866
-  _globals['_EXECUTESQLRESPONSE']._serialized_start=1868
-  _globals['_EXECUTESQLRESPONSE']._serialized_end=1966
-  _globals['_GETENGINESTATUSREQUEST']._serialized_start=1968
-  _globals['_GETENGINESTATUSREQUEST']._serialized_end=1992
-  _globals['_GETENGINESTATUSRESPONSE']._serialized_start=1995
-  _globals['_GETENGINESTATUSRESPONSE']._serialized_end=2196
-  _globals['_DELETEDATASETREQUEST']._serialized_start=2198
-  _globals['_DELETEDATASETREQUEST']._serialized_end=2240
-  _globals['_DELETEDATASETRESPONSE']._serialized_start=2242
-  _globals['_DELETEDATASETRESPONSE']._serialized_end=2306
-  _globals['_SQLENGINESERVICE']._serialized_start=2644
-  _globals['_SQLENGINESERVICE']._serialized_end=3189
+  _globals['_DATASETPROFILE']._serialized_end=1039
+  _globals['_IMPORTDATASETRESPONSE']._serialized_start=1042
+  _globals['_IMPORTDATASETRESPONSE']._serialized_end=1298
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_start=1300
+  _globals['_DESCRIBEDATASETREQUEST']._serialized_end=1370
+  _globals['_DESCRIBEDATASETRESPONSE']._serialized_start=1373
+  _globals['_DESCRIBEDATASETRESPONSE']._serialized_end=1626
+  _globals['_VALIDATESQLREQUEST']._serialized_start=1628
+  _globals['_VALIDATESQLREQUEST']._serialized_end=1681
+  _globals['_VALIDATESQLRESPONSE']._serialized_start=1684
+  _globals['_VALIDATESQLRESPONSE']._serialized_end=1815
+  _globals['_EXECUTESQLREQUEST']._serialized_start=1817
+  _globals['_EXECUTESQLREQUEST']._serialized_end=1929
+  _globals['_EXECUTESQLRESPONSE']._serialized_start=1931
+  _globals['_EXECUTESQLRESPONSE']._serialized_end=2029
+  _globals['_GETENGINESTATUSREQUEST']._serialized_start=2031
+  _globals['_GETENGINESTATUSREQUEST']._serialized_end=2055
+  _globals['_GETENGINESTATUSRESPONSE']._serialized_start=2058
+  _globals['_GETENGINESTATUSRESPONSE']._serialized_end=2259
+  _globals['_DELETEDATASETREQUEST']._serialized_start=2261
+  _globals['_DELETEDATASETREQUEST']._serialized_end=2303
+  _globals['_DELETEDATASETRESPONSE']._serialized_start=2305
+  _globals['_DELETEDATASETRESPONSE']._serialized_end=2369
+  _globals['_SQLENGINESERVICE']._serialized_start=2707
+  _globals['_SQLENGINESERVICE']._serialized_end=3252
 # @@protoc_insertion_point(module_scope)

@@ -331,10 +331,19 @@ class DatasetProfile(_message.Message):
     HEALTH_REASONS_FIELD_NUMBER: _builtins.int
     SUGGESTED_QUESTIONS_FIELD_NUMBER: _builtins.int
     FAILURE_FIELD_NUMBER: _builtins.int
+    PARTIAL_FIELD_NUMBER: _builtins.int
+    PARTIAL_REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_NOTES_FIELD_NUMBER: _builtins.int
     health_score: _builtins.float
     """Data health from 0 (unusable) to 100 (clean)."""
     failure: _builtins.str
     """Set only when the profile could not be computed: why, for a person to read."""
+    partial: _builtins.bool
+    """True when the profile reached its budget (columns or time) and so covers only part of the table."""
+    partial_reason: _builtins.str
+    """When partial: what was left out and why, for a person to read (e.g. "only the first 1,000 of 10,000
+    columns were profiled").
+    """
     @_builtins.property
     def columns(self) -> _containers.RepeatedCompositeFieldContainer[Global___ColumnProfile]:
         """Per-column profiles, in table order."""
@@ -351,6 +360,12 @@ class DatasetProfile(_message.Message):
     def suggested_questions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Questions worth asking this dataset."""
 
+    @_builtins.property
+    def source_notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """How the upload was read when it was not plain (separator, decimal comma, thousands mark, escapes, sheet),
+        one sentence each, for a person to read; empty for a plain comma-separated or binary file.
+        """
+
     def __init__(
         self,
         *,
@@ -360,10 +375,13 @@ class DatasetProfile(_message.Message):
         health_reasons: _abc.Iterable[_builtins.str] | None = ...,
         suggested_questions: _abc.Iterable[_builtins.str] | None = ...,
         failure: _builtins.str = ...,
+        partial: _builtins.bool = ...,
+        partial_reason: _builtins.str = ...,
+        source_notes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "correlations", b"correlations", "failure", b"failure", "health_reasons", b"health_reasons", "health_score", b"health_score", "suggested_questions", b"suggested_questions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["columns", b"columns", "correlations", b"correlations", "failure", b"failure", "health_reasons", b"health_reasons", "health_score", b"health_score", "partial", b"partial", "partial_reason", b"partial_reason", "source_notes", b"source_notes", "suggested_questions", b"suggested_questions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
