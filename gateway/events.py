@@ -60,6 +60,7 @@ def event_to_json(event: pb.ChatEvent, max_rows: int = 200) -> dict[str, Any]:
             "sql": final.sql or None,
             "confidence": final.confidence,
             "cached": final.cached,
+            "clarifications": list(final.clarifications),
         }
     elif kind == "error":
         out["message"] = event.error.message

@@ -247,6 +247,7 @@ class FinalResponseEvent(_message.Message):
     CONFIDENCE_FIELD_NUMBER: _builtins.int
     CACHED_FIELD_NUMBER: _builtins.int
     ANSWER_TYPE_FIELD_NUMBER: _builtins.int
+    CLARIFICATIONS_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """Markdown text for a person."""
     sql: _builtins.str
@@ -269,6 +270,12 @@ class FinalResponseEvent(_message.Message):
     def follow_ups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Suggested next questions."""
 
+    @_builtins.property
+    def clarifications(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When the analyst would not guess: the readings it hesitated between, each a whole question a person
+        can send instead (the page shows them as chips); empty when it answered.
+        """
+
     def __init__(
         self,
         *,
@@ -280,10 +287,11 @@ class FinalResponseEvent(_message.Message):
         confidence: _builtins.float = ...,
         cached: _builtins.bool = ...,
         answer_type: _builtins.str = ...,
+        clarifications: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "chart", b"chart"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "answer_type", b"answer_type", "cached", b"cached", "chart", b"chart", "confidence", b"confidence", "follow_ups", b"follow_ups", "sql", b"sql", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer", b"answer", "answer_type", b"answer_type", "cached", b"cached", "chart", b"chart", "clarifications", b"clarifications", "confidence", b"confidence", "follow_ups", b"follow_ups", "sql", b"sql", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

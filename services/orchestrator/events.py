@@ -80,6 +80,7 @@ class EventBuilder:
         sql: str,
         confidence: float,
         cached: bool = False,
+        clarifications: list[str] | None = None,
     ) -> pb.ChatEvent:
         event = pb.FinalResponseEvent(
             text=text,
@@ -89,6 +90,7 @@ class EventBuilder:
             confidence=confidence,
             cached=cached,
             answer_type=answer_type,
+            clarifications=clarifications or [],
         )
         if chart is not None:
             event.chart.CopyFrom(to_struct(chart))
