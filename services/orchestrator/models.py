@@ -43,10 +43,11 @@ NO_MODEL_REASONS = {
 class ModelUnavailable(Exception):
     """No language model can answer (none configured, every key out, or the gateway is down)."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.retry_after_s = retry_after_s  # when the gateway said how soon a key recovers
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,14 @@ class KeyNotice:
     provider: str
     fingerprint: str
     reason: str
+
+
+def _seconds(metadata: dict[str, str]) -> float | None:
+    """The `retry_after_s` an ALL_KEYS_EXHAUSTED error carries, if any."""
+    try:
+        return float(metadata["retry_after_s"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _notice(event: llm_gateway_pb2.WatchKeyEventsResponse) -> KeyNotice:
@@ -105,7 +114,7 @@ class AgentClient:
             if info.reason == "ALL_KEYS_EXHAUSTED":
                 self.on_key_event(KeyNotice("all_keys_exhausted", info.metadata.get("provider", ""), "", ""))
             if info.reason in NO_MODEL_REASONS or info.code == grpc.StatusCode.FAILED_PRECONDITION:
-                raise ModelUnavailable(info.reason, info.message) from exc
+                raise ModelUnavailable(info.reason, info.message, _seconds(info.metadata)) from exc
             if info.code == grpc.StatusCode.UNAVAILABLE and info.reason == "UNAVAILABLE":
                 raise ModelUnavailable("LLM_GATEWAY_UNREACHABLE", "The LLM gateway is unreachable.") from exc
             if info.code == grpc.StatusCode.DEADLINE_EXCEEDED:

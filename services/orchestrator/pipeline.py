@@ -2,6 +2,8 @@
 
 load the profile → answer cache → model path (services.orchestrator.model_analyst) or, when no model can
 answer, the built-in analyst (a `status` event with stage "fallback" says so) → final_response → record.
+Whether a model can answer is asked of the LLM gateway once per few seconds (availability.py), so an
+install without a key goes straight to the built-in analyst with no failing model calls first.
 Every downstream call has a deadline bounded by the chat's own; every failure becomes one `error` event a
 person can act on. Answers run as tasks in `AnswerStreams`, so a dropped stream can resume by seq and a
 caller that goes away cancels its answer (and every call in flight) at once.
@@ -24,6 +26,7 @@ from common.channels import call_metadata
 from insightx.v1 import common_pb2, sql_engine_pb2
 from insightx.v1 import orchestrator_pb2 as pb
 from services.llm_gateway.agents import AgentRegistry, load_registry
+from services.orchestrator.availability import ModelAvailability
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.cache import AnswerCache, answer_events, cache_key
 from services.orchestrator.errors import StepFailed, peer_failure
@@ -67,6 +70,7 @@ class Pipeline:
         self.settings = settings
         self.registry = registry or load_registry()
         self.transcript = transcript
+        self.availability = ModelAvailability(peers.llm, settings.model_status_ttl_s)
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
         self._record_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
@@ -160,16 +164,23 @@ class Pipeline:
                     await self._record(request, final.final_response)
                 return
             execution = Execution(self.peers, self.settings, dataset, events, deadline)
-            try:
-                answer, sql = await self._model_answer(request, dataset, history, events, execution, deadline)
-                source = "llm"
-            except ModelUnavailable as exc:
+            model = await self.availability.check(deadline)
+            no_model = model.reason
+            if no_model is None:
+                try:
+                    answer, sql = await self._model_answer(
+                        request, dataset, history, events, execution, deadline
+                    )
+                except ModelUnavailable as exc:
+                    self.availability.learn(exc.reason, exc.message, exc.retry_after_s)
+                    no_model = exc.reason
+            if no_model is not None:
                 message = _FALLBACK_MESSAGES.get(
-                    exc.reason, "The language model is unavailable: the built-in analyst answers."
+                    no_model, "The language model is unavailable: the built-in analyst answers."
                 )
                 events.status(message, "fallback")
                 answer, sql = await self._builtin_answer(request.message, dataset, history, events, execution)
-                source = "builtin"
+            source = "llm" if no_model is None else "builtin"
             async with self._recording(request.chat_id):  # the next turn reads history after this write
                 final = events.final_response(
                     text=answer.text,
@@ -179,6 +190,7 @@ class Pipeline:
                     follow_ups=answer.follow_ups,
                     sql=sql,
                     confidence=answer.confidence,
+                    clarifications=answer.clarifications,
                 )
                 if source == "llm" and dataset.dataset_hash:
                     self.cache.put(key, answer_events(produced))

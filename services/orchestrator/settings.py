@@ -25,6 +25,9 @@ class OrchestratorSettings(Settings):
     python_max_attempts: int = Field(2, description="Python tries per question, first one included")
     reply_max_attempts: int = Field(2, description="tries to get a parseable reply from one agent")
     validator_retries: int = Field(1, description="times the validator may send the work back")
+    model_status_ttl_s: float = Field(
+        10.0, description="how long the LLM gateway's key status is trusted (0: always try the model)"
+    )
     speculative_sql: bool = Field(True, description="draft the SQL while the classifier decides")
     prompt_max_history: int = Field(10, description="earlier turns carried into prompts")
     prompt_max_rows: int = Field(30, description="result rows shown to the validator and composer")

@@ -3,13 +3,14 @@
 The SQL engine, the sandbox and a demo dataset live for the whole module; each test gets its own fake Bytez
 server, LLM gateway and orchestrator (cheap, in-process), so key states and caches never leak between tests.
 `ScriptedModel` plays the five agents: it tells them apart by the registry's system prompts and answers from
-per-agent queues or handlers, recording every prompt it was shown.
+per-agent queues or handlers, recording every prompt it was shown. `CountingProxy` sits between the
+orchestrator and the LLM gateway and counts the calls it forwards, by method.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,51 @@ class ScriptedModel:
         return reply(prompt) if callable(reply) else reply
 
 
+class CountingProxy(grpc.GenericRpcHandler):
+    """A pass-through for unary calls to `target` (bytes in, bytes out, errors with their details)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.calls: Counter[str] = Counter()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._server: grpc.aio.Server | None = None
+        self.address = ""
+
+    def _channel(self) -> grpc.aio.Channel:
+        if self.target not in self._channels:
+            self._channels[self.target] = grpc.aio.insecure_channel(self.target)
+        return self._channels[self.target]
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+
+        async def forward(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            self.calls[method.rsplit("/", 1)[-1]] += 1
+            call = self._channel().unary_unary(method)
+            try:
+                reply: bytes = await call(request, timeout=context.time_remaining())
+            except grpc.aio.AioRpcError as exc:
+                await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
+                raise
+            return reply
+
+        return grpc.unary_unary_rpc_method_handler(forward)
+
+    async def start(self) -> CountingProxy:
+        self._server = grpc.aio.server()
+        self._server.add_generic_rpc_handlers([self])
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        await self._server.start()
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(0)
+        for channel in self._channels.values():
+            await channel.close()
+
+
 @dataclass
 class Backend:
     """The module's SQL engine and sandbox, with the demo dataset imported."""
@@ -115,7 +161,13 @@ class Chat:
     model: ScriptedModel
     stub: orchestrator_pb2_grpc.OrchestratorServiceStub
     settings: OrchestratorSettings
+    proxy: CountingProxy
     channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    @property
+    def model_calls(self) -> int:
+        """Completions the orchestrator asked the LLM gateway for (failed ones included)."""
+        return self.proxy.calls["Complete"] + self.proxy.calls["StreamComplete"]
 
     async def ask(
         self,
@@ -200,6 +252,7 @@ def fake_llm() -> Iterator[FakeLlmServer]:
 async def start_chat(backend: Backend, fake_llm: FakeLlmServer, tmp_path: Path) -> AsyncIterator[StartChat]:
     """Starts gateway + orchestrator; `keys=None` configures no key at all; settings override defaults."""
     running: list[RunningServer] = []
+    proxies: list[CountingProxy] = []
     chats: list[Chat] = []
 
     async def start(keys: str | None = "key-one,key-two", **overrides: Any) -> Chat:
@@ -212,12 +265,14 @@ async def start_chat(backend: Backend, fake_llm: FakeLlmServer, tmp_path: Path) 
             LlmGatewaySettings(**llm_settings, llm_retry_backoff_s=0.0, llm_max_attempts=2), "[::]:0"
         )
         running.append(gateway)
+        proxy = await CountingProxy(f"127.0.0.1:{gateway.port}").start()
+        proxies.append(proxy)
         settings = OrchestratorSettings(
             **{
                 "data_dir": tmp_path,
                 "sql_engine_addr": backend.sql_addr,
                 "py_sandbox_addr": backend.sandbox_addr,
-                "llm_gateway_addr": f"127.0.0.1:{gateway.port}",
+                "llm_gateway_addr": proxy.address,
                 **overrides,
             }
         )
@@ -230,6 +285,7 @@ async def start_chat(backend: Backend, fake_llm: FakeLlmServer, tmp_path: Path) 
             model,
             orchestrator_pb2_grpc.OrchestratorServiceStub(channel),
             settings,
+            proxy,
             [channel],
         )
         chats.append(chat)
@@ -239,5 +295,7 @@ async def start_chat(backend: Backend, fake_llm: FakeLlmServer, tmp_path: Path) 
     for chat in chats:
         for channel in chat.channels:
             await channel.close()
+    for proxy in proxies:
+        await proxy.stop()
     for server in reversed(running):
         await server.stop(0)
