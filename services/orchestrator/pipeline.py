@@ -32,6 +32,7 @@ from services.orchestrator.cache import AnswerCache, answer_events, cache_key
 from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
 from services.orchestrator.execution import Execution, SqlOutcome, remaining
+from services.orchestrator.language import NOT_ENGLISH_MESSAGE, reads_as_english, words_of
 from services.orchestrator.model_analyst import ModelAnalyst
 from services.orchestrator.models import AgentClient, KeyNotice, ModelUnavailable
 from services.orchestrator.peers import Peers
@@ -54,6 +55,15 @@ _FALLBACK_MESSAGES = {
 def _plan(question: str, dataset: DatasetContext, history: Sequence[common_pb2.ChatMessage]) -> Plan:
     """The built-in analyst's plan, given the conversation as (role, content) turns."""
     return plan_question(question, dataset, history=[(m.role, m.content) for m in history])
+
+
+def _table_words(dataset: DatasetContext) -> set[str]:
+    """The words of the column names and profiled values: a question may quote them in any language."""
+    texts = [name for name, _ in dataset.columns]
+    for column in dataset.profile.columns:
+        texts.extend(v.value for v in column.top_values)
+        texts.extend(column.samples)
+    return words_of(texts)
 
 
 class Pipeline:
@@ -250,6 +260,9 @@ class Pipeline:
         execution: Execution,
     ) -> tuple[Answer, str]:
         events.status("Planning the answer with the built-in analyst", "classify")
+        if not reads_as_english(question, _table_words(dataset)):
+            events.orchestrator_result("EXPLAIN_ONLY", "The question is not in English.", "builtin")
+            return Answer(text=NOT_ENGLISH_MESSAGE, answer=None, confidence=0.0), ""
         plan = _plan(question, dataset, history)
         events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
         results = StepResults()

@@ -115,7 +115,12 @@ class CountingProxy(grpc.GenericRpcHandler):
             self.calls[method.rsplit("/", 1)[-1]] += 1
             call = self._channel().unary_unary(method)
             try:
-                reply: bytes = await call(request, timeout=context.time_remaining())
+                metadata = [
+                    (k, v)
+                    for k, v in context.invocation_metadata() or ()
+                    if not k.startswith((":", "grpc-")) and k != "user-agent"
+                ]
+                reply: bytes = await call(request, timeout=context.time_remaining(), metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 await context.abort(exc.code(), exc.details() or "", tuple(exc.trailing_metadata() or ()))
                 raise
