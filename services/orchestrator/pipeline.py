@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import weakref
@@ -282,7 +283,11 @@ class Pipeline:
             results.python_result, results.python_table = run.result, run.table
             results.python_stdout = run.stdout
         events.status("Composing the answer", "compose")
-        return plan.compose(results), plan.sql or ""
+        answer = plan.compose(results)
+        if answer.answer is None and (answer.clarifications or not (plan.sql or plan.python_code)):
+            # a refusal (it asks instead, or ran nothing): no answer, so no confidence in one
+            answer = dataclasses.replace(answer, confidence=0.0)
+        return answer, plan.sql or ""
 
     async def _load(self, session_id: str, deadline: float) -> DatasetContext:
         """The session's table, schema and profile; a session's dataset never changes, so it is kept.
