@@ -1,28 +1,46 @@
-"""The FastAPI application: uploads, chat streams (SSE), chats, workspace, health and the web page."""
+"""The FastAPI application: sign-in, uploads, chat streams (SSE), chats, workspace, health and the web page.
+
+Every /api route but sign-in needs a user (gateway/access.py), and every id a route is given is checked
+against that user: a dataset, chat, message, insight or token of someone else answers 404.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
-from collections import OrderedDict
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
-from fastapi import FastAPI, File, Header, Request, UploadFile
+from fastapi import APIRouter, Depends, FastAPI, File, Header, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from google.protobuf import json_format
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.channels import call_metadata
 from common.store import StoredMessage
+from gateway.access import (
+    Access,
+    access_of,
+    chat_not_found,
+    current_user,
+    owned_chat,
+    owned_session,
+    quota_response,
+    spend,
+    user_metadata,
+)
+from gateway.accessdb import open_access_db
+from gateway.auth import COOKIE, Authenticator, Unauthenticated, User
 from gateway.chats import (
     ChatRepository,
     TurnRecorder,
@@ -32,16 +50,21 @@ from gateway.chats import (
     open_chat_repository,
 )
 from gateway.clients import Backends
+from gateway.edge import EdgeMiddleware
 from gateway.errors import (
     error_response,
     from_rpc_error,
+    hide_paths,
     http_exception_handler,
     unexpected_exception_handler,
     validation_exception_handler,
 )
 from gateway.limits import BodyLimitMiddleware
+from gateway.ownership import Ownership
+from gateway.quotas import QuotaExceeded, Quotas
 from gateway.settings import GatewaySettings
 from gateway.stream import StreamStats, peek, sse_events
+from gateway.tokens import ApiTokens
 from gateway.workspace import workspace_router
 from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
 
@@ -58,6 +81,8 @@ VENDOR_FILES = {
     "vega-embed.min.js": "vega-embed/build/vega-embed.min.js",
 }
 
+CurrentUser = Annotated[User, Depends(current_user)]
+
 
 class HistoryTurn(BaseModel):
     """One earlier turn of the chat."""
@@ -69,7 +94,13 @@ class HistoryTurn(BaseModel):
 class ChatStreamRequest(BaseModel):
     """The body of POST /api/chat/stream."""
 
-    chat_id: str = Field(min_length=1, max_length=128)
+    chat_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=128,
+        description="a chat the server made (POST /api/chats, or the X-Chat-Id of an earlier stream);"
+        " omitted: the server makes one and answers it in X-Chat-Id",
+    )
     session_id: str = Field(min_length=1, max_length=64)
     message: str = Field(min_length=1, max_length=4000)
     history: list[HistoryTurn] = Field(default_factory=list, max_length=50)
@@ -83,7 +114,9 @@ class NewChat(BaseModel):
 
     session_id: str = Field(min_length=1, max_length=64)
     title: str = Field("", max_length=200)
-    chat_id: str | None = Field(None, min_length=1, max_length=128)
+    chat_id: str | None = Field(
+        None, min_length=1, max_length=128, description="an existing chat of this session (answered as is)"
+    )
 
 
 class NewMessage(BaseModel):
@@ -104,38 +137,64 @@ class NewInsight(BaseModel):
     answer: Any = None
 
 
-class KnownSessions:
-    """Sessions already seen to exist (datasets are immutable): spares a DescribeDataset per chat."""
+class Login(BaseModel):
+    """The body of POST /api/auth/login."""
 
-    def __init__(self, size: int = 10_000) -> None:
-        self._ids: OrderedDict[str, None] = OrderedDict()
-        self._size = size
+    token: str = Field(min_length=1, max_length=8192)
 
-    def __contains__(self, session_id: object) -> bool:
-        return session_id in self._ids
 
-    def add(self, session_id: str) -> None:
-        self._ids[session_id] = None
-        self._ids.move_to_end(session_id)
-        while len(self._ids) > self._size:
-            self._ids.popitem(last=False)
+class NewToken(BaseModel):
+    """The body of POST /api/tokens."""
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+def open_access(settings: GatewaySettings) -> tuple[Access, Any]:
+    """The access state and the database it lives in."""
+    db = open_access_db(settings.data_dir)
+    tokens = ApiTokens(db)
+    quotas = Quotas(
+        db,
+        {
+            "uploads": settings.quota_uploads_per_day,
+            "chats": settings.quota_chats_per_day,
+            "python_runs": settings.quota_python_runs_per_day,
+            "sql_queries": settings.quota_sql_queries_per_day,
+        },
+        settings.quota_storage_bytes,
+    )
+    return Access(Authenticator(settings, tokens), Ownership(db), tokens, quotas), db
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
-    """Builds the app; channels and the chat repository open at start-up and close at shutdown."""
+    """Builds the app; channels, the chat repository and the access database open at start-up."""
     settings = settings or GatewaySettings()
     stats = StreamStats()
-    known = KnownSessions()
+    hide_paths([Path(settings.data_dir)])
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends.connect(settings)
         app.state.chats = open_chat_repository(settings.data_dir)
+        app.state.access, db = open_access(settings)
+        sweeper = asyncio.create_task(sweep_expired(app)) if settings.retention_days > 0 else None
         yield
+        if sweeper is not None:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
         await app.state.chats.close()
+        db.close()
         await app.state.backends.close()
 
-    app = FastAPI(title="InsightX gateway", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="InsightX gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
     app.add_middleware(
         BodyLimitMiddleware,
         max_json_bytes=settings.max_json_bytes,
@@ -144,16 +203,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["Content-Type"],
+        expose_headers=["Content-Type", "X-Chat-Id"],
+    )
+    app.add_middleware(
+        EdgeMiddleware, allowed_hosts=settings.allowed_hosts, cors_origins=settings.cors_origins
     )
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
     app.add_exception_handler(Exception, unexpected_exception_handler)
     app.state.stream_stats = stats
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.include_router(workspace_router(settings))
+    api = APIRouter(dependencies=[Depends(current_user)])
 
     def backends(request: Request) -> Backends:
         return request.app.state.backends  # type: ignore[no-any-return]
@@ -161,23 +223,63 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     def chats(request: Request) -> ChatRepository:
         return request.app.state.chats  # type: ignore[no-any-return]
 
-    async def check_session(request: Request, session_id: str) -> Response | None:
-        """None when the session has a dataset; else the error response (404 for an unknown one)."""
-        if session_id in known:
-            return None
+    def set_login_cookie(response: Response, user: User, request: Request) -> None:
+        response.set_cookie(
+            COOKIE,
+            access_of(request).auth.cookie_value(user),
+            max_age=settings.cookie_max_age_s,
+            httponly=True,
+            samesite="strict",
+            secure=settings.cookie_secure,
+            path="/",
+        )
+
+    async def delete_session(app: FastAPI, user_id: str, session_id: str) -> Response | None:
+        """Deletes a session's dataset files, chats and insights; None when done, else the error."""
         try:
-            await backends(request).sql_engine.DescribeDataset(
-                sql_engine_pb2.DescribeDatasetRequest(session_id=session_id),
+            await app.state.backends.sql_engine.DeleteDataset(
+                sql_engine_pb2.DeleteDatasetRequest(session_id=session_id),
                 timeout=settings.rpc_deadline_s,
-                metadata=call_metadata(),
+                metadata=user_metadata(User(user_id, "owner")),
             )
         except grpc.aio.AioRpcError as exc:
-            return from_rpc_error(exc, "SQL engine")
-        known.add(session_id)
+            if exc.code() != grpc.StatusCode.NOT_FOUND:  # already gone from the engine: finish the rest
+                return from_rpc_error(exc, "SQL engine")
+        await app.state.chats.delete_session(session_id)
+        await app.state.access.ownership.forget(session_id)
         return None
 
+    async def sweep_expired(app: FastAPI) -> None:
+        """Deletes datasets (with their chats) whose retention has ended, every retention_sweep_s."""
+        while True:
+            cutoff = time.time() - settings.retention_days * 86400
+            ownership: Ownership = app.state.access.ownership
+            for session_id in await ownership.older_than(cutoff):
+                try:
+                    failure = await delete_session(app, "retention", session_id)
+                except Exception:
+                    log.exception("retention sweep failed")
+                    failure = None
+                if failure is None:
+                    log.info("dataset expired", extra={"retention_days": settings.retention_days})
+            await asyncio.sleep(settings.retention_sweep_s)
+
+    # --- the page and its assets ---------------------------------------------------------------------
+
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
+    async def index(request: Request, token: str | None = None) -> Response:
+        """The page. `?token=…` (the URL `make run` prints) is traded for the login cookie, then dropped
+        from the address bar by a redirect."""
+        if token is not None:
+            try:
+                user = await access_of(request).auth.from_credential(token)
+            except Unauthenticated:
+                return FileResponse(
+                    STATIC / "index.html", status_code=401, headers={"Cache-Control": "no-store"}
+                )
+            response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
+            set_login_cookie(response, user, request)
+            return response
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/vendor/{name}", include_in_schema=False)
@@ -198,97 +300,188 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         body = {"status": "ok" if ok else "degraded", "services": services}
         return JSONResponse(status_code=200 if ok else 503, content=body)
 
-    @app.get("/api/status")
+    # --- sign-in --------------------------------------------------------------------------------------
+
+    @app.post("/api/auth/login")
+    async def login(request: Request, body: Login) -> Response:
+        """Trades a credential (the embedded token, an API token or a Supabase access token) for the
+        login cookie."""
+        try:
+            user = await access_of(request).auth.from_credential(body.token)
+        except Unauthenticated as exc:
+            return error_response(401, "UNAUTHENTICATED", str(exc))
+        response = JSONResponse({"user_id": user.user_id})
+        set_login_cookie(response, user, request)
+        return response
+
+    @app.post("/api/auth/logout", status_code=204)
+    async def logout() -> Response:
+        """Forgets the login cookie."""
+        response = Response(status_code=204)
+        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
+        return response
+
+    @api.get("/api/me")
+    async def me(user: CurrentUser) -> JSONResponse:
+        """Who the caller is, and how that was proven."""
+        return JSONResponse({"user_id": user.user_id, "via": user.via})
+
+    @api.get("/api/status")
     async def status() -> JSONResponse:
         """The gateway's own counters: upstream chat calls open, completed, cancelled, failed."""
         return JSONResponse({"streams": stats.as_json()})
 
-    @app.post("/api/datasets")
-    async def upload_dataset(request: Request, file: Annotated[UploadFile, File()]) -> Response:
+    # --- API tokens -----------------------------------------------------------------------------------
+
+    @api.post("/api/tokens", status_code=201)
+    async def create_token(request: Request, user: CurrentUser, body: NewToken) -> JSONResponse:
+        """A new API token acting as the caller; its secret is in this answer only."""
+        token, secret = await access_of(request).tokens.create(user.user_id, body.name)
+        return JSONResponse({**token.as_json(), "token": secret}, status_code=201)
+
+    @api.get("/api/tokens")
+    async def list_tokens(request: Request, user: CurrentUser) -> JSONResponse:
+        """The caller's API tokens (never their secrets)."""
+        tokens = await access_of(request).tokens.list(user.user_id)
+        return JSONResponse({"tokens": [t.as_json() for t in tokens]})
+
+    @api.delete("/api/tokens/{token_id}", status_code=204)
+    async def revoke_token(request: Request, user: CurrentUser, token_id: str) -> Response:
+        """Revokes one of the caller's tokens."""
+        if not await access_of(request).tokens.revoke(user.user_id, token_id):
+            return error_response(404, "TOKEN_NOT_FOUND", f"No API token '{token_id}' here.")
+        return Response(status_code=204)
+
+    # --- datasets -------------------------------------------------------------------------------------
+
+    @api.post("/api/datasets")
+    async def upload_dataset(
+        request: Request, user: CurrentUser, file: Annotated[UploadFile, File()]
+    ) -> Response:
         """Streams the upload to the SQL engine; answers the new session with its schema and profile."""
+        access = access_of(request)
+        try:
+            access.quotas.check_storage(await access.ownership.storage_bytes(user.user_id))
+        except QuotaExceeded as exc:
+            return quota_response(exc)
+        if (spent := await spend(request, user, "uploads")) is not None:
+            return spent
+        size = 0
 
         async def chunks() -> AsyncIterator[sql_engine_pb2.ImportDatasetRequest]:
+            nonlocal size
             yield sql_engine_pb2.ImportDatasetRequest(
                 metadata=sql_engine_pb2.ImportMetadata(
                     filename=file.filename or "upload", content_type=file.content_type or ""
                 )
             )
             while data := await file.read(settings.upload_chunk_bytes):
+                size += len(data)
                 yield sql_engine_pb2.ImportDatasetRequest(chunk=data)
 
         try:
             reply = await backends(request).sql_engine.ImportDataset(
-                chunks(), timeout=600.0, metadata=call_metadata()
+                chunks(), timeout=600.0, metadata=user_metadata(user)
             )
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
-        known.add(reply.session_id)
+        await access.ownership.claim(reply.session_id, user.user_id, file.filename or "upload", size)
         body = _dataset_json(reply)
         body["source_format"] = reply.source_format
         return JSONResponse(body)
 
+    @api.get("/api/datasets")
+    async def list_datasets(request: Request, user: CurrentUser) -> JSONResponse:
+        """The caller's datasets, newest first."""
+        owned = await access_of(request).ownership.datasets(user.user_id)
+        return JSONResponse({"datasets": [d.as_json() for d in owned]})
+
     async def describe(
-        request: Request, session_id: str, wait: bool
+        request: Request, user: User, session_id: str, wait: bool
     ) -> sql_engine_pb2.DescribeDatasetResponse:
         return await backends(request).sql_engine.DescribeDataset(
             sql_engine_pb2.DescribeDatasetRequest(session_id=session_id, wait_for_profile=wait),
             timeout=settings.profile_wait_s if wait else settings.rpc_deadline_s,
-            metadata=call_metadata(),
+            metadata=user_metadata(user),
         )
 
-    @app.get("/api/datasets/{session_id}")
-    @app.get("/api/sessions/{session_id}")
-    async def get_dataset(request: Request, session_id: str, wait_for_profile: bool = False) -> Response:
+    @api.get("/api/datasets/{session_id}")
+    @api.get("/api/sessions/{session_id}")
+    async def get_dataset(
+        request: Request, user: CurrentUser, session_id: str, wait_for_profile: bool = False
+    ) -> Response:
         """A session's dataset: table, schema, row count and profile (null while `profile_state` is pending).
 
         With wait_for_profile, answers once the profile is ready or failed; after `profile_wait_s` without
         one it answers the pending state, and the caller asks again.
         """
+        if (missing := await owned_session(request, user, session_id)) is not None:
+            return missing
         try:
             try:
-                reply = await describe(request, session_id, wait_for_profile)
+                reply = await describe(request, user, session_id, wait_for_profile)
             except grpc.aio.AioRpcError as exc:
                 if not (wait_for_profile and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED):
                     raise
-                reply = await describe(request, session_id, False)
+                reply = await describe(request, user, session_id, False)
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
-        known.add(session_id)
         body = _dataset_json(reply)
         body["filename"] = reply.filename
         return JSONResponse(body)
 
-    @app.post("/api/chat/stream", response_model=None)
+    @api.delete("/api/datasets/{session_id}", status_code=204)
+    async def delete_dataset(request: Request, user: CurrentUser, session_id: str) -> Response:
+        """Deletes the dataset with its files, chats, messages and insights."""
+        if (missing := await owned_session(request, user, session_id)) is not None:
+            return missing
+        failure = await delete_session(request.app, user.user_id, session_id)
+        return failure if failure is not None else Response(status_code=204)
+
+    # --- chats ----------------------------------------------------------------------------------------
+
+    @api.post("/api/chat/stream", response_model=None)
     async def chat_stream(
         request: Request,
+        user: CurrentUser,
         body: ChatStreamRequest,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
         """Streams the orchestrator's events as SSE; the gRPC call is cancelled if the client leaves.
 
-        An unknown session is not refused here: the stream opens and its last event is an `error` with
-        code DATASET_NOT_FOUND (the frontend shows stream errors in place), and nothing is stored for it.
-        A stream resumed past its last event answers 204, which tells an EventSource to stop reconnecting.
+        The chat is one the server made (404 otherwise); without a chat_id the server makes one and
+        answers its id in the `X-Chat-Id` header. A stream resumed past its last event answers 204, which
+        tells an EventSource to stop reconnecting.
         """
-        session_known = await check_session(request, body.session_id) is None
-        owner = await chats(request).get_chat(body.chat_id)
-        if owner is not None and owner.session_id != body.session_id:
-            return _chat_id_taken(body.chat_id)
+        if (missing := await owned_session(request, user, body.session_id)) is not None:
+            return missing
         after_seq = body.last_event_id
         if last_event_id:
             if not _SEQ.fullmatch(last_event_id.strip()):
                 return error_response(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event's seq.")
             after_seq = int(last_event_id.strip())
+        repo = chats(request)
+        if body.chat_id is not None:
+            chat = await owned_chat(request, repo, user, body.chat_id)
+            if chat is None or chat.session_id != body.session_id:
+                return chat_not_found(body.chat_id)
+            chat_id = chat.chat_id
+        elif after_seq > 0:
+            return error_response(400, "MISSING_CHAT_ID", "Resuming a stream needs the chat_id it answered.")
+        else:
+            chat_id = (await repo.create_chat(body.session_id, body.message[:80])).chat_id
+        if after_seq == 0 and (spent := await spend(request, user, "chats")) is not None:
+            return spent
         call = backends(request).orchestrator.Chat(
             orchestrator_pb2.ChatRequest(
-                chat_id=body.chat_id,
+                chat_id=chat_id,
                 session_id=body.session_id,
                 message=body.message,
                 history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in body.history],
                 last_event_seq=after_seq,
             ),
             timeout=settings.chat_deadline_s,
-            metadata=call_metadata(),
+            metadata=user_metadata(user),
         )
         stats.track(call)
         first = None
@@ -296,94 +489,96 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             first = await peek(call, _RESUME_PEEK_S)
             if first is None:  # resumed past the end: 204 tells an EventSource to stop reconnecting
                 stats.completed += 1
-                return Response(status_code=204)
-        record = TurnRecorder(chats(request), body.chat_id, resumed=after_seq > 0)
-        if after_seq == 0 and session_known:
+                return Response(status_code=204, headers={"X-Chat-Id": chat_id})
+        record = TurnRecorder(repo, chat_id, resumed=after_seq > 0)
+        if after_seq == 0:
             record.start(body.session_id, body.message)
         events = sse_events(
             call,
             max_rows=settings.sse_max_rows,
             retry_ms=settings.sse_retry_ms,
             after_seq=after_seq,
-            on_event=record if session_known else None,
+            on_event=record,
             stats=stats,
             first=first,
         )
-        return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s)
+        return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s, headers={"X-Chat-Id": chat_id})
 
-    @app.post("/api/chats", status_code=201)
-    async def create_chat(request: Request, body: NewChat) -> Response:
-        """A new chat on a session (404 when the session has no dataset)."""
-        if (failure := await check_session(request, body.session_id)) is not None:
-            return failure
-        if body.chat_id and (existing := await chats(request).get_chat(body.chat_id)) is not None:
-            if existing.session_id != body.session_id:
-                return _chat_id_taken(body.chat_id)
+    @api.post("/api/chats", status_code=201)
+    async def create_chat(request: Request, user: CurrentUser, body: NewChat) -> Response:
+        """A new chat on one of the caller's sessions, with an id the server makes."""
+        if (missing := await owned_session(request, user, body.session_id)) is not None:
+            return missing
+        repo = chats(request)
+        if body.chat_id:
+            existing = await owned_chat(request, repo, user, body.chat_id)
+            if existing is None or existing.session_id != body.session_id:
+                return chat_not_found(body.chat_id)
             return JSONResponse(chat_json(existing), status_code=200)
-        chat = await chats(request).create_chat(body.session_id, body.title, chat_id=body.chat_id)
+        chat = await repo.create_chat(body.session_id, body.title)
         return JSONResponse(chat_json(chat), status_code=201)
 
-    @app.get("/api/sessions/{session_id}/chats")
-    async def list_chats(request: Request, session_id: str) -> Response:
+    @api.get("/api/sessions/{session_id}/chats")
+    async def list_chats(request: Request, user: CurrentUser, session_id: str) -> Response:
         """The session's chats, newest first."""
-        if (failure := await check_session(request, session_id)) is not None:
-            return failure
+        if (missing := await owned_session(request, user, session_id)) is not None:
+            return missing
         return JSONResponse({"chats": [chat_json(c) for c in await chats(request).list_chats(session_id)]})
 
-    @app.get("/api/chats/{chat_id}/messages")
-    async def list_messages(request: Request, chat_id: str, session_id: str = "") -> Response:
-        """A chat's turns, oldest first; the chat's session id is required, as proof of access."""
+    @api.get("/api/chats/{chat_id}/messages")
+    async def list_messages(
+        request: Request, user: CurrentUser, chat_id: str, session_id: str = ""
+    ) -> Response:
+        """A chat's turns, oldest first (a session_id, when given, must be the chat's)."""
         repo = chats(request)
-        chat = await repo.get_chat(chat_id)
-        if chat is None or chat.session_id != session_id:
-            return _chat_not_found(chat_id)
+        chat = await owned_chat(request, repo, user, chat_id)
+        if chat is None or session_id not in ("", chat.session_id):
+            return chat_not_found(chat_id)
         messages = [message_json(m) for m in await repo.messages(chat_id)]
         return JSONResponse({"chat": chat_json(chat), "messages": messages})
 
-    @app.post("/api/chats/{chat_id}/messages", status_code=201)
-    async def add_message(request: Request, chat_id: str, body: NewMessage, session_id: str = "") -> Response:
-        """Appends a turn to an existing chat of the given session."""
+    @api.post("/api/chats/{chat_id}/messages", status_code=201)
+    async def add_message(
+        request: Request, user: CurrentUser, chat_id: str, body: NewMessage, session_id: str = ""
+    ) -> Response:
+        """Appends a turn to one of the caller's chats."""
         repo = chats(request)
-        chat = await repo.get_chat(chat_id)
-        if chat is None or chat.session_id != session_id:
-            return _chat_not_found(chat_id)
+        chat = await owned_chat(request, repo, user, chat_id)
+        if chat is None or session_id not in ("", chat.session_id):
+            return chat_not_found(chat_id)
         message = StoredMessage(chat_id, body.role, body.content, body.answer, body.sql)
         await repo.add_message(message)
         return JSONResponse(message_json((await repo.messages(chat_id))[-1]), status_code=201)
 
-    @app.post("/api/sessions/{session_id}/insights", status_code=201)
-    async def add_insight(request: Request, session_id: str, body: NewInsight) -> Response:
-        """Pins a finding to the session."""
-        if (failure := await check_session(request, session_id)) is not None:
-            return failure
+    @api.delete("/api/chats/{chat_id}", status_code=204)
+    async def delete_chat(request: Request, user: CurrentUser, chat_id: str) -> Response:
+        """Deletes one of the caller's chats with its messages."""
+        repo = chats(request)
+        if await owned_chat(request, repo, user, chat_id) is None:
+            return chat_not_found(chat_id)
+        await repo.delete_chat(chat_id)
+        return Response(status_code=204)
+
+    @api.post("/api/sessions/{session_id}/insights", status_code=201)
+    async def add_insight(request: Request, user: CurrentUser, session_id: str, body: NewInsight) -> Response:
+        """Pins a finding to one of the caller's sessions."""
+        if (missing := await owned_session(request, user, session_id)) is not None:
+            return missing
         insight = await chats(request).add_insight(session_id, body.text, body.sql, body.chat_id, body.answer)
         return JSONResponse(insight_json(insight), status_code=201)
 
-    @app.get("/api/sessions/{session_id}/insights")
-    async def list_insights(request: Request, session_id: str) -> Response:
+    @api.get("/api/sessions/{session_id}/insights")
+    async def list_insights(request: Request, user: CurrentUser, session_id: str) -> Response:
         """The session's insights, oldest first."""
-        if (failure := await check_session(request, session_id)) is not None:
-            return failure
+        if (missing := await owned_session(request, user, session_id)) is not None:
+            return missing
         return JSONResponse(
             {"insights": [insight_json(i) for i in await chats(request).insights(session_id)]}
         )
 
+    app.include_router(api)
+    app.include_router(workspace_router(settings))
     return app
-
-
-def _chat_not_found(chat_id: str) -> JSONResponse:
-    return error_response(
-        404,
-        "CHAT_NOT_FOUND",
-        f"No chat '{chat_id}' on this session. Pass its session_id, or create one with POST /api/chats.",
-    )
-
-
-def _chat_id_taken(chat_id: str) -> JSONResponse:
-    """A chat id another session uses: refused without saying whose it is."""
-    return error_response(
-        409, "CHAT_ID_TAKEN", f"The chat id '{chat_id}' is already in use; choose another (e.g. a UUID)."
-    )
 
 
 def _columns(columns: Any) -> list[dict[str, str]]:

@@ -67,6 +67,14 @@ class ChatRepository(Protocol):
 
     async def insights(self, session_id: str) -> list[Insight]: ...
 
+    async def delete_chat(self, chat_id: str) -> None:
+        """Removes a chat and its messages (its pinned insights stay with the session)."""
+        ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """Removes every chat, message and insight of a session."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -163,6 +171,39 @@ class LocalChatRepository:
             ]
 
         return await asyncio.to_thread(read)
+
+    async def delete_chat(self, chat_id: str) -> None:
+        def write() -> None:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute("DELETE FROM messages WHERE chat_id=?", (chat_id,))
+                    self._conn.execute("DELETE FROM chats WHERE chat_id=?", (chat_id,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+        await asyncio.to_thread(write)
+
+    async def delete_session(self, session_id: str) -> None:
+        def write() -> None:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.execute(
+                        "DELETE FROM messages WHERE chat_id IN"
+                        " (SELECT chat_id FROM chats WHERE session_id=?)",
+                        (session_id,),
+                    )
+                    self._conn.execute("DELETE FROM chats WHERE session_id=?", (session_id,))
+                    self._conn.execute("DELETE FROM insights WHERE session_id=?", (session_id,))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+
+        await asyncio.to_thread(write)
 
     async def close(self) -> None:
         self._store.close()

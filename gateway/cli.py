@@ -4,16 +4,17 @@
     insightx ask data.csv "..." --json                    only the final event, as JSON
     insightx serve                                        the stack on http://localhost:8000 (like make run)
 
-`ask` uses the gateway at --url when one answers there; otherwise it starts a private stack on free ports
-for the one question and stops it afterwards.
+`ask` uses the gateway at --url when one answers there, signed in with the token in INSIGHTX_TOKEN (the one
+`make run` printed, or an API token); otherwise it starts a private stack on free ports for the one
+question, uses the token that stack's gateway made, and stops it afterwards.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +30,7 @@ from rich.table import Table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="InsightX: ask your tables questions.")
 DEFAULT_URL = "http://localhost:8000"
 TERMINAL = {"final_response", "error"}
+TOKEN_ENV = "INSIGHTX_TOKEN"
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -46,13 +48,14 @@ def _reachable(url: str) -> bool:
 
 
 @contextmanager
-def gateway_at(url: str | None, console: Console) -> Iterator[str]:
-    """A gateway's base URL: the given one, the default one if it answers, else a private stack."""
+def gateway_at(url: str | None, token: str, console: Console) -> Iterator[tuple[str, str]]:
+    """A gateway's base URL and the token to sign in with: the given URL, the default one if it answers,
+    else a private stack (whose gateway made its own token in its data directory)."""
     if url:
-        yield url.rstrip("/")
+        yield url.rstrip("/"), token
         return
     if _reachable(DEFAULT_URL):
-        yield DEFAULT_URL
+        yield DEFAULT_URL, token
         return
     from tools.stack import Stack
 
@@ -66,7 +69,7 @@ def gateway_at(url: str | None, console: Console) -> Iterator[str]:
                 stack.stop()
                 raise
         try:
-            yield stack.base_url
+            yield stack.base_url, (stack.data_dir / "gateway" / "auth_token").read_text().strip()
         finally:
             stack.stop()
 
@@ -130,23 +133,33 @@ def ask(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only the final event as JSON")] = False,
 ) -> None:
-    """Uploads FILE and asks QUESTION; prints each step as it happens, then the answer."""
+    """Uploads FILE and asks QUESTION; prints each step as it happens, then the answer.
+
+    Signs in with the token in INSIGHTX_TOKEN (printed by `make run`, or an API token from POST /api/tokens).
+    """
     console = Console(stderr=as_json)
-    with gateway_at(url, console) as base:
+    with gateway_at(url, os.environ.get(TOKEN_ENV, "").strip(), console) as (base, token):
+        if not token:
+            _fail(console, f"Set {TOKEN_ENV} to the token `make run` printed (or an API token).", "NO_TOKEN")
+        auth = {"Authorization": f"Bearer {token}"}
         with console.status(f"Uploading {file.name}…"), file.open("rb") as handle:
-            reply = httpx.post(f"{base}/api/datasets", files={"file": (file.name, handle)}, timeout=600.0)
+            reply = httpx.post(
+                f"{base}/api/datasets", files={"file": (file.name, handle)}, headers=auth, timeout=600.0
+            )
         if reply.status_code != 200:
             _fail(console, *_error_of(reply))
         session = reply.json()
         console.print(
             f"[dim]{file.name}: {session['row_count']:,} rows, {len(session['columns'])} columns[/]"
         )
-        body = {"chat_id": uuid.uuid4().hex, "session_id": session["session_id"], "message": question}
+        body = {"session_id": session["session_id"], "message": question}
         final: dict[str, Any] | None = None
         timeout = httpx.Timeout(10.0, read=300.0)
         with (
             console.status("Thinking…") as spinner,
-            httpx.stream("POST", f"{base}/api/chat/stream", json=body, timeout=timeout) as response,
+            httpx.stream(
+                "POST", f"{base}/api/chat/stream", json=body, headers=auth, timeout=timeout
+            ) as response,
         ):
             if response.status_code != 200:
                 response.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import grpc
 from fastapi import Request
@@ -28,6 +29,8 @@ _HTTP_STATUS = {
 }
 _REASON_STATUS = {"FILE_TOO_LARGE": 413}
 _HTTP_CODES = {
+    401: "UNAUTHENTICATED",
+    403: "FORBIDDEN",
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "REQUEST_TOO_LARGE",
@@ -35,9 +38,29 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """The one shape of an HTTP error."""
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+_HIDDEN: list[str] = []
+
+
+def hide_paths(paths: list[Path]) -> None:
+    """Folders (the data directory) that no message leaving the gateway may show."""
+    _HIDDEN[:] = sorted({str(p.resolve()) for p in paths}, key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with every hidden folder replaced by `<data>`."""
+    for path in _HIDDEN:
+        if path in text:
+            text = text.replace(path, "<data>")
+    return text
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """The one shape of an HTTP error (its message never shows the data directory)."""
+    return JSONResponse(
+        status_code=status, content={"error": {"code": code, "message": redact(message)}}, headers=headers
+    )
 
 
 def from_rpc_error(exc: grpc.aio.AioRpcError, service: str) -> JSONResponse:
@@ -54,7 +77,7 @@ def from_rpc_error(exc: grpc.aio.AioRpcError, service: str) -> JSONResponse:
 async def http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
-    return error_response(exc.status_code, code, str(exc.detail))
+    return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
 
 async def validation_exception_handler(_: Request, exc: Exception) -> JSONResponse:

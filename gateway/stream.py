@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from common.errors import error_info
+from gateway.errors import redact
 from gateway.events import event_to_json
 from insightx.v1 import orchestrator_pb2
 
@@ -80,7 +81,7 @@ async def sse_events(
             seq = event.seq
             payload = event_to_json(event, max_rows)
             await _notify(on_event, payload)
-            yield {"id": str(seq), "data": json.dumps(payload, ensure_ascii=False)}
+            yield {"id": str(seq), "data": json.dumps(_redacted(payload), ensure_ascii=False)}
         if stats is not None:
             stats.completed += 1
     except grpc.aio.AioRpcError as exc:
@@ -92,7 +93,7 @@ async def sse_events(
         message, code = stream_failure(info.code, info.message)
         payload = {"type": "error", "seq": seq + 1, "message": message, "code": code}
         await _notify(on_event, payload)
-        yield {"id": str(seq + 1), "data": json.dumps(payload)}
+        yield {"id": str(seq + 1), "data": json.dumps(_redacted(payload))}
     except Exception:
         # An event the gateway cannot turn into JSON must end the stream with an error event, never a
         # dropped connection the frontend cannot explain.
@@ -141,6 +142,16 @@ async def _read_all(
     finally:
         if first is not None and not first.done():
             first.cancel()
+
+
+def _redacted(payload: dict[str, Any]) -> dict[str, Any]:
+    """Error texts (of the event, or of a failed SQL or Python step) without the data directory."""
+    if payload["type"] == "error":
+        payload["message"] = redact(str(payload.get("message", "")))
+    data = payload.get("data")
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        data["error"] = redact(data["error"])
+    return payload
 
 
 async def _notify(on_event: OnEvent | None, payload: dict[str, Any]) -> None:

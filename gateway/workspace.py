@@ -1,22 +1,24 @@
 """The workspace editors: run SQL (sql_engine) and Python (py_sandbox) directly, with the services' safety.
 
-The gateway adds no policy of its own: the SQL engine refuses anything but one read-only SELECT, and the
-sandbox runs code in its isolated child. Results become JSON here, at the edge.
+The gateway adds access, not SQL or code policy: the caller must own the session (404 otherwise) and have
+quota left (429); the SQL engine refuses anything but one read-only SELECT, and the sandbox runs code in its
+isolated child. Results become JSON here, at the edge.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Annotated, Any
 
 import grpc
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from common.arrow import ipc_to_table, to_records, unique_names
-from common.channels import call_metadata
+from gateway.access import current_user, owned_session, spend, user_metadata
+from gateway.auth import User
 from gateway.clients import Backends
 from gateway.errors import from_rpc_error
 from gateway.settings import GatewaySettings
@@ -53,19 +55,23 @@ def table_json(result: common_pb2.TableResult, max_rows: int) -> dict[str, Any]:
 
 
 def workspace_router(settings: GatewaySettings) -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(dependencies=[Depends(current_user)])
 
     def backends(request: Request) -> Backends:
         return request.app.state.backends  # type: ignore[no-any-return]
 
     @router.post("/api/sql/validate")
-    async def validate_sql(request: Request, body: SqlRequest) -> Response:
+    async def validate_sql(
+        request: Request, user: Annotated[User, Depends(current_user)], body: SqlRequest
+    ) -> Response:
         """Whether the SQL would run: one read-only SELECT that parses."""
+        if (missing := await owned_session(request, user, body.session_id)) is not None:
+            return missing
         try:
             reply = await backends(request).sql_engine.ValidateSql(
                 sql_engine_pb2.ValidateSqlRequest(session_id=body.session_id, sql=body.sql),
                 timeout=settings.rpc_deadline_s,
-                metadata=call_metadata(),
+                metadata=user_metadata(user),
             )
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
@@ -79,14 +85,20 @@ def workspace_router(settings: GatewaySettings) -> APIRouter:
         )
 
     @router.post("/api/sql/execute")
-    async def execute_sql(request: Request, body: SqlRequest) -> Response:
+    async def execute_sql(
+        request: Request, user: Annotated[User, Depends(current_user)], body: SqlRequest
+    ) -> Response:
         """Runs one SELECT on the session's dataset; rows capped at the workspace limit."""
+        if (missing := await owned_session(request, user, body.session_id)) is not None:
+            return missing
+        if (spent := await spend(request, user, "sql_queries")) is not None:
+            return spent
         cap = min(body.max_rows or settings.workspace_max_rows, settings.workspace_max_rows)
         try:
             reply = await backends(request).sql_engine.ExecuteSql(
                 sql_engine_pb2.ExecuteSqlRequest(session_id=body.session_id, sql=body.sql, max_rows=cap),
                 timeout=settings.rpc_deadline_s + 5.0,
-                metadata=call_metadata(),
+                metadata=user_metadata(user),
             )
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "SQL engine")
@@ -95,8 +107,14 @@ def workspace_router(settings: GatewaySettings) -> APIRouter:
         return JSONResponse(out)
 
     @router.post("/api/python/run")
-    async def run_python(request: Request, body: PythonRequest) -> Response:
+    async def run_python(
+        request: Request, user: Annotated[User, Depends(current_user)], body: PythonRequest
+    ) -> Response:
         """Runs code in the sandbox with the session's dataset as `df`; a failed run is a 200 with `error`."""
+        if (missing := await owned_session(request, user, body.session_id)) is not None:
+            return missing
+        if (spent := await spend(request, user, "python_runs")) is not None:
+            return spent
         stub = backends(request).py_sandbox
         budget = body.timeout_s or 30.0
         try:
@@ -105,7 +123,7 @@ def workspace_router(settings: GatewaySettings) -> APIRouter:
                     session_id=body.session_id, code=body.code, timeout_s=body.timeout_s
                 ),
                 timeout=budget + 15.0,
-                metadata=call_metadata(),
+                metadata=user_metadata(user),
             )
         except grpc.aio.AioRpcError as exc:
             return from_rpc_error(exc, "Python sandbox")

@@ -57,12 +57,14 @@ const TERMINAL = new Set(["final_response", "error"]);
 
 /**
  * POSTs one question and calls onEvent for every event until `final_response` or `error`.
- * A connection that drops before the end is resumed with Last-Event-ID (the last seq seen).
+ * Without a chat_id the server makes the chat and answers its id in X-Chat-Id: onChat gets it, and a
+ * connection that drops before the end is resumed on that chat with Last-Event-ID (the last seq seen).
+ * `headers` adds request headers (a bearer token outside the browser, where the login cookie is absent).
  */
-export async function streamChat(baseUrl, body, { onEvent, signal, retries = 3, retryMs = 1000 } = {}) {
+export async function streamChat(baseUrl, body, { onEvent, onChat, signal, headers: extra = {}, retries = 3, retryMs = 1000 } = {}) {
   let lastSeq = 0;
   for (let attempt = 0; ; attempt++) {
-    const headers = { "content-type": "application/json", accept: "text/event-stream" };
+    const headers = { ...extra, "content-type": "application/json", accept: "text/event-stream" };
     if (lastSeq > 0) headers["last-event-id"] = String(lastSeq);
     let response;
     try {
@@ -75,6 +77,11 @@ export async function streamChat(baseUrl, body, { onEvent, signal, retries = 3, 
       continue;
     }
     if (!response.ok) throw await apiError(response);
+    const chatId = response.headers.get("x-chat-id");
+    if (chatId && body.chat_id !== chatId) {
+      body = { ...body, chat_id: chatId };
+      onChat?.(chatId);
+    }
     if (response.status === 204) {
       // resumed past the stream's end: the server has nothing more, so reconnecting again would not help
       throw new ApiError(204, "STREAM_ENDED", "The answer stream ended before the answer.");

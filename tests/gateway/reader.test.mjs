@@ -1,5 +1,6 @@
 // The page's SSE reader (gateway/static/sse.js) in Node against a running gateway.
-// Run by tests/gateway/test_reader_node.py, which passes GATEWAY_URL, SESSION_ID, BIG_SESSION_ID, BIG_QUESTION.
+// Run by tests/gateway/test_reader_node.py, which passes GATEWAY_URL, GATEWAY_TOKEN, SESSION_ID, BIG_SESSION_ID,
+// BIG_QUESTION.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { sseEvents, streamChat, ApiError } from "../../gateway/static/sse.js";
@@ -9,12 +10,14 @@ const SESSION = process.env.SESSION_ID;
 const BIG_SESSION = process.env.BIG_SESSION_ID;
 const BIG_QUESTION = process.env.BIG_QUESTION;
 const BIG_BYTES = 2_000_000;
+const AUTH = { authorization: `Bearer ${process.env.GATEWAY_TOKEN}` };
 
-const body = (session, message) => ({ chat_id: `node-${Math.random().toString(36).slice(2)}`, session_id: session, message, history: [] });
+// No chat_id: the gateway makes the chat and answers its id in X-Chat-Id.
+const body = (session, message) => ({ session_id: session, message, history: [] });
 
 async function rawStream(session, message) {
   const response = await fetch(`${BASE}/api/chat/stream`, {
-    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body(session, message)),
+    method: "POST", headers: { ...AUTH, "content-type": "application/json" }, body: JSON.stringify(body(session, message)),
   });
   assert.equal(response.status, 200);
   return new Uint8Array(await response.arrayBuffer());
@@ -54,8 +57,12 @@ function assertOrdered(events) {
 
 test("streamChat reads a live answer from the gateway, in order, to the final response", async () => {
   const seen = [];
-  const last = await streamChat(BASE, body(SESSION, "how many rows are there?"), { onEvent: (e) => seen.push(e) });
+  const chats = [];
+  const last = await streamChat(BASE, body(SESSION, "how many rows are there?"), {
+    onEvent: (e) => seen.push(e), onChat: (id) => chats.push(id), headers: AUTH,
+  });
   assertOrdered(seen);
+  assert.equal(chats.length, 1);
   assert.equal(last.type, "final_response");
   assert.equal(last.data.answer, 120);
 });
@@ -71,23 +78,25 @@ test("every chunking of a live stream parses to the same events", async () => {
 
 test("an HTTP error surfaces as ApiError with the gateway's code", async () => {
   await assert.rejects(
-    streamChat(BASE, { chat_id: "c", message: "how many rows are there?" }, { onEvent: () => {} }),
+    streamChat(BASE, { message: "how many rows are there?" }, { onEvent: () => {}, headers: AUTH }),
     (err) => err instanceof ApiError && err.status === 422 && err.code === "MISSING_FIELD",
   );
 });
 
-test("an unknown session ends the stream with an error event", async () => {
-  const seen = [];
-  await streamChat(BASE, body("f".repeat(32), "how many rows are there?"), { onEvent: (e) => seen.push(e) });
-  assert.deepEqual(seen.map((e) => e.seq), seen.map((_, i) => i + 1));
-  const last = seen[seen.length - 1];
-  assert.equal(last.type, "error");
-  assert.equal(last.code, "DATASET_NOT_FOUND");
+test("an unknown session is an ApiError 404, and no credential a 401", async () => {
+  await assert.rejects(
+    streamChat(BASE, body("f".repeat(32), "how many rows are there?"), { onEvent: () => {}, headers: AUTH }),
+    (err) => err instanceof ApiError && err.status === 404 && err.code === "DATASET_NOT_FOUND",
+  );
+  await assert.rejects(
+    streamChat(BASE, body(SESSION, "how many rows are there?"), { onEvent: () => {} }),
+    (err) => err instanceof ApiError && err.status === 401 && err.code === "UNAUTHENTICATED",
+  );
 });
 
 test("a 2 MB event parses whole, live and across odd chunk boundaries", async () => {
   const seen = [];
-  await streamChat(BASE, body(BIG_SESSION, BIG_QUESTION), { onEvent: (e) => seen.push(e) });
+  await streamChat(BASE, body(BIG_SESSION, BIG_QUESTION), { onEvent: (e) => seen.push(e), headers: AUTH });
   assertOrdered(seen);
   const sizes = seen.map((e) => JSON.stringify(e).length);
   const biggest = seen[sizes.indexOf(Math.max(...sizes))];
@@ -106,22 +115,24 @@ test("a stream cut mid-answer resumes with Last-Event-ID and no event twice", as
   const realFetch = globalThis.fetch;
   const requests = [];
   globalThis.fetch = async (url, init) => {
-    requests.push(init.headers);
+    requests.push({ ...init.headers, chat_id: JSON.parse(init.body).chat_id });
     const response = await realFetch(url, init);
     if (requests.length > 1) return response;
     // The first connection drops after its third event: the bytes up to it, then the end of the body.
     const text = await response.text();
     const end = text.indexOf("\n\n", text.indexOf('"seq": 3')) + 2;
-    return new Response(new TextEncoder().encode(text.slice(0, end)), { status: 200 });
+    return new Response(new TextEncoder().encode(text.slice(0, end)), { status: 200, headers: response.headers });
   };
   try {
     const seen = [];
     const last = await streamChat(BASE, body(SESSION, "how many rows are there?"), {
-      onEvent: (e) => seen.push(e), retryMs: 10,
+      onEvent: (e) => seen.push(e), retryMs: 10, headers: AUTH,
     });
     assert.equal(requests.length, 2);
     assert.equal(requests[0]["last-event-id"], undefined);
     assert.equal(requests[1]["last-event-id"], "3");
+    assert.equal(requests[0].chat_id, undefined);
+    assert.ok(requests[1].chat_id, "the resumed request names the chat the server made");
     assertOrdered(seen);
     assert.equal(last.data.answer, 120);
   } finally {

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -34,6 +36,7 @@ def start_stack(
     stack.start_one("gateway")
     try:
         wait_serving(stack, [s for s in services if s in REQUIRED])
+        http.register(stack)
     except BaseException:
         stack.stop()
         raise
@@ -69,11 +72,73 @@ def serving(stack: Stack, name: str) -> bool:
         return False
 
 
-def upload(base_url: str, path: Path, content_type: str = "text/csv") -> dict[str, object]:
-    """Uploads a file; returns the session JSON."""
+def token_of(stack: Stack) -> str:
+    """The embedded user's token, which the gateway made in its data directory (as under `make run`)."""
+    return (stack.data_dir / "gateway" / "auth_token").read_text().strip()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Authed:
+    """httpx's functions, signed in as the embedded user of whichever test stack the URL points at.
+
+    Tests call `http.post(f"{stack.base_url}/api/...")` as they would `httpx.post`; an explicit
+    Authorization header (another user's) wins, and `Authorization: ""` sends none.
+    """
+
+    def __init__(self) -> None:
+        self.tokens: dict[str, str] = {}
+
+    def register(self, stack: Stack) -> None:
+        self.tokens[stack.base_url] = token_of(stack)
+
+    def _headers(self, url: str, headers: Mapping[str, str] | None) -> dict[str, str]:
+        merged = {k: v for k, v in (headers or {}).items()}
+        if not any(k.lower() == "authorization" for k in merged):
+            for base, token in self.tokens.items():
+                if url.startswith(base):
+                    merged.update(bearer(token))
+        return {k: v for k, v in merged.items() if not (k.lower() == "authorization" and not v)}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        kwargs["headers"] = self._headers(url, kwargs.get("headers"))
+        return httpx.request(method, url, **kwargs)
+
+    def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("GET", url, **kwargs)
+
+    def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("POST", url, **kwargs)
+
+    def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("DELETE", url, **kwargs)
+
+    def options(self, url: str, **kwargs: Any) -> httpx.Response:
+        return self.request("OPTIONS", url, **kwargs)
+
+    @contextmanager
+    def stream(self, method: str, url: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        kwargs["headers"] = self._headers(url, kwargs.get("headers"))
+        with httpx.stream(method, url, **kwargs) as response:
+            yield response
+
+
+http = Authed()
+
+
+def upload(
+    base_url: str, path: Path, content_type: str = "text/csv", token: str | None = None
+) -> dict[str, object]:
+    """Uploads a file (as the stack's embedded user, or the given token's); returns the session JSON."""
+    headers = bearer(token) if token else None
     with path.open("rb") as handle:
-        reply = httpx.post(
-            f"{base_url}/api/datasets", files={"file": (path.name, handle, content_type)}, timeout=300
+        reply = http.post(
+            f"{base_url}/api/datasets",
+            files={"file": (path.name, handle, content_type)},
+            timeout=300,
+            headers=headers,
         )
     reply.raise_for_status()
     return reply.json()  # type: ignore[no-any-return]

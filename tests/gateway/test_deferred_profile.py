@@ -11,11 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
-import httpx
 import pytest
 
 from tests.gateway.sse import parse
-from tests.gateway.stacks import start_pending_profile_stack, upload
+from tests.gateway.stacks import http, start_pending_profile_stack, upload
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -63,8 +62,8 @@ def duck_value(sql: str, path: Path) -> object:
 
 
 def final_answer(stack: Stack, session_id: str, question: str) -> dict[str, object]:
-    request = {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": question}
-    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=120)
+    request = {"session_id": session_id, "message": question}
+    reply = http.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=120)
     assert reply.status_code == 200, reply.text
     events = parse(reply.text).events
     assert events and events[-1]["type"] == "final_response", events[-1:]
@@ -79,11 +78,11 @@ def test_the_upload_is_pending_and_the_wait_returns_the_profile(pending_stack: S
     assert [c["name"] for c in body["columns"]] == ["city", "amount", "status", "note"]  # type: ignore[attr-defined]
     url = f"{pending_stack.base_url}/api/datasets/{body['session_id']}"
 
-    now = httpx.get(url, timeout=30).json()  # without waiting: the current state, whichever it is
+    now = http.get(url, timeout=30).json()  # without waiting: the current state, whichever it is
     assert now["profile_state"] in ("pending", "ready")
     assert (now["profile"] is None) == (now["profile_state"] == "pending")
 
-    waited = httpx.get(url, params={"wait_for_profile": "true"}, timeout=150)
+    waited = http.get(url, params={"wait_for_profile": "true"}, timeout=150)
     assert waited.status_code == 200, waited.text
     described = waited.json()
     assert described["profile_state"] == "ready"
@@ -100,7 +99,7 @@ def test_the_upload_is_pending_and_the_wait_returns_the_profile(pending_stack: S
     exact = duck_value("SELECT count(DISTINCT amount) FROM payments", payments)
     assert abs(found["amount"][1] - int(exact)) <= 2  # type: ignore[call-overload]
 
-    alias = httpx.get(
+    alias = http.get(
         f"{pending_stack.base_url}/api/sessions/{body['session_id']}",
         params={"wait_for_profile": "1"},
         timeout=150,
@@ -120,7 +119,7 @@ def test_a_question_asked_at_once_waits_for_the_profile(pending_stack: Stack, pa
     assert "Delhi" in str(answer["sql"])
     assert answer["follow_ups"]  # suggested from the profile's columns
     # the orchestrator kept the profiled context: the page's wait sees the same profile as ready
-    described = httpx.get(
+    described = http.get(
         f"{pending_stack.base_url}/api/datasets/{body['session_id']}",
         params={"wait_for_profile": "true"},
         timeout=150,
@@ -130,7 +129,7 @@ def test_a_question_asked_at_once_waits_for_the_profile(pending_stack: Stack, pa
 
 
 def test_an_unknown_session_is_404_also_when_waiting(pending_stack: Stack) -> None:
-    reply = httpx.get(
+    reply = http.get(
         f"{pending_stack.base_url}/api/datasets/{uuid.uuid4().hex}",
         params={"wait_for_profile": "true"},
         timeout=30,

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.gateway.sse import parse
-from tests.gateway.stacks import upload, wait_serving
+from tests.gateway.stacks import http, upload, wait_serving
 from tools.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
@@ -42,6 +40,7 @@ def hanging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack.start_one("orchestrator")
     try:
         wait_serving(stack, ["sql_engine", "orchestrator"])
+        http.register(stack)
         yield stack
     finally:
         stack.stop()
@@ -49,7 +48,7 @@ def hanging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 def streams(stack: Stack) -> dict[str, int]:
-    return httpx.get(f"{stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
+    return http.get(f"{stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
 
 
 def test_leaving_client_cancels_the_upstream_call_and_heartbeats_flow(
@@ -58,9 +57,9 @@ def test_leaving_client_cancels_the_upstream_call_and_heartbeats_flow(
     csv = tmp_path / "t.csv"
     csv.write_text("a,b\n1,2\n3,4\n")
     session_id = upload(hanging_stack.base_url, csv)["session_id"]
-    body = {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": "how many rows are there?"}
+    body = {"session_id": session_id, "message": "how many rows are there?"}
     seen: list[str] = []
-    with httpx.stream("POST", f"{hanging_stack.base_url}/api/chat/stream", json=body, timeout=30) as reply:
+    with http.stream("POST", f"{hanging_stack.base_url}/api/chat/stream", json=body, timeout=30) as reply:
         assert reply.status_code == 200
         for line in reply.iter_lines():
             seen.append(line)
@@ -83,8 +82,8 @@ def test_unreachable_orchestrator_is_an_error_event(hanging_stack: Stack, tmp_pa
     csv.write_text("a,b\n1,2\n")
     session_id = upload(hanging_stack.base_url, csv)["session_id"]
     hanging_stack.stop_one("orchestrator")
-    body = {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": "how many rows are there?"}
-    reply = httpx.post(f"{hanging_stack.base_url}/api/chat/stream", json=body, timeout=30)
+    body = {"session_id": session_id, "message": "how many rows are there?"}
+    reply = http.post(f"{hanging_stack.base_url}/api/chat/stream", json=body, timeout=30)
     assert reply.status_code == 200
     events = parse(reply.text).events
     assert [e["type"] for e in events] == ["error"]

@@ -12,7 +12,7 @@ import pytest
 
 from tests.gateway.conftest import SMALL_UPLOAD_LIMIT
 from tests.gateway.sse import parse
-from tests.gateway.stacks import startable, upload, wait_serving
+from tests.gateway.stacks import bearer, http, startable, token_of, upload, wait_serving
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -21,12 +21,14 @@ pytestmark = pytest.mark.integration
 def ask(
     session_id: str, message: str = "how many rows are there?", chat_id: str | None = None
 ) -> dict[str, str]:
-    return {"chat_id": chat_id or uuid.uuid4().hex, "session_id": session_id, "message": message}
+    """A question's body; without a chat_id the server makes the chat (its id comes in X-Chat-Id)."""
+    body = {"session_id": session_id, "message": message}
+    return {**body, "chat_id": chat_id} if chat_id else body
 
 
 def test_upload_answers_the_session_with_its_profile(stack: Stack, small_csv: Path) -> None:
     with small_csv.open("rb") as handle:
-        reply = httpx.post(
+        reply = http.post(
             f"{stack.base_url}/api/datasets", files={"file": ("payments.csv", handle, "text/csv")}
         )
     assert reply.status_code == 200, reply.text
@@ -37,22 +39,20 @@ def test_upload_answers_the_session_with_its_profile(stack: Stack, small_csv: Pa
     assert {c["name"] for c in body["profile"]["columns"]} == {"bank", "amount", "status"}
     for path in ("datasets", "sessions"):
         for wait in ("false", "true"):
-            again = httpx.get(
+            again = http.get(
                 f"{stack.base_url}/api/{path}/{body['session_id']}", params={"wait_for_profile": wait}
             )
             assert again.status_code == 200
             assert again.json()["dataset_hash"] == body["dataset_hash"]
             assert again.json()["profile_state"] == "ready"
             assert again.json()["profile"] == body["profile"]
-    odd = httpx.get(
-        f"{stack.base_url}/api/datasets/{body['session_id']}", params={"wait_for_profile": "soon"}
-    )
+    odd = http.get(f"{stack.base_url}/api/datasets/{body['session_id']}", params={"wait_for_profile": "soon"})
     assert odd.status_code == 422 and odd.json()["error"]["code"] == "INVALID_REQUEST"
 
 
 def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, session_id: str) -> None:
     request = ask(session_id)
-    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60)
+    reply = http.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60)
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/event-stream")
     sse = parse(reply.text)
@@ -66,8 +66,10 @@ def test_chat_stream_sends_ids_from_seq_retry_and_a_final_answer(stack: Stack, s
 
 def test_the_chat_and_its_messages_are_recorded(stack: Stack, session_id: str) -> None:
     request = ask(session_id, "how many rows are there?")
-    httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60).raise_for_status()
-    reply = httpx.get(
+    streamed = http.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60)
+    streamed.raise_for_status()
+    request["chat_id"] = streamed.headers["x-chat-id"]  # the chat the server made for the question
+    reply = http.get(
         f"{stack.base_url}/api/chats/{request['chat_id']}/messages", params={"session_id": session_id}
     )
     assert reply.status_code == 200
@@ -75,14 +77,16 @@ def test_the_chat_and_its_messages_are_recorded(stack: Stack, session_id: str) -
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert messages[0]["content"] == "how many rows are there?"
     assert messages[1]["answer"] == 120 and "count" in messages[1]["sql"].lower()
-    chats = httpx.get(f"{stack.base_url}/api/sessions/{session_id}/chats").json()["chats"]
+    chats = http.get(f"{stack.base_url}/api/sessions/{session_id}/chats").json()["chats"]
     assert request["chat_id"] in {c["chat_id"] for c in chats}
 
 
 def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session_id: str) -> None:
     request = ask(session_id)
-    full = parse(httpx.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60).text)
-    resumed_reply = httpx.post(
+    first = http.post(f"{stack.base_url}/api/chat/stream", json=request, timeout=60)
+    full = parse(first.text)
+    request["chat_id"] = first.headers["x-chat-id"]
+    resumed_reply = http.post(
         f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "3"}, timeout=60
     )
     resumed = parse(resumed_reply.text)
@@ -90,94 +94,102 @@ def test_resume_with_last_event_id_sends_only_later_events(stack: Stack, session
     assert all(e["seq"] > 3 for e in resumed.events)
     assert resumed.types[-1] == "final_response"
     assert resumed.events[-1]["data"]["answer"] == full.events[-1]["data"]["answer"]
-    messages = httpx.get(
+    messages = http.get(
         f"{stack.base_url}/api/chats/{request['chat_id']}/messages", params={"session_id": session_id}
     ).json()["messages"]
     assert [m["role"] for m in messages] == ["user", "assistant"]  # the resumed answer is stored once
     last = str(full.events[-1]["seq"])
     for past_the_end in (last, "999"):
-        ended = httpx.post(
+        ended = http.post(
             f"{stack.base_url}/api/chat/stream",
             json=request,
             headers={"Last-Event-ID": past_the_end},
             timeout=60,
         )
         assert ended.status_code == 204 and ended.content == b"", (past_the_end, ended.text)
-    bad = httpx.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
+    bad = http.post(f"{stack.base_url}/api/chat/stream", json=request, headers={"Last-Event-ID": "x"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
+    anonymous = {k: v for k, v in request.items() if k != "chat_id"}
+    lost = http.post(f"{stack.base_url}/api/chat/stream", json=anonymous, headers={"Last-Event-ID": "3"})
+    assert lost.status_code == 400 and lost.json()["error"]["code"] == "MISSING_CHAT_ID"
 
 
 def test_chats_can_be_created_listed_and_appended(stack: Stack, session_id: str) -> None:
     base = stack.base_url
-    created = httpx.post(f"{base}/api/chats", json={"session_id": session_id, "title": "Banks"})
+    created = http.post(f"{base}/api/chats", json={"session_id": session_id, "title": "Banks"})
     assert created.status_code == 201
     chat_id = created.json()["chat_id"]
     scope = {"session_id": session_id}
-    added = httpx.post(
+    added = http.post(
         f"{base}/api/chats/{chat_id}/messages", json={"role": "user", "content": "hello"}, params=scope
     )
     assert added.status_code == 201 and added.json()["content"] == "hello"
-    listed = httpx.get(f"{base}/api/chats/{chat_id}/messages", params=scope).json()
+    listed = http.get(f"{base}/api/chats/{chat_id}/messages", params=scope).json()
     assert listed["chat"]["title"] == "Banks" and [m["content"] for m in listed["messages"]] == ["hello"]
     assert chat_id in [
-        c["chat_id"] for c in httpx.get(f"{base}/api/sessions/{session_id}/chats").json()["chats"]
+        c["chat_id"] for c in http.get(f"{base}/api/sessions/{session_id}/chats").json()["chats"]
     ]
-    missing = httpx.get(f"{base}/api/chats/no-such-chat/messages", params=scope)
+    missing = http.get(f"{base}/api/chats/no-such-chat/messages", params=scope)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "CHAT_NOT_FOUND"
-    orphan = httpx.post(f"{base}/api/chats", json={"session_id": "0" * 32})
+    orphan = http.post(f"{base}/api/chats", json={"session_id": "0" * 32})
     assert orphan.status_code == 404 and orphan.json()["error"]["code"] == "DATASET_NOT_FOUND"
 
 
-def test_a_chat_id_never_crosses_sessions(stack: Stack, session_id: str, small_csv: Path) -> None:
+def test_chat_ids_are_the_servers_and_never_cross_sessions(
+    stack: Stack, session_id: str, small_csv: Path
+) -> None:
     base = stack.base_url
     other = str(upload(base, small_csv)["session_id"])
-    first = ask(session_id, "how many rows are there?", chat_id="shared-chat-id")
-    httpx.post(f"{base}/api/chat/stream", json=first, timeout=60).raise_for_status()
-    taken = httpx.post(f"{base}/api/chat/stream", json={**first, "session_id": other}, timeout=60)
-    assert taken.status_code == 409 and taken.json()["error"]["code"] == "CHAT_ID_TAKEN"
-    assert session_id not in taken.text
-    claim = httpx.post(f"{base}/api/chats", json={"session_id": other, "chat_id": "shared-chat-id"})
-    assert claim.status_code == 409 and session_id not in claim.text
-    peek = httpx.get(f"{base}/api/chats/shared-chat-id/messages", params={"session_id": other})
+    chat_id = http.post(f"{base}/api/chats", json={"session_id": session_id}).json()["chat_id"]
+    http.post(f"{base}/api/chat/stream", json=ask(session_id, chat_id=chat_id), timeout=60).raise_for_status()
+    invented = http.post(f"{base}/api/chat/stream", json=ask(session_id, chat_id=uuid.uuid4().hex))
+    assert invented.status_code == 404 and invented.json()["error"]["code"] == "CHAT_NOT_FOUND"
+    crossed = http.post(f"{base}/api/chat/stream", json=ask(other, chat_id=chat_id), timeout=60)
+    assert crossed.status_code == 404 and crossed.json()["error"]["code"] == "CHAT_NOT_FOUND"
+    assert session_id not in crossed.text
+    claim = http.post(f"{base}/api/chats", json={"session_id": other, "chat_id": chat_id})
+    assert claim.status_code == 404 and session_id not in claim.text
+    again = http.post(f"{base}/api/chats", json={"session_id": session_id, "chat_id": chat_id})
+    assert again.status_code == 200 and again.json()["chat_id"] == chat_id
+    peek = http.get(f"{base}/api/chats/{chat_id}/messages", params={"session_id": other})
     assert peek.status_code == 404 and session_id not in peek.text
-    assert httpx.get(f"{base}/api/chats/shared-chat-id/messages").status_code == 404
-    own = httpx.get(f"{base}/api/chats/shared-chat-id/messages", params={"session_id": session_id})
+    own = http.get(f"{base}/api/chats/{chat_id}/messages")
     assert [m["role"] for m in own.json()["messages"]] == ["user", "assistant"]
-    assert httpx.get(f"{base}/api/sessions/{other}/chats").json()["chats"] == []
+    assert http.get(f"{base}/api/sessions/{other}/chats").json()["chats"] == []
 
 
 def test_insights_are_appended_to_a_session(stack: Stack, session_id: str) -> None:
     base = stack.base_url
-    first = httpx.post(
+    first = http.post(
         f"{base}/api/sessions/{session_id}/insights",
         json={"text": "SBI leads", "sql": "SELECT 1", "answer": 3},
     )
-    second = httpx.post(f"{base}/api/sessions/{session_id}/insights", json={"text": "Few failures"})
+    second = http.post(f"{base}/api/sessions/{session_id}/insights", json={"text": "Few failures"})
     assert first.status_code == 201 and second.status_code == 201
-    texts = [i["text"] for i in httpx.get(f"{base}/api/sessions/{session_id}/insights").json()["insights"]]
+    texts = [i["text"] for i in http.get(f"{base}/api/sessions/{session_id}/insights").json()["insights"]]
     assert texts[-2:] == ["SBI leads", "Few failures"]
-    unknown = httpx.post(f"{base}/api/sessions/{'0' * 32}/insights", json={"text": "x"})
+    unknown = http.post(f"{base}/api/sessions/{'0' * 32}/insights", json={"text": "x"})
     assert unknown.status_code == 404
 
 
 def test_workspace_sql_runs_selects_and_refuses_writes(stack: Stack, session_id: str) -> None:
     base = stack.base_url
-    table = httpx.get(f"{base}/api/datasets/{session_id}").json()["table"]
+    table = http.get(f"{base}/api/datasets/{session_id}").json()["table"]
     sql = f'SELECT bank, count(*) AS n FROM "{table}" GROUP BY bank ORDER BY bank'
-    reply = httpx.post(f"{base}/api/sql/execute", json={"session_id": session_id, "sql": sql})
+    reply = http.post(f"{base}/api/sql/execute", json={"session_id": session_id, "sql": sql})
     assert reply.status_code == 200, reply.text
     assert reply.json()["rows"] == [
         {"bank": "HDFC", "n": 40},
         {"bank": "ICICI", "n": 40},
         {"bank": "SBI", "n": 40},
     ]
-    drop = httpx.post(
+    drop = http.post(
         f"{base}/api/sql/execute", json={"session_id": session_id, "sql": f'DROP TABLE "{table}"'}
     )
     assert drop.status_code == 400 and drop.json()["error"]["code"] == "SQL_NOT_READ_ONLY"
-    verdict = httpx.post(f"{base}/api/sql/validate", json={"session_id": session_id, "sql": "SELEC 1"}).json()
+    verdict = http.post(f"{base}/api/sql/validate", json={"session_id": session_id, "sql": "SELEC 1"}).json()
     assert verdict["valid"] is False and verdict["reason"]
-    capped = httpx.post(
+    capped = http.post(
         f"{base}/api/sql/execute",
         json={"session_id": session_id, "sql": f'SELECT * FROM "{table}"', "max_rows": 5},
     ).json()
@@ -188,7 +200,7 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
     if not startable("py_sandbox"):
         pytest.skip("py_sandbox has no entry point in this checkout yet")
     wait_serving(stack, ["py_sandbox"], timeout_s=60)
-    reply = httpx.post(
+    reply = http.post(
         f"{stack.base_url}/api/python/run",
         json={"session_id": session_id, "code": "print('hi')\nresult = int(df['amount'].sum())"},
         timeout=60,
@@ -196,7 +208,7 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["error"] is None and body["result"] == sum(range(10, 130)) and body["stdout"].strip() == "hi"
-    table = httpx.post(
+    table = http.post(
         f"{stack.base_url}/api/python/run",
         json={
             "session_id": session_id,
@@ -207,7 +219,7 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
     ).json()
     assert table["error"] is None and table["table"]["row_count"] == 3
     assert table["figures"] and table["figures"][0].startswith("data:image/png;base64,")
-    escape = httpx.post(
+    escape = http.post(
         f"{stack.base_url}/api/python/run",
         json={
             "session_id": session_id,
@@ -221,7 +233,7 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
         "EXCEPTION",
     )
     assert escape.json()["result"] is None
-    slow = httpx.post(
+    slow = http.post(
         f"{stack.base_url}/api/python/run",
         json={"session_id": session_id, "code": "while True:\n    pass", "timeout_s": 1},
         timeout=60,
@@ -247,28 +259,26 @@ def test_workspace_python_runs_in_the_sandbox(stack: Stack, session_id: str) -> 
 def test_bad_chat_requests_get_json_errors(
     stack: Stack, content: bytes, headers: dict[str, str], status: int, code: str
 ) -> None:
-    reply = httpx.post(f"{stack.base_url}/api/chat/stream", content=content, headers=headers)
+    reply = http.post(f"{stack.base_url}/api/chat/stream", content=content, headers=headers)
     assert reply.status_code == status
     assert reply.headers["content-type"].startswith("application/json")
     error = reply.json()["error"]
     assert error["code"] == code and error["message"]
 
 
-def test_unknown_session_is_an_error_event_on_the_stream_and_404_elsewhere(stack: Stack) -> None:
-    reply = httpx.post(f"{stack.base_url}/api/chat/stream", json=ask("f" * 32), timeout=30)
-    assert reply.status_code == 200
-    payloads = [json.loads(line[6:]) for line in reply.text.splitlines() if line.startswith("data: ")]
-    assert payloads[-1]["type"] == "error" and payloads[-1]["code"] == "DATASET_NOT_FOUND"
-    assert "upload" in payloads[-1]["message"].lower()
-    assert httpx.get(f"{stack.base_url}/api/sessions/{'f' * 32}/chats").status_code == 404
-    assert httpx.get(f"{stack.base_url}/api/datasets/{'f' * 32}").status_code == 404
-    invalid = httpx.get(f"{stack.base_url}/api/datasets/bad%20id")
-    assert invalid.status_code == 400
+def test_unknown_session_is_404_on_every_route(stack: Stack) -> None:
+    reply = http.post(f"{stack.base_url}/api/chat/stream", json=ask("f" * 32), timeout=30)
+    assert reply.status_code == 404 and reply.json()["error"]["code"] == "DATASET_NOT_FOUND"
+    assert "upload" in reply.json()["error"]["message"].lower()
+    assert http.get(f"{stack.base_url}/api/sessions/{'f' * 32}/chats").status_code == 404
+    assert http.get(f"{stack.base_url}/api/datasets/{'f' * 32}").status_code == 404
+    invalid = http.get(f"{stack.base_url}/api/datasets/bad%20id")
+    assert invalid.status_code == 404  # not the caller's, so not looked at
 
 
 def test_oversized_upload_is_413_declared_or_streamed(stack: Stack) -> None:
     big = b"a,b\n" + b"1,2\n" * ((SMALL_UPLOAD_LIMIT // 4) + (1 << 16))
-    declared = httpx.post(f"{stack.base_url}/api/datasets", files={"file": ("big.csv", big, "text/csv")})
+    declared = http.post(f"{stack.base_url}/api/datasets", files={"file": ("big.csv", big, "text/csv")})
     assert declared.status_code == 413 and declared.json()["error"]["code"] == "FILE_TOO_LARGE"
 
     def chunked() -> object:
@@ -278,43 +288,44 @@ def test_oversized_upload_is_413_declared_or_streamed(stack: Stack) -> None:
             yield big[start : start + (1 << 20)]
         yield b"\r\n--xyz--\r\n"
 
-    streamed = httpx.post(
+    streamed = http.post(
         f"{stack.base_url}/api/datasets",
         content=chunked(),  # type: ignore[arg-type]
         headers={"content-type": "multipart/form-data; boundary=xyz"},
     )
     assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "FILE_TOO_LARGE"
-    wrong = httpx.post(f"{stack.base_url}/api/datasets", json={"file": "x"})
+    wrong = http.post(f"{stack.base_url}/api/datasets", json={"file": "x"})
     assert wrong.status_code == 415
-    missing = httpx.post(f"{stack.base_url}/api/datasets", files={"other": ("a.csv", b"a\n1\n")})
+    missing = http.post(f"{stack.base_url}/api/datasets", files={"other": ("a.csv", b"a\n1\n")})
     assert missing.status_code == 422 and missing.json()["error"]["code"] == "MISSING_FIELD"
 
 
 def test_cors_allows_only_configured_origins(stack: Stack) -> None:
     preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
-    allowed = httpx.options(
+    allowed = http.options(
         f"{stack.base_url}/api/chat/stream", headers={"Origin": "http://allowed.example", **preflight}
     )
     assert allowed.status_code == 200
     assert allowed.headers["access-control-allow-origin"] == "http://allowed.example"
-    denied = httpx.options(
+    denied = http.options(
         f"{stack.base_url}/api/chat/stream", headers={"Origin": "http://evil.example", **preflight}
     )
     assert "access-control-allow-origin" not in denied.headers
 
 
 def test_page_and_chart_assets_are_served(stack: Stack) -> None:
-    page = httpx.get(f"{stack.base_url}/")
+    page = http.get(f"{stack.base_url}/")
     assert page.status_code == 200 and "/vendor/vega-embed.min.js" in page.text
     for name in ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js"):
-        asset = httpx.get(f"{stack.base_url}/vendor/{name}")
+        asset = http.get(f"{stack.base_url}/vendor/{name}")
         assert asset.status_code == 200 and len(asset.content) > 10_000, name
-    assert httpx.get(f"{stack.base_url}/vendor/../../pyproject.toml").status_code == 404
-    assert httpx.get(f"{stack.base_url}/static/sse.js").status_code == 200
+    assert http.get(f"{stack.base_url}/vendor/../../pyproject.toml").status_code == 404
+    assert http.get(f"{stack.base_url}/static/sse.js").status_code == 200
 
 
 async def test_one_clients_failure_never_disturbs_another_stream(stack: Stack, session_id: str) -> None:
-    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60) as client:
+    signed_in = bearer(token_of(stack))
+    async with httpx.AsyncClient(base_url=stack.base_url, timeout=60, headers=signed_in) as client:
 
         async def good() -> list[dict[str, object]]:
             reply = await client.post("/api/chat/stream", json=ask(session_id))
@@ -341,7 +352,7 @@ async def test_one_clients_failure_never_disturbs_another_stream(stack: Stack, s
 
 
 def test_error_body_shape_for_unknown_routes(stack: Stack) -> None:
-    reply = httpx.get(f"{stack.base_url}/api/nothing-here")
+    reply = http.get(f"{stack.base_url}/api/nothing-here")
     assert reply.status_code == 404
     assert json.loads(reply.text)["error"]["code"] == "NOT_FOUND"
 
@@ -349,7 +360,7 @@ def test_error_body_shape_for_unknown_routes(stack: Stack) -> None:
 def test_odd_last_event_ids_are_400_not_500(stack: Stack, session_id: str) -> None:
     request = ask(session_id)
     for header in ("²", "99999999999999999999999", "-1", "1e3"):
-        reply = httpx.post(
+        reply = http.post(
             f"{stack.base_url}/api/chat/stream",
             json=request,
             headers={"Last-Event-ID": header.encode("latin-1")},
@@ -357,14 +368,14 @@ def test_odd_last_event_ids_are_400_not_500(stack: Stack, session_id: str) -> No
         )
         assert reply.status_code == 400, (header, reply.text)
         assert reply.json()["error"]["code"] == "INVALID_LAST_EVENT_ID"
-    huge = httpx.post(
+    huge = http.post(
         f"{stack.base_url}/api/chat/stream", json={**request, "last_event_id": 10**23}, timeout=30
     )
     assert huge.status_code == 422 and huge.json()["error"]["code"]
 
 
 def test_a_date_python_cannot_hold_is_answered_not_dropped(stack: Stack, session_id: str) -> None:
-    reply = httpx.post(
+    reply = http.post(
         f"{stack.base_url}/api/sql/execute",
         json={"session_id": session_id, "sql": "SELECT 'infinity'::DATE AS d, 1 AS a, 2 AS a"},
         timeout=30,

@@ -7,10 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.gateway.stacks import upload
+from tests.gateway.stacks import http, token_of, upload
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -34,9 +33,9 @@ def big_session(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_page_reader_parses_every_event(stack: Stack, session_id: str, big_session: str) -> None:
-    probe = httpx.post(
+    probe = http.post(
         f"{stack.base_url}/api/chat/stream",
-        json={"chat_id": "probe", "session_id": big_session, "message": BIG_QUESTION},
+        json={"session_id": big_session, "message": BIG_QUESTION},
         timeout=120,
     )
     assert probe.status_code == 200
@@ -46,6 +45,7 @@ def test_the_page_reader_parses_every_event(stack: Stack, session_id: str, big_s
     env = {
         **os.environ,
         "GATEWAY_URL": stack.base_url,
+        "GATEWAY_TOKEN": token_of(stack),
         "SESSION_ID": session_id,
         "BIG_SESSION_ID": big_session,
         "BIG_QUESTION": BIG_QUESTION,
