@@ -42,6 +42,8 @@ class _RunErrorCategoryEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunE
     """The child was killed by the kernel or the supervisor (e.g. a forbidden system call)."""
     RUN_ERROR_CATEGORY_INVALID_RESULT: _RunErrorCategory.ValueType  # 7
     """The child sent something that is not a valid result."""
+    RUN_ERROR_CATEGORY_INVALID_INPUT: _RunErrorCategory.ValueType  # 8
+    """The caller's input_table is malformed or decodes past its size cap (RunCode answers INVALID_ARGUMENT)."""
 
 class RunErrorCategory(_RunErrorCategory, metaclass=_RunErrorCategoryEnumTypeWrapper):
     """Why a run failed."""
@@ -62,6 +64,8 @@ RUN_ERROR_CATEGORY_KILLED: RunErrorCategory.ValueType  # 6
 """The child was killed by the kernel or the supervisor (e.g. a forbidden system call)."""
 RUN_ERROR_CATEGORY_INVALID_RESULT: RunErrorCategory.ValueType  # 7
 """The child sent something that is not a valid result."""
+RUN_ERROR_CATEGORY_INVALID_INPUT: RunErrorCategory.ValueType  # 8
+"""The caller's input_table is malformed or decodes past its size cap (RunCode answers INVALID_ARGUMENT)."""
 Global___RunErrorCategory: _TypeAlias = RunErrorCategory  # noqa: Y015
 
 @_typing.final
@@ -268,6 +272,14 @@ class Isolation(_message.Message):
     RLIMITS_FIELD_NUMBER: _builtins.int
     CLEAN_ENVIRONMENT_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
+    CGROUP_FIELD_NUMBER: _builtins.int
+    CGROUP_CONTROLLERS_FIELD_NUMBER: _builtins.int
+    RUN_MEMORY_LIMIT_BYTES_FIELD_NUMBER: _builtins.int
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _builtins.int
+    RUN_PIDS_LIMIT_FIELD_NUMBER: _builtins.int
+    RUN_CPU_LIMIT_FIELD_NUMBER: _builtins.int
+    UID_FIRST_FIELD_NUMBER: _builtins.int
+    UID_LAST_FIELD_NUMBER: _builtins.int
     seccomp: _builtins.bool
     """True when a seccomp filter is installed in the child."""
     no_new_privs: _builtins.bool
@@ -280,6 +292,20 @@ class Isolation(_message.Message):
     """True when the child sees a private root (read-only system paths, a private tmpfs, nothing else)."""
     clean_environment: _builtins.bool
     """True when the child's environment is rebuilt from scratch (no server variables)."""
+    cgroup: _builtins.str
+    """The cgroup hierarchy each run gets its own group in: "v2", "v1", or "" when runs get none here."""
+    run_memory_limit_bytes: _builtins.int
+    """Memory one run may use (its cgroup's limit), in bytes; 0 without a memory cgroup."""
+    memory_total_bytes: _builtins.int
+    """Memory all runs together may use (the parent cgroup's limit), in bytes; 0 without a memory cgroup."""
+    run_pids_limit: _builtins.int
+    """Processes and threads one run may have (its cgroup's pids.max, also RLIMIT_NPROC of its uid)."""
+    run_cpu_limit: _builtins.float
+    """CPUs one run may use (its cgroup's quota); 0 when unlimited."""
+    uid_first: _builtins.int
+    """First uid of the range children run as: each live child has its own uid, so RLIMIT_NPROC is per run."""
+    uid_last: _builtins.int
+    """Last uid of that range."""
     @_builtins.property
     def namespaces(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Namespaces the child gets, e.g. ["net", "mnt", "pid", "ipc", "uts"]."""
@@ -291,6 +317,10 @@ class Isolation(_message.Message):
     @_builtins.property
     def problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Isolation steps that failed or were skipped on this machine, with the reason."""
+
+    @_builtins.property
+    def cgroup_controllers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Controllers the probe run was limited by, e.g. ["memory", "pids", "cpu"]."""
 
     def __init__(
         self,
@@ -304,10 +334,18 @@ class Isolation(_message.Message):
         rlimits: _abc.Iterable[_builtins.str] | None = ...,
         clean_environment: _builtins.bool = ...,
         problems: _abc.Iterable[_builtins.str] | None = ...,
+        cgroup: _builtins.str = ...,
+        cgroup_controllers: _abc.Iterable[_builtins.str] | None = ...,
+        run_memory_limit_bytes: _builtins.int = ...,
+        memory_total_bytes: _builtins.int = ...,
+        run_pids_limit: _builtins.int = ...,
+        run_cpu_limit: _builtins.float = ...,
+        uid_first: _builtins.int = ...,
+        uid_last: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clean_environment", b"clean_environment", "level", b"level", "namespaces", b"namespaces", "no_new_privs", b"no_new_privs", "private_filesystem", b"private_filesystem", "problems", b"problems", "rlimits", b"rlimits", "seccomp", b"seccomp", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cgroup", b"cgroup", "cgroup_controllers", b"cgroup_controllers", "clean_environment", b"clean_environment", "level", b"level", "memory_total_bytes", b"memory_total_bytes", "namespaces", b"namespaces", "no_new_privs", b"no_new_privs", "private_filesystem", b"private_filesystem", "problems", b"problems", "rlimits", b"rlimits", "run_cpu_limit", b"run_cpu_limit", "run_memory_limit_bytes", b"run_memory_limit_bytes", "run_pids_limit", b"run_pids_limit", "seccomp", b"seccomp", "uid", b"uid", "uid_first", b"uid_first", "uid_last", b"uid_last"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,7 +17,8 @@ FIGURE_PNG = b"P"
 RUN_ERROR = b"E"
 ISOLATION = b"I"
 DONE = b"D"
-CHILD_KINDS = frozenset({RESULT_JSON, RESULT_TABLE, FIGURE_PNG, RUN_ERROR, ISOLATION, DONE})
+INPUT_READY = b"K"  # the caller's table is decoded: a crash before it is the input's fault
+CHILD_KINDS = frozenset({RESULT_JSON, RESULT_TABLE, FIGURE_PNG, RUN_ERROR, ISOLATION, DONE, INPUT_READY})
 
 # Kinds on the control pipe between the server and a zygote.
 CONTROL_JSON = b"C"

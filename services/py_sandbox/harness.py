@@ -1,9 +1,12 @@
-"""What happens in a forked child: confine it, load the data, run the code, send the result as frames.
+"""What happens in a forked child: confine it, decode the data, run the code, send the result as frames.
 
 The zygote clones the child straight into new net, mount, pid, ipc and uts namespaces (so it is pid 1 of
-its own pid namespace, and killing it ends everything it could have started). The child loads the dataset
-while it is still privileged, confines itself step by step, and only then touches the untrusted code. It
-leaves through `os._exit`: nothing of the zygote (atexit handlers, buffered files) runs twice.
+its own pid namespace, and killing it ends everything it could have started). Its first act is to join
+the cgroup of its run. While still privileged it only *opens* the session's data (a memory map); nothing
+is parsed, decompressed or allocated from the request before `confine()`. Confined, it decodes: a
+caller's table through `inputs.decode_table` (declared size bounded, full validation), then runs the
+untrusted code. It leaves through `os._exit`: nothing of the zygote (atexit handlers, buffered files)
+runs twice.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.stats as stats
 
-from services.py_sandbox import frames, isolation
+from services.py_sandbox import cgroups, frames, inputs, isolation
 from services.py_sandbox.isolation import Confinement, IsolationReport
 
 RESULT_FD = 3
@@ -43,15 +46,18 @@ def child_main(
     report: IsolationReport,
     fds: tuple[int, int, int, int],
     primed: dict[str, str] | None,
+    cgroup: dict[str, str] | None = None,
     warm: bool = True,
 ) -> None:
     """Entry of a cloned child (pid 1 of its namespaces when it has a pid namespace). Never returns.
 
-    A child is cloned ahead of need: it pre-faults the pages a run usually writes (copy-on-write) and,
-    when primed for a session, maps that session's dataset; then it blocks until the zygote hands it
+    A child is cloned ahead of need: it joins its run's cgroup (so everything it allocates is charged to
+    the run), pre-faults the pages a run usually writes (copy-on-write) and, when primed for a session,
+    maps that session's dataset, confines itself and decodes it; then it blocks until the zygote hands it
     exactly one job. It serves that job and exits. A primed child only ever serves its own session.
     """
     try:
+        _join_cgroup(conf, report, cgroup or {})
         isolation.die_with_parent()
         _wire_fds(fds)
         if warm:  # skipped when a job is already waiting for this child
@@ -59,16 +65,20 @@ def child_main(
         preloaded = None
         if primed:  # its data is its session's, so it is confined before any code arrives
             try:
-                preloaded = load_dataframe(primed, b"")
-                _touch(preloaded)
+                source = open_dataset(primed)
             except Exception:  # left to the run, which reports it (no respawn loop of dying spares)
-                preloaded = None
-            if preloaded is not None:
+                source = None
+            if source is not None:
                 try:
                     confine(conf, report, conf.max_timeout_s)
                 except isolation.IsolationError as exc:
                     _fail_isolation(report, exc)
                 _report_isolation(report)  # now, so the run itself costs the supervisor one wake-up
+                try:
+                    preloaded = _to_frame(pa.ipc.open_stream(source).read_all())
+                    _touch(preloaded)
+                except Exception as exc:  # reported to the run it was primed for
+                    preloaded = exc
         job, input_ipc = _read_job()
         if primed and (job.get("cache") != primed["cache"] or input_ipc):
             message = "internal: a child primed for another dataset was handed this run; retry."
@@ -84,6 +94,16 @@ def child_main(
 
 
 _isolation_reported = False
+
+
+def _join_cgroup(conf: Confinement, report: IsolationReport, group: dict[str, str]) -> None:
+    """Joins the run's cgroup before anything else; a failure is a problem (an error when strict)."""
+    if not group:
+        return
+    try:
+        report.cgroup_controllers = cgroups.join(group)
+    except OSError as exc:
+        report.problems.append(f"cgroup: could not join the run's group ({exc})")
 
 
 def _report_isolation(report: IsolationReport) -> None:
@@ -162,13 +182,15 @@ def runner_main(
     conf: Confinement,
     report: IsolationReport,
     input_ipc: bytes,
-    preloaded: pd.DataFrame | None = None,
+    preloaded: pd.DataFrame | BaseException | None = None,
 ) -> None:
-    """Load, confine, run, report. Never returns."""
+    """Open the data, confine, decode, run, report. Never returns."""
+    source = None
     try:
         if conf.strict and any(p.startswith("ns:") and "skipped" not in p for p in report.problems):
             raise isolation.IsolationError("namespaces missing: " + "; ".join(report.problems))
-        df = preloaded if preloaded is not None else load_dataframe(job, input_ipc)
+        if preloaded is None and not input_ipc and job.get("dataset"):
+            source = open_dataset(job)  # opened and mapped while privileged; decoded only once confined
         if not _confined:  # a primed child confined itself while it waited; any other child does it now
             confine(conf, report, float(job["timeout_s"]))
     except isolation.IsolationError as exc:
@@ -177,39 +199,76 @@ def runner_main(
         _send(frames.RUN_ERROR, json.dumps({"category": "EXCEPTION", "message": _describe(exc)}).encode())
         os._exit(1)
     _report_isolation(report)
+    df = _decode(job, input_ipc, source, preloaded)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     run_code(job, df)
     os._exit(0)
 
 
-def load_dataframe(job: dict[str, Any], input_ipc: bytes) -> pd.DataFrame:
-    """The given table, or the session's dataset through a per-session Arrow cache mapped in memory."""
-    if input_ipc:
-        table = pa.ipc.open_stream(pa.py_buffer(input_ipc)).read_all()
-    elif job.get("dataset"):
-        table = _cached_table(Path(job["dataset"]), Path(job["cache"]))
-    else:
+def _decode(
+    job: dict[str, Any],
+    input_ipc: bytes,
+    source: pa.MemoryMappedFile | None,
+    preloaded: pd.DataFrame | BaseException | None,
+) -> pd.DataFrame:
+    """`df` for the run, decoded inside the confinement; a bad caller's table ends it as INVALID_INPUT."""
+    try:
+        if isinstance(preloaded, BaseException):
+            raise preloaded
+        if preloaded is not None:
+            return preloaded
+        if input_ipc:
+            try:
+                table = inputs.decode_table(input_ipc, int(job.get("max_input_bytes") or 256 << 20))
+                df = _to_frame(table)
+            except MemoryError as exc:
+                raise inputs.InputError(
+                    f"The input table does not fit in the run's memory ({job['memory_mb']} MiB); send fewer "
+                    "rows or columns."
+                ) from exc
+            _send(frames.INPUT_READY, b"")  # past this frame a crash is the code's, not the input's
+            return df
+        if source is not None:
+            return _to_frame(pa.ipc.open_stream(source).read_all())
         return pd.DataFrame()
+    except inputs.InputError as exc:
+        _send(frames.RUN_ERROR, json.dumps({"category": "INVALID_INPUT", "message": str(exc)}).encode())
+        os._exit(1)
+    except MemoryError:
+        message = f"The dataset does not fit in the run's memory ({job['memory_mb']} MiB)."
+        _send(frames.RUN_ERROR, json.dumps({"category": "MEMORY", "message": message}).encode())
+        os._exit(1)
+    except Exception as exc:
+        message = f"The dataset could not be loaded: {_describe(exc)}"
+        _send(frames.RUN_ERROR, json.dumps({"category": "EXCEPTION", "message": message}).encode())
+        os._exit(1)
+
+
+def _to_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(use_threads=False, split_blocks=True)
 
 
-def _cached_table(parquet: Path, cache: Path) -> pa.Table:
-    """Decoding Parquet costs tens of ms per run; a memory-mapped Arrow stream costs almost nothing.
+def open_dataset(job: dict[str, Any]) -> pa.MemoryMappedFile:
+    """The session's per-session Arrow copy, memory-mapped (not read: decoding waits for the confinement).
 
-    The stream format (not the file format) on purpose: its reader starts no thread pool.
+    Decoding Parquet costs tens of ms per run; a memory-mapped Arrow stream costs almost nothing. The
+    stream format (not the file format) on purpose: its reader starts no thread pool. On a session's first
+    run the copy is built here from the Parquet the SQL engine wrote (our own output, not the request).
     """
+    cache = Path(job["cache"])
     try:
-        return pa.ipc.open_stream(pa.memory_map(str(cache))).read_all()
+        return pa.memory_map(str(cache))
     except FileNotFoundError:  # first run of the session (or the copy was pruned): build it
         pass
-    table = pq.read_table(parquet, use_threads=False)
+    table = pq.read_table(Path(job["dataset"]), use_threads=False)
     partial = cache.with_name(f".{cache.name}.{secrets.token_hex(8)}.tmp")  # every child is pid 1
     with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     os.chmod(partial, 0o400)
     os.replace(partial, cache)
-    return table
+    del table
+    return pa.memory_map(str(cache))
 
 
 _confined = False

@@ -167,6 +167,11 @@ class Confinement:
     max_timeout_s: float = 120.0
     strict: bool = True
     skip: list[str] = field(default_factory=list)
+    uid_count: int = 0  # > 0: each live child gets its own uid from [uid, uid + uid_count)
+    cgroup_version: str = ""  # "v2", "v1" or "": the hierarchy of `cgroup_parent`
+    cgroup_parent: dict[str, str] = field(default_factory=dict)  # controller -> the runs' parent group
+    run_memory_bytes: int = 0  # one run's cgroup memory limit
+    run_cpus: float = 0.0  # one run's CPU quota (0: unlimited)
 
 
 @dataclass
@@ -181,6 +186,7 @@ class IsolationReport:
     seccomp: bool = False
     clean_environment: bool = False
     problems: list[str] = field(default_factory=list)
+    cgroup_controllers: list[str] = field(default_factory=list)
 
     def level(self) -> str:
         """ "strong" when every step held, "none" when nothing did, else "partial"."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,6 +24,7 @@ from common.errors import ResourceExhausted, Unavailable
 from insightx.v1 import py_sandbox_pb2 as pb
 from services.py_sandbox import frames
 from services.py_sandbox.isolation import CLEAN_ENV, Confinement
+from services.py_sandbox.slots import slice_of
 
 log = logging.getLogger(__name__)
 
@@ -227,9 +229,16 @@ class SandboxPool:
         if self.live_zygotes == 0:
             raise Unavailable("SANDBOX_UNAVAILABLE", "No sandbox zygote could start; see the service log.")
 
+    def confinement_of(self, index: int) -> Confinement:
+        """Zygote `index` hands out uids from its own slice of the range only."""
+        if self.confinement.uid_count <= 0:
+            return self.confinement
+        first, count = slice_of(self.confinement.uid, self.confinement.uid_count, self.size, index)
+        return dataclasses.replace(self.confinement, uid=first, uid_count=count)
+
     async def _spawn(self, index: int) -> None:
         zygote = ZygoteProcess(
-            index, self.confinement, self._on_exit, self.spares_per_zygote, self.primed_per_zygote
+            index, self.confinement_of(index), self._on_exit, self.spares_per_zygote, self.primed_per_zygote
         )
         try:
             report = await zygote.start(self.start_timeout_s)

@@ -17,7 +17,8 @@ from typing import Any
 from common.errors import FailedPrecondition, InvalidInput
 from common.store import DatasetStore, LocalDatasetStore
 from insightx.v1 import py_sandbox_pb2 as pb
-from services.py_sandbox import policy
+from services.py_sandbox import cgroups, policy, slots
+from services.py_sandbox.fairshare import Caps, FairShare
 from services.py_sandbox.pool import LEVELS, SandboxPool, default_confinement
 from services.py_sandbox.settings import PySandboxSettings
 
@@ -37,6 +38,7 @@ class Status:
     accepting_code: bool
     weak_allowed: bool
     restarts: int
+    limits: dict[str, Any]
 
 
 class PySandbox:
@@ -50,17 +52,41 @@ class PySandbox:
         self.cache_dir = settings.cache_dir.resolve()  # the zygote runs in another working directory
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache_dir, 0o700)
+        s = settings
+        self.run_memory_bytes = (
+            s.sandbox_memory_mb + s.sandbox_tmp_mb + 64
+        ) << 20  # rlimit AS + /tmp + slack
+        self.problems: list[str] = []
+        self.cgroup = cgroups.Hierarchy("", {})
+        if s.sandbox_cgroups:
+            name = f"{cgroups.PARENT_PREFIX}{os.getpid()}-{os.urandom(3).hex()}"
+            self.cgroup, problems = cgroups.create_parent(name, s.sandbox_memory_total_mb << 20)
+            self.problems += problems
+        else:
+            self.problems.append("cgroup: switched off by INSIGHTX_SANDBOX_CGROUPS")
+        self.fair = FairShare(
+            {
+                "session": Caps(s.sandbox_session_max_running, s.sandbox_session_max_queued),
+                "user": Caps(s.sandbox_user_max_running, s.sandbox_user_max_queued),
+            }
+        )
         self.pool = SandboxPool(
             default_confinement(
                 self.root_dir,
                 uid=settings.sandbox_uid,
                 gid=settings.sandbox_gid,
+                uid_count=settings.sandbox_uid_count,
                 tmp_bytes=settings.sandbox_tmp_mb << 20,
                 memory_bytes=settings.sandbox_memory_mb << 20,
                 max_file_bytes=settings.sandbox_max_file_mb << 20,
+                max_processes=settings.sandbox_max_processes,
                 max_timeout_s=settings.sandbox_max_timeout_s,
                 strict=not settings.sandbox_allow_weak,
                 skip=list(settings.sandbox_skip_steps),
+                cgroup_version=self.cgroup.version,
+                cgroup_parent=dict(self.cgroup.dirs),
+                run_memory_bytes=self.run_memory_bytes,
+                run_cpus=settings.sandbox_cpus,
             ),
             zygotes=settings.sandbox_zygotes,
             runs_per_zygote=settings.sandbox_runs_per_zygote,
@@ -73,11 +99,19 @@ class PySandbox:
         self._runs = 0
 
     async def start(self) -> None:
+        if self.settings.sandbox_uid_count > 0:
+            self.problems += await asyncio.to_thread(
+                slots.range_problems, self.settings.sandbox_uid, self.settings.sandbox_uid_count
+            )
         await self.pool.start()
         isolation = self.pool.isolation
         log.info(
             "sandbox isolation",
-            extra={"level": isolation.get("level"), "problems": isolation.get("problems")},
+            extra={
+                "level": isolation.get("level"),
+                "problems": [*(isolation.get("problems") or []), *self.problems],
+                "cgroup": self.cgroup.version or "none",
+            },
         )
         if not self.accepting_code():
             log.error(
@@ -90,6 +124,8 @@ class PySandbox:
     async def stop(self) -> None:
         await self.pool.stop()
         shutil.rmtree(self.root_dir, ignore_errors=True)
+        if self.cgroup.version:
+            await asyncio.to_thread(remove_parent, self.cgroup)
 
     def accepting_code(self) -> bool:
         level = LEVELS.get(str(self.pool.isolation.get("level")), 0)
@@ -99,11 +135,17 @@ class PySandbox:
         return policy.check(code)
 
     async def run(
-        self, session_id: str, code: str, timeout_s: float, input_ipc: bytes | None = None
+        self,
+        session_id: str,
+        code: str,
+        timeout_s: float,
+        input_ipc: bytes | None = None,
+        user_id: str = "",
     ) -> pb.RunCodeResponse:
-        """Policy first (a clear error), then the isolation floor, then one confined child.
+        """Policy first (a clear error), the isolation floor, the caller's fair share, one confined child.
 
-        `input_ipc` None means "the session's dataset"; bytes (even empty: an empty `df`) replace it.
+        `input_ipc` None means "the session's dataset"; bytes (even empty: an empty `df`) replace it; they
+        are handed to the child as bytes and decoded only inside its confinement.
         """
         if not code.strip():
             raise InvalidInput("EMPTY_CODE", "There is no code to run.")
@@ -151,8 +193,13 @@ class PySandbox:
             + (1 << 20),
             "max_figures": s.sandbox_max_figures,
             "max_figure_bytes": s.sandbox_max_figure_bytes,
+            "max_input_bytes": s.sandbox_max_input_mb << 20,
         }
-        response = await self.pool.run(job, input_ipc or b"")
+        keys = [("session", session_id)] + ([("user", user_id)] if user_id else [])
+        async with self.fair.admit(keys, job["timeout_s"], s.sandbox_queue_wait_s):
+            response = await self.pool.run(job, input_ipc or b"")
+        if response.error.category == pb.RUN_ERROR_CATEGORY_INVALID_INPUT:
+            raise InvalidInput("INVALID_INPUT_TABLE", response.error.message)
         self._runs += 1
         if self._runs % 50 == 0:
             await asyncio.to_thread(prune_cache, self.cache_dir, s.sandbox_cache_max_mb << 20)
@@ -169,7 +216,36 @@ class PySandbox:
             accepting_code=self.accepting_code(),
             weak_allowed=self.settings.sandbox_allow_weak,
             restarts=self.pool.restarts,
+            limits=self.limits(),
         )
+
+    def limits(self) -> dict[str, Any]:
+        """The per-run and across-run limits in force (for the isolation report)."""
+        s = self.settings
+        has = set(self.cgroup.controllers)
+        first, count = s.sandbox_uid, max(s.sandbox_uid_count, 1)
+        return {
+            "cgroup": self.cgroup.version,
+            "run_memory_limit_bytes": self.run_memory_bytes if "memory" in has else 0,
+            "memory_total_bytes": (s.sandbox_memory_total_mb << 20) if "memory" in has else 0,
+            "run_pids_limit": s.sandbox_max_processes,
+            "run_cpu_limit": s.sandbox_cpus if "cpu" in has else 0.0,
+            "uid_first": first,
+            "uid_last": first + count - 1,
+            "problems": list(self.problems),
+        }
+
+
+def remove_parent(parent: cgroups.Hierarchy) -> None:
+    """Removes the runs' parent group and any run group a killed zygote left behind."""
+    for path in dict.fromkeys(parent.dirs.values()):
+        try:
+            leftovers = [e.path for e in os.scandir(path) if e.is_dir()]
+        except OSError:
+            continue
+        for leftover in leftovers:
+            cgroups.remove({"x": leftover}, attempts=100)
+    cgroups.remove(dict(parent.dirs), attempts=100)
 
 
 def prune_cache(cache_dir: Path, max_bytes: int) -> None:

@@ -38,8 +38,33 @@ class PySandboxSettings(Settings):
     sandbox_max_result_bytes: int = Field(16 << 20, description="bytes of the encoded result")
     sandbox_max_figures: int = Field(8, description="figures returned per run")
     sandbox_max_figure_bytes: int = Field(4 << 20, description="bytes of one PNG figure")
-    sandbox_uid: int = Field(65534, description="unprivileged uid of the children")
-    sandbox_gid: int = Field(65534, description="unprivileged gid of the children")
+    sandbox_uid: int = Field(
+        1_900_000_000,
+        description="first uid of the children's range (one uid per live child; no host account may use it)",
+    )
+    sandbox_uid_count: int = Field(
+        4096, description="size of that range, split between zygotes; 0: every child runs as sandbox_uid"
+    )
+    sandbox_gid: int = Field(
+        65534, description="gid of the children when sandbox_uid_count is 0 (else gid = uid)"
+    )
+    sandbox_memory_total_mb: int = Field(
+        8192, description="memory all runs together may use (the runs' parent cgroup)"
+    )
+    sandbox_max_processes: int = Field(
+        256, description="processes and threads of one run (pids cgroup, NPROC)"
+    )
+    sandbox_cpus: float = Field(1.0, description="CPUs one run may use (its cgroup's quota; 0: unlimited)")
+    sandbox_cgroups: bool = Field(True, description="give each run its own cgroup when the host allows it")
+    sandbox_max_input_mb: int = Field(
+        256, description="decoded size of a caller's input_table; larger is INVALID_ARGUMENT"
+    )
+    sandbox_session_max_running: int = Field(4, description="runs one session may have running at once")
+    sandbox_session_max_queued: int = Field(4, description="runs one session may have waiting for a slot")
+    sandbox_user_max_running: int = Field(
+        8, description="runs one user (gRPC metadata insightx-user-id) may have running at once"
+    )
+    sandbox_user_max_queued: int = Field(8, description="runs one user may have waiting for a slot")
     sandbox_min_isolation: IsolationLevel = Field("strong", description="floor below which code is refused")
     sandbox_allow_weak: bool = Field(False, description="development machine: run code below the floor")
     sandbox_skip_steps: list[str] = Field(

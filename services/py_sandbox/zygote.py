@@ -50,6 +50,7 @@ CATEGORIES = {
     "OUTPUT_LIMIT": pb.RUN_ERROR_CATEGORY_OUTPUT_LIMIT,
     "KILLED": pb.RUN_ERROR_CATEGORY_KILLED,
     "INVALID_RESULT": pb.RUN_ERROR_CATEGORY_INVALID_RESULT,
+    "INVALID_INPUT": pb.RUN_ERROR_CATEGORY_INVALID_INPUT,
 }
 DONE_FRAME = frames.encode(frames.DONE, b"")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -85,6 +86,8 @@ class Run:
     exit_code: int | None = None
     exited_at: float = 0.0
     done_seen: bool = False
+    has_input: bool = False  # the caller sent its own table
+    oom: bool = False  # the kernel OOM-killed in the run's cgroup
 
 
 class Supervisor:
@@ -182,7 +185,7 @@ class Supervisor:
                     )
                 self.pending.clear()
             elif message["op"] == "exited":
-                self.on_exit(int(message["pid"]), int(message["status"]))
+                self.on_exit(int(message["pid"]), int(message["status"]), bool(message.get("oom")))
 
     # -- spares -----------------------------------------------------------------------------------------
     def take_spare(self, cache: str) -> Spare | None:
@@ -250,6 +253,7 @@ class Supervisor:
             pidfd=spare.pidfd,
             started=received,
             deadline=received + float(job["timeout_s"]),
+            has_input=bool(input_ipc),
         )
         for r, name in zip(spare.reads, ("stdout", "stderr", "result"), strict=True):
             os.set_blocking(r, False)
@@ -319,10 +323,11 @@ class Supervisor:
                 if sum(len(b) for b in run.data.values()) == before:
                     break
 
-    def on_exit(self, pid: int, status: int) -> None:
+    def on_exit(self, pid: int, status: int, oom: bool = False) -> None:
         child = self.children.pop(pid, None)
         if isinstance(child, Run):
             child.exit_code = status
+            child.oom = oom
             child.exited_at = time.monotonic()
         elif isinstance(child, Spare):  # died before it got a job (it should not)
             if child in self.spares:
@@ -460,6 +465,17 @@ def build_response(run: Run) -> pb.RunCodeResponse:
         except (ValueError, KeyError, TypeError):
             return _with_error(response, "INVALID_RESULT", "The run sent a malformed error.")
     if frames.DONE not in kinds:
+        if run.has_input and frames.INPUT_READY not in kinds and (run.exit_code or 0) < 0 and not run.oom:
+            signum = signal.Signals(-(run.exit_code or 0)).name
+            message = f"The input table crashed the Arrow decoder ({signum}); it is malformed."
+            return _with_error(response, "INVALID_INPUT", message)
+        if run.oom:
+            return _with_error(
+                response,
+                "MEMORY",
+                "The run was stopped by the kernel for memory: it went over its own limit, or all runs "
+                "together reached the sandbox's total.",
+            )
         return _with_error(response, *_exit_reason(run.exit_code))
     if (
         kinds.count(frames.RESULT_JSON) + kinds.count(frames.RESULT_TABLE) != 1
