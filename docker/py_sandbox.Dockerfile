@@ -17,8 +17,9 @@ WORKDIR /app
 COPY --from=build /src /app
 RUN useradd --system --uid 10001 --home /app insightx && mkdir -p /data && chown insightx /data
 # The exception to non-root images: the supervisor creates namespaces, mounts a private root and drops each
-# child to uid 65534 with seccomp, which needs root (with CAP_SYS_ADMIN from compose). No untrusted code
-# ever runs as root: the gRPC server never runs it, and every child is confined before it does.
+# child to a uid of its own (from INSIGHTX_SANDBOX_UID, no account uses it) with seccomp, which needs root
+# (with the capabilities compose grants). No untrusted code ever runs as root: the gRPC server never runs it,
+# and every child is confined before it decodes anything the request carried.
 USER root
 EXPOSE 50054
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["python", "-m", "tools.healthcheck", "127.0.0.1:50054"]

@@ -50,7 +50,13 @@ class PySandbox:
         self.root_dir = Path(tempfile.mkdtemp(prefix="insightx-sandbox-root-"))
         os.chmod(self.root_dir, 0o755)
         self.cache_dir = settings.cache_dir.resolve()  # the zygote runs in another working directory
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. the data volume is mounted read-only into this container
+            fallback = Path(tempfile.gettempdir()) / "insightx-sandbox-cache"
+            log.warning("sandbox cache %s unusable (%s); using %s", self.cache_dir, exc, fallback)
+            self.cache_dir = fallback
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.cache_dir, 0o700)
         s = settings
         self.run_memory_bytes = (
