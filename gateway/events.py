@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from common.arrow import ipc_to_table, to_records, unique_names
+from gateway.chart_policy import safe_chart
 from insightx.v1 import orchestrator_pb2 as pb
 
 _CLASSIFICATION_PREFIX = "CLASSIFICATION_"
@@ -55,7 +56,8 @@ def event_to_json(event: pb.ChatEvent, max_rows: int = 200) -> dict[str, Any]:
             if final.HasField("answer")
             else None,
             "answer_type": final.answer_type,
-            "chart": json_format.MessageToDict(final.chart) if final.HasField("chart") else None,
+            # The spec is untrusted (a model wrote it): only what the allow-list admits reaches the page.
+            "chart": safe_chart(json_format.MessageToDict(final.chart)) if final.HasField("chart") else None,
             "follow_ups": list(final.follow_ups),
             "sql": final.sql or None,
             "confidence": final.confidence,

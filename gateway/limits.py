@@ -35,14 +35,15 @@ class BodyLimitMiddleware:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         upload = path == UPLOAD_PATH
         limit = self.max_upload_bytes + (1 << 16) if upload else self.max_json_bytes
-        if path.startswith("/api/"):
+        declared = headers.get("content-length")
+        empty = declared == "0" or (declared is None and "transfer-encoding" not in headers)
+        if path.startswith("/api/") and not empty:  # a POST with no body (sign-out) needs no media type
             media = headers.get("content-type", "").split(";")[0].strip().lower()
             wanted = "multipart/form-data" if upload else "application/json"
             if media != wanted:
                 shown = media or "none"
                 await _reply(send, 415, "UNSUPPORTED_MEDIA_TYPE", f"Send {wanted} to {path} (got {shown}).")
                 return
-        declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             await _reply(send, 413, *_too_large(upload, limit))
             return

@@ -73,8 +73,10 @@ def serving(stack: Stack, name: str) -> bool:
 
 
 def token_of(stack: Stack) -> str:
-    """The embedded user's token, which the gateway made in its data directory (as under `make run`)."""
-    return (stack.data_dir / "gateway" / "auth_token").read_text().strip()
+    """The embedded user's token: the configured one, else the one the gateway made in its data directory
+    (as under `make run`)."""
+    configured = stack.extra_env.get("INSIGHTX_AUTH_TOKEN")
+    return configured or (stack.data_dir / "gateway" / "auth_token").read_text().strip()
 
 
 def bearer(token: str) -> dict[str, str]:
