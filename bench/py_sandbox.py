@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common.channels import open_channel
 from common.store import DatasetRecord, LocalDatasetStore
 from insightx.v1 import py_sandbox_pb2 as pb
 from insightx.v1 import py_sandbox_pb2_grpc
@@ -67,11 +67,18 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def main() -> None:
+    for name in ("INSIGHTX_INTERNAL_TOKEN", "INSIGHTX_INTERNAL_GATEWAY_TOKEN"):  # this process is both ends
+        os.environ.setdefault(name, "bench-internal-token-0123456789abcdef")
     with tempfile.TemporaryDirectory() as tmp:
         _, parquet = make_dataset(Path(tmp))
-        settings = PySandboxSettings(data_dir=Path(tmp) / "data")
+        # One session sends every concurrent run here: its fair share is raised to the whole burst.
+        settings = PySandboxSettings(
+            data_dir=Path(tmp) / "data",
+            sandbox_session_max_running=CONCURRENT,
+            sandbox_session_max_queued=CONCURRENT,
+        )
         running = await start(settings, "127.0.0.1:0")
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        channel = open_channel(f"127.0.0.1:{running.port}")
         stub = py_sandbox_pb2_grpc.PySandboxServiceStub(channel)
         request = pb.RunCodeRequest(session_id="bench", code=CODE, timeout_s=30)
         try:
