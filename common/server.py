@@ -1,4 +1,4 @@
-"""One way to run a gRPC service: grpc.aio, standard health, reflection, request ids, SIGTERM stop.
+"""One way to run a gRPC service: grpc.aio, internal credentials, standard health, request ids, SIGTERM stop.
 
 A service module builds its servicers and calls `create_server`, then `serve_forever`. Health reports
 NOT_SERVING until the service calls `set_serving()` (i.e. once it is really ready).
@@ -17,12 +17,17 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as reflection_module
 
+from common.auth import CALLERS, InternalAuthInterceptor, ServerAuth
 from common.channels import CHANNEL_OPTIONS
 from common.logging import REQUEST_ID_METADATA_KEY, request_id_var
+from common.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+# No SO_REUSEPORT: a second process on a taken port must fail at start, not silently share its traffic.
+SERVER_OPTIONS: list[tuple[str, int]] = [*CHANNEL_OPTIONS, ("grpc.so_reuseport", 0)]
 
 
 class RequestIdInterceptor(grpc.aio.ServerInterceptor):
@@ -73,23 +78,51 @@ async def create_server(
     address: str,
     service_names: Sequence[str],
     add_servicers: Callable[[grpc.aio.Server], Any],
+    *,
+    auth: ServerAuth | None = None,
+    reflection: bool | None = None,
 ) -> RunningServer:
-    """Builds and starts a server on `address` (use `[::]:0` for a free port in tests)."""
-    server = grpc.aio.server(interceptors=[RequestIdInterceptor()], options=CHANNEL_OPTIONS)
+    """Builds and starts a server on `address` (use `127.0.0.1:0` for a free port in tests).
+
+    Every call but a health check must carry an internal credential `auth` accepts (default: any known
+    caller recognised by `INSIGHTX_INTERNAL_<CALLER>_TOKEN`). Reflection is served when `reflection` (default:
+    `INSIGHTX_GRPC_REFLECTION`) is on, to credentialed callers like the rest.
+    """
+    label = ", ".join(name.rsplit(".", 1)[-1] for name in service_names) or "this service"
+    if auth is None:
+        auth = ServerAuth.from_settings(get_settings(), CALLERS, label)
+    if reflection is None:
+        reflection = get_settings().grpc_reflection
+    server = grpc.aio.server(
+        interceptors=[RequestIdInterceptor(), InternalAuthInterceptor(auth, label)], options=SERVER_OPTIONS
+    )
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    reflection.enable_server_reflection(
-        (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise SystemExit(f"could not bind {address}: is another process using the port?")
+    if reflection:
+        reflection_module.enable_server_reflection(
+            (*service_names, health.SERVICE_NAME, reflection_module.SERVICE_NAME), server
+        )
+    port = bind(server, address)
     await server.start()
     log.info("listening", extra={"address": address, "port": port, "services": list(service_names)})
     return RunningServer(server=server, health=health_servicer, port=port, service_names=service_names)
+
+
+def bind(server: grpc.aio.Server, address: str) -> int:
+    """Adds the listening port; a port already taken (or an address not of this machine) stops the start."""
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise SystemExit(
+            f"could not listen on {address}: port {address.rsplit(':', 1)[-1]} is taken by another process, "
+            "or the host is not an address of this machine (see INSIGHTX_<SERVICE>_ADDR)"
+        )
+    return port
 
 
 _exiting: set[asyncio.Task[None]] = set()  # keeps the NOT_SERVING report alive until the exit

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,6 +27,20 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(1 << 30, description="largest accepted upload (bytes)")
     chat_deadline_s: float = Field(120.0, description="deadline of one chat answer, end to end")
     rpc_deadline_s: float = Field(30.0, description="default deadline of a unary call between services")
+    grpc_listen_host: str = Field(
+        "",
+        description="interface a gRPC service binds; empty: the host of its own INSIGHTX_<SERVICE>_ADDR",
+    )
+    grpc_reflection: bool = Field(False, description="serve gRPC reflection (to credentialed callers only)")
+    internal_token: SecretStr | None = Field(
+        None, description="secret this process presents when it calls another service (make run makes one)"
+    )
+    internal_gateway_token: SecretStr | None = Field(
+        None, description="the gateway's INSIGHTX_INTERNAL_TOKEN, or sha256:<hex> of it: a service accepts it"
+    )
+    internal_orchestrator_token: SecretStr | None = Field(
+        None, description="the orchestrator's INSIGHTX_INTERNAL_TOKEN, or sha256:<hex> of it: as above"
+    )
 
 
 @lru_cache(maxsize=1)
@@ -35,7 +49,15 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def listen_address(addr: str) -> str:
-    """Turns a peer address (`host:port`) into the address a server binds (`[::]:port`)."""
-    port = addr.rsplit(":", 1)[-1]
-    return f"[::]:{port}"
+def listen_address(addr: str, host: str = "") -> str:
+    """The address a server binds: the interface its own address names (`host:port`), or `host` if given.
+
+    `localhost:50053` binds loopback only; `0.0.0.0:50053` (or `[::]:50053`) every interface.
+    """
+    named_host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"{addr!r} is not host:port (e.g. localhost:50053)")
+    bind = host or named_host or "localhost"
+    if ":" in bind and not bind.startswith("["):
+        bind = f"[{bind}]"
+    return f"{bind}:{port}"

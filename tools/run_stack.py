@@ -10,9 +10,10 @@ from pathlib import Path
 
 import httpx
 
+from common.auth import CALLERS
 from common.settings import Settings
 from tools.demo_data import write_csv
-from tools.stack import Stack
+from tools.stack import DEFAULT_PORTS, Stack, internal_tokens
 
 
 def load_demo(stack: Stack, data_dir: Path) -> str:
@@ -36,7 +37,21 @@ def load_demo(stack: Stack, data_dir: Path) -> str:
 def main() -> int:
     settings = Settings()
     data_dir = settings.data_dir.resolve()
-    stack = Stack(data_dir=data_dir, http_port=settings.gateway_port, log_dir=data_dir / "logs")
+    # The services listen where INSIGHTX_<SERVICE>_ADDR says; internal tokens are the configured ones or
+    # new ones (never printed: each process gets its own, see tools/stack.py).
+    stack = Stack.from_addresses(
+        data_dir,
+        {name: getattr(settings, f"{name}_addr") for name in DEFAULT_PORTS},
+        http_port=settings.gateway_port,
+        http_host=settings.gateway_host,
+        log_dir=data_dir / "logs",
+        tokens=internal_tokens(
+            {
+                f"INSIGHTX_INTERNAL_{caller.upper()}_TOKEN": getattr(settings, f"internal_{caller}_token")
+                for caller in CALLERS
+            }
+        ),
+    )
     stopping = False
 
     def stop(*_: object) -> None:

@@ -2,12 +2,17 @@
 
 Used by `make run` (tools.run_stack) and by the end-to-end tests. Children get PR_SET_PDEATHSIG so that they
 die with the runner even if it is killed outright: no orphans.
+
+Each child gets only the secrets it needs (`Stack.env`): the provider keys (`BYTEZ_*`, `OPENAI_*`) go to the
+LLM gateway alone; each caller (gateway, orchestrator) gets its own internal token, and each service only the
+SHA-256 digests of its callers' tokens, so no service can act as another.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,9 +24,22 @@ from pathlib import Path
 
 import httpx
 
+from common.auth import CALLERS, token_digest
+
 ROOT = Path(__file__).resolve().parent.parent
 PR_SET_PDEATHSIG = 1
 CONFIG_PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
+PROVIDER_PREFIXES = ("BYTEZ_", "OPENAI_")  # the language-model providers' keys and URLs: LLM gateway only
+INTERNAL_PREFIX = "INSIGHTX_INTERNAL_"
+
+# Whose internal token each process holds (its own) and whose digests it is given (the callers it accepts).
+OWN_TOKEN = {"gateway": "gateway", "orchestrator": "orchestrator"}
+ACCEPTS = {
+    "orchestrator": ("gateway",),
+    "llm_gateway": ("orchestrator",),
+    "sql_engine": ("gateway", "orchestrator"),
+    "py_sandbox": ("gateway", "orchestrator"),
+}
 
 SERVICES = ("sql_engine", "py_sandbox", "llm_gateway", "orchestrator")
 DEFAULT_PORTS = {"orchestrator": 50051, "llm_gateway": 50052, "sql_engine": 50053, "py_sandbox": 50054}
@@ -32,6 +50,31 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def internal_tokens(source: Mapping[str, object] | None = None) -> dict[str, str]:
+    """Each caller's internal token: `INSIGHTX_INTERNAL_<CALLER>_TOKEN` from `source` if set, else a new one.
+
+    A configured value must be the token itself (a `sha256:` digest cannot be presented by its owner).
+    """
+    tokens: dict[str, str] = {}
+    for caller in CALLERS:
+        name = f"INSIGHTX_INTERNAL_{caller.upper()}_TOKEN"
+        value = (source or {}).get(name)
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        if value and str(value).startswith("sha256:"):
+            raise SystemExit(f"{name} must be the token itself for make run, not its sha256: digest")
+        tokens[caller] = str(value) if value else secrets.token_urlsafe(32)
+    return tokens
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` → (host, port); the host may be a name, an IPv4 or a bracketed IPv6 address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise SystemExit(f"{address!r} is not host:port (e.g. 127.0.0.1:50053)")
+    return host or "127.0.0.1", int(port)
 
 
 def _die_with_parent() -> None:
@@ -49,7 +92,17 @@ class Stack:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     inherit_config: bool = True
+    # The host each service's address names (and binds): loopback unless configured otherwise.
+    hosts: dict[str, str] = field(default_factory=dict)
+    http_host: str = "127.0.0.1"
+    # Each caller's internal token; default: from the environment when inherited, else made now.
+    tokens: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.tokens:
+            source = {**(os.environ if self.inherit_config else {}), **self.extra_env}
+            self.tokens = internal_tokens(source)
 
     @classmethod
     def on_free_ports(cls, data_dir: Path, **kwargs: object) -> Stack:
@@ -57,23 +110,48 @@ class Stack:
         ports = {name: free_port() for name in DEFAULT_PORTS}
         return cls(data_dir=data_dir, ports=ports, http_port=free_port(), **kwargs)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_addresses(cls, data_dir: Path, addresses: Mapping[str, str], **kwargs: object) -> Stack:
+        """A stack on the given `host:port` of each service (`make run` passes INSIGHTX_<SERVICE>_ADDR)."""
+        split = {name: split_address(addresses[name]) for name in DEFAULT_PORTS}
+        return cls(
+            data_dir=data_dir,
+            ports={name: port for name, (_, port) in split.items()},
+            hosts={name: host for name, (host, _) in split.items()},
+            **kwargs,  # type: ignore[arg-type]
+        )
+
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        host = self.http_host if self.http_host not in ("", "0.0.0.0", "::", "[::]") else "127.0.0.1"
+        return f"http://{host}:{self.http_port}"
 
-    def env(self) -> dict[str, str]:
-        """The environment every child shares: addresses, data dir, plus extras."""
+    def address(self, name: str) -> str:
+        """The `host:port` a service listens on and its peers call."""
+        return f"{self.hosts.get(name, '127.0.0.1')}:{self.ports[name]}"
+
+    def env(self, name: str | None = None) -> dict[str, str]:
+        """The environment of process `name` (`gateway` or a service): addresses, data dir, extras, and
+        only the secrets that process needs. Without a name: what every process shares, no secret at all.
+        """
         env = dict(os.environ)
         if not self.inherit_config:
             env = {k: v for k, v in env.items() if not k.startswith(CONFIG_PREFIXES)}
-        env.update(
-            {f"INSIGHTX_{name.upper()}_ADDR": f"127.0.0.1:{port}" for name, port in self.ports.items()}
-        )
+        env.update({f"INSIGHTX_{service.upper()}_ADDR": self.address(service) for service in self.ports})
         env["INSIGHTX_DATA_DIR"] = str(self.data_dir)
         env["INSIGHTX_GATEWAY_PORT"] = str(self.http_port)
-        env["INSIGHTX_GATEWAY_HOST"] = "0.0.0.0"
+        env["INSIGHTX_GATEWAY_HOST"] = self.http_host
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
+        for key in list(env):
+            if key.startswith(INTERNAL_PREFIX) or (
+                key.startswith(PROVIDER_PREFIXES) and name != "llm_gateway"
+            ):
+                del env[key]
+        if name in OWN_TOKEN:
+            env["INSIGHTX_INTERNAL_TOKEN"] = self.tokens[OWN_TOKEN[name]]
+        for caller in ACCEPTS.get(name or "", ()):
+            env[f"INSIGHTX_INTERNAL_{caller.upper()}_TOKEN"] = token_digest(self.tokens[caller])
         return env
 
     def start_one(self, name: str) -> None:
@@ -86,7 +164,7 @@ class Stack:
         self.procs[name] = subprocess.Popen(
             [sys.executable, "-m", module],
             cwd=ROOT,
-            env=self.env(),
+            env=self.env(name),
             stdout=out,  # type: ignore[arg-type]
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from common.auth import ServerAuth
 from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
@@ -19,6 +20,8 @@ from services.llm_gateway.servicer import LlmGatewayServicer
 from services.llm_gateway.settings import LlmGatewaySettings
 
 SERVICE_NAME = llm_gateway_pb2.DESCRIPTOR.services_by_name["LlmGatewayService"].full_name
+# Who may call: only the orchestrator may spend the provider keys.
+CALLERS = ("orchestrator",)
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +32,11 @@ async def start(settings: LlmGatewaySettings, address: str | None = None) -> Run
     gateway = LlmGateway(settings, registry)
     servicer = LlmGatewayServicer(gateway)
     running = await create_server(
-        address or listen_address(settings.llm_gateway_addr),
+        address or listen_address(settings.llm_gateway_addr, settings.grpc_listen_host),
         [SERVICE_NAME],
         lambda server: llm_gateway_pb2_grpc.add_LlmGatewayServiceServicer_to_server(servicer, server),
+        auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
+        reflection=settings.grpc_reflection,
     )
     running.on_stop(gateway.close)
     await running.set_serving()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from common.auth import ServerAuth
 from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
@@ -16,19 +17,27 @@ from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.transcript import Transcript
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
+# Who may call: chats come from the gateway.
+CALLERS = ("gateway",)
 
 
 async def start(settings: OrchestratorSettings, address: str | None = None) -> RunningServer:
     """Connects to the peers and starts serving on `address`."""
+    if settings.internal_token is None:
+        raise SystemExit(
+            "the orchestrator calls its peers with INSIGHTX_INTERNAL_TOKEN: set it (make run makes one)"
+        )
     peers = Peers.connect(settings)
     pipeline = Pipeline(
         peers, settings, load_registry(settings.agents_file), Transcript(settings.chat_db_path)
     )
     servicer = OrchestratorServicer(pipeline)
     running = await create_server(
-        address or listen_address(settings.orchestrator_addr),
+        address or listen_address(settings.orchestrator_addr, settings.grpc_listen_host),
         [SERVICE_NAME],
         lambda server: orchestrator_pb2_grpc.add_OrchestratorServiceServicer_to_server(servicer, server),
+        auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
+        reflection=settings.grpc_reflection,
     )
     running.on_stop(pipeline.close)
     running.on_stop(peers.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from common.auth import ServerAuth
 from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
@@ -14,6 +15,8 @@ from services.py_sandbox.servicer import PySandboxServicer
 from services.py_sandbox.settings import PySandboxSettings
 
 SERVICE_NAME = py_sandbox_pb2.DESCRIPTOR.services_by_name["PySandboxService"].full_name
+# Who may call: the Python editor comes from the gateway, analyses from the orchestrator.
+CALLERS = ("gateway", "orchestrator")
 
 
 async def start(settings: PySandboxSettings, address: str | None = None) -> RunningServer:
@@ -21,9 +24,11 @@ async def start(settings: PySandboxSettings, address: str | None = None) -> Runn
     sandbox = PySandbox(settings, open_dataset_store(settings.data_dir))
     servicer = PySandboxServicer(sandbox)
     running = await create_server(
-        address or listen_address(settings.py_sandbox_addr),
+        address or listen_address(settings.py_sandbox_addr, settings.grpc_listen_host),
         [SERVICE_NAME],
         lambda server: py_sandbox_pb2_grpc.add_PySandboxServiceServicer_to_server(servicer, server),
+        auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
+        reflection=settings.grpc_reflection,
     )
     try:
         await sandbox.start()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import resource
 
+from common.auth import ServerAuth
 from common.logging import configure_logging
 from common.server import RunningServer, create_server, exit_for_restart, serve_forever
 from common.settings import listen_address
@@ -15,6 +16,8 @@ from services.sql_engine.servicer import SqlEngineServicer
 from services.sql_engine.settings import SqlEngineSettings
 
 SERVICE_NAME = sql_engine_pb2.DESCRIPTOR.services_by_name["SqlEngineService"].full_name
+# Who may call: uploads and the SQL editor come from the gateway, queries from the orchestrator.
+CALLERS = ("gateway", "orchestrator")
 
 
 async def start(settings: SqlEngineSettings, address: str | None = None) -> RunningServer:
@@ -24,9 +27,11 @@ async def start(settings: SqlEngineSettings, address: str | None = None) -> Runn
     await asyncio.to_thread(engine.warm_up)
     servicer = SqlEngineServicer(engine, settings.data_dir / "spool")
     running = await create_server(
-        address or listen_address(settings.sql_engine_addr),
+        address or listen_address(settings.sql_engine_addr, settings.grpc_listen_host),
         [SERVICE_NAME],
         lambda server: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(servicer, server),
+        auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
+        reflection=settings.grpc_reflection,
     )
 
     async def close_engine() -> None:

@@ -62,20 +62,40 @@ async def test_health_is_not_serving_until_ready(server: tuple[RunningServer, _P
     await channel.close()
 
 
-async def test_reflection_lists_the_service_and_health(server: tuple[RunningServer, _Probe]) -> None:
-    running, _ = server
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+async def _list_services(channel: grpc.aio.Channel) -> set[str]:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    try:
         reply = await call.read()
-        names = {s.name for s in reply.list_services_response.service}
+    finally:
         call.cancel()
-    assert {SERVICE, "grpc.health.v1.Health"} <= names
+    return {s.name for s in reply.list_services_response.service}
+
+
+async def test_reflection_is_off_by_default(server: tuple[RunningServer, _Probe]) -> None:
+    running, _ = server
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await _list_services(channel)
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def test_reflection_when_enabled_lists_the_service_to_credentialed_callers_only() -> None:
+    running = await create_server("127.0.0.1:0", [SERVICE], lambda s: None, reflection=True)
+    try:
+        async with open_channel(f"127.0.0.1:{running.port}") as channel:
+            assert {SERVICE, "grpc.health.v1.Health"} <= await _list_services(channel)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as anonymous:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await _list_services(anonymous)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    finally:
+        await running.stop(0)
 
 
 async def test_errors_carry_code_reason_and_metadata(server: tuple[RunningServer, _Probe]) -> None:
     running, _ = server
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.DescribeDataset(pb.DescribeDatasetRequest(session_id="abc"), timeout=5)
@@ -91,7 +111,7 @@ async def test_request_id_from_metadata_reaches_handler_and_logs(
 ) -> None:
     running, probe = server
     caplog.set_level(logging.INFO, logger="probe")
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+    async with open_channel(f"127.0.0.1:{running.port}") as channel:
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         reply = await stub.GetEngineStatus(
             pb.GetEngineStatusRequest(), metadata=(("x-request-id", "req-42"),), timeout=5

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from common.auth import token_digest
 from common.channels import check_health, open_channel
 from tools.stack import Stack
 
@@ -53,18 +54,89 @@ def test_health_lists_every_service_as_serving(stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("name", list(SERVICE_NAMES))
-async def test_each_port_answers_health_and_reflection(stack: Stack, name: str) -> None:
-    address = f"127.0.0.1:{stack.ports[name]}"
-    channel = open_channel(address)
-    try:
-        assert await check_health(channel, SERVICE_NAMES[name]) == "SERVING"
+async def test_each_port_answers_health_to_anyone_and_serves_no_reflection(stack: Stack, name: str) -> None:
+    # Health is open so that probes need no secret; reflection is off unless INSIGHTX_GRPC_REFLECTION.
+    async with open_channel(stack.address(name), token="") as anonymous:
+        assert await check_health(anonymous, SERVICE_NAMES[name]) == "SERVING"
+    async with open_channel(stack.address(name), token=stack.tokens["orchestrator"]) as channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
-        reply = await call.read()
-        call.cancel()
-        assert SERVICE_NAMES[name] in {s.name for s in reply.list_services_response.service}
-    finally:
-        await channel.close()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+    assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def _one_call(name: str, channel: grpc.aio.Channel) -> Any:
+    """A cheap call of each service, of every kind of RPC the services have."""
+    from insightx.v1 import (
+        llm_gateway_pb2,
+        llm_gateway_pb2_grpc,
+        orchestrator_pb2,
+        orchestrator_pb2_grpc,
+        py_sandbox_pb2,
+        py_sandbox_pb2_grpc,
+        sql_engine_pb2,
+        sql_engine_pb2_grpc,
+    )
+
+    if name == "orchestrator":  # server stream
+        stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
+        request = orchestrator_pb2.ChatRequest(session_id="s" * 16, message="how many rows?")
+        return _drain(stub.Chat(request, timeout=10))
+    if name == "llm_gateway":
+        return llm_gateway_pb2_grpc.LlmGatewayServiceStub(channel).GetKeyStatus(
+            llm_gateway_pb2.GetKeyStatusRequest(), timeout=10
+        )
+    if name == "sql_engine":  # client stream
+        stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+        chunks = iter([sql_engine_pb2.ImportDatasetRequest(metadata=sql_engine_pb2.ImportMetadata())])
+        return stub.ImportDataset(chunks, timeout=10)
+    return py_sandbox_pb2_grpc.PySandboxServiceStub(channel).ValidateCode(
+        py_sandbox_pb2.ValidateCodeRequest(code="result = 1"), timeout=10
+    )
+
+
+async def _drain(call: Any) -> list[Any]:
+    return [event async for event in call]
+
+
+async def _code(stack: Stack, name: str, token: str) -> grpc.StatusCode:
+    async with open_channel(stack.address(name), token=token) as channel:
+        try:
+            await _one_call(name, channel)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.mark.parametrize("name", list(SERVICE_NAMES))
+async def test_each_service_refuses_calls_without_or_with_wrong_credentials(stack: Stack, name: str) -> None:
+    assert await _code(stack, name, token="") == grpc.StatusCode.UNAUTHENTICATED
+    assert await _code(stack, name, token="not-the-token-" + "x" * 30) == grpc.StatusCode.UNAUTHENTICATED
+    # A service's own verifier (the digest it was given) is not a credential.
+    digest = token_digest(stack.tokens["orchestrator"])
+    assert await _code(stack, name, token=digest) == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize(
+    ("name", "allowed", "refused"),
+    [
+        ("orchestrator", "gateway", "orchestrator"),
+        ("llm_gateway", "orchestrator", "gateway"),
+        ("sql_engine", "gateway", None),
+        ("sql_engine", "orchestrator", None),
+        ("py_sandbox", "gateway", None),
+        ("py_sandbox", "orchestrator", None),
+    ],
+)
+async def test_each_service_takes_only_its_callers(
+    stack: Stack, name: str, allowed: str, refused: str | None
+) -> None:
+    # make run gives a service only its callers' digests, so another caller is not even recognised.
+    denied = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    assert await _code(stack, name, stack.tokens[allowed]) not in denied
+    if refused is not None:
+        assert await _code(stack, name, stack.tokens[refused]) in denied
 
 
 def test_upload_returns_session_schema_and_row_count(stack: Stack, small_csv: Path) -> None:
@@ -147,7 +219,7 @@ def test_a_service_that_is_down_is_named_by_health_and_chat_fails_fast(stack: St
 async def test_grpc_bad_input_is_invalid_argument(stack: Stack) -> None:
     from insightx.v1 import sql_engine_pb2, sql_engine_pb2_grpc
 
-    channel = open_channel(f"127.0.0.1:{stack.ports['sql_engine']}")
+    channel = open_channel(stack.address("sql_engine"), token=stack.tokens["gateway"])
     try:
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:

@@ -131,9 +131,8 @@ def test_open_dataset_store_picks_supabase_when_configured(
 async def test_the_engine_imports_to_supabase_and_another_instance_queries_it(
     tmp_path: Path, fake: FakeSupabase, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import grpc
-
     from common.arrow import ipc_to_table
+    from common.channels import open_channel
     from insightx.v1 import sql_engine_pb2 as pb
     from insightx.v1 import sql_engine_pb2_grpc
     from services.sql_engine.server import start
@@ -144,13 +143,13 @@ async def test_the_engine_imports_to_supabase_and_another_instance_queries_it(
     first = await start(make_settings(tmp_path / "one"), "127.0.0.1:0")
     second = await start(make_settings(tmp_path / "two"), "127.0.0.1:0")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as channel:
+        async with open_channel(f"127.0.0.1:{first.port}") as channel:
             imported = await upload(
                 sql_engine_pb2_grpc.SqlEngineServiceStub(channel), SALES_CSV.encode(), "s.csv"
             )
         stored = json.loads(json.dumps(fake.rows["sessions"][0]))
         assert stored["dataset_hash"] == imported.dataset_hash
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        async with open_channel(f"127.0.0.1:{second.port}") as channel:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             described = await stub.DescribeDataset(pb.DescribeDatasetRequest(session_id=imported.session_id))
             assert described.profile == imported.profile

@@ -130,6 +130,7 @@ async def test_runs_as_a_process_with_keys_from_the_environment(fake_llm: FakeLl
     env.update(
         {
             "INSIGHTX_LLM_GATEWAY_ADDR": f"127.0.0.1:{port}",
+            "INSIGHTX_INTERNAL_ORCHESTRATOR_TOKEN": os.environ["INSIGHTX_INTERNAL_TOKEN"],
             "BYTEZ_BASE_URL": fake_llm.base_url,
             "BYTEZ_API_KEY_2": KEYS[1],
             "BYTEZ_API_KEY_1": KEYS[0],

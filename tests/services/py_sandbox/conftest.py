@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 import pytest_asyncio
 
+from common.channels import open_channel
 from common.server import RunningServer
 from common.store import DatasetRecord, LocalDatasetStore
 from insightx.v1 import py_sandbox_pb2 as pb
@@ -123,7 +124,7 @@ async def start_sandbox(root: Path, **overrides: Any) -> Sandbox:
         running = await start(settings, "127.0.0.1:0")
     finally:
         del os.environ["BYTEZ_API_KEY_1"]
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}")
     return Sandbox(
         running=running,
         stub=py_sandbox_pb2_grpc.PySandboxServiceStub(channel),

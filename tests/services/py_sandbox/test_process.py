@@ -14,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.channels import open_channel
 from insightx.v1 import py_sandbox_pb2 as pb
 from insightx.v1 import py_sandbox_pb2_grpc
 from services.py_sandbox.server import SERVICE_NAME
@@ -35,12 +36,13 @@ async def test_the_service_runs_as_a_process_and_stops_on_sigterm(tmp_path: Path
         "INSIGHTX_PY_SANDBOX_ADDR": f"127.0.0.1:{port}",
         "INSIGHTX_DATA_DIR": str(tmp_path),
         "INSIGHTX_SANDBOX_ZYGOTES": "1",
+        "INSIGHTX_INTERNAL_ORCHESTRATOR_TOKEN": os.environ["INSIGHTX_INTERNAL_TOKEN"],
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.py_sandbox"], cwd=REPO, env=env, stderr=subprocess.PIPE
     )
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             status = None
             for _ in range(300):

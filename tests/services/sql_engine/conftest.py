@@ -15,6 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.channels import open_channel
 from common.server import RunningServer
 from common.store import LocalDatasetStore
 from insightx.v1 import sql_engine_pb2 as pb
@@ -98,7 +99,7 @@ class Served:
 @pytest.fixture
 async def served(settings: SqlEngineSettings) -> AsyncIterator[Served]:
     running = await start(settings, "127.0.0.1:0")
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+    channel = open_channel(f"127.0.0.1:{running.port}")
     try:
         yield Served(running, channel, sql_engine_pb2_grpc.SqlEngineServiceStub(channel))
     finally:

@@ -9,6 +9,7 @@ import duckdb
 import grpc
 import pytest
 
+from common.channels import open_channel
 from common.store import DatasetRecord, LocalDatasetStore
 from insightx.v1 import sql_engine_pb2 as pb
 from insightx.v1 import sql_engine_pb2_grpc
@@ -41,8 +42,8 @@ async def test_a_large_table_is_queryable_before_its_profile(tmp_path: Path) -> 
     inline = await start(make_settings(tmp_path / "b"), "127.0.0.1:0")
     try:
         async with (
-            grpc.aio.insecure_channel(f"127.0.0.1:{deferred.port}") as a,
-            grpc.aio.insecure_channel(f"127.0.0.1:{inline.port}") as b,
+            open_channel(f"127.0.0.1:{deferred.port}") as a,
+            open_channel(f"127.0.0.1:{inline.port}") as b,
         ):
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(a)
             reference = sql_engine_pb2_grpc.SqlEngineServiceStub(b)
@@ -78,7 +79,7 @@ async def test_a_caller_that_stops_waiting_does_not_cancel_the_profile(tmp_path:
     data = _big_csv(tmp_path / "big.csv", 400_000)
     running = await start(make_settings(tmp_path, sql_profile_inline_rows=0), "127.0.0.1:0")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with open_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             reply = await upload(stub, data, "big.csv", chunk=1 << 20)
             assert reply.profile_state == pb.PROFILE_STATE_PENDING and reply.row_count == 400_000
@@ -203,7 +204,7 @@ async def test_a_replica_that_is_not_asked_to_wait_does_not_start_a_profile(tmp_
     LocalDatasetStore(settings.data_dir).put(record, imported.parquet, None)
     running = await start(settings, "127.0.0.1:0")
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        async with open_channel(f"127.0.0.1:{running.port}") as channel:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             now = await _describe(stub, "s1", wait=False)
             assert now.profile_state == pb.PROFILE_STATE_PENDING and not now.profile.columns

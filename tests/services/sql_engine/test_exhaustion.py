@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.channels import open_channel
 from insightx.v1 import sql_engine_pb2 as pb
 from insightx.v1 import sql_engine_pb2_grpc
 from tests.services.sql_engine.conftest import start_engine_process
@@ -51,12 +52,13 @@ async def test_an_engine_out_of_address_space_exits_for_a_restart(tmp_path: Path
         INSIGHTX_SQL_ENGINE_ADDR=f"127.0.0.1:{port}",
         INSIGHTX_DATA_DIR=str(tmp_path),
         INSIGHTX_SQL_ADDRESS_SPACE_BYTES=str(limit),
+        INSIGHTX_INTERNAL_GATEWAY_TOKEN=os.environ["INSIGHTX_INTERNAL_TOKEN"],
     )
     log = tmp_path / "engine.log"
     sink = log.open("w")
     engine = subprocess.Popen([sys.executable, "-m", "services.sql_engine"], cwd=ROOT, env=env, stderr=sink)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with open_channel(f"127.0.0.1:{port}") as channel:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             await channel.channel_ready()
             session = (await stub.ImportDataset(_upload(), timeout=60)).session_id

@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from common.arrow import ipc_to_table
+from common.channels import open_channel
 from common.errors import InvalidInput, error_info
 from insightx.v1 import sql_engine_pb2 as pb
 from insightx.v1 import sql_engine_pb2_grpc
@@ -198,7 +199,7 @@ async def test_hostile_sql_is_refused_or_bounded_and_changes_nothing(
         Path(str(hostile_setup["root"])),
     )
     other_token = f"OTHER-{uuid.uuid4().hex}"
-    async with grpc.aio.insecure_channel(engine.address) as channel:
+    async with open_channel(engine.address) as channel:
         stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
         mine = await upload(stub, SALES_CSV.encode(), "Sales 2024.csv")
         other = await upload(stub, f"secret\n{other_token}\n".encode(), "other.csv")
