@@ -250,8 +250,8 @@ def remove_parent(parent: cgroups.Hierarchy) -> None:
         except OSError:
             continue
         for leftover in leftovers:
-            cgroups.remove({"x": leftover}, attempts=100)
-    cgroups.remove(dict(parent.dirs), attempts=100)
+            cgroups.remove({"x": leftover}, attempts=400)  # its last task may still be exiting
+    cgroups.remove(dict(parent.dirs), attempts=400)
 
 
 def prune_cache(cache_dir: Path, max_bytes: int) -> None:
