@@ -144,13 +144,30 @@ class ZygoteProcess:
             frames.CONTROL_BLOB, input_ipc
         )
         try:
-            async with self._write_lock:
-                self.proc.stdin.write(data)
-                await self.proc.stdin.drain()
-        except (ConnectionError, RuntimeError) as exc:
-            self.inflight.pop(job["run_id"], None)
-            raise ZygoteGone(str(exc)) from exc
-        return await future
+            try:
+                async with self._write_lock:
+                    self.proc.stdin.write(data)
+                    await self.proc.stdin.drain()
+            except (ConnectionError, RuntimeError) as exc:
+                self.inflight.pop(job["run_id"], None)
+                raise ZygoteGone(str(exc)) from exc
+            return await future
+        except asyncio.CancelledError:
+            self.cancel(job["run_id"])
+            raise
+
+    def cancel(self, run_id: str) -> None:
+        """The caller gave up (its deadline, a disconnect): the zygote kills the child now, not at its own
+        deadline, so a slot and a fair share freed here are not still held by a running child."""
+        self.inflight.pop(run_id, None)
+        if not self.alive or self.proc is None or self.proc.stdin is None:
+            return
+        message = json.dumps({"op": "cancel", "run_id": run_id}).encode()
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            # One write() call: the transport appends it whole, after any job already queued.
+            self.proc.stdin.write(
+                frames.encode(frames.CONTROL_JSON, message) + frames.encode(frames.CONTROL_BLOB, b"")
+            )
 
     def forget(self, run_id: str) -> None:
         self.inflight.pop(run_id, None)

@@ -23,13 +23,17 @@ async def start(settings: PySandboxSettings, address: str | None = None) -> Runn
     """Starts the zygotes, then serves; health turns SERVING once the zygotes have measured isolation."""
     sandbox = PySandbox(settings, open_dataset_store(settings.data_dir))
     servicer = PySandboxServicer(sandbox)
-    running = await create_server(
-        address or listen_address(settings.py_sandbox_addr, settings.grpc_listen_host),
-        [SERVICE_NAME],
-        lambda server: py_sandbox_pb2_grpc.add_PySandboxServiceServicer_to_server(servicer, server),
-        auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
-        reflection=settings.grpc_reflection,
-    )
+    try:
+        running = await create_server(
+            address or listen_address(settings.py_sandbox_addr, settings.grpc_listen_host),
+            [SERVICE_NAME],
+            lambda server: py_sandbox_pb2_grpc.add_PySandboxServiceServicer_to_server(servicer, server),
+            auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
+            reflection=settings.grpc_reflection,
+        )
+    except BaseException:
+        await sandbox.stop()  # removes the runs' parent cgroup it created
+        raise
     try:
         await sandbox.start()
     except BaseException:

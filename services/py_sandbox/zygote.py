@@ -148,6 +148,8 @@ class Supervisor:
                 header, self.pending_header = self.pending_header, None
                 if header.get("op") == "run":
                     self.start(header, payload)
+                elif header.get("op") == "cancel":
+                    self.cancel(str(header.get("run_id")))
 
     # -- the template -----------------------------------------------------------------------------------
     def request_spare(self, primed: dict[str, str] | None = None, urgent: bool = False) -> None:
@@ -235,6 +237,16 @@ class Supervisor:
                 self.recent.pop(next(iter(self.recent)))
         self.pending.append((job, input_ipc, time.monotonic()))
         self.dispatch_pending()
+
+    def cancel(self, run_id: str) -> None:
+        """The caller gave up: its child is killed now rather than at its deadline."""
+        run = self.runs.get(run_id)
+        if run is not None:
+            self.kill(run, "KILLED", "The caller cancelled the run.")
+            return
+        for entry in list(self.pending):
+            if entry[0].get("run_id") == run_id:
+                self.pending.remove(entry)
 
     def dispatch_pending(self) -> None:
         while self.pending:

@@ -93,6 +93,16 @@ def bad_buffer_offset() -> bytes:
     return bytes(data)
 
 
+def parent_groups(controller: str) -> list[str]:
+    """The runs' parent group(s) this test process's service created, for one controller."""
+    hierarchy, _ = cgroups.detect()
+    base = hierarchy.dirs.get(controller)
+    if not base:
+        return []
+    prefix = f"{cgroups.PARENT_PREFIX}{os.getpid()}-"
+    return [os.path.join(base, name) for name in os.listdir(base) if name.startswith(prefix)]
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -239,14 +249,7 @@ async def test_24_runs_of_1_gib_stay_under_the_total(limited: Sandbox) -> None:
     status = await limited.status()
     if not status.isolation.memory_total_bytes:
         pytest.skip("no memory cgroup on this host: " + "; ".join(status.isolation.problems))
-    parent = limited.running  # the parent group is found through the service's own report
-    del parent
-    hierarchy, _ = cgroups.detect()
-    groups = [
-        os.path.join(hierarchy.dirs["memory"], name)
-        for name in os.listdir(hierarchy.dirs["memory"])
-        if name.startswith(f"insightx-sandbox-{os.getpid()}-")
-    ]
+    groups = parent_groups("memory")
     assert len(groups) == 1
     Path(groups[0], "memory.max_usage_in_bytes").write_text("0")  # reset the peak
     code = "import time\nblock = bytearray(1 << 30)\ntime.sleep(0.5)\nresult = len(block)"
@@ -295,3 +298,36 @@ async def test_a_user_over_its_share_is_refused_across_sessions(limited: Sandbox
     assert len(refused) == 2 and all(e.reason == "SANDBOX_USER_BUSY" for e in refused)
     bob = await run_with(limited, "result = 3", session="user-0", user="bob")
     assert bob.result_json == "3"
+
+
+SIXTY_THREADS_THEN_SLEEP = """
+import threading, time
+threading.stack_size(1 << 16)
+gate = threading.Event()
+for _ in range(60):
+    threading.Thread(target=gate.wait, daemon=True).start()
+time.sleep(30)
+"""
+
+
+@in_module_loop
+async def test_a_cancelled_run_ends_its_child_at_once(limited: Sandbox) -> None:
+    """A caller that gives up frees its slot and share; the child must not keep running to its deadline."""
+    groups = parent_groups("pids")
+    if (await limited.status()).isolation.cgroup != "v1" or len(groups) != 1:
+        pytest.skip("the task count is read from the runs' v1 pids group")
+    tasks = Path(groups[0], "pids.current")
+    before = int(tasks.read_text())
+    request = pb.RunCodeRequest(session_id="cancelled", code=SIXTY_THREADS_THEN_SLEEP, timeout_s=40)
+    request.input_table.CopyFrom(common_pb2.TableResult(arrow_ipc=b""))
+    call = asyncio.ensure_future(limited.stub.RunCode(request, timeout=2.0))
+    await asyncio.sleep(1.2)
+    assert int(tasks.read_text()) >= before + 60  # the run is going, in the runs' group
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    for _ in range(40):
+        if int(tasks.read_text()) < before + 30:
+            break
+        await asyncio.sleep(0.05)
+    assert int(tasks.read_text()) < before + 30  # killed within 2 s, not at its 40 s deadline
