@@ -7,9 +7,13 @@ NOT_SERVING until the service calls `set_serving()` (i.e. once it is really read
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import os
 import signal
+import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +57,10 @@ class RunningServer:
     port: int
     service_names: Sequence[str]
     _on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    #: The service's own liveness check (True: it can work now); None: a turning event loop is enough.
+    liveness: Callable[[], Awaitable[bool]] | None = None
+    #: False while the liveness check fails (health then says NOT_SERVING).
+    live: bool = True
 
     async def set_serving(self) -> None:
         """Reports SERVING for the server and each of its services."""
@@ -94,7 +102,8 @@ async def create_server(
     if reflection is None:
         reflection = get_settings().grpc_reflection
     server = grpc.aio.server(
-        interceptors=[RequestIdInterceptor(), InternalAuthInterceptor(auth, label)], options=SERVER_OPTIONS
+        interceptors=[RequestIdInterceptor(), InternalAuthInterceptor(auth, label), ExhaustionInterceptor()],
+        options=SERVER_OPTIONS,
     )
     add_servicers(server)
     health_servicer = health.aio.HealthServicer()
@@ -147,12 +156,164 @@ def exit_for_restart(running: RunningServer, exc: BaseException, code: int = 70)
     loop.call_later(0.3, os._exit, code)
 
 
-async def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:
-    """Waits for SIGTERM or SIGINT, then stops gracefully."""
+@dataclass(frozen=True)
+class LivenessPolicy:
+    """How often the liveness check runs, how long it may take, and when a failing process gives up."""
+
+    interval_s: float = 1.0
+    timeout_s: float = 2.0
+    fail_after_s: float = 6.0
+    stall_after_s: float = 8.0
+
+
+#: What a handler, thread or loop that runs out of memory or threads calls; set by `serve_forever` only,
+#: so that servers started inside a test process never exit it.
+_on_exhaustion: Callable[[BaseException], None] | None = None
+
+
+def _exhausted(exc: BaseException) -> None:
+    if _on_exhaustion is not None and is_resource_exhaustion(exc):
+        _on_exhaustion(exc)
+
+
+class ExhaustionInterceptor(grpc.aio.ServerInterceptor):
+    """Hands a MemoryError or a failed thread start raised by any handler to the crash-only exit."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, kind)
+            if behaviour is not None:
+                return handler._replace(**{kind: _guarded(behaviour)})
+        return handler
+
+
+def _guarded(behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    if not (inspect.isasyncgenfunction(behaviour) or inspect.iscoroutinefunction(behaviour)):
+        return behaviour  # a synchronous handler runs on grpc's own threads: the thread hook covers it
+    if inspect.isasyncgenfunction(behaviour):
+
+        @functools.wraps(behaviour)
+        async def stream(request: Any, context: Any) -> Any:
+            try:
+                async for item in behaviour(request, context):
+                    yield item
+            except BaseException as exc:
+                _exhausted(exc)
+                raise
+
+        return stream
+
+    @functools.wraps(behaviour)
+    async def call(request: Any, context: Any) -> Any:
+        try:
+            return await behaviour(request, context)
+        except BaseException as exc:
+            _exhausted(exc)
+            raise
+
+    return call
+
+
+def install_crash_only(running: RunningServer) -> None:
+    """From now on, running out of memory or threads anywhere in this process exits it for a restart."""
+    global _on_exhaustion
+    loop = asyncio.get_running_loop()
+
+    def on_exhaustion(exc: BaseException) -> None:
+        if threading.current_thread() is threading.main_thread():
+            exit_for_restart(running, exc)
+        else:
+            loop.call_soon_threadsafe(exit_for_restart, running, exc)
+
+    _on_exhaustion = on_exhaustion
+    previous_hook = threading.excepthook
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None and is_resource_exhaustion(args.exc_value):
+            on_exhaustion(args.exc_value)
+        previous_hook(args)
+
+    threading.excepthook = thread_hook
+
+    def loop_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is not None and is_resource_exhaustion(exc):
+            exit_for_restart(running, exc)
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(loop_handler)
+
+
+async def watch_liveness(running: RunningServer, policy: LivenessPolicy, exit_code: int = 70) -> None:
+    """Runs the liveness check forever: health follows it, and a process failing it too long exits.
+
+    A watchdog thread, started here and never again, exits the process when the loop itself stops turning
+    (a handler blocking it, a deadlock): then nothing on the loop could report anything.
+    """
+    beat = [time.monotonic()]
+
+    def watchdog() -> None:
+        while True:
+            time.sleep(min(1.0, policy.stall_after_s / 4))
+            stalled = time.monotonic() - beat[0]
+            if stalled > policy.stall_after_s:
+                log.critical("event loop stalled; exiting for a clean restart", extra={"stalled_s": stalled})
+                os._exit(exit_code)
+
+    threading.Thread(target=watchdog, name="liveness-watchdog", daemon=True).start()
+    last_ok = time.monotonic()
+    while True:
+        beat[0] = time.monotonic()
+        ok = await _check(running, policy.timeout_s)
+        beat[0] = now = time.monotonic()
+        if ok:
+            last_ok = now
+            if not running.live:
+                log.warning("liveness check passes again")
+                running.live = True
+                await running.set_serving()
+        else:
+            if running.live:
+                log.warning("liveness check failed; reporting NOT_SERVING")
+                running.live = False
+                for name in ("", *running.service_names):
+                    await running.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+            if now - last_ok > policy.fail_after_s:
+                exit_for_restart(running, RuntimeError(f"liveness check failing for {now - last_ok:.0f} s"))
+                return
+        await asyncio.sleep(policy.interval_s)
+
+
+async def _check(running: RunningServer, timeout_s: float) -> bool:
+    if running.liveness is None:
+        return True
+    try:
+        return bool(await asyncio.wait_for(running.liveness(), timeout_s))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.warning("liveness check raised", extra={"error": repr(exc)[:300]})
+        return False
+
+
+async def serve_forever(
+    running: RunningServer, grace_s: float = 5.0, liveness: LivenessPolicy | None = None
+) -> None:
+    """Watches liveness (crash-only), waits for SIGTERM or SIGINT, then stops gracefully."""
+    install_crash_only(running)
+    watcher = asyncio.get_running_loop().create_task(watch_liveness(running, liveness or LivenessPolicy()))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    watcher.cancel()
     log.info("stopping", extra={"grace_s": grace_s})
     await running.stop(grace_s)
