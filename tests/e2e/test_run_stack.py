@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tools.stack import CONFIG_PREFIXES, DEFAULT_PORTS, ROOT, free_port
 
@@ -30,11 +32,47 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status
 
 
+PROVIDER_SECRETS = {
+    "BYTEZ_API_KEYS": "bytez-e2e-key-1,bytez-e2e-key-2",
+    "BYTEZ_BASE_URL": "http://127.0.0.1:9",
+}
+
+
+def _process(pid: int) -> tuple[str, dict[str, str]]:
+    """A child's module name (`sql_engine`, ..., `gateway`) and its environment, as the kernel has them."""
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    module = argv[argv.index(b"-m") + 1].decode().removeprefix("services.")
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return module, dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
+
+
+def _check_what_each_child_was_given(children: list[int], env: dict[str, str], printed: str) -> None:
+    """Provider keys in the LLM gateway alone; internal tokens made, one each, never printed; every service
+    where its INSIGHTX_<SERVICE>_ADDR says."""
+    processes = dict(_process(pid) for pid in children)
+    assert set(processes) == {*DEFAULT_PORTS, "gateway"}
+    for name, child_env in processes.items():
+        carried = {k for k in child_env if k.startswith(("BYTEZ_", "OPENAI_"))}
+        assert carried == (set(PROVIDER_SECRETS) if name == "llm_gateway" else set()), name
+        for service in DEFAULT_PORTS:
+            key = f"INSIGHTX_{service.upper()}_ADDR"
+            assert child_env[key] == env[key], (name, key)
+    own = {name: e.get("INSIGHTX_INTERNAL_TOKEN") for name, e in processes.items()}
+    assert own["gateway"] and own["orchestrator"] and own["gateway"] != own["orchestrator"]
+    assert {k for k, v in own.items() if v} == {"gateway", "orchestrator"}
+    assert own["gateway"] not in printed and own["orchestrator"] not in printed
+    for service in DEFAULT_PORTS:
+        with grpc.insecure_channel(env[f"INSIGHTX_{service.upper()}_ADDR"]) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
 def test_runner_serves_the_demo_and_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_PREFIXES)}
     env.update({f"INSIGHTX_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in DEFAULT_PORTS})
     http_port = free_port()
     env.update({"INSIGHTX_DATA_DIR": str(tmp_path / "data"), "INSIGHTX_GATEWAY_PORT": str(http_port)})
+    env.update(PROVIDER_SECRETS)
     runner = subprocess.Popen(
         [sys.executable, "-m", "tools.run_stack"], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
     )
@@ -56,6 +94,7 @@ def test_runner_serves_the_demo_and_stops_every_child_on_ctrl_c(tmp_path: Path) 
         assert "amount (INR)" in [c["name"] for c in demo["columns"]]
         children = _children(runner.pid)
         assert len(children) == 5
+        _check_what_each_child_was_given(children, env, "".join(lines))
         runner.send_signal(signal.SIGINT)
         assert runner.wait(30) == 0
         deadline = time.monotonic() + 10
