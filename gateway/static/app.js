@@ -1,4 +1,6 @@
-// The built-in page: upload, profile, and a chat whose steps appear as the SSE events arrive.
+// The built-in page: sign-in, upload, profile, and a chat whose steps appear as the SSE events arrive.
+// No inline script anywhere (the CSP allows only files from the gateway), and charts are drawn with a loader
+// that fetches nothing (the gateway's allow-list already refused specs that would).
 import { apiError, streamChat } from "/static/sse.js";
 
 const $ = (id) => document.getElementById(id);
@@ -90,7 +92,7 @@ function profileState(dataset) {
 function showDataset(dataset) {
   state.session = dataset;
   state.history = [];
-  state.chatId = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
+  state.chatId = null; // the server makes the chat with the first question (X-Chat-Id)
   history.replaceState(null, "", `#session=${dataset.session_id}`);
   $("profile").hidden = false;
   $("dataset-name").textContent = dataset.filename || dataset.table;
@@ -289,7 +291,7 @@ async function saveInsight(button, data) {
     const response = await fetch(`/api/sessions/${state.session.session_id}/insights`, {
       method: "POST",
       headers: { "content-type": "application/json" },
-      body: JSON.stringify({ text: data.text, sql: data.sql || "", chat_id: state.chatId, answer: data.answer ?? null }),
+      body: JSON.stringify({ text: data.text, sql: data.sql || "", chat_id: state.chatId || "", answer: data.answer ?? null }),
     });
     if (!response.ok) throw await apiError(response);
     button.textContent = "★ Saved";
@@ -312,11 +314,21 @@ async function loadInsights() {
   }));
 }
 
+/** A vega loader that loads nothing: data must be inline, and no image or link URL is let through. */
+function inlineOnlyLoader() {
+  const refuse = () => Promise.reject(new Error("charts may only use inline data"));
+  const loader = window.vega.loader();
+  Object.assign(loader, { load: refuse, sanitize: refuse, http: refuse, file: refuse });
+  return loader;
+}
+
 async function drawChart(holder, spec) {
   try {
-    if (!window.vegaEmbed) throw new Error("the chart library did not load (run make web-deps)");
-    const full = { width: "container", ...spec };
-    await window.vegaEmbed(holder, full, { actions: false, renderer: "svg" });
+    if (!window.vegaEmbed || !window.vega) throw new Error("the chart library did not load (run make web-deps)");
+    const { usermeta, ...rest } = spec; // usermeta.embedOptions could replace the options below
+    const full = { width: "container", ...rest };
+    // ast + vega-embed's interpreter: expressions are evaluated without eval (the CSP has no 'unsafe-eval').
+    await window.vegaEmbed(holder, full, { actions: false, renderer: "svg", ast: true, loader: inlineOnlyLoader() });
     holder.dataset.drawn = "true";
   } catch (err) {
     holder.replaceChildren(errorBox(`The chart could not be drawn: ${err.message}`));
@@ -333,10 +345,13 @@ async function ask(question) {
   const view = new AnswerView();
   view.status("Sending the question");
   $("messages").append(view.root);
-  const body = { chat_id: state.chatId, session_id: state.session.session_id, message: question, history: state.history.slice(-10) };
+  const body = { session_id: state.session.session_id, message: question, history: state.history.slice(-10) };
+  if (state.chatId) body.chat_id = state.chatId;
+  const session = state.session;
   try {
     const last = await streamChat("", body, {
       onEvent: (event) => { view.handle(event); view.root.scrollIntoView({ block: "end" }); },
+      onChat: (chatId) => { if (state.session === session) state.chatId = chatId; },
     });
     state.history.push({ role: "user", content: question });
     if (last.type === "final_response") state.history.push({ role: "assistant", content: last.data.text });
@@ -360,8 +375,47 @@ function wire() {
   $("file-input").addEventListener("change", (e) => { const file = e.target.files?.[0]; if (file) upload(file); e.target.value = ""; });
   $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask($("question").value); });
   $("question").addEventListener("input", () => { $("ask-button").disabled = !state.session || state.busy || !$("question").value.trim(); });
+  $("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("signin-token").value); });
+  $("signout").addEventListener("click", signOut);
+}
+
+// ---- sign-in ------------------------------------------------------------------------------------------
+
+async function signIn(token) {
+  token = token.trim();
+  if (!token) return;
+  const response = await fetch("/api/auth/login", {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token }),
+  });
+  if (!response.ok) {
+    const err = await apiError(response);
+    $("signin-status").replaceChildren(errorBox(err.message, err.code));
+    return;
+  }
+  $("signin-token").value = "";
+  await start();
+}
+
+async function signOut() {
+  await fetch("/api/auth/logout", { method: "POST" });
+  location.replace("/");
+}
+
+/** Shows the workspace to a signed-in user (the HttpOnly cookie is sent by itself), else the sign-in box. */
+async function start() {
+  const response = await fetch("/api/me");
+  const signedIn = response.ok;
+  $("signin").hidden = signedIn;
+  $("workspace").hidden = !signedIn;
+  $("signout").hidden = !signedIn;
+  if (!signedIn) {
+    if (response.status !== 401) $("signin-status").replaceChildren(errorBox((await apiError(response)).message));
+    $("signin-token").focus();
+    return;
+  }
   const match = location.hash.match(/session=([A-Za-z0-9_-]+)/);
   if (match) loadSession(match[1]).catch((err) => $("upload-status").replaceChildren(errorBox(err.message, err.code)));
 }
 
 wire();
+start();

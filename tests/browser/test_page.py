@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from tests.gateway.stacks import token_of
 from tools.stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -16,11 +17,13 @@ DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sun
 
 
 def open_page(browser: Any, stack: Stack, width: int, height: int = 900) -> Any:
+    """A new browser signed in the way a person is: through the URL `make run` prints (`/?token=…`)."""
     page = browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
-    page.goto(stack.base_url + "/")
+    page.goto(f"{stack.base_url}/?token={token_of(stack)}")
+    page.wait_for_selector("#workspace:not([hidden])", timeout=30_000)
     return page
 
 
@@ -51,9 +54,7 @@ def test_upload_ask_and_see_answer_with_a_drawn_chart(
     page.screenshot(path=str(artifacts / "answer-desktop.png"), full_page=True)
 
     page.locator(".follow-ups .chip").first.click()  # a follow-up chip asks its question
-    page.wait_for_function(
-        "document.querySelectorAll('.answer.final, .msg .error-box').length >= 2", timeout=60_000
-    )
+    page.locator(".answer.final, .msg .error-box").nth(1).wait_for(timeout=60_000)
     assert page.locator(".msg.user").count() == 2
     assert page.js_errors == []
     page.close()

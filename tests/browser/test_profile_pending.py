@@ -3,15 +3,15 @@ the profile (health, suggestion chips, column stats) once the gateway's wait ret
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.browser.test_page import open_page
-from tests.gateway.stacks import start_pending_profile_stack
+from tests.gateway.stacks import http, start_pending_profile_stack
 from tools.stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -45,9 +45,12 @@ def test_a_pending_profile_shows_profiling_then_the_profile(
     page.wait_for_selector("#profile:not([hidden])", timeout=120_000)
     assert "250,000 rows" in page.inner_text("#dataset-meta")  # the schema comes with the upload's reply
     assert page.locator("#columns tbody tr").count() == 17
-    page.wait_for_function(
-        "window.profileStates.some((s) => s.text.startsWith('Profiling 250,000 rows'))", timeout=30_000
-    )
+    # Polled with evaluate: wait_for_function evaluates a string predicate, which the page's CSP refuses.
+    deadline = time.monotonic() + 30
+    seen = "window.profileStates.some((s) => s.text.startsWith('Profiling 250,000 rows'))"
+    while not page.evaluate(seen):
+        assert time.monotonic() < deadline, page.evaluate("window.profileStates")
+        page.wait_for_timeout(100)
     profiling = next(s for s in page.evaluate("window.profileStates") if s["text"].startswith("Profiling"))
     assert profiling["question"] and not profiling["hidden"] and not profiling["body"]
 
@@ -56,7 +59,7 @@ def test_a_pending_profile_shows_profiling_then_the_profile(
     score = page.inner_text("#health")
     assert score.isdigit() and 0 <= int(score) <= 100
     session_id = page.evaluate("location.hash").split("session=")[1]
-    described = httpx.get(f"{pending_stack.base_url}/api/datasets/{session_id}", timeout=30).json()
+    described = http.get(f"{pending_stack.base_url}/api/datasets/{session_id}", timeout=30).json()
     assert described["profile_state"] == "ready"
     assert page.locator("#suggestions .chip").all_inner_texts() == described["profile"]["suggested_questions"]
     assert str(round(described["profile"]["health_score"])) == score
