@@ -165,7 +165,7 @@ async def measure(stack: Stack, session_id: str, orchestrator_addr: str) -> list
     baseline.wall_s = time.perf_counter() - start
     runs.append(baseline)
 
-    channel = open_channel(orchestrator_addr)
+    channel = open_channel(orchestrator_addr, token=stack.tokens["gateway"])
     stub = orchestrator_pb2_grpc.OrchestratorServiceStub(channel)
     direct = Run(f"direct gRPC ({STREAMS} concurrent)")
     start = time.perf_counter()

@@ -40,6 +40,7 @@ N = int(os.environ.get("BENCH_N", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "200"))
 KEY_COUNT = int(os.environ.get("BENCH_KEYS", "4"))
 KEYS = [f"bench-key-{i}-{os.urandom(6).hex()}" for i in range(KEY_COUNT)]
+CALLER_TOKEN = os.urandom(24).hex()  # the bench calls the gateway as the orchestrator would
 QUESTION = "Which passenger class had the highest survival rate, and by how much?"
 ADDED_P50_TARGET_MS = 2.0
 
@@ -166,12 +167,13 @@ async def run_gateway(
         "INSIGHTX_LLM_BYTEZ_MAX_IN_FLIGHT_PER_KEY": str(cap),
         "BYTEZ_BASE_URL": base_url,
         "BYTEZ_API_KEYS": ",".join(KEYS),
+        "INSIGHTX_INTERNAL_ORCHESTRATOR_TOKEN": CALLER_TOKEN,
     }
     address = f"127.0.0.1:{port}"
     results: dict[str, list[float]] = {}
     with process([sys.executable, "-m", "services.llm_gateway"], env) as child:
         await wait_serving(address, "insightx.v1.LlmGatewayService", child)
-        channel = open_channel(address)
+        channel = open_channel(address, token=CALLER_TOKEN)
         stub = llm_gateway_pb2_grpc.LlmGatewayServiceStub(channel)
         try:
             if measure_sequential:

@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.channels import CHANNEL_OPTIONS  # noqa: E402
+from common.channels import open_channel  # noqa: E402
 from insightx.v1 import sql_engine_pb2 as pb  # noqa: E402
 from insightx.v1 import sql_engine_pb2_grpc  # noqa: E402
 from services.sql_engine.importer import import_file  # noqa: E402
@@ -57,6 +57,9 @@ FROM range({rows}) t(i)
 """
 
 
+CALLER_TOKEN = os.urandom(24).hex()  # the engine's one caller: this bench
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -68,6 +71,7 @@ def start_engine(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "INSIGHTX_SQL_ENGINE_ADDR": f"127.0.0.1:{port}",
+        "INSIGHTX_INTERNAL_GATEWAY_TOKEN": CALLER_TOKEN,
         "INSIGHTX_DATA_DIR": str(data_dir),
         "INSIGHTX_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         "INSIGHTX_SQL_THREADS": str(THREADS),
@@ -121,7 +125,8 @@ async def run(work: Path) -> None:
     process, address = start_engine(work / "data")
     lines: list[tuple[str, str, str, str, str]] = []
     try:
-        async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
+        # The bench calls as the gateway does; no default deadline (the imports and queries are long).
+        async with open_channel(address, default_deadline_s=3600, token=CALLER_TOKEN) as channel:
             stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
             if "c" in ONLY:
                 # First, on a fresh engine: measured after the 10M-row import and the queries below, the
