@@ -165,7 +165,13 @@ def create_parent(name: str, memory_total: int) -> tuple[Hierarchy, list[str]]:
         if hierarchy.version == "v2":
             base = hierarchy.dirs["memory"]
             wanted = " ".join(f"+{c}" for c in hierarchy.controllers)
-            _write(f"{base}/cgroup.subtree_control", wanted)
+            try:
+                _write(f"{base}/cgroup.subtree_control", wanted)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY or _own_paths()[0] != "/":
+                    raise  # only a container's own root group (cgroupns) is ours to rearrange
+                _leave_for_leaf(base)  # v2: a group with processes cannot hand controllers down
+                _write(f"{base}/cgroup.subtree_control", wanted)
         group = _make(hierarchy, name)
         if hierarchy.version == "v2":
             _write(f"{group['memory']}/cgroup.subtree_control", wanted)
@@ -178,6 +184,20 @@ def create_parent(name: str, memory_total: int) -> tuple[Hierarchy, list[str]]:
         )
         return Hierarchy("", {}), [f"cgroup: cannot create the runs' parent group ({exc}){hint}"]
     return Hierarchy(hierarchy.version, group), []
+
+
+SERVICE_LEAF = "insightx-service"
+
+
+def _leave_for_leaf(base: str) -> None:
+    """Moves every process of `base` into a leaf child (what a container's init group needs on cgroup v2
+    before it can delegate controllers: "no internal processes")."""
+    leaf = os.path.join(base, SERVICE_LEAF)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(leaf)
+    for pid in Path(base, "cgroup.procs").read_text().split():
+        with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+            _write(f"{leaf}/cgroup.procs", pid)
 
 
 def create_run(parent: Hierarchy, name: str, memory: int, pids: int, cpus: float) -> dict[str, str]:

@@ -80,7 +80,9 @@ class FairShare:
         """Holds a share of every key for one run of at most `run_s` seconds, waiting up to `wait_s`."""
         if not self._has_room(keys):
             if any(self._of(k).queued >= self.caps[k[0]].queued for k in keys):
-                raise self._busy(keys, waiting=False)
+                error = self._busy(keys, waiting=False)
+                self._drop(keys)  # a refused caller leaves no empty entry behind
+                raise error
             for key in keys:
                 self._of(key).queued += 1
             try:

@@ -119,6 +119,8 @@ async def start_sandbox(root: Path, **overrides: Any) -> Sandbox:
             "sandbox_zygotes": 2,
             "sandbox_runs_per_zygote": 6,
             "sandbox_memory_mb": 512,
+            # A uid range of this test process's own: stacks other tests run on this host keep theirs.
+            "sandbox_uid": 1_900_000_000 + (os.getpid() % 40_000) * 4096,
         }
         settings = PySandboxSettings(data_dir=data_dir, **{**defaults, **overrides})
         running = await start(settings, "127.0.0.1:0")
