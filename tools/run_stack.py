@@ -12,21 +12,27 @@ import httpx
 
 from common.auth import CALLERS
 from common.settings import Settings
+from gateway.signin import bearer, embedded_token, signin_url
 from tools.demo_data import write_csv
 from tools.stack import DEFAULT_PORTS, Stack, internal_tokens
 
 
-def load_demo(stack: Stack, data_dir: Path) -> str:
-    """Uploads the demo CSV once; later runs reuse its session."""
+def load_demo(stack: Stack, data_dir: Path, token: str) -> str:
+    """Uploads the demo CSV once (as the embedded user); later runs reuse its session."""
     marker = data_dir / "demo" / "session.json"
+    auth = bearer(token)
     if marker.exists():
         session_id = json.loads(marker.read_text())["session_id"]
-        if httpx.get(f"{stack.base_url}/api/datasets/{session_id}", timeout=10).status_code == 200:
+        reply = httpx.get(f"{stack.base_url}/api/datasets/{session_id}", headers=auth, timeout=10)
+        if reply.status_code == 200:
             return str(session_id)
     csv = write_csv(data_dir / "demo" / "upi_transactions.csv")
     with csv.open("rb") as handle:
         reply = httpx.post(
-            f"{stack.base_url}/api/datasets", files={"file": (csv.name, handle, "text/csv")}, timeout=300
+            f"{stack.base_url}/api/datasets",
+            files={"file": (csv.name, handle, "text/csv")},
+            headers=auth,
+            timeout=300,
         )
     reply.raise_for_status()
     session_id = reply.json()["session_id"]
@@ -65,9 +71,17 @@ def main() -> int:
     try:
         services = stack.wait_healthy()
         print("healthy: " + ", ".join(f"{k}={v}" for k, v in services.items()), flush=True)
-        session_id = load_demo(stack, data_dir)
-        print(f"demo dataset loaded: session {session_id}", flush=True)
+        # INSIGHTX_AUTH_TOKEN, else the one the gateway made (none behind Supabase unless configured)
+        token = embedded_token(data_dir)
+        if token:
+            session_id = load_demo(stack, data_dir, token)
+            print(f"demo dataset loaded: session {session_id}", flush=True)
         print(f"\n  InsightX is running on http://localhost:{stack.http_port}   (Ctrl-C stops everything)")
+        if token:
+            print(f"  open it signed in: {signin_url(f'http://localhost:{stack.http_port}', token)}")
+            print(f"  CLI: export INSIGHTX_TOKEN={token}")
+        else:
+            print("  sign in with a Supabase access token (POST /api/auth/login)")
         print(f"  logs: {data_dir / 'logs'}\n", flush=True)
         while not stopping:
             for name, proc in list(stack.procs.items()):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.gateway.stacks import http
 from tools.stack import Stack
 
 
@@ -17,6 +18,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     running.start()
     try:
         running.wait_healthy(timeout_s=120)
+        http.register(running)  # requests to it carry the embedded user's token
         yield running
     except Exception:
         for log in sorted((root / "logs").glob("*.log")):

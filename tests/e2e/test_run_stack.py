@@ -82,14 +82,22 @@ def test_runner_serves_the_demo_and_stops_every_child_on_ctrl_c(tmp_path: Path) 
         while time.monotonic() - started < 120:
             line = runner.stdout.readline()
             lines.append(line)
-            if "InsightX is running" in line or runner.poll() is not None:
+            if "logs:" in line or runner.poll() is not None:  # the last line of the banner
                 break
         assert any("InsightX is running" in line for line in lines), "".join(lines)
         assert f"http://localhost:{http_port}" in "".join(lines)
         health = httpx.get(f"http://127.0.0.1:{http_port}/health", timeout=10)
         assert health.status_code == 200
         session = next(line.split()[-1] for line in lines if "demo dataset loaded" in line)
-        demo = httpx.get(f"http://127.0.0.1:{http_port}/api/datasets/{session}", timeout=10).json()
+        # The printed sign-in link is all a person needs: it trades its token for the login cookie.
+        link = next(line.split()[-1] for line in lines if "open it signed in:" in line)
+        assert link.startswith(f"http://localhost:{http_port}/?token=")
+        browser = httpx.Client()
+        signed_in = browser.get(link, follow_redirects=False, timeout=10)
+        assert signed_in.status_code == 303 and "insightx_auth" in signed_in.cookies
+        anonymous = httpx.get(f"http://localhost:{http_port}/api/datasets/{session}", timeout=10)
+        assert anonymous.status_code == 401
+        demo = browser.get(f"http://localhost:{http_port}/api/datasets/{session}", timeout=10).json()
         assert demo["row_count"] == 250_000
         assert "amount (INR)" in [c["name"] for c in demo["columns"]]
         children = _children(runner.pid)

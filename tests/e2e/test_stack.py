@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from common.auth import token_digest
 from common.channels import check_health, open_channel
+from tests.gateway.stacks import http
 from tools.stack import Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -29,7 +29,7 @@ SERVICE_NAMES = {
 def read_events(base_url: str, body: dict[str, Any], timeout: float = 60.0) -> list[dict[str, Any]]:
     """Posts a chat and parses the SSE stream the way the frontend does (split on newlines, data: lines)."""
     events: list[dict[str, Any]] = []
-    with httpx.stream("POST", f"{base_url}/api/chat/stream", json=body, timeout=timeout) as reply:
+    with http.stream("POST", f"{base_url}/api/chat/stream", json=body, timeout=timeout) as reply:
         assert reply.status_code == 200, reply.read()
         assert reply.headers["content-type"].startswith("text/event-stream")
         for line in reply.iter_lines():
@@ -40,7 +40,7 @@ def read_events(base_url: str, body: dict[str, Any], timeout: float = 60.0) -> l
 
 def upload(base_url: str, path: Path) -> dict[str, Any]:
     with path.open("rb") as handle:
-        reply = httpx.post(
+        reply = http.post(
             f"{base_url}/api/datasets", files={"file": (path.name, handle, "text/csv")}, timeout=120
         )
     assert reply.status_code == 200, reply.text
@@ -48,7 +48,7 @@ def upload(base_url: str, path: Path) -> dict[str, Any]:
 
 
 def test_health_lists_every_service_as_serving(stack: Stack) -> None:
-    reply = httpx.get(f"{stack.base_url}/health", timeout=10)
+    reply = http.get(f"{stack.base_url}/health", timeout=10)
     assert reply.status_code == 200
     assert reply.json()["services"] == {name: "SERVING" for name in SERVICE_NAMES}
 
@@ -146,7 +146,7 @@ def test_upload_returns_session_schema_and_row_count(stack: Stack, small_csv: Pa
     assert body["table"] == "sales_report_2024"
     assert [c["name"] for c in body["columns"]] == ["order id", "amount (INR)", "Region", "order date"]
     assert len(body["session_id"]) >= 16
-    again = httpx.get(f"{stack.base_url}/api/datasets/{body['session_id']}", timeout=10)
+    again = http.get(f"{stack.base_url}/api/datasets/{body['session_id']}", timeout=10)
     assert again.status_code == 200 and again.json()["row_count"] == 137
 
 
@@ -154,7 +154,7 @@ def test_row_count_question_streams_every_step_and_the_true_count(stack: Stack, 
     session = upload(stack.base_url, small_csv)["session_id"]
     events = read_events(
         stack.base_url,
-        {"chat_id": "slice", "session_id": session, "message": "How many rows are there?", "history": []},
+        {"session_id": session, "message": "How many rows are there?", "history": []},
     )
     types = [e["type"] for e in events]
     assert types[0] == "status" and types[-1] == "final_response"
@@ -180,34 +180,35 @@ def test_an_upload_that_is_not_a_table_is_a_4xx_with_a_message(
     path = tmp_path / name
     path.write_bytes(content)
     with path.open("rb") as handle:
-        reply = httpx.post(f"{stack.base_url}/api/datasets", files={"file": (name, handle)}, timeout=60)
+        reply = http.post(f"{stack.base_url}/api/datasets", files={"file": (name, handle)}, timeout=60)
     assert 400 <= reply.status_code < 500, reply.text
     error = reply.json()["error"]
     assert error["code"] and len(error["message"]) > 10
 
 
-def test_chat_on_unknown_session_ends_with_an_error_event(stack: Stack) -> None:
-    events = read_events(
-        stack.base_url,
-        {"chat_id": "x", "session_id": "no-such-session", "message": "How many rows?", "history": []},
+def test_chat_on_unknown_session_is_404_with_a_message(stack: Stack) -> None:
+    reply = http.post(
+        f"{stack.base_url}/api/chat/stream",
+        json={"session_id": "no-such-session", "message": "How many rows?", "history": []},
+        timeout=30,
     )
-    assert events[-1]["type"] == "error"
-    assert events[-1]["code"] == "DATASET_NOT_FOUND"
-    assert "upload" in events[-1]["message"].lower()
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "DATASET_NOT_FOUND"
+    assert "upload" in reply.json()["error"]["message"].lower()
 
 
 def test_a_service_that_is_down_is_named_by_health_and_chat_fails_fast(stack: Stack, small_csv: Path) -> None:
     session = upload(stack.base_url, small_csv)["session_id"]
     stack.stop_one("sql_engine")
     try:
-        reply = httpx.get(f"{stack.base_url}/health", timeout=10)
+        reply = http.get(f"{stack.base_url}/health", timeout=10)
         assert reply.status_code == 503
         assert reply.json()["services"]["sql_engine"] != "SERVING"
         assert reply.json()["services"]["orchestrator"] == "SERVING"
         started = time.monotonic()
         events = read_events(
             stack.base_url,
-            {"chat_id": "down", "session_id": session, "message": "How many rows are there?", "history": []},
+            {"session_id": session, "message": "How many rows are there?", "history": []},
         )
         assert time.monotonic() - started < 35
         assert events[-1]["type"] == "error"
