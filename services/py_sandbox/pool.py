@@ -209,10 +209,12 @@ class SandboxPool:
         start_timeout_s: float,
         spares_per_zygote: int = 1,
         primed_per_zygote: int = 2,
+        max_running: int = 0,
     ) -> None:
         self.confinement = confinement
         self.spares_per_zygote = spares_per_zygote
         self.primed_per_zygote = primed_per_zygote
+        self.max_running = max_running  # > 0: admit at most this many runs at once (the memory total)
         self.size = zygotes
         self.runs_per_zygote = runs_per_zygote
         self.queue_size = queue_size
@@ -289,6 +291,8 @@ class SandboxPool:
 
     def _free_zygote(self, affinity: str = "") -> ZygoteProcess | None:
         """The session's own zygote when it has room (its primed children wait there), else the least busy."""
+        if self.max_running and self.running >= self.max_running:
+            return None
         candidates = [
             z for z in self.zygotes if z is not None and z.alive and self.load[z.index] < self.runs_per_zygote
         ]

@@ -101,8 +101,22 @@ class PySandbox:
             start_timeout_s=settings.sandbox_start_timeout_s,
             spares_per_zygote=settings.sandbox_spares_per_zygote,
             primed_per_zygote=settings.sandbox_primed_sessions,
+            max_running=self._runs_within_total(),
         )
         self._runs = 0
+
+    def _runs_within_total(self) -> int:
+        """Without a memory cgroup the kernel cannot hold the total, so admission does: each run can add at
+        most its rlimit and its /tmp, so only total // that many run at once (0: the cgroup holds it)."""
+        if "memory" in self.cgroup.controllers:
+            return 0
+        per_run = (self.settings.sandbox_memory_mb + self.settings.sandbox_tmp_mb) << 20
+        runs = max(1, (self.settings.sandbox_memory_total_mb << 20) // per_run)
+        self.problems.append(
+            f"cgroup: no memory cgroup; the {self.settings.sandbox_memory_total_mb} MiB total is kept by "
+            f"admitting at most {runs} run(s) at once"
+        )
+        return runs
 
     async def start(self) -> None:
         if self.settings.sandbox_uid_count > 0:

@@ -331,3 +331,31 @@ async def test_a_cancelled_run_ends_its_child_at_once(limited: Sandbox) -> None:
             break
         await asyncio.sleep(0.05)
     assert int(tasks.read_text()) < before + 30  # killed within 2 s, not at its 40 s deadline
+
+
+@in_module_loop
+async def test_without_a_memory_cgroup_admission_keeps_the_total(tmp_path: Path) -> None:
+    """Elsewhere (no writable cgroup) the total holds by admitting total // (rlimit + /tmp) runs at once."""
+    sandbox = await start_sandbox(
+        tmp_path,
+        sandbox_enforce_policy=False,
+        sandbox_cgroups=False,
+        sandbox_zygotes=1,
+        sandbox_runs_per_zygote=6,
+        sandbox_memory_mb=256,
+        sandbox_memory_total_mb=600,  # 600 // (256 + 16) = 2 runs at once
+    )
+    try:
+        status = await sandbox.status()
+        assert status.isolation.cgroup == "" and status.isolation.memory_total_bytes == 0
+        assert any("admitting at most 2 run(s)" in p for p in status.isolation.problems)
+        code = "import time\ntime.sleep(1)\nresult = 1"
+        started = time.monotonic()
+        calls = asyncio.gather(*(run_with(sandbox, code, session=f"adm-{i}") for i in range(4)))
+        await asyncio.sleep(0.5)
+        assert (await sandbox.status()).running_children == 2
+        replies = await calls
+        assert [r.result_json for r in replies] == ["1"] * 4
+        assert time.monotonic() - started >= 1.9  # two waves of two
+    finally:
+        await stop_sandbox(sandbox)
