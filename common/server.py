@@ -144,13 +144,15 @@ def is_resource_exhaustion(exc: BaseException) -> bool:
     )
 
 
-def exit_for_restart(running: RunningServer, exc: BaseException, code: int = 70) -> None:
+def exit_for_restart(
+    running: RunningServer, exc: BaseException, code: int = 70, why: str = "resource exhaustion"
+) -> None:
     """Crash-only recovery: report NOT_SERVING, then exit so the supervisor starts a clean process.
 
     A process whose address space is exhausted keeps failing every call while looking alive; the data is
     on disk, so a restart (make run's supervisor, or the container's restart policy) loses nothing.
     """
-    log.critical("resource exhaustion; exiting for a clean restart", extra={"error": repr(exc)[:300]})
+    log.critical(f"{why}; exiting for a clean restart", extra={"error": repr(exc)[:300]})
     loop = asyncio.get_running_loop()
     _exiting.add(loop.create_task(running.health.enter_graceful_shutdown()))
     loop.call_later(0.3, os._exit, code)
@@ -286,7 +288,8 @@ async def watch_liveness(running: RunningServer, policy: LivenessPolicy, exit_co
                 for name in ("", *running.service_names):
                     await running.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
             if now - last_ok > policy.fail_after_s:
-                exit_for_restart(running, RuntimeError(f"liveness check failing for {now - last_ok:.0f} s"))
+                failing = RuntimeError(f"liveness check failing for {now - last_ok:.0f} s")
+                exit_for_restart(running, failing, why="liveness check failing")
                 return
         await asyncio.sleep(policy.interval_s)
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +132,24 @@ class DatabaseCache:
 
     def __len__(self) -> int:
         return len(self._open)
+
+    def keys(self) -> list[str]:
+        """The keys of the databases open now."""
+        with self._guard:
+            return list(self._open)
+
+    @contextmanager
+    def borrow(self, key: str, parquet: Path, table: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A fresh cursor on `key`'s database for one query; the database is released afterwards."""
+        database = self.acquire(key, parquet, table)
+        try:
+            cursor = database.cursor()
+            try:
+                yield cursor
+            finally:
+                cursor.close()
+        finally:
+            self.release(database)
 
     def acquire(self, key: str, parquet: Path, table: str) -> OpenDatabase:
         """The open database for `key` (opened on first use); pair every call with `release`."""

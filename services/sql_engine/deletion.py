@@ -79,19 +79,11 @@ def _delete_on_supabase(store: DatasetStore, session_id: str) -> None:
 def delete_dataset(engine: SqlEngine, session_id: str) -> int:
     """Deletes the session's dataset and forgets it in `engine`'s caches; answers the bytes freed. Blocking.
 
-    The engine keeps no public hook for this (yet): the located-path cache and the open-database cache
-    are cleared here, in the one place that must know about both.
+    `engine.forget` drops the engine's cached path; query workers key their open databases by session,
+    so a deleted session's view is never used again.
     """
-    record = engine.store.get(check_session_id(session_id))
+    engine.store.get(check_session_id(session_id))
     freed = delete_from_store(engine.store, session_id)
-    engine._located.pop(session_id, None)
-    cache = engine.databases
-    with cache._guard:
-        database = cache._open.pop(f"{record.dataset_hash}:{record.table}", None)
-        close = database is not None and database.users == 0
-        if database is not None:
-            database.evicted = True  # its last user closes it
-    if close and database is not None:
-        database.connection.close()
+    engine.forget(session_id)
     log.info("dataset deleted", extra={"session_id": session_id, "freed_bytes": freed})
     return freed

@@ -1,9 +1,10 @@
 """The engine's operations as plain functions over the dataset store: no gRPC here.
 
-Threads: imports run on the caller's thread (the servicer uses asyncio.to_thread: a writable view of the
-disk); the profiles of large tables run on ProfileJobs' own pool after the import has replied. Queries
-run on `query_pool`, whose threads see the store's folder read-only (readonly.py) and share a bounded
-cache of open databases, each query on its own cursor. No lock is held while DuckDB works.
+Imports run on the caller's thread (the servicer uses asyncio.to_thread: a writable view of the disk);
+the profiles of large tables run on ProfileJobs' own pool after the import has replied. Queries run in
+query worker processes (workers.py): each sees the store read-only, caps its own memory, and can die or
+be retired without the engine noticing more than a log line. One caller (a session, or a user when the
+caller names one) holds at most a few workers at a time; results are cached per session.
 """
 
 from __future__ import annotations
@@ -16,25 +17,22 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
 
-from common.errors import InsightError, InvalidInput, Unavailable
+from common.errors import InsightError, InvalidInput
 from common.store import DatasetRecord, DatasetStore
 from insightx.v1 import sql_engine_pb2 as pb
-from services.sql_engine.connection import DatabaseCache
-from services.sql_engine.executor import QueryHandle, QueryResult, run_select
+from services.sql_engine.executor import QueryHandle, QueryResult
 from services.sql_engine.importer import import_file, open_import_database
 from services.sql_engine.profiler import profile_parquet
 from services.sql_engine.profiles import ProfileJobs
-from services.sql_engine.readonly import ReadOnlyState
 from services.sql_engine.result_cache import ResultCache, normalize_sql
 from services.sql_engine.safety import check_read_only
 from services.sql_engine.settings import SqlEngineSettings
+from services.sql_engine.worker import WorkerConfig
+from services.sql_engine.workers import Job, PoolLimits, Reply, WorkerPool
 
 _LOCATED_MAX = 4096
 log = logging.getLogger(__name__)
@@ -46,16 +44,26 @@ class SqlEngine:
     def __init__(self, store: DatasetStore, settings: SqlEngineSettings) -> None:
         self.store = store
         self.settings = settings
-        self.read_only = ReadOnlyState()
-        roots = [Path(store.sessions)] if settings.sql_read_only_mount else []
-        self.query_pool = ThreadPoolExecutor(
-            max_workers=max(1, settings.sql_query_workers),
-            thread_name_prefix="sql-query",
-            initializer=(lambda: self.read_only.initializer(roots)) if roots else None,
+        self.workers = WorkerPool(
+            WorkerConfig(
+                sessions=str(Path(store.sessions).absolute()),
+                memory_limit=settings.sql_memory_limit,
+                threads=settings.sql_threads,
+                address_space_bytes=settings.sql_worker_address_space_bytes,
+                max_open_databases=settings.sql_max_open_databases,
+                max_result_bytes=settings.sql_max_result_bytes,
+                read_only_mount=settings.sql_read_only_mount,
+            ),
+            PoolLimits(
+                workers=settings.sql_query_workers,
+                per_session=settings.sql_queries_per_session,
+                per_user=settings.sql_queries_per_user,
+                waiting_per_caller=settings.sql_queued_per_caller,
+                recycle_rss_bytes=settings.sql_worker_recycle_rss_bytes,
+            ),
         )
-        self.databases = DatabaseCache(
-            settings.sql_max_open_databases, settings.sql_memory_limit, settings.sql_threads
-        )
+        self._workers_started = False
+        self._starting = threading.Lock()
         self.results: ResultCache[QueryResult] = ResultCache(
             settings.sql_result_cache_entries, settings.sql_result_cache_bytes
         )
@@ -66,47 +74,50 @@ class SqlEngine:
             settings.sql_import_memory_limit, settings.sql_threads, self._spill
         )
         self.profiles = ProfileJobs(store, self._profile_stored, settings.sql_profile_workers)
-        self._counts = threading.Lock()
-        self._running = 0
-        self._queued = 0
 
     # --- status ---------------------------------------------------------------------------------------
 
     @property
     def running_queries(self) -> int:
-        return self._running
+        return self.workers.counts.running
 
     @property
     def queued_queries(self) -> int:
-        return self._queued
+        return self.workers.counts.queued
 
     def status(self) -> pb.GetEngineStatusResponse:
         return pb.GetEngineStatusResponse(
-            running_queries=self._running,
-            open_databases=len(self.databases),
+            running_queries=self.workers.counts.running,
+            open_databases=self.workers.open_databases,
             cached_results=len(self.results),
-            data_read_only=self.read_only.active,
+            data_read_only=self.workers.read_only.active,
             cached_result_bytes=self.results.bytes,
-            queued_queries=self._queued,
+            queued_queries=self.workers.counts.queued,
             pending_profiles=self.profiles.pending,
         )
 
-    def warm_up(self) -> None:
-        """Starts every query thread now, so the read-only views exist before the first query."""
-        barrier = threading.Barrier(self.query_pool._max_workers)  # type: ignore[attr-defined]
-        futures = [self.query_pool.submit(barrier.wait, 10) for _ in range(barrier.parties)]
-        for future in futures:
-            future.result()
+    def start_workers(self) -> None:
+        """Starts the query workers (blocking; once). The server calls it before reporting SERVING."""
+        with self._starting:
+            if not self._workers_started:
+                self.workers.start()
+                self._workers_started = True
+
+    async def alive(self, timeout_s: float) -> bool:
+        """Liveness: a worker answers a trivial query now, on the path real queries take (or every worker
+        is busy on a query still within its deadline)."""
+        if not self._workers_started:
+            return False
+        return await self.workers.probe(timeout_s)
 
     def close(self) -> None:
         self.profiles.close()
-        self.query_pool.shutdown(wait=False, cancel_futures=True)
+        self.workers.close()
         try:
             self.import_database.close()
         except duckdb.Error:  # an import or profile still runs on a cursor: it ends with the process
             log.info("import database still busy at close")
         shutil.rmtree(self._spill, ignore_errors=True)
-        self.databases.close()
 
     # --- datasets -------------------------------------------------------------------------------------
 
@@ -190,6 +201,11 @@ class SqlEngine:
         )
         return profile
 
+    def forget(self, session_id: str) -> None:
+        """Drops what this engine remembers about a deleted session (its path; its results are keyed by
+        session and never served once the session is gone, and workers' open views are never used again)."""
+        self._located.pop(session_id, None)
+
     def locate(self, session_id: str) -> tuple[DatasetRecord, Path]:
         """The session's record and local Parquet (downloading it when the store is remote). Blocking."""
         found = self._located.get(session_id)
@@ -204,31 +220,20 @@ class SqlEngine:
 
     # --- SQL ------------------------------------------------------------------------------------------
 
-    def validate(self, sql: str, session_id: str = "") -> tuple[str, list[tuple[str, str]]]:
-        """The statement type (and, given a session, the result columns) when `sql` may run. Blocking."""
-        kind = check_read_only(sql)
-        if not session_id:
-            return kind, []
-        record, parquet = self.locate(session_id)
-        return kind, self.query_pool.submit(self._bind, record, parquet, sql).result()
+    def validate(self, sql: str) -> str:
+        """The statement type when `sql` may run (parse only, no dataset)."""
+        return check_read_only(sql)
 
-    def execute(
-        self,
-        session_id: str,
-        sql: str,
-        max_rows: int = 0,
-        timeout_ms: int = 0,
-        handle: QueryHandle | None = None,
-        use_cache: bool = True,
-    ) -> QueryResult:
-        """Runs one SELECT on the session's dataset. Blocking: for scripts and tests."""
-        rows, timeout = self._limits(max_rows, timeout_ms)
-        record, parquet = self.locate(session_id)
-        key = (record.dataset_hash, normalize_sql(sql), rows)
-        if use_cache and (hit := self._cache_hit(key)) is not None:
-            return hit
-        future = self._submit(record, parquet, sql, rows, timeout, handle or QueryHandle())
-        return self._remember(key, future.result(), use_cache)
+    async def validate_async(
+        self, sql: str, session_id: str, user_id: str = "", wait_s: float | None = None
+    ) -> tuple[str, list[tuple[str, str]]]:
+        """The statement type and the result columns on the session's table, bound by a worker."""
+        kind = check_read_only(sql)
+        record, parquet = await self._locate_async(session_id)
+        job = self._job("bind", record, parquet, sql)
+        timeout = self.settings.sql_default_timeout_ms / 1000
+        reply = await self._on_worker(job, session_id, user_id, QueryHandle(), timeout, wait_s)
+        return kind, [(str(n), str(t)) for n, t in reply.header["columns"]]
 
     async def execute_async(
         self,
@@ -238,24 +243,55 @@ class SqlEngine:
         timeout_ms: int = 0,
         handle: QueryHandle | None = None,
         use_cache: bool = True,
+        user_id: str = "",
+        wait_s: float | None = None,
     ) -> QueryResult:
-        """The same as `execute`, awaiting the query thread instead of blocking the event loop."""
+        """Runs one SELECT on the session's dataset in a query worker.
+
+        `wait_s` bounds the wait for a free worker (the caller's deadline; at most the largest timeout).
+        """
         rows, timeout = self._limits(max_rows, timeout_ms)
+        check_read_only(sql)
+        record, parquet = await self._locate_async(session_id)
+        key = (session_id, normalize_sql(sql), rows)
+        if use_cache and (hit := self._cache_hit(key)) is not None:
+            return hit
+        job = self._job("query", record, parquet, sql, rows, timeout)
+        reply = await self._on_worker(
+            job, session_id, user_id, handle or QueryHandle(), timeout / 1000, wait_s
+        )
+        assert reply.table is not None
+        result = QueryResult(reply.table, bool(reply.header["truncated"]), float(reply.header["elapsed_ms"]))
+        return self._remember(key, result, use_cache)
+
+    async def _locate_async(self, session_id: str) -> tuple[DatasetRecord, Path]:
         located = self._located.get(session_id)
         if located is None:
             located = await asyncio.to_thread(self.locate, session_id)
-        record, parquet = located
-        key = (record.dataset_hash, normalize_sql(sql), rows)
-        if use_cache and (hit := self._cache_hit(key)) is not None:
-            return hit
-        handle = handle or QueryHandle()
-        future = self._submit(record, parquet, sql, rows, timeout, handle)
-        try:
-            result = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            handle.cancel()
-            raise
-        return self._remember(key, result, use_cache)
+        return located
+
+    def _job(
+        self, op: str, record: DatasetRecord, parquet: Path, sql: str, rows: int = 0, timeout: int = 0
+    ) -> Job:
+        relative = Path(parquet).absolute().relative_to(Path(self.store.sessions).absolute())
+        key = f"{record.session_id}:{record.table}"  # a view reads one session's file, never a twin's
+        return Job(op, key, record.table, str(relative), sql, rows, timeout)
+
+    async def _on_worker(
+        self,
+        job: Job,
+        session_id: str,
+        user_id: str,
+        handle: QueryHandle,
+        timeout_s: float,
+        wait_s: float | None,
+    ) -> Reply:
+        if not self._workers_started:
+            await asyncio.to_thread(self.start_workers)
+        callers = (f"session:{session_id}", *((f"user:{user_id}",) if user_id else ()))
+        most = self.settings.sql_max_timeout_ms / 1000
+        wait = most if wait_s is None else max(0.0, min(wait_s, most))
+        return await self.workers.run(job, callers, handle, timeout_s, wait)
 
     def _limits(self, max_rows: int, timeout_ms: int) -> tuple[int, int]:
         if max_rows < 0 or timeout_ms < 0:
@@ -274,84 +310,6 @@ class SqlEngine:
         if use_cache or self.results.get(key) is None:
             self.results.put(key, result, result.table.nbytes)
         return result
-
-    def _submit(
-        self, record: DatasetRecord, parquet: Path, sql: str, rows: int, timeout: int, handle: QueryHandle
-    ):  # type: ignore[no-untyped-def]
-        with self._counts:
-            self._queued += 1
-        try:
-            return self.query_pool.submit(self._run, record, parquet, sql, rows, timeout, handle)
-        except RuntimeError as exc:
-            with self._counts:
-                self._queued -= 1
-            raise Unavailable("ENGINE_STOPPING", "The SQL engine is shutting down.") from exc
-
-    @contextmanager
-    def _running_query(self) -> Iterator[None]:
-        with self._counts:
-            self._queued -= 1
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._counts:
-                self._running -= 1
-
-    def _run(
-        self, record: DatasetRecord, parquet: Path, sql: str, rows: int, timeout: int, handle: QueryHandle
-    ) -> QueryResult:
-        """On a query thread: validate, borrow the dataset's database, run on a fresh cursor."""
-        with self._running_query():
-            if handle.cancelled:
-                raise InvalidInput("SQL_CANCELLED", "The query was cancelled by its caller.")
-            check_read_only(sql)
-            with self._cursor(record, parquet) as cursor:
-                result = run_select(cursor, sql, max_rows=rows, timeout_ms=timeout, handle=handle)
-            return _cap_bytes(result, self.settings.sql_max_result_bytes)
-
-    def _bind(self, record: DatasetRecord, parquet: Path, sql: str) -> list[tuple[str, str]]:
-        """On a query thread: binds `sql` against the table without running it."""
-        with self._cursor(record, parquet) as cursor:
-            try:
-                relation = cursor.sql(sql)
-                return [(str(n), str(t)) for n, t in zip(relation.columns, relation.types, strict=True)]
-            except duckdb.ParserException as exc:
-                raise InvalidInput("SQL_SYNTAX", str(exc)) from exc
-            except (duckdb.BinderException, duckdb.CatalogException) as exc:
-                raise InvalidInput("SQL_BINDER", str(exc)) from exc
-            except duckdb.PermissionException as exc:
-                raise InvalidInput("SQL_FORBIDDEN", f"The query tried something not allowed: {exc}") from exc
-            except duckdb.Error as exc:
-                raise InvalidInput("SQL_ERROR", str(exc)) from exc
-
-    @contextmanager
-    def _cursor(self, record: DatasetRecord, parquet: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-        try:
-            database = self.databases.acquire(f"{record.dataset_hash}:{record.table}", parquet, record.table)
-        except duckdb.Error as exc:
-            raise Unavailable(
-                "DATASET_UNREADABLE", f"The session's dataset could not be opened: {exc}"
-            ) from exc
-        try:
-            cursor = database.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
-        finally:
-            self.databases.release(database)
-
-
-def _cap_bytes(result: QueryResult, limit: int) -> QueryResult:
-    """Drops trailing rows until the result fits in `limit` bytes (so it fits in one gRPC message)."""
-    table = result.table
-    if table.nbytes <= limit or table.num_rows == 0:
-        return result
-    keep = max(0, int(table.num_rows * limit / table.nbytes) - 1)
-    while keep > 0 and table.slice(0, keep).nbytes > limit:
-        keep //= 2
-    return QueryResult(table.slice(0, keep), True, result.elapsed_ms)
 
 
 def too_large_message(limit: int) -> str:

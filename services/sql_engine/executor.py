@@ -83,14 +83,14 @@ def run_select(
     except InsightError:
         raise
     except duckdb.Error as exc:
-        raise _translate(exc, handle, timeout_ms) from exc
+        raise translate_error(exc, handle, timeout_ms) from exc
     finally:
         timer.cancel()
         handle.attach(None)
     return QueryResult(result, truncated, (time.perf_counter() - started) * 1000.0)
 
 
-def _translate(exc: duckdb.Error, handle: QueryHandle, timeout_ms: int) -> InsightError:
+def translate_error(exc: duckdb.Error, handle: QueryHandle, timeout_ms: int) -> InsightError:
     """DuckDB's error as one of ours, with DuckDB's own message so a model can correct its SQL."""
     message = str(exc)
     if handle.timed_out:
@@ -115,3 +115,14 @@ def _translate(exc: duckdb.Error, handle: QueryHandle, timeout_ms: int) -> Insig
 
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
+
+
+def cap_bytes(result: QueryResult, limit: int) -> QueryResult:
+    """Drops trailing rows until the result fits in `limit` bytes (so it fits in one gRPC message)."""
+    table = result.table
+    if table.nbytes <= limit or table.num_rows == 0:
+        return result
+    keep = max(0, int(table.num_rows * limit / table.nbytes) - 1)
+    while keep > 0 and table.slice(0, keep).nbytes > limit:
+        keep //= 2
+    return QueryResult(table.slice(0, keep), True, result.elapsed_ms)

@@ -1,11 +1,11 @@
-"""Makes the dataset folders read-only, at the OS level, for the threads that run queries.
+"""Makes the dataset folders read-only, at the OS level, for the processes that run queries.
 
-Root ignores permission bits, so a chmod is no protection. Instead each query thread enters a private
-mount namespace of its own (`unshare(CLONE_NEWNS)` is allowed per thread: it also unshares the thread's
-filesystem context) where the store's folder is bind-mounted onto itself read-only. DuckDB starts its
-worker threads from the thread that opens the database, so they inherit that view. Imports run on other
-threads, which keep the writable view. Where the process lacks CAP_SYS_ADMIN the step is skipped, logged
-and reported (`data_read_only=false` in GetEngineStatus).
+Root ignores permission bits, so a chmod is no protection. Instead each query worker process (worker.py)
+enters a private mount namespace of its own (`unshare(CLONE_NEWNS)`, called while it has a single thread)
+where the store's folder is bind-mounted onto itself read-only, and again, read-only, at a neutral path so
+that what a query can print never names the data directory. DuckDB's threads, started later, share that
+view. The engine process itself (imports) keeps the writable view. Where the process lacks CAP_SYS_ADMIN
+the step is skipped, logged and reported (`data_read_only=false` in GetEngineStatus).
 """
 
 from __future__ import annotations
@@ -39,9 +39,10 @@ def _check(result: int, what: str) -> None:
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
-def enter_read_only_view(paths: Sequence[Path]) -> None:
+def enter_read_only_view(paths: Sequence[Path], alias: Path | None = None) -> None:
     """Moves the calling thread into a mount namespace where each of `paths` is read-only.
 
+    With `alias`, the first path is also mounted (read-only) over `alias`, an existing folder.
     Raises OSError when the kernel refuses (no CAP_SYS_ADMIN, seccomp, ...).
     """
     _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
@@ -52,10 +53,16 @@ def enter_read_only_view(paths: Sequence[Path]) -> None:
         _check(_libc.mount(target, target, None, MS_BIND | MS_REC, None), f"bind {path}")
         flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
         _check(_libc.mount(None, target, None, flags, None), f"remount {path} read-only")
+    if alias is not None and paths:
+        source = os.fsencode(str(Path(paths[0]).absolute()))
+        target = os.fsencode(str(alias))
+        _check(_libc.mount(source, target, None, MS_BIND | MS_REC, None), f"bind {alias}")
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+        _check(_libc.mount(None, target, None, flags, None), f"remount {alias} read-only")
 
 
 class ReadOnlyState:
-    """Remembers whether every query thread got its read-only view (one failure turns it off)."""
+    """Remembers whether every query worker got its read-only view (one failure turns it off)."""
 
     def __init__(self) -> None:
         self.attempted = 0
@@ -66,12 +73,10 @@ class ReadOnlyState:
     def active(self) -> bool:
         return self.attempted > 0 and self.failures == 0
 
-    def initializer(self, paths: Sequence[Path]) -> None:
-        """ThreadPoolExecutor initializer: best effort, logged once per failure."""
+    def record(self, read_only: bool, error: str = "") -> None:
+        """One worker's outcome; a failure is logged (the data stays protected by DuckDB's settings only)."""
         self.attempted += 1
-        try:
-            enter_read_only_view(paths)
-        except OSError as exc:
+        if not read_only:
             self.failures += 1
-            self.last_error = str(exc)
-            log.warning("dataset folders stay writable for queries", extra={"error": str(exc)})
+            self.last_error = error
+            log.warning("dataset folders stay writable for queries", extra={"error": error})

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
 
 from common.auth import ServerAuth
 from common.logging import configure_logging
-from common.server import RunningServer, create_server, exit_for_restart, serve_forever
+from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
 from common.store import open_dataset_store
 from insightx.v1 import sql_engine_pb2, sql_engine_pb2_grpc
@@ -15,6 +16,7 @@ from services.sql_engine.engine import SqlEngine
 from services.sql_engine.servicer import SqlEngineServicer
 from services.sql_engine.settings import SqlEngineSettings
 
+LIVENESS_PROBE_S = 1.5  # a trivial query answers in milliseconds; a worker that does not is replaced
 SERVICE_NAME = sql_engine_pb2.DESCRIPTOR.services_by_name["SqlEngineService"].full_name
 # Who may call: uploads and the SQL editor come from the gateway, queries from the orchestrator.
 CALLERS = ("gateway", "orchestrator")
@@ -23,8 +25,8 @@ CALLERS = ("gateway", "orchestrator")
 async def start(settings: SqlEngineSettings, address: str | None = None) -> RunningServer:
     """Builds the engine over the configured store and starts serving on `address`."""
     engine = SqlEngine(store=open_dataset_store(settings.data_dir), settings=settings)
-    # Every query thread enters its read-only view now, before the service reports SERVING.
-    await asyncio.to_thread(engine.warm_up)
+    # Every query worker starts (and enters its read-only view) now, before the service reports SERVING.
+    await asyncio.to_thread(engine.start_workers)
     servicer = SqlEngineServicer(engine, settings.data_dir / "spool")
     running = await create_server(
         address or listen_address(settings.sql_engine_addr, settings.grpc_listen_host),
@@ -38,6 +40,8 @@ async def start(settings: SqlEngineSettings, address: str | None = None) -> Runn
         await asyncio.to_thread(engine.close)
 
     running.on_stop(close_engine)
+    # Liveness: a worker answers a trivial query, on the path real queries take, within the deadline.
+    running.liveness = functools.partial(engine.alive, LIVENESS_PROBE_S)
     running.engine = engine  # type: ignore[attr-defined]
     running.servicer = servicer  # type: ignore[attr-defined]
     await running.set_serving()
@@ -62,8 +66,7 @@ async def main() -> None:
     configure_logging("sql_engine", settings.log_level)
     limit_address_space(settings.sql_address_space_bytes)
     running = await start(settings)
-    # Crash-only: out of memory or threads (the address-space cap), exit and let the supervisor restart.
-    running.servicer.on_exhaustion = lambda exc: exit_for_restart(running, exc)  # type: ignore[attr-defined]
+    # Crash-only (common/server.py): out of memory or threads, or failing liveness, exit for a restart.
     await serve_forever(running)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import tempfile
@@ -16,7 +15,7 @@ import grpc
 
 from common.arrow import to_table_result
 from common.errors import InsightError, InvalidInput, abort_with
-from common.server import is_resource_exhaustion
+from common.identity import current_user_id, user_id_from_metadata
 from common.store import DatasetRecord
 from insightx.v1 import common_pb2, sql_engine_pb2_grpc
 from insightx.v1 import sql_engine_pb2 as pb
@@ -33,19 +32,19 @@ def _columns(record: DatasetRecord) -> list[common_pb2.Column]:
     return [common_pb2.Column(name=c["name"], type=c["type"]) for c in record.columns]
 
 
-def _exits_on_exhaustion(method: _Method) -> _Method:
-    """Hands resource exhaustion (no memory, no thread) to the servicer's `on_exhaustion` before failing."""
+def user_of(context: grpc.aio.ServicerContext) -> str:
+    """The calling user, when the call names one (`insightx-user-id`), for per-user caps ("" if none).
 
-    @functools.wraps(method)
-    async def guarded(self: SqlEngineServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    Set by the credential interceptor for an authenticated caller; else read from the metadata, which is
+    enough for a cap (a caller who invents ids is still held by its session's cap).
+    """
+    user = current_user_id(context)
+    if user is None:
         try:
-            return await method(self, request, context)
-        except BaseException as exc:
-            if self.on_exhaustion is not None and is_resource_exhaustion(exc):
-                self.on_exhaustion(exc)
-            raise
-
-    return guarded  # type: ignore[return-value]
+            user = user_id_from_metadata(context.invocation_metadata())
+        except ValueError:
+            user = None
+    return user or ""
 
 
 class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
@@ -54,11 +53,8 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
     def __init__(self, engine: SqlEngine, spool_dir: Path) -> None:
         self.engine = engine
         self.spool_dir = spool_dir
-        # Set by main(): what to do when the process runs out of memory or threads (exit for a restart).
-        self.on_exhaustion: Callable[[BaseException], None] | None = None
         spool_dir.mkdir(parents=True, exist_ok=True)
 
-    @_exits_on_exhaustion
     async def ImportDataset(
         self, request_iterator: AsyncIterator[pb.ImportDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportDatasetResponse:
@@ -114,7 +110,6 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         finally:
             raw.unlink(missing_ok=True)
 
-    @_exits_on_exhaustion
     async def DescribeDataset(
         self, request: pb.DescribeDatasetRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeDatasetResponse:
@@ -162,9 +157,11 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
     ) -> pb.ValidateSqlResponse:
         try:
             if request.session_id:
-                kind, columns = await asyncio.to_thread(self.engine.validate, request.sql, request.session_id)
+                kind, columns = await self.engine.validate_async(
+                    request.sql, request.session_id, user_of(context), context.time_remaining()
+                )
             else:
-                kind, columns = self.engine.validate(request.sql)
+                kind, columns = self.engine.validate(request.sql), []
         except InsightError as exc:
             if exc.code != grpc.StatusCode.INVALID_ARGUMENT:
                 await abort_with(context, exc)
@@ -176,7 +173,6 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             columns=[common_pb2.Column(name=n, type=t) for n, t in columns],
         )
 
-    @_exits_on_exhaustion
     async def ExecuteSql(
         self, request: pb.ExecuteSqlRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExecuteSqlResponse:
@@ -191,6 +187,8 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                 request.timeout_ms,
                 handle=handle,
                 use_cache=not request.bypass_cache,
+                user_id=user_of(context),
+                wait_s=context.time_remaining(),
             )
         except InsightError as exc:
             await abort_with(context, exc)

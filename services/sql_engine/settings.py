@@ -20,9 +20,24 @@ class SqlEngineSettings(Settings):
     sql_max_timeout_ms: int = Field(300_000, description="largest timeout a request may ask for")
     sql_memory_limit: str = Field("2GB", description="DuckDB memory_limit of each open dataset")
     sql_threads: int = Field(2, description="DuckDB threads of each open dataset")
-    sql_query_workers: int = Field(8, description="threads running queries (each in a read-only mount view)")
+    sql_query_workers: int = Field(
+        8, description="query worker processes (each with its own memory cap, the data read-only)"
+    )
+    sql_queries_per_session: int = Field(4, description="workers one session may hold at once")
+    sql_queries_per_user: int = Field(
+        6, description="workers one user (gRPC metadata insightx-user-id) may hold at once"
+    )
+    sql_queued_per_caller: int = Field(
+        64, description="queries one session or user may have waiting; past it: RESOURCE_EXHAUSTED"
+    )
+    sql_worker_address_space_bytes: int = Field(
+        4 << 30, description="RLIMIT_AS of each query worker (0: none); a query past it fails alone"
+    )
+    sql_worker_recycle_rss_bytes: int = Field(
+        1 << 30, description="a query worker whose RSS is past this after a query is replaced"
+    )
     sql_max_open_databases: int = Field(
-        16, description="hardened databases kept open, least recently used out"
+        16, description="hardened databases each worker keeps open, least recently used out"
     )
     sql_result_cache_entries: int = Field(256, description="results kept by the result cache (0 disables)")
     sql_result_cache_bytes: int = Field(128 << 20, description="bytes kept by the result cache")
