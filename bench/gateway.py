@@ -33,6 +33,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common.channels import open_channel
+from gateway.signin import bearer, embedded_token
 from insightx.v1 import orchestrator_pb2, orchestrator_pb2_grpc
 from tools.demo_data import write_csv
 from tools.stack import Stack
@@ -82,19 +83,22 @@ async def _read_chunked(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         await reader.readexactly(2)
 
 
+AUTH_TOKEN = [""]  # the embedded user's token, read once the stack is up
+
+
 async def one_sse(base: tuple[str, int], session_id: str, question: str, run: Run) -> None:
     """One stream over a bare HTTP/1.1 connection (httpx's pool would dominate the timings at 200 streams)."""
-    payload = json.dumps(
-        {"chat_id": uuid.uuid4().hex, "session_id": session_id, "message": question}
-    ).encode()
+    # no chat_id: the server makes the chat
+    payload = json.dumps({"session_id": session_id, "message": question}).encode()
     start = time.perf_counter()
     first = None
     writer = None
     try:
         reader, writer = await asyncio.open_connection(*base)
         writer.write(
-            b"POST /api/chat/stream HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-            b"Accept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            b"POST /api/chat/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Authorization: Bearer %s\r\nAccept: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
+            % (AUTH_TOKEN[0].encode(), len(payload), payload)
         )
         await writer.drain()
         status = await reader.readline()
@@ -229,10 +233,14 @@ def main() -> int:
         stack.start()
         try:
             stack.wait_healthy()
+            AUTH_TOKEN[0] = embedded_token(data)  # the token the gateway made, as make run prints it
             csv = write_csv(Path(tmp) / "upi_transactions.csv")
             with csv.open("rb") as handle:
                 reply = httpx.post(
-                    f"{stack.base_url}/api/datasets", files={"file": (csv.name, handle)}, timeout=300
+                    f"{stack.base_url}/api/datasets",
+                    files={"file": (csv.name, handle)},
+                    headers=bearer(AUTH_TOKEN[0]),
+                    timeout=300,
                 )
             reply.raise_for_status()
             session_id = reply.json()["session_id"]
