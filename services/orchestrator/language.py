@@ -57,6 +57,11 @@ def _function_words() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
     return english, others
 
 
+def warm_up() -> None:
+    """Reads the word lists now (~25 ms) rather than during the first question."""
+    _function_words()
+
+
 def _is_latin(letter: str) -> bool:
     return unicodedata.name(letter, "").startswith("LATIN")
 

@@ -34,6 +34,7 @@ from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
 from services.orchestrator.execution import Execution, SqlOutcome, remaining
 from services.orchestrator.language import NOT_ENGLISH_MESSAGE, reads_as_english, words_of
+from services.orchestrator.language import warm_up as warm_up_language
 from services.orchestrator.model_analyst import ModelAnalyst
 from services.orchestrator.models import AgentClient, KeyNotice, ModelUnavailable
 from services.orchestrator.peers import Peers
@@ -82,6 +83,7 @@ class Pipeline:
         self.registry = registry or load_registry()
         self.transcript = transcript
         self.availability = ModelAvailability(peers.llm, settings.model_status_ttl_s)
+        warm_up_language()
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
         self._record_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
