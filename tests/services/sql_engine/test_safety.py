@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -50,6 +51,12 @@ def hostile_corpus(
         (f"SELECT * FROM glob('{canary.parent}/*')", FORBIDDEN),
         (f"SELECT * FROM sniff_csv('{c}')", FORBIDDEN),
         (f"SELECT * FROM query('SELECT * FROM read_' || 'text(''{c}'')')", FORBIDDEN),
+        ("SELECT * FROM query('SELECT length(system.main.repeat(''a'', 900000000))')", FORBIDDEN),
+        ("SELECT 1 WHERE 1 IN (FROM query('SELECT length(repeat(''a'', 900000000))'))", FORBIDDEN),
+        ("SELECT * FROM query_table('sales_2024')", FORBIDDEN),
+        ("SELECT * FROM json_execute_serialized_sql(json_serialize_sql('SELECT 1'))", FORBIDDEN),
+        ("SELECT list_transform([1], lambda x: length(system.main.repeat('a', 900000000)))", FORBIDDEN),
+        ("SELECT list_transform([1], lambda x: length(repeat('a', 900000000)))", ("SQL_ERROR", *BOUNDED)),
         (f"sElEcT * FrOm ReAd_TeXt('{c}')", FORBIDDEN),
         (f"FROM read_text('{c}')", FORBIDDEN),
         (f"SELECT * FROM '{c}'", (*UNKNOWN, FORBIDDEN)),
@@ -89,6 +96,7 @@ def hostile_corpus(
         ("SELECT format('{:>900000000}', 'x')", ("SQL_ERROR", *BOUNDED)),
         ("SELECT format('{:>{}}', 'x', 900000000)", ("SQL_ERROR", *BOUNDED)),
         ("SELECT len(range(2000000000))", BOUNDED),
+        ("SELECT len(range(250000000))", (*BOUNDED, "bounded-ok")),
         ("SELECT count(*) FROM range(1000000000000)", BOUNDED),
         ("WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT count(*) FROM r", BOUNDED),
         ("SELECT length(string_agg(repeat('x', 1000), '')) FROM range(10000000)", BOUNDED),
@@ -218,14 +226,16 @@ async def test_hostile_sql_is_refused_or_bounded_and_changes_nothing(
                 info = error_info(exc)
                 allowed = expected if isinstance(expected, tuple) else (expected,)
                 assert info.reason in allowed, (sql, info.reason, info.message)
-                assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED), (
-                    sql
-                )
+                assert exc.code() in (
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,  # a worker that died of its query, replaced
+                ), sql
                 assert info.message, sql
                 text = info.message
             else:
                 assert isinstance(expected, tuple) and "bounded-ok" in expected, (sql, "ran")
-                assert reply.result.truncated and reply.result.row_count == 100, sql
+                assert reply.result.row_count <= 100, sql
                 text = str(ipc_to_table(reply.result.arrow_ipc).to_pylist())
             assert token not in text and other_token not in text, sql
             assert time.monotonic() - started < 45, (sql, "not bounded in time")
@@ -266,3 +276,33 @@ def test_printf_and_format_refuse_huge_widths_before_building_them(tmp_path: Pat
             con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the neutral data path needs a mount namespace (root)")
+async def test_nothing_a_query_prints_names_the_data_directory(hostile_setup: dict[str, object]) -> None:
+    engine = hostile_setup["engine"]
+    assert isinstance(engine, EngineProcess)
+    data_dir = str(engine.data_dir.resolve())
+    async with open_channel(engine.address) as channel:
+        stub = sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+        session = (await upload(stub, SALES_CSV.encode(), "Sales 2024.csv")).session_id
+        probes = [
+            "SELECT current_setting('allowed_directories') AS d",
+            "SELECT sql FROM duckdb_views() WHERE NOT internal",
+            "SELECT view_definition FROM information_schema.views",
+            "SELECT sql FROM sqlite_master",
+            "SELECT * FROM duckdb_settings() WHERE name IN ('allowed_directories', 'temp_directory')",
+            "SELECT * FROM read_parquet('/nonexistent/x.parquet')",
+            "SELECT * FROM read_parquet('raw.parquet')",
+        ]
+        seen = []
+        for sql in probes:
+            try:
+                reply = await stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=session, sql=sql), timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                text = f"{exc.details()} {error_info(exc).message}"
+            else:
+                text = str(ipc_to_table(reply.result.arrow_ipc).to_pylist())
+            seen.append(text)
+            assert data_dir not in text, (sql, text)
+        assert any("/mnt/" in text for text in seen)  # the view does read a path: the neutral one

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import pytest
 
 from common.arrow import ipc_to_table
+from common.channels import open_channel
 from common.errors import error_info
+from common.identity import USER_ID_METADATA_KEY
 from insightx.v1 import sql_engine_pb2 as pb
-from tests.services.sql_engine.conftest import SALES_CSV, Served, upload
+from insightx.v1 import sql_engine_pb2_grpc
+from services.sql_engine.server import start
+from tests.services.sql_engine.conftest import SALES_CSV, Served, make_settings, upload
 
 pytestmark = pytest.mark.integration
 
@@ -155,3 +161,118 @@ async def test_bad_uploads_are_invalid_argument_and_leave_nothing(served: Served
         assert caught.value.details()
     assert not list((data_dir / "sessions").iterdir())
     assert not [p for p in (data_dir / "spool").rglob("*")]
+
+
+async def test_the_result_cache_is_scoped_to_the_session(served: Served) -> None:
+    """Two sessions holding the same file: one's query never answers `cached` to the other (no oracle)."""
+    mine = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    theirs = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    sql = "SELECT count(*) AS n FROM s WHERE region = 'North'"
+    first = await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=theirs, sql=sql))
+    other = await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=mine, sql=sql))
+    again = await served.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=mine, sql=sql))
+    assert (first.cached, other.cached, again.cached) == (False, False, True)
+
+
+async def test_requests_cannot_ask_for_more_than_the_caps(served: Served) -> None:
+    session = (await upload(served.stub, SALES_CSV.encode(), "s.csv")).session_id
+    settings = served.engine.settings
+    settings.sql_hard_max_rows = 50
+    settings.sql_max_timeout_ms = 400
+    reply = await served.stub.ExecuteSql(
+        pb.ExecuteSqlRequest(session_id=session, sql="SELECT * FROM range(1000)", max_rows=10**9)
+    )
+    assert reply.result.row_count == 50 and reply.result.truncated
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.ExecuteSql(
+            pb.ExecuteSqlRequest(session_id=session, sql=SLOW_SQL, timeout_ms=10**9), timeout=30
+        )
+    assert error_info(caught.value).reason == "SQL_TIMEOUT" and time.monotonic() - started < 5
+
+
+@pytest.fixture
+async def capped(tmp_path: Path) -> AsyncIterator[Served]:
+    """An engine of 3 workers where a session holds at most 2 and may keep 1 more waiting."""
+    settings = make_settings(
+        tmp_path,
+        sql_query_workers=3,
+        sql_queries_per_session=2,
+        sql_queries_per_user=2,
+        sql_queued_per_caller=1,
+        sql_default_timeout_ms=20_000,
+    )
+    running = await start(settings, "127.0.0.1:0")
+    channel = open_channel(f"127.0.0.1:{running.port}")
+    try:
+        yield Served(running, channel, sql_engine_pb2_grpc.SqlEngineServiceStub(channel))
+    finally:
+        await channel.close()
+        await running.stop(1)
+
+
+async def _wait_running(served: Served, count: int) -> None:
+    for _ in range(500):
+        if (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries >= count:
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail(f"{count} queries never ran at once")
+
+
+async def test_one_session_cannot_hold_every_worker(capped: Served) -> None:
+    hog = (await upload(capped.stub, SALES_CSV.encode(), "s.csv")).session_id
+    other = (await upload(capped.stub, SALES_CSV.encode(), "s.csv")).session_id
+    slow = [
+        asyncio.ensure_future(
+            capped.stub.ExecuteSql(
+                pb.ExecuteSqlRequest(session_id=hog, sql=SLOW_SQL + f" WHERE a.range > {i}")
+            )
+        )
+        for i in range(3)  # 2 run, 1 waits
+    ]
+    try:
+        await _wait_running(capped, 2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:  # past its waiting cap: refused at once
+            await capped.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=hog, sql="SELECT 1"), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(refused.value)
+        assert info.reason == "TOO_MANY_QUERIES" and "retry" in info.message
+        assert int(info.metadata["retry_after_ms"]) > 0
+        # The third worker stays free for everyone else.
+        started = time.monotonic()
+        reply = await capped.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=other, sql="SELECT 7 AS x"))
+        assert ipc_to_table(reply.result.arrow_ipc).to_pylist() == [{"x": 7}]
+        assert time.monotonic() - started < 1
+    finally:
+        for call in slow:
+            call.cancel()
+
+
+async def test_one_user_cannot_hold_every_worker_through_many_sessions(capped: Served) -> None:
+    sessions = [(await upload(capped.stub, SALES_CSV.encode(), "s.csv")).session_id for _ in range(3)]
+    alice = ((USER_ID_METADATA_KEY, "alice"),)
+    slow = [
+        asyncio.ensure_future(
+            capped.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=s, sql=SLOW_SQL), metadata=alice)
+        )
+        for s in sessions[:2]
+    ]
+    try:
+        await _wait_running(capped, 2)
+        waiting = asyncio.ensure_future(
+            capped.stub.ExecuteSql(
+                pb.ExecuteSqlRequest(session_id=sessions[2], sql="SELECT 1"), metadata=alice
+            )
+        )
+        await asyncio.sleep(0.5)
+        assert not waiting.done()  # alice's third session waits: alice holds her 2 workers
+        bob = ((USER_ID_METADATA_KEY, "bob"),)
+        reply = await capped.stub.ExecuteSql(
+            pb.ExecuteSqlRequest(session_id=sessions[2], sql="SELECT 8 AS x"), metadata=bob, timeout=5
+        )
+        assert ipc_to_table(reply.result.arrow_ipc).to_pylist() == [{"x": 8}]
+        slow[0].cancel()
+        assert (await asyncio.wait_for(waiting, 10)).result.row_count == 1
+    finally:
+        for call in slow:
+            call.cancel()
