@@ -26,6 +26,7 @@ from pathlib import Path
 
 from fastapi import Request
 
+from common.identity import check_user_id
 from gateway.jwt_auth import InvalidToken, JwtVerifier
 from gateway.settings import GatewaySettings
 from gateway.tokens import ApiTokens
@@ -35,10 +36,12 @@ COOKIE = "insightx_auth"
 
 @dataclass(frozen=True)
 class User:
-    """The caller: a user id, and how it was proven (`token`, `api_token`, `jwt` or `cookie`)."""
+    """The caller: a user id, how it was proven (`token`, `api_token`, `jwt` or `cookie`), and when that
+    proof ends (a JWT's `exp`; None: when revoked)."""
 
     user_id: str
     via: str
+    expires_at: float | None = None
 
 
 class Unauthenticated(Exception):
@@ -106,7 +109,7 @@ class Authenticator:
         )
         # A team behind Supabase has no embedded token unless one is configured.
         self.local_token = configured or ("" if self.jwt.configured else secret_file(folder / "auth_token"))
-        self.local_user = settings.local_user
+        self.local_user = check_user_id(settings.local_user)  # ValueError at start-up, not a 500 later
         key = (
             settings.secret_key.get_secret_value()
             if settings.secret_key
@@ -128,9 +131,10 @@ class Authenticator:
             return User(user_id, "api_token")
         if credential.count(".") == 2 and self.jwt.configured:
             try:
-                return User(await self.jwt.verify_async(credential), "jwt")
+                claims = await self.jwt.claims_async(credential)
             except InvalidToken as exc:
                 raise Unauthenticated(str(exc)) from exc
+            return User(str(claims["sub"]), "jwt", float(claims["exp"]))  # type: ignore[arg-type]
         raise Unauthenticated("The token is not valid (revoked, mistyped, or from another server).")
 
     async def authenticate(self, request: Request) -> User:
@@ -153,4 +157,8 @@ class Authenticator:
         )
 
     def cookie_value(self, user: User) -> str:
-        return self.cookies.sign(user.user_id, time.time() + self.cookie_max_age_s)
+        """The login cookie for `user`: it ends with its lifetime, or with the JWT it was traded for."""
+        expires_at = time.time() + self.cookie_max_age_s
+        if user.expires_at is not None:
+            expires_at = min(expires_at, user.expires_at)
+        return self.cookies.sign(user.user_id, expires_at)

@@ -11,6 +11,8 @@ import asyncio
 
 import jwt
 
+from common.identity import check_user_id
+
 ASYMMETRIC = ["RS256", "ES256", "EdDSA"]
 
 
@@ -41,6 +43,10 @@ class JwtVerifier:
 
     def verify(self, token: str) -> str:
         """The token's user id (`sub`), or InvalidToken. Blocking when the JWKS must be fetched."""
+        return self.claims(token)["sub"]  # type: ignore[no-any-return]
+
+    def claims(self, token: str) -> dict[str, object]:
+        """The verified claims (`sub` a user id of the form common/identity accepts), or InvalidToken."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -78,10 +84,18 @@ class JwtVerifier:
         subject = claims.get("sub")
         if not isinstance(subject, str) or not subject:
             raise InvalidToken("The token names no user (`sub`).")
-        return subject
+        try:
+            check_user_id(subject)
+        except ValueError as exc:
+            raise InvalidToken("The token's user id (`sub`) has a form this server does not accept.") from exc
+        return claims
 
     async def verify_async(self, token: str) -> str:
         """verify() off the event loop (a JWKS fetch is a blocking HTTP call)."""
+        return str((await self.claims_async(token))["sub"])
+
+    async def claims_async(self, token: str) -> dict[str, object]:
+        """claims() off the event loop when the JWKS may be fetched."""
         if self.jwks is None:
-            return self.verify(token)
-        return await asyncio.to_thread(self.verify, token)
+            return self.claims(token)
+        return await asyncio.to_thread(self.claims, token)

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -17,7 +18,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from gateway.accessdb import AccessDb
+from gateway.auth import Authenticator, Unauthenticated
 from gateway.jwt_auth import InvalidToken, JwtVerifier
+from gateway.settings import GatewaySettings
+from gateway.tokens import ApiTokens
 
 SECRET = "test-project-jwt-secret-with-at-least-32-bytes"
 ISSUER = "http://127.0.0.1/auth/v1"
@@ -58,6 +63,7 @@ def test_hs256_tokens_signed_with_the_project_secret() -> None:
         "other secret": jwt.encode(claims(), "another-secret-of-at-least-32-bytes!!", algorithm="HS256"),
         "no exp": jwt.encode(claims(exp=None), SECRET, algorithm="HS256"),
         "no sub": jwt.encode(claims(sub=None), SECRET, algorithm="HS256"),
+        "odd sub": jwt.encode(claims(sub="a user\nwith lines"), SECRET, algorithm="HS256"),
         "unsigned": jwt.encode(claims(), None, algorithm="none"),
         "not a jwt": "abc.def.ghi",
     }
@@ -126,3 +132,22 @@ async def test_rs256_tokens_checked_against_the_projects_jwks(
     for token in refused.values():
         with pytest.raises(InvalidToken):
             await verifier.verify_async(token)
+
+
+async def test_a_cookie_traded_for_a_jwt_ends_when_the_jwt_does(tmp_path: Path) -> None:
+    settings = GatewaySettings(data_dir=tmp_path, supabase_jwt_secret=SECRET)
+    db = AccessDb(tmp_path / "access.sqlite3")
+    auth = Authenticator(settings, ApiTokens(db))
+    assert auth.local_token == ""  # behind Supabase, no embedded token unless configured
+    expires = int(time.time()) + 120
+    user = await auth.from_credential(
+        jwt.encode(claims(sub="user-a", exp=expires), SECRET, algorithm="HS256")
+    )
+    assert (user.user_id, user.via, user.expires_at) == ("user-a", "jwt", expires)
+    cookie = auth.cookie_value(user)
+    assert auth.cookies.read(cookie) == "user-a"
+    payload = json.loads(base64.urlsafe_b64decode(cookie.split(".")[0] + "=="))
+    assert payload["e"] == expires  # not the cookie's week
+    with pytest.raises(Unauthenticated):
+        await auth.from_credential(jwt.encode(claims(aud="anon"), SECRET, algorithm="HS256"))
+    db.close()
