@@ -18,7 +18,10 @@ RUN_ERROR = b"E"
 ISOLATION = b"I"
 DONE = b"D"
 INPUT_READY = b"K"  # the caller's table is decoded: a crash before it is the input's fault
-CHILD_KINDS = frozenset({RESULT_JSON, RESULT_TABLE, FIGURE_PNG, RUN_ERROR, ISOLATION, DONE, INPUT_READY})
+CACHE_READY = b"A"  # the session's Arrow copy is written in full (right after ISOLATION, before any code)
+CHILD_KINDS = frozenset(
+    {RESULT_JSON, RESULT_TABLE, FIGURE_PNG, RUN_ERROR, ISOLATION, DONE, INPUT_READY, CACHE_READY}
+)
 
 # Kinds on the control pipe between the server and a zygote.
 CONTROL_JSON = b"C"
@@ -53,6 +56,19 @@ def decode_all(data: bytes, kinds: frozenset[bytes], max_frame: int) -> list[tup
         frames.append((kind, bytes(view[start : start + length])))
         offset = start + length
     return frames
+
+
+def leading_kinds(data: bytes, count: int) -> list[bytes]:
+    """The kinds of the first `count` complete frames (what follows them may be malformed)."""
+    kinds: list[bytes] = []
+    offset = 0
+    while len(kinds) < count and len(data) - offset >= HEADER.size:
+        kind, length = HEADER.unpack_from(data, offset)
+        offset += HEADER.size + length
+        if offset > len(data):
+            break
+        kinds.append(kind)
+    return kinds
 
 
 class FrameReader:

@@ -18,10 +18,9 @@ import json
 import math
 import os
 import resource
-import secrets
 import sys
 import traceback
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -75,7 +74,7 @@ def child_main(
                     _fail_isolation(report, exc)
                 _report_isolation(report)  # now, so the run itself costs the supervisor one wake-up
                 try:
-                    preloaded = _to_frame(pa.ipc.open_stream(source).read_all())
+                    preloaded = _to_frame(read_dataset(source))
                     _touch(preloaded)
                 except Exception as exc:  # reported to the run it was primed for
                     preloaded = exc
@@ -192,7 +191,9 @@ def runner_main(
         if preloaded is None and not input_ipc and job.get("dataset"):
             source = open_dataset(job)  # opened and mapped while privileged; decoded only once confined
         if not _confined:  # a primed child confined itself while it waited; any other child does it now
-            confine(conf, report, float(job["timeout_s"]))
+            # Room for one larger file, the session's Arrow copy, until the code runs (then the cap).
+            copy_bytes = conf.memory_bytes if source is not None and source.partial_fd >= 0 else None
+            confine(conf, report, float(job["timeout_s"]), copy_bytes)
     except isolation.IsolationError as exc:
         _fail_isolation(report, exc)
     except Exception as exc:
@@ -200,6 +201,7 @@ def runner_main(
         os._exit(1)
     _report_isolation(report)
     df = _decode(job, input_ipc, source, preloaded)
+    isolation.tighten_file_size(conf)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
     run_code(job, df)
@@ -209,7 +211,7 @@ def runner_main(
 def _decode(
     job: dict[str, Any],
     input_ipc: bytes,
-    source: pa.MemoryMappedFile | None,
+    source: DatasetSource | None,
     preloaded: pd.DataFrame | BaseException | None,
 ) -> pd.DataFrame:
     """`df` for the run, decoded inside the confinement; a bad caller's table ends it as INVALID_INPUT."""
@@ -230,7 +232,7 @@ def _decode(
             _send(frames.INPUT_READY, b"")  # past this frame a crash is the code's, not the input's
             return df
         if source is not None:
-            return _to_frame(pa.ipc.open_stream(source).read_all())
+            return _to_frame(read_dataset(source))
         return pd.DataFrame()
     except inputs.InputError as exc:
         _send(frames.RUN_ERROR, json.dumps({"category": "INVALID_INPUT", "message": str(exc)}).encode())
@@ -249,38 +251,60 @@ def _to_frame(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(use_threads=False, split_blocks=True)
 
 
-def open_dataset(job: dict[str, Any]) -> pa.MemoryMappedFile:
+@dataclass
+class DatasetSource:
+    """What a child opened while privileged; nothing of it is parsed until the child is confined."""
+
+    mapped: pa.MemoryMappedFile  # the session's Arrow copy, or its Parquet when there is no copy yet
+    is_parquet: bool = False
+    partial_fd: int = -1  # where the Arrow copy is written (the zygote renames it into place)
+
+
+def open_dataset(job: dict[str, Any]) -> DatasetSource:
     """The session's per-session Arrow copy, memory-mapped (not read: decoding waits for the confinement).
 
     Decoding Parquet costs tens of ms per run; a memory-mapped Arrow stream costs almost nothing. The
-    stream format (not the file format) on purpose: its reader starts no thread pool. On a session's first
-    run the copy is built here from the Parquet the SQL engine wrote (our own output, not the request).
+    stream format (not the file format) on purpose: its reader starts no thread pool. Without a copy (a
+    session's first run, or a pruned copy) the Parquet is mapped, and a file the zygote named is opened for
+    the copy: the confined child writes it and the zygote moves it into place once the run is over.
     """
-    cache = Path(job["cache"])
     try:
-        return pa.memory_map(str(cache))
-    except FileNotFoundError:  # first run of the session (or the copy was pruned): build it
+        return DatasetSource(pa.memory_map(str(job["cache"])))
+    except FileNotFoundError:
         pass
-    table = pq.read_table(Path(job["dataset"]), use_threads=False)
-    partial = cache.with_name(f".{cache.name}.{secrets.token_hex(8)}.tmp")  # every child is pid 1
-    with pa.OSFile(str(partial), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    os.chmod(partial, 0o400)
-    os.replace(partial, cache)
-    del table
-    return pa.memory_map(str(cache))
+    parquet = pa.memory_map(str(job["dataset"]))
+    partial = job.get("cache_partial")
+    if not partial:
+        return DatasetSource(parquet, is_parquet=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+    return DatasetSource(parquet, is_parquet=True, partial_fd=os.open(str(partial), flags, 0o400))
+
+
+def read_dataset(source: DatasetSource) -> pa.Table:
+    """Decodes the mapped data (confined); writes the Arrow copy first when this child was asked to."""
+    if not source.is_parquet:
+        return pa.ipc.open_stream(source.mapped).read_all()
+    table = pq.read_table(source.mapped, use_threads=False)
+    if source.partial_fd >= 0:
+        fd, source.partial_fd = source.partial_fd, -1
+        with open(fd, "wb") as raw, pa.ipc.new_stream(pa.PythonFile(raw, mode="w"), table.schema) as writer:
+            writer.write_table(table)
+        _send(frames.CACHE_READY, b"")  # right after ISOLATION: no code has run, the copy is whole
+    return table
 
 
 _confined = False
 
 
-def confine(conf: Confinement, report: IsolationReport, timeout_s: float) -> None:  # in this order
+def confine(
+    conf: Confinement, report: IsolationReport, timeout_s: float, file_bytes: int | None = None
+) -> None:  # in this order
     """The steps, in order; each records what it achieved."""
     global _confined
     _confined = True  # set first: a step that fails raises (strict) or is reported, never retried
     isolation.private_root(conf, report)
     isolation.set_hostname(report)
-    isolation.apply_rlimits(conf, report, cpu_seconds=math.ceil(timeout_s) + 1)
+    isolation.apply_rlimits(conf, report, cpu_seconds=math.ceil(timeout_s) + 1, file_bytes=file_bytes)
     isolation.drop_privileges(conf, report)
     isolation.die_with_parent()
     isolation.clean_environment(report)

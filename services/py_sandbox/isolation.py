@@ -360,15 +360,21 @@ def set_hostname(report: IsolationReport) -> None:
         _libc.sethostname(name, len(name))
 
 
-def apply_rlimits(conf: Confinement, report: IsolationReport, cpu_seconds: int) -> None:
-    """AS is counted on top of what the zygote already maps (its imports reserve address space)."""
+def apply_rlimits(
+    conf: Confinement, report: IsolationReport, cpu_seconds: int, file_bytes: int | None = None
+) -> None:
+    """AS is counted on top of what the zygote already maps (its imports reserve address space).
+
+    `file_bytes` lets a child write one larger file (the session's Arrow copy) before its code runs;
+    `tighten_file_size` then brings FSIZE down to the configured cap.
+    """
     if not _step(report, conf, "rlimits"):
         return
     mapped = _mapped_bytes()
     limits = {
         "AS": (resource.RLIMIT_AS, mapped + conf.memory_bytes),
         "CPU": (resource.RLIMIT_CPU, max(1, cpu_seconds)),
-        "FSIZE": (resource.RLIMIT_FSIZE, conf.max_file_bytes),
+        "FSIZE": (resource.RLIMIT_FSIZE, max(conf.max_file_bytes, file_bytes or 0)),
         "NOFILE": (resource.RLIMIT_NOFILE, conf.max_open_files),
         "NPROC": (resource.RLIMIT_NPROC, conf.max_processes),
         "CORE": (resource.RLIMIT_CORE, 0),
@@ -380,6 +386,15 @@ def apply_rlimits(conf: Confinement, report: IsolationReport, cpu_seconds: int) 
             report.rlimits.append(name)
         except (OSError, ValueError) as exc:
             _fail(report, conf, f"rlimit:{name}", exc)
+
+
+def tighten_file_size(conf: Confinement) -> None:
+    """FSIZE down to the configured cap (lowering a limit needs no privilege)."""
+    if "rlimits" in conf.skip:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft > conf.max_file_bytes or hard > conf.max_file_bytes:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (conf.max_file_bytes, conf.max_file_bytes))
 
 
 def _mapped_bytes() -> int:

@@ -258,6 +258,10 @@ class Supervisor:
             self.dispatch(spare, job, input_ipc, received)
 
     def dispatch(self, spare: Spare, job: dict[str, Any], input_ipc: bytes, received: float) -> None:
+        cache = "" if input_ipc else str(job.get("cache") or "")
+        if cache and job.get("dataset") and not os.path.exists(cache):  # the child writes the copy, confined
+            partial = os.path.join(os.path.dirname(cache), f".{os.path.basename(cache)}.{job['run_id']}")
+            job = {**job, "cache_partial": partial}
         run = Run(
             run_id=job["run_id"],
             job=job,
@@ -350,7 +354,22 @@ class Supervisor:
         elif isinstance(child, int):
             os.close(child)  # the pidfd of a child answered for earlier or released
 
+    def promote_copy(self, run: Run) -> None:
+        """Moves the session's Arrow copy into place when the child wrote it whole: its CACHE_READY frame
+        came right after ISOLATION, before the code could write anything; otherwise the partial file goes."""
+        partial = str(run.job.get("cache_partial") or "")
+        if not partial:
+            return
+        try:
+            if frames.leading_kinds(bytes(run.data["result"]), 2) == [frames.ISOLATION, frames.CACHE_READY]:
+                os.replace(partial, str(run.job["cache"]))
+            else:
+                os.unlink(partial)
+        except OSError as exc:
+            print(f"zygote: the session's Arrow copy was not kept ({exc})", file=sys.stderr)
+
     def finish(self, run: Run) -> None:
+        self.promote_copy(run)
         for fd in list(run.streams):
             self.selector.unregister(fd)
             os.close(fd)

@@ -18,10 +18,17 @@ import pytest_asyncio
 
 from common.errors import error_info
 from common.identity import with_user
+from common.store import LocalDatasetStore
 from insightx.v1 import common_pb2
 from insightx.v1 import py_sandbox_pb2 as pb
 from services.py_sandbox import cgroups
-from tests.services.py_sandbox.conftest import Sandbox, start_sandbox, stop_sandbox
+from tests.services.py_sandbox.conftest import (
+    Sandbox,
+    sample_frame,
+    start_sandbox,
+    stop_sandbox,
+    write_session,
+)
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 TOTAL_MB = 2048
@@ -359,3 +366,27 @@ async def test_without_a_memory_cgroup_admission_keeps_the_total(tmp_path: Path)
         assert time.monotonic() - started >= 1.9  # two waves of two
     finally:
         await stop_sandbox(sandbox)
+
+
+@in_module_loop
+async def test_a_sessions_first_run_writes_its_arrow_copy_from_inside_the_confinement(
+    limited: Sandbox,
+) -> None:
+    """The Parquet is only mapped while privileged; the confined child decodes it and writes the copy to a
+    file the zygote named, and the zygote moves it into place: no partial file is left behind."""
+    store = LocalDatasetStore(limited.data_dir)
+    write_session(store, "first-run", sample_frame(300), limited.data_dir.parent)
+    cache_dir = limited.settings.cache_dir
+    before = set(os.listdir(cache_dir))
+    first = await limited.run(
+        "result = [len(df), round(float(df['amount'].sum()), 6)]", session_id="first-run"
+    )
+    assert not first.HasField("error"), first.error
+    added = set(os.listdir(cache_dir)) - before
+    assert len(added) == 1 and not any(name.startswith(".") for name in os.listdir(cache_dir))
+    copy = cache_dir / added.pop()
+    assert copy.name.startswith("first-run-") and copy.stat().st_mode & 0o777 == 0o400
+    again = await limited.run(
+        "result = [len(df), round(float(df['amount'].sum()), 6)]", session_id="first-run"
+    )
+    assert again.result_json == first.result_json and first.result_json.startswith("[300,")
