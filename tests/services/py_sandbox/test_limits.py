@@ -390,3 +390,27 @@ async def test_a_sessions_first_run_writes_its_arrow_copy_from_inside_the_confin
         "result = [len(df), round(float(df['amount'].sum()), 6)]", session_id="first-run"
     )
     assert again.result_json == first.result_json and first.result_json.startswith("[300,")
+
+
+@in_module_loop
+async def test_a_running_runs_group_carries_its_limits(limited: Sandbox) -> None:
+    """memory (rlimit + /tmp + slack), pids (the NPROC figure) and one CPU, in the group of the run."""
+    if (await limited.status()).isolation.cgroup != "v1":
+        pytest.skip("the limits are read from the v1 groups of this host")
+    code = "import time\ntime.sleep(1.5)\nresult = 1"
+    call = asyncio.ensure_future(run_with(limited, code, session="caps"))
+    await asyncio.sleep(0.8)
+    busy = []
+    for pids_parent in parent_groups("pids"):
+        for entry in os.scandir(pids_parent):
+            if entry.is_dir() and int(Path(entry.path, "pids.current").read_text()) > 0:
+                busy.append(entry.name)
+    assert busy  # spares and the run
+    for name in busy:
+        (pids,) = parent_groups("pids")
+        (memory,) = parent_groups("memory")
+        (cpu,) = parent_groups("cpu")
+        assert Path(pids, name, "pids.max").read_text().strip() == "256"
+        assert int(Path(memory, name, "memory.limit_in_bytes").read_text()) == (1100 + 16 + 64) << 20
+        assert Path(cpu, name, "cpu.cfs_quota_us").read_text().strip() == "100000"
+    assert (await call).result_json == "1"
