@@ -29,6 +29,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {
         "INSIGHTX_QUOTA_UPLOADS_PER_DAY": "4",
         "INSIGHTX_QUOTA_SQL_QUERIES_PER_DAY": "2",
+        "INSIGHTX_QUOTA_CHATS_PER_DAY": "1",
+        "INSIGHTX_QUOTA_PYTHON_RUNS_PER_DAY": "1",
         "INSIGHTX_RETENTION_DAYS": str(RETENTION_S / 86400),
         "INSIGHTX_RETENTION_SWEEP_S": "0.5",
         "INSIGHTX_CORS_ORIGINS": '["http://allowed.example"]',
@@ -125,6 +127,14 @@ def test_quotas_answer_429_with_what_to_do(edge: Stack, csv: Path) -> None:
     spent = http.post(f"{base}/api/sql/execute", json=sql)
     assert spent.status_code == 429 and spent.json()["error"]["code"] == "QUOTA_EXCEEDED"
     assert "2 SQL queries" in spent.json()["error"]["message"] and "UTC" in spent.json()["error"]["message"]
+    question = {"session_id": session, "message": "how many rows are there?"}
+    assert http.post(f"{base}/api/chat/stream", json=question, timeout=60).status_code == 200
+    chats = http.post(f"{base}/api/chat/stream", json=question, timeout=60)
+    assert chats.status_code == 429 and "1 chat answers" in chats.json()["error"]["message"]
+    code = {"session_id": session, "code": "result = 1"}
+    http.post(f"{base}/api/python/run", json=code, timeout=60)  # counted (no sandbox runs here: 503)
+    runs = http.post(f"{base}/api/python/run", json=code, timeout=60)
+    assert runs.status_code == 429 and "Python runs" in runs.json()["error"]["message"]
     statuses = []
     for _ in range(3):
         with csv.open("rb") as handle:
@@ -177,3 +187,20 @@ def test_a_signed_cookie_cannot_be_altered_or_outlive_its_expiry() -> None:
 
 def test_bearer_and_cookie_are_both_accepted_for_reads(edge: Stack) -> None:
     assert http.get(f"{edge.base_url}/api/me", headers=bearer(token_of(edge))).json()["via"] == "token"
+
+
+def test_errors_and_error_events_never_show_the_data_directory(tmp_path: Path) -> None:
+    from gateway.errors import error_response, hide_paths, redact
+    from gateway.stream import _redacted
+
+    data = tmp_path / "secret-place" / "data"
+    hide_paths([data])
+    where = str(data.resolve())
+    assert redact(f'IO Error: No files found that match the pattern "{where}/sessions/x"') == (
+        'IO Error: No files found that match the pattern "<data>/sessions/x"'
+    )
+    assert where not in error_response(400, "SQL_ERROR", f"cannot open {where}/a").body.decode()
+    event = _redacted({"type": "sql_result", "seq": 3, "data": {"error": f"read {where}/b failed"}})
+    assert event["data"]["error"] == "read <data>/b failed"
+    assert _redacted({"type": "error", "seq": 4, "message": where})["message"] == "<data>"
+    hide_paths([])
