@@ -8,6 +8,8 @@ all rows.
 
 from __future__ import annotations
 
+import re
+
 import duckdb
 
 from services.sql_engine.connection import quote_ident
@@ -35,6 +37,8 @@ FORMATS = (
 )
 FIRST_ROWS = 50  # most text columns are refused here: parsing with every format is slow (~20 us a value)
 SAMPLE_ROWS = 2_000
+BATCH_COLUMNS = 100  # columns checked per statement
+_DATE_LIKE = re.compile(r".{6,40}", re.S)
 
 
 def parse_expression(ref: str) -> str:
@@ -51,25 +55,48 @@ def date_conversions(
     text = [name for name, type_name in columns if type_name == "VARCHAR"]
     if not text:
         return {}
-    candidates = text
+    candidates = _plausible(con, relation, text)
     for limit in (FIRST_ROWS, SAMPLE_ROWS):
-        candidates = _fully_parsed(con, f"(SELECT * FROM {relation} LIMIT {limit})", candidates)
         if not candidates:
             return {}
+        candidates = _fully_parsed(con, f"(SELECT * FROM {relation} LIMIT {limit})", candidates)
     confirmed = _fully_parsed(con, relation, candidates)
-    if not confirmed:
-        return {}
-    parsed = [parse_expression(quote_ident(n)) for n in confirmed]
-    checks = ", ".join(f"bool_and({p} = date_trunc('day', {p}))" for p in parsed)
-    midnight = con.execute(f"SELECT {checks} FROM {relation}").fetchall()[0]
-    return {
-        name: ("DATE" if whole_days else "TIMESTAMP")
-        for name, whole_days in zip(confirmed, midnight, strict=True)
-    }
+    conversions: dict[str, str] = {}
+    for batch in _batches(confirmed):
+        parsed = [parse_expression(quote_ident(n)) for n in batch]
+        checks = ", ".join(f"bool_and({p} = date_trunc('day', {p}))" for p in parsed)
+        midnight = con.execute(f"SELECT {checks} FROM {relation}").fetchall()[0]
+        for name, whole_days in zip(batch, midnight, strict=True):
+            conversions[name] = "DATE" if whole_days else "TIMESTAMP"
+    return conversions
+
+
+def _batches(names: list[str]) -> list[list[str]]:
+    return [names[i : i + BATCH_COLUMNS] for i in range(0, len(names), BATCH_COLUMNS)]
+
+
+def _plausible(con: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> list[str]:
+    """The columns whose first non-empty values could be dates at all (6 to 40 characters, 3 digits or
+    more), judged in Python on the first rows: parsing with every format costs ~20 us a value in DuckDB,
+    and a statement of thousands of such expressions takes minutes to bind (10,000 text columns)."""
+    if not names:
+        return []
+    rendered = ", ".join(f"{quote_ident(n)} AS c{k}" for k, n in enumerate(names))
+    table = con.sql(f"SELECT {rendered} FROM {relation} LIMIT {FIRST_ROWS}").to_arrow_table()
+    kept = []
+    for name, column in zip(names, table.columns, strict=True):
+        values = [v.strip() for v in column.to_pylist() if v is not None and v.strip()]
+        if values and all(_DATE_LIKE.fullmatch(v) and sum(ch.isdigit() for ch in v) >= 3 for v in values):
+            kept.append(name)
+    return kept
 
 
 def _fully_parsed(con: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> list[str]:
     """The columns among `names` that have values and whose values all parse as dates."""
+    return [name for batch in _batches(names) for name in _fully_parsed_batch(con, relation, batch)]
+
+
+def _fully_parsed_batch(con: duckdb.DuckDBPyConnection, relation: str, names: list[str]) -> list[str]:
     exprs = []
     for name in names:
         ref = quote_ident(name)

@@ -10,6 +10,7 @@ import duckdb
 import pytest
 
 from insightx.v1 import sql_engine_pb2 as pb
+from services.sql_engine import profiler
 from services.sql_engine.profiler import profile_parquet
 
 
@@ -125,3 +126,78 @@ def test_suggested_share_question_names_the_flags_rarer_value(tmp_path: Path) ->
     described = duckdb.sql(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()
     profile = profile_parquet(parquet, [(str(r[0]), str(r[1])) for r in described], 400)
     assert "What share of rows have status = FAILED?" in profile.suggested_questions
+
+
+def _wide_parquet(tmp_path: Path, columns: int, rows: int, kind: str = "numeric") -> tuple[Path, list]:
+    parquet = tmp_path / f"wide-{columns}-{rows}-{kind}.parquet"
+    value = "(hash(range * {k}) % 10)::BIGINT" if kind == "numeric" else "'w' || (hash(range * {k}) % 10)"
+    select = ", ".join(f"{value.format(k=k + 1)} AS c{k}" for k in range(columns))
+    duckdb.sql(f"COPY (SELECT {select} FROM range({rows})) TO '{parquet}' (FORMAT parquet)")
+    described = duckdb.sql(f"DESCRIBE SELECT * FROM '{parquet}'").fetchall()
+    return parquet, [(str(r[0]), str(r[1])) for r in described]
+
+
+def test_a_wide_table_is_profiled_within_its_column_bound_and_says_so(tmp_path: Path) -> None:
+    parquet, columns = _wide_parquet(tmp_path, profiler.PROFILE_MAX_COLUMNS + 500, 4)
+    profile = profile_parquet(parquet, columns, 4)
+    assert [c.name for c in profile.columns] == [name for name, _ in columns]  # every column is listed
+    assert profile.partial and "1,000 of 1,500 columns" in profile.partial_reason
+    profiled, listed = profile.columns[999], profile.columns[1000]
+    assert profiled.HasField("mean") and profiled.top_values and profiled.samples
+    assert not listed.HasField("mean") and not listed.top_values and listed.type == "BIGINT"
+    assert len(profile.correlations) <= profiler.MAX_CORRELATED * (profiler.MAX_CORRELATED - 1) // 2
+    assert not profile.failure
+
+
+def test_a_profile_past_its_time_budget_is_partial_not_failed(tmp_path: Path) -> None:
+    parquet, columns = _wide_parquet(tmp_path, 20, 1000)
+    profile = profile_parquet(parquet, columns, 1000, budget_s=0.0)
+    assert profile.partial and "time budget" in profile.partial_reason
+    assert len(profile.columns) == 20 and not profile.columns[0].HasField("mean")
+
+
+def test_a_statement_running_at_the_end_of_the_budget_is_interrupted(tmp_path: Path) -> None:
+    con = duckdb.connect()
+    con.execute("SET threads=1")
+    # A view that takes far longer than the budget to aggregate (a cross join of 10^5 x 10^5 rows).
+    con.execute("CREATE VIEW slow AS SELECT a.range * b.range AS x FROM range(100000) a, range(100000) b")
+    started = time.perf_counter()
+    profile = profiler.profile_relation(con, "slow", [("x", "BIGINT")], 10**10, budget_s=0.5)
+    assert time.perf_counter() - started < 20  # interrupted, not run to its end (minutes)
+    assert profile.partial and "time budget" in profile.partial_reason
+    assert con.execute("SELECT 42").fetchone() == (42,)  # the connection still works afterwards
+
+
+def test_correlations_are_between_the_most_informative_measures(tmp_path: Path) -> None:
+    # 14 constant numeric columns first, then three that vary: correlations are found among the three.
+    constant = ", ".join(f"1.0 AS k{i}" for i in range(14))
+    select = f"SELECT {constant}, range * 1.5 AS a, range * -2.5 AS b, (range % 7) * 1.0 AS c FROM range(300)"
+    profile = _profile(tmp_path, select)
+    pairs = {(c.column_a, c.column_b): c.coefficient for c in profile.correlations}
+    assert pairs[("a", "b")] == -1.0 and ("a", "c") in pairs
+    assert not any(name.startswith("k") for pair in pairs for name in pair)
+
+
+def test_top_values_counted_in_python_match_duckdbs(tmp_path: Path) -> None:
+    # A small table's top values come from its rows in Python; a large one's from GROUPING SETS: the same.
+    parquet, columns = _wide_parquet(tmp_path, 6, 300, kind="text")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW t AS SELECT * FROM '{parquet}'")
+    cols = [profiler._Col(i, n, t) for i, (n, t) in enumerate(columns)]
+    first = profiler._first_rows(con, "t", cols)
+    assert first.num_rows == 300
+    stats = {f"nd_{c.index}": 10 for c in cols}
+    budget = profiler._Budget(con, 60)
+    try:
+        scanned = profiler._scan_top_values(con, "t", cols, stats, budget)
+    finally:
+        budget.close()
+    assert profiler._top_values_in(cols, cols, first) == scanned
+
+
+def test_source_notes_come_from_the_parquet_metadata(tmp_path: Path) -> None:
+    parquet = tmp_path / "noted.parquet"
+    notes = ["Separator ';' detected.", 'Quotes escaped as \\".']
+    duckdb.sql(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet{profiler.notes_option(notes)})")
+    profile = profile_parquet(parquet, [("a", "INTEGER")], 1)
+    assert list(profile.source_notes) == notes
