@@ -5,18 +5,23 @@ the walk below covers every route the app's OpenAPI schema lists, so a new route
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from tests.gateway.stacks import bearer, http, start_stack, upload
 from tools.stack import Stack
@@ -34,10 +39,41 @@ def supabase_jwt(sub: str, **extra: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack whose gateway accepts the project's JWTs (and the embedded token, configured)."""
+def project_key() -> rsa.RSAPrivateKey:
+    """The fake Supabase project's asymmetric signing key."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def jwks_url(project_key: rsa.RSAPrivateKey) -> Iterator[str]:
+    """The project's JWKS, served on loopback as Supabase Auth serves it."""
+    public = json.loads(RSAAlgorithm.to_jwk(project_key.public_key()))
+    body = json.dumps({"keys": [{**public, "kid": "project-key", "alg": "RS256", "use": "sig"}]}).encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/auth/v1/.well-known/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory: pytest.TempPathFactory, jwks_url: str) -> Iterator[Stack]:
+    """A stack whose gateway accepts the project's JWTs, HS256 (secret) and RS256 (its JWKS), and the
+    embedded token (configured)."""
     root = tmp_path_factory.mktemp("two-users")
-    env = {"SUPABASE_JWT_SECRET": SECRET, "INSIGHTX_AUTH_TOKEN": LOCAL_TOKEN}
+    env = {"SUPABASE_JWT_SECRET": SECRET, "SUPABASE_JWKS_URL": jwks_url, "INSIGHTX_AUTH_TOKEN": LOCAL_TOKEN}
     stack = start_stack(root / "data", env, services=("sql_engine", "orchestrator"), log_dir=root / "logs")
     yield stack
     stack.stop()
@@ -206,6 +242,30 @@ def test_every_api_route_needs_a_credential(team: Stack, owned: Owned) -> None:
         reply = http.get(f"{team.base_url}/api/datasets", headers=bearer(token))
         assert reply.status_code == 401, why
         assert SECRET not in reply.text
+
+
+def test_tokens_signed_with_the_projects_jwks_key_are_users_too(
+    team: Stack, owned: Owned, project_key: rsa.RSAPrivateKey
+) -> None:
+    def signed(**extra: Any) -> dict[str, str]:
+        now = int(time.time())
+        claims = {"sub": "user-c", "aud": "authenticated", "iat": now, "exp": now + 600, **extra}
+        return bearer(jwt.encode(claims, project_key, algorithm="RS256", headers={"kid": "project-key"}))
+
+    me = http.get(f"{team.base_url}/api/me", headers=signed())
+    assert me.status_code == 200 and me.json() == {"user_id": "user-c", "via": "jwt"}
+    assert http.get(f"{team.base_url}/api/datasets/{owned.session_id}", headers=signed()).status_code == 404
+    good = signed()["Authorization"]
+    head, _, signature = good.removeprefix("Bearer ").split(".")
+    other = jwt.encode({"sub": "user-a", "aud": "authenticated", "exp": int(time.time()) + 600}, "x" * 32)
+    refused = {
+        "expired": signed(exp=int(time.time()) - 30),
+        "wrong audience": signed(aud="anon"),
+        "tampered": bearer(f"{head}.{other.split('.')[1]}.{signature}"),
+    }
+    for why, headers in refused.items():
+        reply = http.get(f"{team.base_url}/api/me", headers=headers)
+        assert reply.status_code == 401 and reply.json()["error"]["code"] == "UNAUTHENTICATED", why
 
 
 def test_b_lists_only_its_own(team: Stack, owned: Owned, tmp_path: Path) -> None:
