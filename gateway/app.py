@@ -461,17 +461,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 return error_response(400, "INVALID_LAST_EVENT_ID", "Last-Event-ID must be an event's seq.")
             after_seq = int(last_event_id.strip())
         repo = chats(request)
+        chat = None
         if body.chat_id is not None:
             chat = await owned_chat(request, repo, user, body.chat_id)
             if chat is None or chat.session_id != body.session_id:
                 return chat_not_found(body.chat_id)
-            chat_id = chat.chat_id
         elif after_seq > 0:
             return error_response(400, "MISSING_CHAT_ID", "Resuming a stream needs the chat_id it answered.")
-        else:
-            chat_id = (await repo.create_chat(body.session_id, body.message[:80])).chat_id
         if after_seq == 0 and (spent := await spend(request, user, "chats")) is not None:
-            return spent
+            return spent  # before a new chat is made: a refused question leaves nothing behind
+        if chat is None:
+            chat = await repo.create_chat(body.session_id, body.message[:80])
+        chat_id = chat.chat_id
         call = backends(request).orchestrator.Chat(
             orchestrator_pb2.ChatRequest(
                 chat_id=chat_id,

@@ -131,6 +131,7 @@ def test_quotas_answer_429_with_what_to_do(edge: Stack, csv: Path) -> None:
     assert http.post(f"{base}/api/chat/stream", json=question, timeout=60).status_code == 200
     chats = http.post(f"{base}/api/chat/stream", json=question, timeout=60)
     assert chats.status_code == 429 and "1 chat answers" in chats.json()["error"]["message"]
+    assert len(http.get(f"{base}/api/sessions/{session}/chats").json()["chats"]) == 1  # none for the 429
     code = {"session_id": session, "code": "result = 1"}
     http.post(f"{base}/api/python/run", json=code, timeout=60)  # counted (no sandbox runs here: 503)
     runs = http.post(f"{base}/api/python/run", json=code, timeout=60)
