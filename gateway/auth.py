@@ -56,9 +56,16 @@ def secret_file(path: Path) -> str:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(value)
+    try:
+        os.link(staging, path)  # atomic, and refuses to replace: of two gateways starting, one secret wins
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        staging.unlink(missing_ok=True)
     return value
 
 

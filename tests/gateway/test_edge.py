@@ -205,3 +205,13 @@ def test_errors_and_error_events_never_show_the_data_directory(tmp_path: Path) -
     assert event["data"]["error"] == "read <data>/b failed"
     assert _redacted({"type": "error", "seq": 4, "message": where})["message"] == "<data>"
     hide_paths([])
+
+
+def test_the_made_secret_is_private_and_survives_a_restart(tmp_path: Path) -> None:
+    from gateway.auth import secret_file
+
+    path = tmp_path / "gateway" / "auth_token"
+    first = secret_file(path)
+    assert len(first) >= 40 and (path.stat().st_mode & 0o777) == 0o600
+    assert secret_file(path) == first  # a restarted gateway keeps the printed link valid
+    assert [p.name for p in path.parent.iterdir()] == ["auth_token"]
