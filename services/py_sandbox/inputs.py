@@ -22,6 +22,7 @@ BATCH_LENGTH, BATCH_BUFFERS, BATCH_COMPRESSION = 0, 2, 3
 DICTIONARY_DATA = 1
 BUFFER_STRUCT = struct.Struct("<qq")  # Buffer { offset: long; length: long }
 NOT_COMPRESSED = -1
+CELL_BYTES = 8  # what pandas spends on a cell of most types (a pointer for objects)
 
 
 class InputError(ValueError):
@@ -142,4 +143,12 @@ def decode_table(ipc: bytes, max_bytes: int) -> pa.Table:
         ) from exc
     if table.get_total_buffer_size() > max_bytes:
         raise InputError(f"The input table decodes to more than {max_bytes >> 20} MiB; send fewer rows.")
+    # pandas spends at least a byte a cell (8 for most types), even on columns Arrow stores in no buffer
+    # (nulls) or in bits (booleans): bounded here, not by a MemoryError half-way through.
+    cells = table.num_rows * max(table.num_columns, 1)
+    if cells * CELL_BYTES > max_bytes:
+        raise InputError(
+            f"The input table has {table.num_rows:,} rows and {table.num_columns} columns, more than a "
+            f"DataFrame of {max_bytes >> 20} MiB holds; send fewer rows."
+        )
     return table

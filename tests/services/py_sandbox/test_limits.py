@@ -110,6 +110,12 @@ def parent_groups(controller: str) -> list[str]:
     return [os.path.join(base, name) for name in os.listdir(base) if name.startswith(prefix)]
 
 
+def null_rows() -> bytes:
+    """A column of nulls has no buffers: 10^12 rows in a few hundred bytes, terabytes as a DataFrame."""
+    data = ipc_of(pa.table({"n": pa.nulls(1000)}))
+    return data.replace(struct.pack("<q", 1000), struct.pack("<q", 10**12))
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -151,6 +157,7 @@ async def run_with(
     ("name", "make", "says"),
     [
         ("bomb", bomb, "decodes to more than 64 MiB"),
+        ("rows without buffers", null_rows, "1,000,000,000,000 rows"),
         ("bad offsets", bad_offsets, "not a valid Arrow IPC stream"),
         ("bad lengths", bad_lengths, "not a valid Arrow IPC stream"),
         ("buffer outside the body", bad_buffer_offset, "outside its message body"),
