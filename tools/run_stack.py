@@ -14,7 +14,7 @@ from common.auth import CALLERS
 from common.settings import Settings
 from gateway.signin import bearer, embedded_token, signin_url
 from tools.demo_data import write_csv
-from tools.stack import DEFAULT_PORTS, Stack, internal_tokens
+from tools.stack import DEFAULT_PORTS, Stack, Supervisor, internal_tokens
 
 
 def load_demo(stack: Stack, data_dir: Path, token: str) -> str:
@@ -83,11 +83,10 @@ def main() -> int:
         else:
             print("  sign in with a Supabase access token (POST /api/auth/login)")
         print(f"  logs: {data_dir / 'logs'}\n", flush=True)
+        supervisor = Supervisor(stack)
         while not stopping:
-            for name, proc in list(stack.procs.items()):
-                if proc.poll() is not None:
-                    print(f"{name} exited with code {proc.returncode}; restarting it", flush=True)
-                    stack.start_one(name)
+            for name, why in supervisor.check_once():  # exited, or unhealthy for a few seconds
+                print(f"{name} {why}; restarting it", flush=True)
             time.sleep(0.5)
     except Exception as exc:
         print(f"start-up failed: {exc}", file=sys.stderr)

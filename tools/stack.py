@@ -1,7 +1,8 @@
 """Runs the five processes of the suite on one machine, waits for health, and stops them all.
 
 Used by `make run` (tools.run_stack) and by the end-to-end tests. Children get PR_SET_PDEATHSIG so that they
-die with the runner even if it is killed outright: no orphans.
+die with the runner even if it is killed outright: no orphans. `Supervisor` restarts a process that exited
+or whose health has failed for a few seconds.
 
 Each child gets only the secrets it needs (`Stack.env`): the provider keys (`BYTEZ_*`, `OPENAI_*`) go to the
 LLM gateway alone; each caller (gateway, orchestrator) gets its own internal token, and each service only the
@@ -22,7 +23,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth import CALLERS, token_digest
 
@@ -210,3 +213,74 @@ class Stack:
         """Stops every process, gateway first."""
         for name in ("gateway", *reversed(SERVICES)):
             self.stop_one(name)
+
+
+def probe_health(address: str, timeout_s: float = 1.0) -> str:
+    """A gRPC service's overall health (SERVING, NOT_SERVING, ...), or UNREACHABLE. Blocking."""
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.RpcError:
+            return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+@dataclass
+class Supervisor:
+    """Keeps a Stack's processes alive (crash-only): one that exited is started again, and so is one whose
+    health has failed for `unhealthy_s` (killed first: a wedged or stopped process may not exit by itself).
+
+    A process just started gets `startup_s` to report SERVING. `make run` calls `check_once` every half
+    second; tests drive it the same way.
+    """
+
+    stack: Stack
+    unhealthy_s: float = 5.0
+    startup_s: float = 60.0
+    probe_timeout_s: float = 1.0
+    restarts: list[tuple[str, str]] = field(default_factory=list)
+    _started: dict[str, float] = field(default_factory=dict)
+    _healthy: dict[str, float] = field(default_factory=dict)
+
+    def status(self, name: str) -> str:
+        """SERVING (or NOT_SERVING, UNREACHABLE, ...) for a service; for the gateway, whether HTTP answers."""
+        if name == "gateway":
+            try:
+                httpx.get(f"{self.stack.base_url}/health", timeout=self.probe_timeout_s * 2)
+            except httpx.HTTPError:
+                return "UNREACHABLE"
+            return "SERVING"
+        return probe_health(self.stack.address(name), self.probe_timeout_s)
+
+    def check_once(self) -> list[tuple[str, str]]:
+        """Restarts what needs it now; answers [(process, why)] for each restart."""
+        done: list[tuple[str, str]] = []
+        for name, proc in list(self.stack.procs.items()):
+            started = self._started.setdefault(name, time.monotonic())
+            if proc.poll() is not None:
+                done.append((name, f"exited with code {proc.returncode}"))
+                continue
+            status = self.status(name)
+            if status == "SERVING":
+                self._healthy[name] = time.monotonic()
+                continue
+            since = self._healthy.get(name)
+            if since is None and time.monotonic() - started > self.startup_s:
+                done.append((name, f"not SERVING {self.startup_s:.0f} s after its start ({status})"))
+            elif since is not None and time.monotonic() - since > self.unhealthy_s:
+                done.append((name, f"{status} for {time.monotonic() - since:.0f} s"))
+        for name, _ in done:
+            self.restart(name)
+        self.restarts.extend(done)
+        return done
+
+    def restart(self, name: str) -> None:
+        """Kills `name` (SIGKILL works on a stopped or wedged process too) and starts it again."""
+        proc = self.stack.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        self._healthy.pop(name, None)
+        self._started[name] = time.monotonic()
+        self.stack.start_one(name)

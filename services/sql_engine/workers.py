@@ -129,14 +129,14 @@ class WorkerProcess:
         except OSError:
             pass  # it is gone already; the thread waiting for it sees that
 
-    def run(self, job: Job, handle: QueryHandle, timeout_s: float) -> Reply:
+    def run(self, job: Job, handle: QueryHandle, timeout_s: float, grace_s: float = GRACE_S) -> Reply:
         """Sends `job` and waits for the answer; blocking, on a pool thread.
 
-        Kills the worker when it has not answered `GRACE_S` after the job's timeout or its cancel.
+        Kills the worker when it has not answered `grace_s` after the job's timeout or its cancel.
         """
         request_id = next(self._ids)
         request = {"op": job.op, "id": request_id, **{k: v for k, v in job.__dict__.items() if k != "op"}}
-        self.deadline = time.monotonic() + timeout_s + GRACE_S
+        self.deadline = time.monotonic() + timeout_s + grace_s
         try:
             self.requests.send_bytes(json.dumps(request).encode())
             handle.attach(_Interrupter(self, request_id))  # type: ignore[arg-type]
@@ -147,8 +147,9 @@ class WorkerProcess:
                     cancelled_at = now
                     self.deadline = min(self.deadline, now + GRACE_S)
                 if now > self.deadline or not self.process.is_alive():
+                    why = "ended" if self.process.exitcode is not None else "stopped answering"
                     self.kill()
-                    raise WorkerDied("stopped answering" if self.process.exitcode is None else "ended")
+                    raise WorkerDied(why)
             header = json.loads(self.requests.recv_bytes())
             table = None
             if header.get("ok") and job.op == "query":
@@ -294,7 +295,7 @@ class WorkerPool:
 
     async def probe(self, timeout_s: float) -> bool:
         """Can a worker run a trivial query now? When all are busy within their deadlines, that is alive."""
-        process = self._take_idle(())
+        process = self._take_idle((), oldest=True)  # in turn, so every idle worker gets probed
         if process is None:
             now = time.monotonic()
             return bool(self._busy) and all(p.deadline is None or p.deadline > now for p in self._busy)
@@ -359,10 +360,10 @@ class WorkerPool:
             process = waiter.future.result()
             self._release(waiter.callers, process)
 
-    def _take_idle(self, callers: tuple[str, ...]) -> WorkerProcess | None:
+    def _take_idle(self, callers: tuple[str, ...], oldest: bool = False) -> WorkerProcess | None:
         if not self._idle or any(self._holding[c] >= self._cap(c) for c in callers):
             return None
-        process = self._idle.pop()
+        process = self._idle.pop(0 if oldest else -1)
         self._busy.add(process)
         return process
 
@@ -414,7 +415,8 @@ class WorkerPool:
         """On a pool thread: runs the job, replaces the worker when it died or grew too big, hands it back."""
         current: WorkerProcess | None = process
         try:
-            reply = process.run(job, handle, timeout_s)
+            # A probe is a trivial query: a worker that does not answer it in time is replaced at once.
+            reply = process.run(job, handle, timeout_s, 0.0 if job.op == "probe" else GRACE_S)
             if process.rss > self.limits.recycle_rss_bytes:
                 log.info("query worker retired", extra={"pid": process.pid, "rss": process.rss})
                 current = self._replace(process, stop=True)
