@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,12 +99,113 @@ def likely_delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
-def ragged_row(head_text: str, delimiter: str) -> str | None:
-    """A message naming the first row whose field count differs from the header's, if the head has one."""
+@dataclass(frozen=True)
+class Dialect:
+    """How a delimited text file is written, as far as its head shows."""
+
+    delimiter: str = ","
+    backslash_escapes: bool = False  # quotes inside quoted fields written \" (else "" as RFC 4180 says)
+    decimal_comma: bool = False  # numbers written 1234,56 (with `thousands` grouping, 1.234,56)
+    thousands: str = ""
+
+    def duckdb_options(self) -> str:
+        """read_csv options for what DuckDB's sniffer does not find by itself ('' for a plain file)."""
+        options = ""
+        if self.backslash_escapes:
+            options += ", quote='\"', escape='\\'"
+        if self.decimal_comma:
+            options += f", delim={_sql_char(self.delimiter)}, decimal_separator=','"
+            if self.thousands:
+                options += f", thousands={_sql_char(self.thousands)}"
+        return options
+
+    def notes(self) -> list[str]:
+        """What was detected, one sentence each, for the profile's source_notes."""
+        notes = []
+        if self.delimiter != ",":
+            notes.append(f"Fields are separated by {_DELIMITER_NAMES[self.delimiter]}.")
+        if self.decimal_comma:
+            example, grouping = ("1.234,56", " and '.' groups thousands") if self.thousands else ("3,5", "")
+            notes.append(
+                f"Numbers are written with a decimal comma{grouping} (as in {example}):"
+                " they were read as numbers."
+            )
+        if self.backslash_escapes:
+            notes.append('Quotes inside quoted fields are escaped with a backslash (\\").')
+        return notes
+
+    def reader(self, text: str) -> Iterator[list[str]]:
+        """Python's csv reader of `text` in this dialect (both \" and "" read as a quote when backslashed)."""
+        escape = "\\" if self.backslash_escapes else None
+        return csv.reader(io.StringIO(text), delimiter=self.delimiter, escapechar=escape)
+
+
+_DELIMITER_NAMES = {",": "commas", "\t": "tabs", ";": "semicolons (';')", "|": "vertical bars ('|')"}
+_DECIMAL_COMMA = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d+),\d+")
+_THOUSANDS_DOT = re.compile(r"[-+]?\d{1,3}(\.\d{3})+(,\d+)?")
+_DECIMAL_POINT = re.compile(r"[-+]?\d*\.\d+")
+_PROSE_WORDS = 8  # the median line of prose has at least this many words
+_HEAD_ROWS = 2_000  # rows of the head looked at for the dialect
+
+
+def _sql_char(char: str) -> str:
+    return "'\t'" if char == "\t" else f"'{char}'"
+
+
+def csv_dialect(head_text: str) -> Dialect:
+    """The dialect of a text file from its head: delimiter, escapes, decimal comma and thousands mark."""
+    delimiter = likely_delimiter(head_text.split("\n", 1)[0])
+    backslash = '\\"' in head_text and _backslash_quotes_fit(head_text, delimiter)
+    dialect = Dialect(delimiter, backslash)
+    if delimiter == ",":
+        return dialect
+    comma = thousands = point = 0
+    try:
+        for number, row in enumerate(dialect.reader(_complete_lines(head_text))):
+            if number >= _HEAD_ROWS:
+                break
+            for field in row:
+                value = field.strip()
+                if _DECIMAL_COMMA.fullmatch(value):
+                    comma += 1
+                if _THOUSANDS_DOT.fullmatch(value):
+                    thousands += 1
+                elif _DECIMAL_POINT.fullmatch(value):
+                    point += 1
+    except csv.Error:
+        return dialect
+    if comma and not point:  # a single 12.5 in the head means the points are decimal points
+        return Dialect(delimiter, backslash, True, "." if thousands else "")
+    return dialect
+
+
+def _backslash_quotes_fit(head_text: str, delimiter: str) -> bool:
+    """Whether reading \\" as an escaped quote gives rows as long as the first more often than RFC 4180."""
+    text = _complete_lines(head_text)
+
+    def consistent(backslash: bool) -> float:
+        """The share of rows as long as the first."""
+        try:
+            lengths = [len(r) for r in Dialect(delimiter, backslash).reader(text) if r]
+        except csv.Error:
+            return -1.0
+        return lengths.count(lengths[0]) / len(lengths) if lengths else 0.0
+
+    return consistent(True) >= consistent(False)
+
+
+def _complete_lines(head_text: str) -> str:
     lines = head_text.splitlines(keepends=True)
     if len(lines) > 1 and not head_text.endswith(("\n", "\r")):
         lines = lines[:-1]  # the head may end in the middle of a row
-    reader = csv.reader(io.StringIO("".join(lines)), delimiter=delimiter)
+    return "".join(lines)
+
+
+def ragged_row(head_text: str, dialect: Dialect | str) -> str | None:
+    """A message naming the first row whose field count differs from the header's, if the head has one."""
+    if isinstance(dialect, str):
+        dialect = Dialect(dialect)
+    reader = dialect.reader(_complete_lines(head_text))
     expected: int | None = None
     try:
         for row in reader:
@@ -112,7 +215,7 @@ def ragged_row(head_text: str, delimiter: str) -> str | None:
                 expected = len(row)
                 continue
             if len(row) != expected:
-                shown = "tab" if delimiter == "\t" else repr(delimiter)
+                shown = "tab" if dialect.delimiter == "\t" else repr(dialect.delimiter)
                 return (
                     f"Row {reader.line_num} has {len(row)} fields but the header has {expected} "
                     f"(delimiter {shown}). Fix or remove that row and upload the file again."
@@ -120,3 +223,42 @@ def ragged_row(head_text: str, delimiter: str) -> str | None:
     except csv.Error:
         return None
     return None
+
+
+def not_a_table(head_text: str, dialect: Dialect) -> str | None:
+    """Why the head is not a table (prose, a letter, a log), or None. A table's rows mostly have the
+    header's number of fields; prose has lines of one field or of a few accidental commas."""
+    rows: list[list[str]] = []
+    try:
+        for row in dialect.reader(_complete_lines(head_text)):
+            if row and any(field.strip() for field in row):
+                rows.append(row)
+            if len(rows) >= _HEAD_ROWS:
+                break
+    except csv.Error:
+        return None
+    if len(rows) < 3:
+        return None
+    words = sorted(len(" ".join(row).split()) for row in rows)
+    if words[len(words) // 2] < _PROSE_WORDS:  # a line of a table rarely holds 8 words
+        return None
+    start = next((k for k, row in enumerate(rows) if len(row) > 1), None)
+    if start is None:  # one field a line: a table of one text column has a short header line, prose not
+        first = len(rows[0][0].split())
+        return "its lines are sentences, not rows of fields" if first >= _PROSE_WORDS else None
+    body = rows[start + 1 :]
+    width = len(rows[start])
+    matching = sum(1 for row in body if len(row) == width)
+    if matching < len(body):
+        shown = "tab" if dialect.delimiter == "\t" else repr(dialect.delimiter)
+        return (
+            f"its lines are sentences, not rows of fields (only {matching} of the {len(body)} lines after"
+            f" its first line of {width} fields, delimiter {shown}, have as many)"
+        )
+    return None
+
+
+def excerpt(text: str, limit: int = 80) -> str:
+    """At most `limit` characters of `text` (an error message never echoes a whole line of the upload)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +29,23 @@ from common.errors import InvalidInput
 from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import quote_ident, quote_literal
 from services.sql_engine.dates import date_conversions, parse_expression
-from services.sql_engine.formats import READABLE, Sniffed, likely_delimiter, ragged_row, read_head, sniff
-from services.sql_engine.profiler import profile_relation
+from services.sql_engine.formats import (
+    READABLE,
+    Dialect,
+    Sniffed,
+    csv_dialect,
+    excerpt,
+    not_a_table,
+    ragged_row,
+    read_head,
+    sniff,
+)
+from services.sql_engine.profiler import notes_option, profile_relation
 from services.sql_engine.xlsx import read_sheet
 
 _HASH_CHUNK = 1 << 22
-_PARQUET = "(FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880)"
+_PARQUET = "FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880"
+_RETYPED_MAX = 8  # columns read again as text when a late value does not fit the type sniffed for them
 _TABLE = "_import"
 
 
@@ -101,7 +113,7 @@ def import_file(
         con = database.cursor()
     hasher: _Hasher | None = None
     try:
-        rows = _write_parquet(con, raw, filename, sniffed, sheet, out)
+        rows, notes = _write_parquet(con, raw, filename, sniffed, sheet, out)
         relation = f"read_parquet({quote_literal(str(out))})"
         columns = _describe(con, relation)
         if not columns or rows == 0:
@@ -110,13 +122,13 @@ def import_file(
         conversions = date_conversions(con, relation, columns)
         if conversions:
             hasher.join()
-            _convert_dates(con, out, conversions)
+            _convert_dates(con, out, conversions, notes)
             columns = _describe(con, relation)
             hasher = _Hasher(out)
         profiled = None
         if rows <= profile_rows:  # small: profile now, while the hash is computed
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_TABLE} AS SELECT * FROM {relation}")
-            profiled = _profile(filename, lambda: profile_relation(con, _TABLE, columns, rows))
+            profiled = _profile(filename, lambda: profile_relation(con, _TABLE, columns, rows, notes=notes))
         digest = hasher.result()
     except BaseException:
         if hasher is not None:
@@ -162,23 +174,32 @@ def _profile(filename: str, compute):  # type: ignore[no-untyped-def]
 
 def _write_parquet(
     con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sheet: str, out: Path
-) -> int:
-    """Writes the upload to `out`; returns the rows written (COPY's own count: no second scan)."""
-    sink = f"COPY ({{select}}) TO {quote_literal(str(out))} {_PARQUET}"
+) -> tuple[int, list[str]]:
+    """Writes the upload to `out`; returns the rows written (COPY's own count: no second scan) and the
+    notes on how it was read (also stored in the Parquet's metadata, where a later profile finds them)."""
     if sniffed.format == "csv":
-        return _read_csv(con, raw, filename, sniffed, sink)
+        head_text = read_head(raw).decode(
+            "utf-16" if sniffed.encoding == "utf-16" else sniffed.encoding, "replace"
+        )
+        head_text = head_text.removeprefix("\ufeff")
+        dialect = csv_dialect(head_text)
+        notes = dialect.notes()
+        stored = notes_option(notes).replace("{", "{{").replace("}", "}}")  # sink is a format string
+        sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET}{stored})"
+        return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect), notes
+    sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET})"
     try:
         if sniffed.format == "xlsx":
             sheet_table = read_sheet(raw, filename, sheet)
             con.register("_sheet", sheet_table)
             rows = _run(con, sink.format(select="SELECT * FROM _sheet"))
             con.unregister("_sheet")
-            return rows
+            return rows, []
         if sniffed.format == "parquet":
-            return _run(con, sink.format(select=f"SELECT * FROM read_parquet({quote_literal(str(raw))})"))
-        return _copy_with_retry(
-            con, f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})", sink
-        )
+            select = f"SELECT * FROM read_parquet({quote_literal(str(raw))})"
+            return _run(con, sink.format(select=select)), []
+        reader = f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})"
+        return _copy_with_retry(con, reader, sink), []
     except InvalidInput:
         raise
     except duckdb.Error as exc:
@@ -191,10 +212,18 @@ def _run(con: duckdb.DuckDBPyConnection, copy: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _read_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> int:
+def _read_csv(
+    con: duckdb.DuckDBPyConnection,
+    raw: Path,
+    filename: str,
+    sniffed: Sniffed,
+    sink: str,
+    head_text: str,
+    dialect: Dialect,
+) -> int:
     """Runs `sink` (a COPY with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
     try:
-        return _copy_csv(con, raw, filename, sniffed, sink)
+        return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect)
     except InvalidInput:
         raise
     except duckdb.Error as exc:
@@ -207,23 +236,29 @@ def _unreadable(filename: str, sniffed: Sniffed, exc: Exception) -> InvalidInput
     )
 
 
-def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sink: str) -> int:
-    head_text = read_head(raw).decode(
-        "utf-16" if sniffed.encoding == "utf-16" else sniffed.encoding, "replace"
-    )
-    head_text = head_text.removeprefix("\ufeff")
-    first_line = head_text.split("\n", 1)[0]
-    delimiter = likely_delimiter(first_line)
-    # DuckDB's sniffer would quietly skip leading rows or pick another delimiter when rows are ragged:
-    # check the head ourselves (DuckDB's strict mode catches ragged rows further down). The check runs
-    # while DuckDB reads (which releases the GIL), and its verdict wins over whatever DuckDB made of it.
-    head_check: list[str | None] = []
+def _copy_csv(
+    con: duckdb.DuckDBPyConnection,
+    raw: Path,
+    filename: str,
+    sniffed: Sniffed,
+    sink: str,
+    head_text: str,
+    dialect: Dialect,
+) -> int:
+    # DuckDB's sniffer would quietly skip leading rows or pick another delimiter when rows are ragged, and
+    # reads prose as a table of one column: check the head ourselves (DuckDB's strict mode catches ragged
+    # rows further down). The check runs while DuckDB reads (which releases the GIL), and its verdict wins
+    # over whatever DuckDB made of it.
+    head_check: list[InvalidInput | None] = []
     checker = threading.Thread(
-        target=lambda: head_check.append(ragged_row(head_text, delimiter)), name="import-ragged", daemon=True
+        target=lambda: head_check.append(_head_problem(head_text, dialect, filename)),
+        name="import-head-check",
+        daemon=True,
     )
     checker.start()
     # UTF-8 is DuckDB's native path; naming an encoding sends every byte through a transcoder.
     options = "" if sniffed.encoding == "utf-8" else f", encoding={quote_literal(sniffed.encoding)}"
+    options += dialect.duckdb_options()
     reader = f"read_csv({quote_literal(str(raw))}{options}{{extra}})"
     try:
         try:
@@ -231,7 +266,7 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed:
         finally:
             checker.join()
             if problem := (head_check or [None])[0]:
-                raise InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
+                raise problem
         return rows
     except duckdb.Error as exc:
         text = str(exc)
@@ -245,12 +280,22 @@ def _copy_csv(con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed:
                 f"'{filename}' has rows of different lengths. Row {line} has {got} fields but the header has "
                 f"{expected}. Fix or remove that row and upload the file again.",
             ) from exc
-        problem = ragged_row(head_text, delimiter)
-        if problem:
-            raise InvalidInput(
-                "RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}"
-            ) from exc
         raise
+
+
+def _head_problem(head_text: str, dialect: Dialect, filename: str) -> InvalidInput | None:
+    """What is wrong with the head of a text upload: not a table at all, or ragged rows (or None)."""
+    why = not_a_table(head_text, dialect)
+    if why:
+        return InvalidInput(
+            "NOT_A_TABLE",
+            f"'{filename}' does not look like a table: {why}. InsightX reads {READABLE} files whose rows"
+            " each hold the same fields, one row a line, with a header line first.",
+        )
+    problem = ragged_row(head_text, dialect)
+    if problem:
+        return InvalidInput("RAGGED_ROWS", f"'{filename}' has rows of different lengths. {problem}")
+    return None
 
 
 def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, sink: str) -> int:
@@ -265,13 +310,33 @@ def _copy_with_retry(con: duckdb.DuckDBPyConnection, reader: str, sink: str) -> 
     try:
         return run("")
     except duckdb.ConversionException:
-        return run(", sample_size=-1")
+        return _retyped(run, reader)
     except duckdb.InvalidInputException as exc:
         if "Invalid unicode" in str(exc) and "encoding=" not in reader:
             return run("", reader.replace("{extra}", ", encoding='latin-1'{extra}"))
         if "sample_size" in str(exc) or "Could not convert" in str(exc):
-            return run(", sample_size=-1")
+            return _retyped(run, reader)
         raise
+
+
+def _retyped(run: Callable[[str], int], reader: str) -> int:
+    """Reads again sniffing every row; when a column still holds a value its sniffed type refuses (dates
+    written 10/27/2013 and 27/10/2013 in one column), reads that column as text, up to _RETYPED_MAX."""
+    text_columns: list[str] = []
+    while True:
+        types = ""
+        if text_columns:
+            types = ", types={" + ", ".join(f"{quote_literal(n)}: 'VARCHAR'" for n in text_columns) + "}"
+        try:
+            return run(f", sample_size=-1{types}")
+        except (duckdb.ConversionException, duckdb.InvalidInputException) as exc:
+            match = re.search(r'Error when converting column "((?:[^"]|"")*)"', str(exc))
+            if not reader.startswith("read_csv(") or not match or len(text_columns) >= _RETYPED_MAX:
+                raise
+            name = match.group(1)
+            if name in text_columns:
+                raise
+            text_columns.append(name)
 
 
 def _replace_dates(conversions: dict[str, str]) -> str:
@@ -282,12 +347,14 @@ def _replace_dates(conversions: dict[str, str]) -> str:
     return f"REPLACE ({replaced})"
 
 
-def _convert_dates(con: duckdb.DuckDBPyConnection, out: Path, conversions: dict[str, str]) -> None:
+def _convert_dates(
+    con: duckdb.DuckDBPyConnection, out: Path, conversions: dict[str, str], notes: list[str]
+) -> None:
     """Rewrites the Parquet with the date columns typed (only ever called when there are some)."""
     staged = out.with_name("dates.parquet")
     con.execute(
         f"COPY (SELECT * {_replace_dates(conversions)} FROM read_parquet({quote_literal(str(out))}))"
-        f" TO {quote_literal(str(staged))} {_PARQUET}"
+        f" TO {quote_literal(str(staged))} ({_PARQUET}{notes_option(notes)})"
     )
     staged.replace(out)
 
@@ -306,9 +373,12 @@ def _sha256(path: Path) -> str:
 
 
 def _short(exc: Exception) -> str:
-    """DuckDB's message without its long list of possible fixes."""
-    text = str(exc).split("Possible fixes:")[0].strip()
+    """DuckDB's message without its long list of possible fixes, quoting at most a short excerpt of the
+    upload (DuckDB repeats the offending line, which may be megabytes long)."""
+    text = re.split(r"Possible (?:fixes|solutions):", str(exc))[0].strip()
     lines = [
-        line.strip() for line in text.splitlines() if line.strip().strip("^") and not line.startswith("LINE ")
+        excerpt(line, 120)
+        for line in text.splitlines()
+        if line.strip().strip("^") and not line.startswith("LINE ")
     ]
-    return " ".join(lines[:3])[:400] + f" Upload a valid {READABLE} file."
+    return excerpt(" ".join(lines[:3]), 300) + f" Upload a valid {READABLE} file."
