@@ -328,7 +328,12 @@ async function drawChart(holder, spec) {
     const { usermeta, ...rest } = spec; // usermeta.embedOptions could replace the options below
     const full = { width: "container", ...rest };
     // ast + vega-embed's interpreter: expressions are evaluated without eval (the CSP has no 'unsafe-eval').
-    await window.vegaEmbed(holder, full, { actions: false, renderer: "svg", ast: true, loader: inlineOnlyLoader() });
+    // defaultStyle/disableDefaultStyle: no injected <style> (the CSP allows style sheets from files only;
+    // the tooltip's look is in style.css).
+    await window.vegaEmbed(holder, full, {
+      actions: false, renderer: "svg", ast: true, loader: inlineOnlyLoader(),
+      defaultStyle: false, tooltip: { disableDefaultStyle: true },
+    });
     holder.dataset.drawn = "true";
   } catch (err) {
     holder.replaceChildren(errorBox(`The chart could not be drawn: ${err.message}`));

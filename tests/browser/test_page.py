@@ -22,6 +22,11 @@ def open_page(browser: Any, stack: Stack, width: int, height: int = 900) -> Any:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors
+    refused: list[str] = []  # what the page's CSP blocked: nothing, in normal use
+    page.on(
+        "console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None
+    )
+    page.csp_violations = refused
     page.goto(f"{stack.base_url}/?token={token_of(stack)}")
     page.wait_for_selector("#workspace:not([hidden])", timeout=30_000)
     return page
@@ -50,6 +55,9 @@ def test_upload_ask_and_see_answer_with_a_drawn_chart(
     assert marks.count() >= 1
     axis = page.locator(".chart svg").first.text_content() or ""
     assert "Monday" in axis and "Sunday" in axis
+    page.locator(".chart svg .mark-rect path, .chart svg .mark-symbol path").first.hover()
+    page.wait_for_timeout(300)  # a tooltip, if the chart has one, draws with the page's own styles
+    assert page.csp_violations == []
     assert page.locator(".follow-ups .chip").count() >= 1
     page.screenshot(path=str(artifacts / "answer-desktop.png"), full_page=True)
 
