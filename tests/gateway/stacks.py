@@ -100,7 +100,7 @@ class Authed:
         merged = {k: v for k, v in (headers or {}).items()}
         if not any(k.lower() == "authorization" for k in merged):
             for base, token in self.tokens.items():
-                if url.startswith(base):
+                if url == base or url.startswith(base + "/"):  # :8000 is not :80001
                     merged.update(bearer(token))
         return {k: v for k, v in merged.items() if not (k.lower() == "authorization" and not v)}
 
