@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from gateway.signin import signin_url
 from tests.gateway.stacks import token_of
 from tools.stack import Stack
 
@@ -27,7 +28,7 @@ def open_page(browser: Any, stack: Stack, width: int, height: int = 900) -> Any:
         "console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None
     )
     page.csp_violations = refused
-    page.goto(f"{stack.base_url}/?token={token_of(stack)}")
+    page.goto(signin_url(stack.base_url, token_of(stack)))  # the link run_stack prints, made the same way
     page.wait_for_selector("#workspace:not([hidden])", timeout=30_000)
     return page
 

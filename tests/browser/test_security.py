@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from gateway.signin import signin_url
 from tests.browser.test_page import open_page
 from tests.gateway.stacks import token_of
 from tools.stack import Stack
@@ -58,7 +59,7 @@ def test_the_printed_url_signs_in_and_the_cookie_is_out_of_scripts_reach(
     page.wait_for_selector("#signin:not([hidden])", timeout=30_000)  # no cookie yet: the sign-in box
     assert page.locator("#workspace").is_hidden()
     token = token_of(browser_stack)
-    page.goto(f"{browser_stack.base_url}/?token={token}")
+    page.goto(signin_url(browser_stack.base_url, token))  # the link `make run` prints
     page.wait_for_selector("#workspace:not([hidden])", timeout=30_000)
     assert token not in page.url  # the redirect dropped it from the address bar (and from history)
     cookie = next(c for c in context.cookies() if c["name"] == "insightx_auth")
