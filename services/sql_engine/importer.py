@@ -1,4 +1,4 @@
-"""Turns an uploaded file into the session's Parquet, using DuckDB's own readers (openpyxl for .xlsx).
+"""Turns an uploaded file into the session's Parquet, using DuckDB's own readers (calamine for .xlsx).
 
 The pipeline: sniff the format and encoding from the head; read with DuckDB straight into a Parquet file
 (one pass over the upload, while the head is checked for ragged rows); turn text columns holding
@@ -100,11 +100,13 @@ def import_file(
     threads: int = 2,
     profile_rows: int = 0,
     database: duckdb.DuckDBPyConnection | None = None,
+    cancelled: threading.Event | None = None,
 ) -> ImportedTable:
     """Converts `raw` to `out_dir/raw.parquet`, profiling it too when it has at most `profile_rows` rows
     (0: never); raises InvalidInput on a bad file, or PROFILE_FAILED when the data was read but could not
     be profiled. Runs on a cursor of `database` (open_import_database), or on a database of its own
-    with `memory_limit` and `threads`."""
+    with `memory_limit` and `threads`. Setting `cancelled` (the client left) stops the import soon after:
+    DuckDB's statement is interrupted, the workbook reader stops (IMPORT_CANCELLED)."""
     sniffed = sniff(raw, filename)
     out = out_dir / "raw.parquet"
     if database is None:
@@ -112,8 +114,9 @@ def import_file(
     else:
         con = database.cursor()
     hasher: _Hasher | None = None
+    watcher = _CancelWatcher(con, cancelled) if cancelled is not None else None
     try:
-        rows, notes = _write_parquet(con, raw, filename, sniffed, sheet, out)
+        rows, notes = _write_parquet(con, raw, filename, sniffed, sheet, out, cancelled)
         relation = f"read_parquet({quote_literal(str(out))})"
         columns = _describe(con, relation)
         if not columns or rows == 0:
@@ -130,14 +133,40 @@ def import_file(
             con.execute(f"CREATE OR REPLACE TEMP VIEW {_TABLE} AS SELECT * FROM {relation}")
             profiled = _profile(filename, lambda: profile_relation(con, _TABLE, columns, rows, notes=notes))
         digest = hasher.result()
-    except BaseException:
+    except BaseException as exc:
         if hasher is not None:
             hasher.join()
         out.unlink(missing_ok=True)
+        if isinstance(exc, duckdb.InterruptException) and cancelled is not None and cancelled.is_set():
+            raise InvalidInput("IMPORT_CANCELLED", f"The import of '{filename}' was cancelled.") from exc
         raise
     finally:
+        if watcher is not None:
+            watcher.stop()
         con.close()
     return ImportedTable(out, table_name_for(filename), rows, columns, sniffed.format, digest, profiled)
+
+
+class _CancelWatcher(threading.Thread):
+    """Interrupts the import's DuckDB statement once `cancelled` is set (looks 10 times a second)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, cancelled: threading.Event) -> None:
+        super().__init__(name="import-cancel", daemon=True)
+        self.con = con
+        self.cancelled = cancelled
+        self.finished = threading.Event()
+        self.start()
+
+    def run(self) -> None:
+        while not self.finished.is_set():
+            if self.cancelled.wait(0.1):
+                if not self.finished.is_set():
+                    self.con.interrupt()
+                return
+
+    def stop(self) -> None:
+        self.finished.set()
+        self.join()
 
 
 class _Hasher(threading.Thread):
@@ -173,7 +202,13 @@ def _profile(filename: str, compute):  # type: ignore[no-untyped-def]
 
 
 def _write_parquet(
-    con: duckdb.DuckDBPyConnection, raw: Path, filename: str, sniffed: Sniffed, sheet: str, out: Path
+    con: duckdb.DuckDBPyConnection,
+    raw: Path,
+    filename: str,
+    sniffed: Sniffed,
+    sheet: str,
+    out: Path,
+    cancelled: threading.Event | None = None,
 ) -> tuple[int, list[str]]:
     """Writes the upload to `out`; returns the rows written (COPY's own count: no second scan) and the
     notes on how it was read (also stored in the Parquet's metadata, where a later profile finds them)."""
@@ -190,7 +225,7 @@ def _write_parquet(
     sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET})"
     try:
         if sniffed.format == "xlsx":
-            sheet_table = read_sheet(raw, filename, sheet)
+            sheet_table = read_sheet(raw, filename, sheet, cancelled=cancelled)
             con.register("_sheet", sheet_table)
             rows = _run(con, sink.format(select="SELECT * FROM _sheet"))
             con.unregister("_sheet")
@@ -200,7 +235,7 @@ def _write_parquet(
             return _run(con, sink.format(select=select)), []
         reader = f"read_json_auto({quote_literal(str(raw))}, format='auto'{{extra}})"
         return _copy_with_retry(con, reader, sink), []
-    except InvalidInput:
+    except (InvalidInput, duckdb.InterruptException):
         raise
     except duckdb.Error as exc:
         raise _unreadable(filename, sniffed, exc) from exc
@@ -224,7 +259,7 @@ def _read_csv(
     """Runs `sink` (a COPY with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
     try:
         return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect)
-    except InvalidInput:
+    except (InvalidInput, duckdb.InterruptException):
         raise
     except duckdb.Error as exc:
         raise _unreadable(filename, sniffed, exc) from exc
