@@ -122,7 +122,7 @@ class SqlEngine:
     # --- datasets -------------------------------------------------------------------------------------
 
     def import_dataset(
-        self, raw: Path, filename: str, sheet: str = ""
+        self, raw: Path, filename: str, sheet: str = "", cancelled: threading.Event | None = None
     ) -> tuple[DatasetRecord, pb.DatasetProfile | None]:
         """Stores `raw` as a new session's dataset; nothing is left behind when it fails.
 
@@ -142,6 +142,7 @@ class SqlEngine:
                 sheet=sheet,
                 profile_rows=self.settings.sql_profile_inline_rows,
                 database=self.import_database,
+                cancelled=cancelled,  # set when the client leaves: the import stops
             )
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),

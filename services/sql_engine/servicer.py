@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -80,9 +81,14 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             if metadata is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
             received = time.perf_counter()
-            record, profile = await asyncio.to_thread(
-                self.engine.import_dataset, raw, metadata.filename, metadata.sheet
-            )
+            left = threading.Event()  # the client left: the import thread stops instead of running on
+            try:
+                record, profile = await asyncio.to_thread(
+                    self.engine.import_dataset, raw, metadata.filename, metadata.sheet, left
+                )
+            except asyncio.CancelledError:
+                left.set()
+                raise
             log.info(
                 "dataset imported",
                 extra={
