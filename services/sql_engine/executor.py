@@ -57,14 +57,25 @@ class QueryHandle:
 
 
 def run_select(
-    cursor: duckdb.DuckDBPyConnection, sql: str, *, max_rows: int, timeout_ms: int, handle: QueryHandle
+    cursor: duckdb.DuckDBPyConnection,
+    sql: str,
+    *,
+    max_rows: int,
+    timeout_ms: int,
+    handle: QueryHandle,
+    own_timer: bool = True,
 ) -> QueryResult:
-    """Runs `sql` on `cursor`, keeping at most `max_rows` rows; blocks, so call it from a worker thread."""
+    """Runs `sql` on `cursor`, keeping at most `max_rows` rows; blocks, so call it from a worker thread.
+
+    Without `own_timer` the caller expires `handle` after `timeout_ms` itself (a query worker does, from
+    the thread that already waits for cancels, rather than starting a thread per query).
+    """
     started = time.perf_counter()
-    timer = threading.Timer(timeout_ms / 1000.0, handle.expire)
-    timer.daemon = True
+    timer = threading.Timer(timeout_ms / 1000.0, handle.expire) if own_timer else None
     handle.attach(cursor)
-    timer.start()
+    if timer is not None:
+        timer.daemon = True
+        timer.start()
     try:
         if handle.cancelled:
             raise InvalidInput("SQL_CANCELLED", "The query was cancelled by its caller.")
@@ -85,7 +96,8 @@ def run_select(
     except duckdb.Error as exc:
         raise translate_error(exc, handle, timeout_ms) from exc
     finally:
-        timer.cancel()
+        if timer is not None:
+            timer.cancel()
         handle.attach(None)
     return QueryResult(result, truncated, (time.perf_counter() - started) * 1000.0)
 

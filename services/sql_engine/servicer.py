@@ -17,6 +17,7 @@ import grpc
 from common.arrow import to_table_result
 from common.errors import InsightError, InvalidInput, abort_with
 from common.identity import current_user_id, user_id_from_metadata
+from common.server import is_resource_exhaustion
 from common.store import DatasetRecord
 from insightx.v1 import common_pb2, sql_engine_pb2_grpc
 from insightx.v1 import sql_engine_pb2 as pb
@@ -153,6 +154,8 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         except InsightError:
             raise
         except Exception as exc:  # the job's own failure (disk, pool closing): say so, the data still works
+            if is_resource_exhaustion(exc):
+                raise  # this process is spent: the crash-only exit (common/server.py) takes it from here
             log.warning("profile unavailable", extra={"session_id": session_id, "error": repr(exc)[:300]})
             return pb.DatasetProfile(
                 failure=f"The profile could not be computed this time ({type(exc).__name__}); ask again."

@@ -192,6 +192,7 @@ class _Waiter:
     callers: tuple[str, ...]
     seq: int
     future: asyncio.Future[WorkerProcess]
+    key: str = ""  # the dataset: a worker that has it open already is preferred
 
 
 @dataclass
@@ -257,7 +258,7 @@ class WorkerPool:
                     Unavailable("ENGINE_STOPPING", "The SQL engine is shutting down.")
                 )
         self._waiters.clear()
-        for process in [*self._idle, *self._busy]:
+        for process in [*list(self._idle), *list(self._busy)]:
             process.kill()
         self._idle.clear()
         self._threads.shutdown(wait=False, cancel_futures=True)
@@ -278,7 +279,7 @@ class WorkerPool:
     ) -> Reply:
         """Runs `job` on a worker once one is free for these callers (waiting at most `wait_s`)."""
         self._admit(callers)
-        process = await self._acquire(callers, wait_s)
+        process = await self._acquire(callers, wait_s, job.key)
         loop = asyncio.get_running_loop()
         self.counts.running += 1
         try:
@@ -328,8 +329,8 @@ class WorkerPool:
         limit = self.limits.per_user if caller.startswith("user:") else self.limits.per_session
         return max(1, min(limit, self._size))
 
-    async def _acquire(self, callers: tuple[str, ...], wait_s: float) -> WorkerProcess:
-        waiter = _Waiter(callers, next(self._seq), asyncio.get_running_loop().create_future())
+    async def _acquire(self, callers: tuple[str, ...], wait_s: float, key: str = "") -> WorkerProcess:
+        waiter = _Waiter(callers, next(self._seq), asyncio.get_running_loop().create_future(), key)
         self._waiters.append(waiter)
         for caller in callers:
             self.counts.by_caller[caller] += 1
@@ -358,12 +359,22 @@ class WorkerPool:
             self._waiters.remove(waiter)
         elif waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
             process = waiter.future.result()
-            self._release(waiter.callers, process)
+            self._release(waiter.callers, process, process)
 
-    def _take_idle(self, callers: tuple[str, ...], oldest: bool = False) -> WorkerProcess | None:
+    def _take_idle(
+        self, callers: tuple[str, ...], oldest: bool = False, key: str = ""
+    ) -> WorkerProcess | None:
+        """An idle worker: the oldest (probes), else the most recent that has `key` open, else the most
+        recent (its caches are warm)."""
         if not self._idle or any(self._holding[c] >= self._cap(c) for c in callers):
             return None
-        process = self._idle.pop(0 if oldest else -1)
+        index = 0 if oldest else len(self._idle) - 1
+        if key and not oldest:
+            for position in range(len(self._idle) - 1, -1, -1):
+                if key in self._idle[position].open:
+                    index = position
+                    break
+        process = self._idle.pop(index)
         self._busy.add(process)
         return process
 
@@ -382,7 +393,7 @@ class WorkerPool:
                 eligible, key=lambda w: (max((self._holding[c] for c in w.callers), default=0), w.seq)
             )
             self._waiters.remove(chosen)
-            process = self._take_idle(())
+            process = self._take_idle((), key=chosen.key)
             assert process is not None
             self._hold(chosen.callers)
             chosen.future.set_result(process)
@@ -390,8 +401,13 @@ class WorkerPool:
     def _fairness(self, waiter: _Waiter) -> tuple[int, int]:
         return max((self._holding[c] for c in waiter.callers), default=0), waiter.seq
 
-    def _release(self, callers: tuple[str, ...], process: WorkerProcess | None) -> None:
-        """On the event loop: a worker (or its replacement, or None when it could not be replaced) is free."""
+    def _release(
+        self, callers: tuple[str, ...], process: WorkerProcess | None, used: WorkerProcess | None = None
+    ) -> None:
+        """On the event loop: the worker `used` is done; `process` (the same one, its replacement, or None
+        when it could not be replaced) is free. The pool's lists change on the loop only."""
+        if used is not None:
+            self._busy.discard(used)
         for caller in callers:
             self._holding[caller] -= 1
             self.counts.by_caller[caller] -= 1
@@ -439,9 +455,8 @@ class WorkerPool:
                 "use); the engine replaced the worker. Aggregate or filter to ask for less.",
             ) from exc
         finally:
-            self._busy.discard(process)
             try:
-                loop.call_soon_threadsafe(self._release, callers, current)
+                loop.call_soon_threadsafe(self._release, callers, current, process)
             except RuntimeError:  # the loop is closed: the engine is stopping
                 if current is not None:
                     current.kill()
