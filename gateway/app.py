@@ -44,10 +44,12 @@ from gateway.auth import COOKIE, Authenticator, Unauthenticated, User
 from gateway.chats import (
     ChatRepository,
     TurnRecorder,
+    adopt_history,
     chat_json,
     insight_json,
     message_json,
     open_chat_repository,
+    turn_history,
 )
 from gateway.clients import Backends
 from gateway.edge import EdgeMiddleware
@@ -470,15 +472,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return error_response(400, "MISSING_CHAT_ID", "Resuming a stream needs the chat_id it answered.")
         if after_seq == 0 and (spent := await spend(request, user, "chats")) is not None:
             return spent  # before a new chat is made: a refused question leaves nothing behind
-        if chat is None:
+        if chat is None:  # a chat the store does not know: the client's own history (if any) starts it
             chat = await repo.create_chat(body.session_id, body.message[:80])
+            await adopt_history(repo, chat.chat_id, [(t.role, t.content) for t in body.history])
         chat_id = chat.chat_id
+        # The store is the chat's only record (the client's history counts only for a new chat, above).
+        history = await turn_history(repo, chat_id, body.message, resumed=after_seq > 0)
         call = backends(request).orchestrator.Chat(
             orchestrator_pb2.ChatRequest(
                 chat_id=chat_id,
                 session_id=body.session_id,
                 message=body.message,
-                history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in body.history],
+                history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in history],
                 last_event_seq=after_seq,
             ),
             timeout=settings.chat_deadline_s,

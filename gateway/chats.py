@@ -1,9 +1,11 @@
 """Chats, their messages and a session's saved insights, behind one small interface.
 
-The gateway is the only writer of chats: it records the user's question and the final answer as a stream
-passes through, and the workspace saves insights. The embedded implementation keeps them in SQLite under the
-data directory (common.store.ChatStore plus an insights table); a deployment with several gateways puts a
-shared implementation (e.g. Supabase, DESIGN.md §6) behind the same `ChatRepository` protocol.
+The gateway is the only writer of chats, and this store is the only record of them: it records the user's
+question and the final answer as a stream passes through, and sends the stored turns as the history of the
+next question (`turn_history`; the orchestrator keeps no transcript). The workspace saves insights. The
+embedded implementation keeps them in SQLite under the data directory (common.store.ChatStore plus an
+insights table); a deployment with several gateways puts a shared implementation (e.g. Supabase) behind the
+same `ChatRepository` protocol.
 """
 
 from __future__ import annotations
@@ -248,6 +250,30 @@ class TurnRecorder:
         """A resumed stream whose reply reached the store before the client lost it."""
         history = await self.repo.messages(self.chat_id)
         return bool(history) and history[-1].role == "assistant" and history[-1].content == reply.content
+
+
+HISTORY_TURNS = 50  # the most earlier turns sent with a question (the orchestrator trims further for prompts)
+
+
+async def turn_history(
+    repo: ChatRepository, chat_id: str, question: str, resumed: bool = False
+) -> list[StoredMessage]:
+    """The conversation before `question`, from the store (the only record of a chat: the orchestrator
+    keeps none). A resumed answer's own question (and a reply already stored for it) is not history."""
+    turns = await repo.messages(chat_id)
+    if resumed:
+        if turns and turns[-1].role == "assistant" and len(turns) > 1 and turns[-2].content == question:
+            turns = turns[:-2]
+        elif turns and turns[-1].role == "user" and turns[-1].content == question:
+            turns = turns[:-1]
+    return turns[-HISTORY_TURNS:]
+
+
+async def adopt_history(repo: ChatRepository, chat_id: str, turns: list[tuple[str, str]]) -> None:
+    """Stores the turns a client sent for a chat the store did not know (an older client keeps its own
+    history), so that the chat's next turns read them from the store like any other."""
+    for role, content in turns[-HISTORY_TURNS:]:
+        await repo.add_message(StoredMessage(chat_id, role, content))
 
 
 def open_chat_repository(data_dir: Path) -> ChatRepository:

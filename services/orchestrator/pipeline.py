@@ -1,7 +1,9 @@
 """Runs one question through the pipeline and streams its events; knows gRPC only as a client.
 
 load the profile → answer cache → model path (services.orchestrator.model_analyst) or, when no model can
-answer, the built-in analyst (a `status` event with stage "fallback" says so) → final_response → record.
+answer, the built-in analyst (a `status` event with stage "fallback" says so) → final_response.
+The orchestrator keeps no chat of its own: the caller (the gateway, whose chat store is the only one) sends
+the conversation in `ChatRequest.history`, so any replica answers any turn the same way.
 Whether a model can answer is asked of the LLM gateway once per few seconds (availability.py), so an
 install without a key goes straight to the built-in analyst with no failing model calls first.
 Every downstream call has a deadline bounded by the chat's own; every failure becomes one `error` event a
@@ -16,12 +18,10 @@ import contextlib
 import dataclasses
 import logging
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
-from google.protobuf import json_format
 
 from common.channels import call_metadata
 from insightx.v1 import common_pb2, sql_engine_pb2
@@ -41,7 +41,6 @@ from services.orchestrator.peers import Peers
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 from services.orchestrator.settings import OrchestratorSettings
 from services.orchestrator.streams import AnswerStreams
-from services.orchestrator.transcript import Transcript
 
 log = logging.getLogger(__name__)
 
@@ -76,33 +75,20 @@ class Pipeline:
         peers: Peers,
         settings: OrchestratorSettings,
         registry: AgentRegistry | None = None,
-        transcript: Transcript | None = None,
     ) -> None:
         self.peers = peers
         self.settings = settings
         self.registry = registry or load_registry()
-        self.transcript = transcript
         self.availability = ModelAvailability(peers.llm, settings.model_status_ttl_s)
         warm_up_language()
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
-        self._record_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
         self.streams = AnswerStreams(
             settings.resume_retention_s, settings.resume_max_chats, settings.resume_max_events
         )
 
-    def _recording(self, chat_id: str) -> asyncio.Lock:
-        """The chat's lock around writing an answer and reading the history (held only while in use)."""
-        lock = self._record_locks.get(chat_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._record_locks[chat_id] = lock
-        return lock
-
     async def close(self) -> None:
         await self.streams.close()
-        if self.transcript is not None:
-            self.transcript.close()
 
     # -- streams and resume -------------------------------------------------------------------------
 
@@ -155,12 +141,7 @@ class Pipeline:
         try:
             events.status("Reading the dataset's profile", "load")
             dataset = await self._load(request.session_id, deadline)
-            history = list(request.history)
-            if not history and self.transcript is not None and request.chat_id:
-                async with self._recording(request.chat_id):
-                    history = await self.transcript.history(
-                        request.chat_id, request.session_id, self.settings.prompt_max_history
-                    )
+            history = list(request.history)  # the caller's store is the chat's only record
             key = cache_key(
                 dataset.dataset_hash, request.message, history[-self.settings.prompt_max_history :]
             )
@@ -172,9 +153,7 @@ class Pipeline:
                 cached = pb.ChatEvent()
                 cached.CopyFrom(hit[-1])
                 cached.final_response.cached = True
-                async with self._recording(request.chat_id):
-                    final = events.replay(cached)
-                    await self._record(request, final.final_response)
+                events.replay(cached)
                 return
             execution = Execution(self.peers, self.settings, dataset, events, deadline)
             model = await self.availability.check(deadline)
@@ -194,20 +173,18 @@ class Pipeline:
                 events.status(message, "fallback")
                 answer, sql = await self._builtin_answer(request.message, dataset, history, events, execution)
             source = "llm" if no_model is None else "builtin"
-            async with self._recording(request.chat_id):  # the next turn reads history after this write
-                final = events.final_response(
-                    text=answer.text,
-                    answer=answer.answer,
-                    answer_type=answer.answer_type,
-                    chart=answer.chart,
-                    follow_ups=answer.follow_ups,
-                    sql=sql,
-                    confidence=answer.confidence,
-                    clarifications=answer.clarifications,
-                )
-                if source == "llm" and dataset.dataset_hash:
-                    self.cache.put(key, answer_events(produced))
-                await self._record(request, final.final_response)
+            events.final_response(
+                text=answer.text,
+                answer=answer.answer,
+                answer_type=answer.answer_type,
+                chart=answer.chart,
+                follow_ups=answer.follow_ups,
+                sql=sql,
+                confidence=answer.confidence,
+                clarifications=answer.clarifications,
+            )
+            if source == "llm" and dataset.dataset_hash:
+                self.cache.put(key, answer_events(produced))
             log.info(
                 "answered",
                 extra={"chat_id": request.chat_id, "source": source, "events": events.seq - start_seq},
@@ -221,14 +198,6 @@ class Pipeline:
         except Exception:
             log.exception("answer failed", extra={"chat_id": request.chat_id})
             events.error("Something went wrong while answering; try again.", "INTERNAL")
-
-    async def _record(self, request: pb.ChatRequest, final: pb.FinalResponseEvent) -> None:
-        if self.transcript is None or not request.chat_id:
-            return
-        answer = json_format.MessageToDict(final.answer) if final.HasField("answer") else None
-        await self.transcript.record(
-            request.chat_id, request.session_id, request.message, final.text, answer, final.sql
-        )
 
     async def _model_answer(
         self,

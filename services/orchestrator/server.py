@@ -14,7 +14,6 @@ from services.orchestrator.peers import Peers
 from services.orchestrator.pipeline import Pipeline
 from services.orchestrator.servicer import OrchestratorServicer
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.transcript import Transcript
 
 SERVICE_NAME = orchestrator_pb2.DESCRIPTOR.services_by_name["OrchestratorService"].full_name
 # Who may call: chats come from the gateway.
@@ -28,9 +27,7 @@ async def start(settings: OrchestratorSettings, address: str | None = None) -> R
             "the orchestrator calls its peers with INSIGHTX_INTERNAL_TOKEN: set it (make run makes one)"
         )
     peers = Peers.connect(settings)
-    pipeline = Pipeline(
-        peers, settings, load_registry(settings.agents_file), Transcript(settings.chat_db_path)
-    )
+    pipeline = Pipeline(peers, settings, load_registry(settings.agents_file))
     servicer = OrchestratorServicer(pipeline)
     running = await create_server(
         address or listen_address(settings.orchestrator_addr, settings.grpc_listen_host),

@@ -37,11 +37,3 @@ class OrchestratorSettings(Settings):
     resume_max_chats: int = Field(500, description="answers kept for resume (oldest dropped first)")
     resume_max_events: int = Field(1_000, description="events kept per answer")
     agents_file: Path | None = Field(None, description="YAML or JSON file overriding the agent registry")
-    orchestrator_chat_db: Path | None = Field(
-        None,
-        description="chat transcript (SQLite); default data_dir/orchestrator/chats.sqlite3",
-    )
-
-    @property
-    def chat_db_path(self) -> Path:
-        return self.orchestrator_chat_db or self.data_dir / "orchestrator" / "chats.sqlite3"

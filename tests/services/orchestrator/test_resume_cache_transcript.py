@@ -1,4 +1,4 @@
-"""Resuming a stream by seq, the answer cache, and the chat transcript with the answer and its SQL."""
+"""Resuming a stream by seq, the answer cache, and history taken from the request alone (no transcript)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ import asyncio
 
 import grpc
 import pytest
-from google.protobuf import json_format
 
-from common.store import ChatStore
 from insightx.v1 import orchestrator_pb2 as opb
 from tests.services.orchestrator.conftest import StartChat, kinds, of_kind
 
@@ -97,26 +95,19 @@ async def test_the_cache_can_be_turned_off(start_chat: StartChat) -> None:
     assert not again[-1].final_response.cached
 
 
-async def test_turns_are_recorded_and_give_history_to_callers_that_send_none(start_chat: StartChat) -> None:
+async def test_history_comes_only_from_the_request(start_chat: StartChat) -> None:
+    """The orchestrator keeps no chat of its own: a turn sent without history is read without one, and
+    the same chat's turn with history is read with the history the caller sent (the gateway's store)."""
     chat = await start_chat()
     chat.model.handlers["sql"] = lambda _: COUNT_SQL
-    first = await chat.ask("How many Web transactions?", chat_id="kept")
+    await chat.ask("How many Web transactions?", chat_id="kept")
     await chat.ask("And what share of all is that?", chat_id="kept")
+    assert "How many Web transactions?" not in chat.model.prompts("sql")[-1]
+    history = [("user", "How many Web transactions?"), ("assistant", "12,345 Web transactions.")]
+    await chat.ask("And what share of all is that?", chat_id="kept", history=history)
     assert "How many Web transactions?" in chat.model.prompts("sql")[-1]
-    store = ChatStore(chat.settings.chat_db_path)
-    try:
-        for _ in range(100):  # the answer is streamed before it is recorded
-            messages = store.messages(f"{chat.backend.session_id}/kept")  # chats are scoped by session
-            if len(messages) == 4:
-                break
-            await asyncio.sleep(0.02)
-    finally:
-        store.close()
-    assert [m.role for m in messages] == ["user", "assistant", "user", "assistant"]
-    assert messages[0].content == "How many Web transactions?"
-    assert messages[1].sql == COUNT_SQL
-    assert messages[1].answer == json_format.MessageToDict(first[-1].final_response.answer)
-    assert messages[1].content == first[-1].final_response.text
+    # nothing about chats was written under the data directory by the orchestrator
+    assert not (chat.settings.data_dir / "orchestrator").exists()
 
 
 async def test_a_resume_for_another_session_does_not_replay_the_chat(start_chat: StartChat) -> None:
