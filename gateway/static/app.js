@@ -1,69 +1,145 @@
-// The built-in page: sign-in, upload, profile, and a chat whose steps appear as the SSE events arrive.
-// No inline script anywhere (the CSP allows only files from the gateway), and charts are drawn with a loader
-// that fetches nothing (the gateway's allow-list already refused specs that would).
+// The built-in page: sign-in, a landing that starts work (the demo, recent datasets and chats, example
+// questions), upload, profile, and chats whose answers come first and whose work folds away.
+// Where things are kept: chats and their turns on the server (the gateway's store, the only history; the
+// page sends none); the open dataset and chat in the URL's hash (#session=…&chat=…) so a reload restores
+// them; the last chat of each dataset in localStorage, so switching datasets and back reopens it.
+// No inline script or style anywhere (the CSP allows only files from the gateway).
 import { apiError, streamChat } from "/static/sse.js";
+import { ago, bytes, el, formatValue, inline, plural } from "/static/format.js";
+import { errorBox } from "/static/errors.js";
+import { AnswerView, chip, storedClarifications } from "/static/answer.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { session: null, history: [], chatId: null, busy: false };
+const DEMO_FILE = "upi_transactions.csv"; // the dataset `make run` loads for the embedded user
+const state = { datasets: [], session: null, chats: [], chatId: null, run: null, maxQuestion: 4000 };
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(props)) {
-    if (key === "class") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
-    else node.setAttribute(key, value);
-  }
-  for (const child of children) if (child != null) node.append(child);
-  return node;
+async function getJson(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw await apiError(response);
+  return response.json();
 }
 
-function escapeHtml(text) {
-  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+// ---- where we are: the URL's hash ---------------------------------------------------------------------
+
+function readHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  return { session: params.get("session"), chat: params.get("chat") };
 }
 
-function inline(text) {
-  return escapeHtml(text).replace(/\*\*(.+?)\*\*/g, "<strong>$1</strong>").replace(/`([^`]+)`/g, "<code>$1</code>");
+function writeHash() {
+  const params = new URLSearchParams();
+  if (state.session) params.set("session", state.session.session_id);
+  if (state.session && state.chatId) params.set("chat", state.chatId);
+  const hash = params.toString();
+  history.replaceState(null, "", hash ? `#${hash}` : location.pathname);
 }
 
-/** The little markdown the composer writes: **bold**, `code`, "- " lists, pipe tables and paragraphs. */
-function markdown(text) {
-  const out = [];
-  const lines = String(text).split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    if (lines[i].trim().startsWith("|")) {
-      const rows = [];
-      while (i < lines.length && lines[i].trim().startsWith("|")) rows.push(lines[i++].trim());
-      i--;
-      const cells = (row) => row.replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
-      const body = rows.filter((r, k) => k > 0 && !/^\|[\s:|-]+\|$/.test(r));
-      out.push(`<div class="table-wrap"><table class="grid"><thead><tr>${cells(rows[0]).map((c) => `<th>${inline(c)}</th>`).join("")}</tr></thead><tbody>${body.map((r) => `<tr>${cells(r).map((c) => `<td>${inline(c)}</td>`).join("")}</tr>`).join("")}</tbody></table></div>`);
-    } else if (lines[i].startsWith("- ")) {
-      out.push(`<div>• ${inline(lines[i].slice(2))}</div>`);
-    } else if (lines[i].trim()) {
-      out.push(`<p>${inline(lines[i])}</p>`);
+const lastChatKey = (sessionId) => `insightx:last-chat:${sessionId}`;
+
+function rememberChat() {
+  if (!state.session) return;
+  try {
+    if (state.chatId) localStorage.setItem(lastChatKey(state.session.session_id), state.chatId);
+    else localStorage.removeItem(lastChatKey(state.session.session_id));
+  } catch { /* storage off: the hash still restores a reload */ }
+}
+
+function recalledChat(sessionId) {
+  try { return localStorage.getItem(lastChatKey(sessionId)); } catch { return null; }
+}
+
+// ---- the library: datasets and their chats ---------------------------------------------------------------
+
+const isDemo = (d) => d.filename === DEMO_FILE;
+
+async function loadLibrary() {
+  state.datasets = (await getJson("/api/datasets")).datasets;
+  renderLibrary();
+  return state.datasets;
+}
+
+function renderLibrary() {
+  $("library").hidden = state.datasets.length === 0;
+  const active = state.session?.session_id;
+  $("datasets").replaceChildren(...state.datasets.map((d) => {
+    const open = el("button", { class: "dataset-open", type: "button", onclick: () => openDataset(d.session_id) },
+      el("span", { class: "dataset-name", text: d.filename }), isDemo(d) ? el("span", { class: "tag", text: "Demo" }) : null,
+      el("small", { class: "muted", text: `${bytes(d.size_bytes)} · ${ago(d.created_at)}` }));
+    const item = el("li", { class: `dataset${d.session_id === active ? " active" : ""}`, "data-session": d.session_id }, open);
+    if (d.session_id === active) item.append(chatList());
+    return item;
+  }));
+}
+
+function chatList() {
+  const items = state.chats.map((c) => el("li", {},
+    el("button", { class: `chat-link${c.chat_id === state.chatId ? " active" : ""}`, type: "button", "data-chat": c.chat_id,
+      text: c.title || "Untitled chat", title: c.title, onclick: () => openChat(c.chat_id) })));
+  return el("ul", { class: "chats", "aria-label": "Chats" }, ...items);
+}
+
+async function refreshChats() {
+  if (!state.session) return;
+  const session = state.session;
+  const { chats } = await getJson(`/api/sessions/${encodeURIComponent(session.session_id)}/chats`);
+  if (state.session !== session) return;
+  state.chats = chats;
+  renderLibrary();
+  const chat = chats.find((c) => c.chat_id === state.chatId);
+  $("chat-title").textContent = chat ? `· ${chat.title}` : "· new chat";
+}
+
+// ---- the landing ----------------------------------------------------------------------------------------
+
+async function showLanding() {
+  abandonRun();
+  state.session = null;
+  state.chatId = null;
+  state.chats = [];
+  writeHash();
+  $("profile").hidden = true;
+  $("session-badge").hidden = true;
+  $("landing").hidden = false;
+  $("chat-head").hidden = true;
+  $("ask-form").hidden = true;
+  $("messages").replaceChildren();
+  const datasets = await loadLibrary();
+  const demo = datasets.find(isDemo);
+  $("demo-card").hidden = !demo;
+  $("no-demo").hidden = Boolean(demo);
+  if (demo) {
+    $("open-demo").onclick = () => openDataset(demo.session_id);
+    try {
+      const described = await getJson(`/api/datasets/${encodeURIComponent(demo.session_id)}`);
+      $("demo-meta").textContent = `${plural(described.row_count, "row")} · ${described.columns.length} columns`;
+      const questions = (described.profile?.suggested_questions || []).slice(0, 4);
+      $("examples").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) =>
+        chip(q, async () => { await openDataset(demo.session_id, { fresh: true }); ask(q); })));
+    } catch (err) {
+      $("examples").replaceChildren(errorBox(err.message, err.code));
     }
   }
-  return out.join("");
+  await renderRecent(datasets);
 }
 
-function formatValue(value) {
-  if (value === null || value === undefined) return "—";
-  if (typeof value === "number") return Number.isInteger(value) ? value.toLocaleString("en-US") : value.toLocaleString("en-US", { maximumFractionDigits: 4 });
-  if (typeof value === "boolean") return value ? "Yes" : "No";
-  if (Array.isArray(value)) return value.map(formatValue).join(", ");
-  if (typeof value === "object") return JSON.stringify(value);
-  return String(value);
+/** The newest datasets with their newest chats: one click back into earlier work. */
+async function renderRecent(datasets) {
+  const shown = datasets.slice(0, 6);
+  const lists = await Promise.all(shown.map((d) =>
+    getJson(`/api/sessions/${encodeURIComponent(d.session_id)}/chats`).then((r) => r.chats).catch(() => [])));
+  $("recent-box").hidden = shown.length === 0;
+  $("recent").replaceChildren(...shown.map((d, i) => el("li", { class: "recent-item" },
+    el("button", { class: "link", type: "button", onclick: () => openDataset(d.session_id) },
+      el("strong", { text: d.filename }), el("small", { class: "muted", text: ` · ${ago(d.created_at)}` })),
+    lists[i].length ? el("ul", { class: "recent-chats" }, ...lists[i].slice(0, 3).map((c) => el("li", {},
+      el("button", { class: "link", type: "button", text: c.title || "Untitled chat",
+        onclick: () => openDataset(d.session_id, { chat: c.chat_id }) })))) : null)));
 }
 
-function errorBox(message, code) {
-  return el("div", { class: "error-box", role: "alert" }, el("span", { text: message }), code ? el("span", {}, " ", el("code", { text: `(${code})` })) : null);
-}
-
-// ---- upload and profile -------------------------------------------------------------------------------
+// ---- upload, dataset and profile ---------------------------------------------------------------------------
 
 async function upload(file) {
-  $("upload-status").replaceChildren(`Uploading ${file.name} (${(file.size / 1e6).toFixed(1)} MB)…`);
+  $("upload-status").replaceChildren(`Uploading ${file.name} (${bytes(file.size)})…`);
   const form = new FormData();
   form.append("file", file, file.name);
   try {
@@ -71,41 +147,59 @@ async function upload(file) {
     if (!response.ok) throw await apiError(response);
     const dataset = await response.json();
     dataset.filename = file.name;
-    showDataset(dataset);
     $("upload-status").replaceChildren();
+    state.datasets = [{ session_id: dataset.session_id, filename: file.name, size_bytes: file.size, created_at: Date.now() / 1000 }, ...state.datasets];
+    await openDataset(dataset.session_id, { described: dataset, fresh: true });
+    loadLibrary().catch(() => {});
   } catch (err) {
     $("upload-status").replaceChildren(errorBox(err.message, err.code));
   }
 }
 
-async function loadSession(sessionId) {
-  const response = await fetch(`/api/datasets/${encodeURIComponent(sessionId)}`);
-  if (!response.ok) throw await apiError(response);
-  showDataset(await response.json());
+/** Opens a dataset and one of its chats: the given one, else the last one open here, else the newest. */
+async function openDataset(sessionId, { chat = null, described = null, fresh = false } = {}) {
+  abandonRun();
+  try {
+    const dataset = described || await getJson(`/api/datasets/${encodeURIComponent(sessionId)}`);
+    showDataset(dataset);
+    const { chats } = await getJson(`/api/sessions/${encodeURIComponent(sessionId)}/chats`);
+    if (state.session !== dataset) return;
+    state.chats = chats;
+    const known = (id) => id && chats.some((c) => c.chat_id === id);
+    const pick = fresh ? null : known(chat) ? chat : known(recalledChat(sessionId)) ? recalledChat(sessionId) : chats[0]?.chat_id;
+    if (pick) await openChat(pick);
+    else newChat();
+  } catch (err) {
+    $("upload-status").replaceChildren(errorBox(err.message, err.code));
+    if (!state.session) showLanding();
+  }
+}
+
+function showDataset(dataset) {
+  state.session = dataset;
+  state.chatId = null;
+  $("landing").hidden = true;
+  $("chat-head").hidden = false;
+  $("ask-form").hidden = false;
+  $("profile").hidden = false;
+  const name = dataset.filename || state.datasets.find((d) => d.session_id === dataset.session_id)?.filename || dataset.table;
+  dataset.filename = name;
+  $("dataset-name").textContent = name;
+  $("chat-dataset").textContent = name;
+  $("dataset-meta").textContent = `${plural(dataset.row_count, "row")} · ${plural(dataset.columns.length, "column")} · table "${dataset.table}"`;
+  renderProfile(dataset);
+  $("columns-box").open = false;
+  $("session-badge").hidden = false;
+  $("session-badge").textContent = `session ${dataset.session_id.slice(0, 8)}`;
+  renderLibrary();
+  setBusy(false);
+  loadInsights();
+  if (profileState(dataset) === "pending") awaitProfile(dataset);
 }
 
 /** "ready", "pending" or "failed"; a dataset from an older gateway (no state) had its profile. */
 function profileState(dataset) {
   return dataset.profile_state || "ready";
-}
-
-function showDataset(dataset) {
-  state.session = dataset;
-  state.history = [];
-  state.chatId = null; // the server makes the chat with the first question (X-Chat-Id)
-  history.replaceState(null, "", `#session=${dataset.session_id}`);
-  $("profile").hidden = false;
-  $("dataset-name").textContent = dataset.filename || dataset.table;
-  $("dataset-meta").textContent = `${Number(dataset.row_count).toLocaleString("en-US")} rows · ${dataset.columns.length} columns · table "${dataset.table}"`;
-  renderProfile(dataset);
-  $("columns-box").open = window.innerWidth > 760;
-  $("session-badge").hidden = false;
-  $("session-badge").textContent = `session ${dataset.session_id.slice(0, 8)}`;
-  $("messages").replaceChildren(el("p", { class: "muted empty", text: "Ask a question, or pick a suggestion." }));
-  setBusy(false);
-  loadInsights();
-  $("question").focus();
-  if (profileState(dataset) === "pending") awaitProfile(dataset);
 }
 
 /** The profile area: health, reasons, suggestions and column stats; while pending, a "Profiling…" line. */
@@ -118,7 +212,7 @@ function renderProfile(dataset) {
   $("profile-body").hidden = status === "pending";
   if (status === "pending") {
     note.className = "profile-status working";
-    note.textContent = `Profiling ${Number(dataset.row_count).toLocaleString("en-US")} rows… You can ask questions meanwhile.`;
+    note.textContent = `Profiling ${formatValue(Number(dataset.row_count))} rows… You can ask questions meanwhile.`;
   } else if (status === "failed") {
     note.className = "profile-status failed";
     const why = String(profile.failure || "no reason given").replace(/[.\s]+$/, "");
@@ -136,8 +230,8 @@ function renderProfile(dataset) {
   }
   $("health-reasons").replaceChildren(...(profile.health_reasons || []).map((r) => el("li", { text: r })));
   const questions = profile.suggested_questions || [];
-  $("suggestions").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) => chip(q)));
-  const head = el("tr", {}, ...["Column", "Type", "Role", "Nulls", "Distinct", "Range / top"].map((h) => el("th", { text: h })));
+  $("suggestions").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) => chip(q, ask)));
+  const head = el("tr", {}, ...["Column", "Nulls", "Distinct", "Range / top"].map((h) => el("th", { text: h })));
   const byName = Object.fromEntries((profile.columns || []).map((c) => [c.name, c]));
   const pending = status === "pending";
   const rows = dataset.columns.map((col) => {
@@ -148,9 +242,11 @@ function renderProfile(dataset) {
     else if (p.min_time) detail = `${p.min_time} … ${p.max_time}`;
     else if (p.top_values?.length) detail = p.top_values.slice(0, 3).map((t) => t.value).join(", ");
     const count = (value) => (pending ? "…" : p.name ? formatValue(Number(value || 0)) : "—");
-    return el("tr", {}, el("td", { text: col.name }), el("td", { text: col.type }), el("td", { text: role }),
+    const distinct = pending || !p.name ? count(p.distinct_count) : `${p.distinct_approximate ? "≈" : ""}${count(p.distinct_count)}`;
+    return el("tr", {},
+      el("td", {}, el("div", { class: "col-name", text: col.name }), el("small", { class: "muted", text: [col.type, role].filter(Boolean).join(" · ") })),
       el("td", { class: "num", text: count(p.null_count) }),
-      el("td", { class: "num", text: count(p.distinct_count) }), el("td", { text: detail }));
+      el("td", { class: "num", text: distinct }), el("td", { class: "detail", text: detail, title: detail }));
   });
   $("columns").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
 }
@@ -165,9 +261,7 @@ async function awaitProfile(dataset) {
   let pause = 1000;
   while (current()) {
     try {
-      const response = await fetch(`/api/datasets/${encodeURIComponent(sessionId)}?wait_for_profile=true`);
-      if (!response.ok) throw await apiError(response);
-      const described = await response.json();
+      const described = await getJson(`/api/datasets/${encodeURIComponent(sessionId)}?wait_for_profile=true`);
       if (!current()) return;
       if (profileState(described) !== "pending") {
         Object.assign(state.session, { profile: described.profile, profile_state: described.profile_state });
@@ -188,107 +282,124 @@ async function awaitProfile(dataset) {
   }
 }
 
-function chip(question) {
-  return el("button", { class: "chip", type: "button", text: question, onclick: () => ask(question) });
+// ---- chats ---------------------------------------------------------------------------------------------
+
+function newChat() {
+  abandonRun();
+  state.chatId = null; // the server makes the chat with the first question (X-Chat-Id)
+  rememberChat();
+  writeHash();
+  $("chat-title").textContent = "· new chat";
+  $("messages").replaceChildren(el("p", { class: "muted empty", text: "Ask a question, or pick a suggestion." }));
+  renderLibrary();
+  $("question").focus();
 }
 
-// ---- chat -------------------------------------------------------------------------------------------
+/** Shows a stored chat: each question with its answer as the store kept it (value, text and SQL). */
+async function openChat(chatId) {
+  abandonRun();
+  const session = state.session;
+  const { chat, messages } = await getJson(`/api/chats/${encodeURIComponent(chatId)}/messages?session_id=${encodeURIComponent(session.session_id)}`);
+  if (state.session !== session) return;
+  state.chatId = chatId;
+  rememberChat();
+  writeHash();
+  $("chat-title").textContent = `· ${chat.title}`;
+  const nodes = [];
+  let question = "";
+  for (const message of messages) {
+    if (message.role === "user") {
+      if (question) nodes.push(unanswered());
+      question = message.content;
+      nodes.push(el("div", { class: "msg user", text: message.content }));
+    } else if (message.role === "assistant") {
+      const view = new AnswerView(context(question));
+      const clarifications = message.answer == null ? storedClarifications(message.content) : [];
+      view.final({ text: message.content, answer: message.answer, sql: message.sql, clarifications, follow_ups: [] });
+      nodes.push(view.root);
+      question = "";
+    }
+  }
+  if (question) nodes.push(unanswered());
+  $("messages").replaceChildren(...(nodes.length ? nodes : [el("p", { class: "muted empty", text: "Ask a question, or pick a suggestion." })]));
+  renderLibrary();
+  nodes.at(-1)?.scrollIntoView?.({ block: "end" });
+}
+
+const unanswered = () => el("div", { class: "msg assistant muted", text: "No answer was stored for this question (it was stopped or is still running)." });
+
+function context(question) {
+  const sessionId = state.session.session_id;
+  return { question, sessionId, ask, saveInsight: (button, data) => saveInsight(button, data, sessionId) };
+}
 
 function setBusy(busy) {
-  state.busy = busy;
   const ready = Boolean(state.session) && !busy;
   $("question").disabled = !state.session;
-  $("ask-button").disabled = !ready;
+  $("ask-button").disabled = !ready || !$("question").value.trim();
+  $("ask-button").hidden = busy;
+  $("stop-button").hidden = !busy;
 }
 
-function resultTable(data, limit = 50) {
-  const columns = data.columns || [];
-  const rows = (data.rows || []).slice(0, limit);
-  const head = el("tr", {}, ...columns.map((c) => el("th", { text: c })));
-  const body = rows.map((row) => el("tr", {}, ...columns.map((c) => el("td", { class: typeof row[c] === "number" ? "num" : "", text: formatValue(row[c]) }))));
-  const shown = data.rows?.length ?? 0;
-  const note = `${Number(data.row_count ?? shown).toLocaleString("en-US")} row(s)${data.truncated || shown > limit ? `, first ${Math.min(limit, shown)} shown` : ""}`;
-  return el("div", {}, el("div", { class: "table-wrap" }, el("table", { class: "grid" }, el("thead", {}, head), el("tbody", {}, ...body))), el("div", { class: "muted", text: note }));
+/** Leaves a running answer to finish on its own (the server stores it) when the view changes. */
+function abandonRun() {
+  state.run = null;
+  setBusy(false);
 }
 
-class AnswerView {
-  constructor() {
-    this.steps = el("ul", { class: "steps" });
-    this.body = el("div");
-    this.root = el("div", { class: "msg assistant" }, this.steps, this.body);
-    this.current = null;
-  }
-
-  status(message) {
-    if (this.current) this.current.className = "done";
-    this.current = el("li", { class: "current", text: message });
-    this.steps.append(this.current);
-  }
-
-  finish() {
-    if (this.current) this.current.className = "done";
-    this.current = null;
-  }
-
-  section(title, ...content) {
-    this.body.append(el("div", { class: "step" }, el("h4", { text: title }), ...content));
-  }
-
-  handle(event) {
-    const data = event.data || {};
-    switch (event.type) {
-      case "status": this.status(event.message); break;
-      case "orchestrator_result":
-        this.section("Plan", el("span", { class: "tag", text: data.classification }), " ", el("span", { class: "muted", text: data.reasoning || "" }));
-        break;
-      case "sql_result":
-        this.section(`SQL${data.attempt > 1 ? ` (attempt ${data.attempt})` : ""}`, el("pre", { class: "code", text: data.query }),
-          data.error ? errorBox(data.error, data.error_reason) : resultTable(data));
-        break;
-      case "python_result": {
-        const parts = [el("pre", { class: "code", text: data.code })];
-        if (data.stdout) parts.push(el("pre", { class: "code", text: data.stdout }));
-        if (data.error) parts.push(errorBox(data.error));
-        for (const src of data.figures || []) parts.push(el("img", { class: "figure", src, alt: "figure" }));
-        this.section("Python", ...parts);
-        break;
-      }
-      case "final_response": this.final(data); break;
-      case "error": this.finish(); this.body.append(errorBox(event.message, event.code)); break;
-      case "key_rotation": this.steps.append(el("li", { text: event.message })); break;
-      default: break;
+async function ask(question) {
+  question = question.trim();
+  if (!question || !state.session || state.run) return;
+  if (question.length > state.maxQuestion) return; // the box refuses longer text; a chip never is
+  $("messages").querySelector(".empty")?.remove();
+  $("question").value = "";
+  updateCount();
+  const run = { controller: new AbortController(), session: state.session };
+  state.run = run;
+  setBusy(true);
+  $("messages").append(el("div", { class: "msg user", text: question }));
+  const view = new AnswerView(context(question));
+  view.status("Sending the question");
+  $("messages").append(view.root);
+  view.root.scrollIntoView({ block: "end" });
+  const body = { session_id: state.session.session_id, message: question }; // no history: the server keeps it
+  if (state.chatId) body.chat_id = state.chatId;
+  try {
+    await streamChat("", body, {
+      signal: run.controller.signal,
+      retries: 3,
+      onEvent: (event) => {
+        view.handle(event);
+        if (state.run === run && event.type !== "status") view.root.scrollIntoView({ block: "nearest" });
+      },
+      onChat: (chatId) => {
+        if (state.session !== run.session) return;
+        state.chatId = chatId;
+        rememberChat();
+        writeHash();
+      },
+    });
+  } catch (err) {
+    if (run.controller.signal.aborted) view.stopped();
+    else view.fail(err.message || "The request failed.", err.code);
+  } finally {
+    if (state.run === run) {
+      state.run = null;
+      setBusy(false);
+      $("question").focus();
     }
-  }
-
-  final(data) {
-    this.finish();
-    const answer = el("div", { class: "answer final" });
-    if (data.answer !== null && data.answer !== undefined && typeof data.answer !== "object") {
-      answer.append(el("div", { class: "answer-value", text: formatValue(data.answer) }));
-    }
-    const text = el("div", { class: "answer-text" });
-    text.innerHTML = markdown(data.text || "");
-    answer.append(text);
-    if (data.chart) {
-      const holder = el("div", { class: "chart", "data-testid": "chart" });
-      answer.append(holder);
-      drawChart(holder, data.chart);
-    }
-    if (typeof data.confidence === "number") {
-      answer.append(el("div", { class: "confidence", text: `confidence ${Math.round(data.confidence * 100)}%${data.cached ? " · cached" : ""}` }));
-    }
-    if (data.follow_ups?.length) answer.append(el("div", { class: "chips follow-ups" }, ...data.follow_ups.map(chip)));
-    const save = el("button", { class: "chip save-insight", type: "button", text: "☆ Save as insight" });
-    save.addEventListener("click", () => saveInsight(save, data));
-    answer.append(el("div", { class: "actions" }, save));
-    this.body.append(answer);
+    if (state.session === run.session) refreshChats().catch(() => {});
   }
 }
 
-async function saveInsight(button, data) {
+function stop() {
+  state.run?.controller.abort(); // the gateway cancels the upstream call when the connection closes
+}
+
+async function saveInsight(button, data, sessionId) {
   button.disabled = true;
   try {
-    const response = await fetch(`/api/sessions/${state.session.session_id}/insights`, {
+    const response = await fetch(`/api/sessions/${encodeURIComponent(sessionId)}/insights`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ text: data.text, sql: data.sql || "", chat_id: state.chatId || "", answer: data.answer ?? null }),
@@ -303,8 +414,9 @@ async function saveInsight(button, data) {
 }
 
 async function loadInsights() {
-  const response = await fetch(`/api/sessions/${state.session.session_id}/insights`);
-  if (!response.ok) return;
+  const session = state.session;
+  const response = await fetch(`/api/sessions/${encodeURIComponent(session.session_id)}/insights`);
+  if (!response.ok || state.session !== session) return;
   const { insights } = await response.json();
   $("insights-box").hidden = insights.length === 0;
   $("insights").replaceChildren(...insights.map((i) => {
@@ -314,59 +426,26 @@ async function loadInsights() {
   }));
 }
 
-/** A vega loader that loads nothing: data must be inline, and no image or link URL is let through. */
-function inlineOnlyLoader() {
-  const refuse = () => Promise.reject(new Error("charts may only use inline data"));
-  const loader = window.vega.loader();
-  Object.assign(loader, { load: refuse, sanitize: refuse, http: refuse, file: refuse });
-  return loader;
+// ---- the question box ----------------------------------------------------------------------------------
+
+/** Shows how much room is left near the limit (the box itself refuses more: maxlength). */
+function updateCount() {
+  const length = $("question").value.length;
+  const count = $("question-count");
+  count.hidden = length < state.maxQuestion * 0.8;
+  count.textContent = `${formatValue(length)} / ${formatValue(state.maxQuestion)}`;
+  count.classList.toggle("full", length >= state.maxQuestion);
+  $("ask-button").disabled = !state.session || Boolean(state.run) || !$("question").value.trim();
 }
 
-async function drawChart(holder, spec) {
+/** The question limit, read from the API's own schema so page and server agree. */
+async function loadLimits() {
   try {
-    if (!window.vegaEmbed || !window.vega) throw new Error("the chart library did not load (run make web-deps)");
-    const { usermeta, ...rest } = spec; // usermeta.embedOptions could replace the options below
-    const full = { width: "container", ...rest };
-    // ast + vega-embed's interpreter: expressions are evaluated without eval (the CSP has no 'unsafe-eval').
-    // defaultStyle/disableDefaultStyle: no injected <style> (the CSP allows style sheets from files only;
-    // the tooltip's look is in style.css).
-    await window.vegaEmbed(holder, full, {
-      actions: false, renderer: "svg", ast: true, loader: inlineOnlyLoader(),
-      defaultStyle: false, tooltip: { disableDefaultStyle: true },
-    });
-    holder.dataset.drawn = "true";
-  } catch (err) {
-    holder.replaceChildren(errorBox(`The chart could not be drawn: ${err.message}`));
-  }
-}
-
-async function ask(question) {
-  question = question.trim();
-  if (!question || !state.session || state.busy) return;
-  $("messages").querySelector(".empty")?.remove();
-  $("question").value = "";
-  setBusy(true);
-  $("messages").append(el("div", { class: "msg user", text: question }));
-  const view = new AnswerView();
-  view.status("Sending the question");
-  $("messages").append(view.root);
-  const body = { session_id: state.session.session_id, message: question, history: state.history.slice(-10) };
-  if (state.chatId) body.chat_id = state.chatId;
-  const session = state.session;
-  try {
-    const last = await streamChat("", body, {
-      onEvent: (event) => { view.handle(event); view.root.scrollIntoView({ block: "end" }); },
-      onChat: (chatId) => { if (state.session === session) state.chatId = chatId; },
-    });
-    state.history.push({ role: "user", content: question });
-    if (last.type === "final_response") state.history.push({ role: "assistant", content: last.data.text });
-  } catch (err) {
-    view.finish();
-    view.body.append(errorBox(err.message || "The request failed.", err.code));
-  } finally {
-    setBusy(false);
-    $("question").focus();
-  }
+    const schema = await getJson("/api/openapi.json");
+    const limit = schema.components?.schemas?.ChatStreamRequest?.properties?.message?.maxLength;
+    if (Number.isInteger(limit) && limit > 0) state.maxQuestion = limit;
+  } catch { /* keep the default */ }
+  $("question").maxLength = state.maxQuestion;
 }
 
 // ---- wiring -----------------------------------------------------------------------------------------
@@ -379,7 +458,10 @@ function wire() {
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); } });
   $("file-input").addEventListener("change", (e) => { const file = e.target.files?.[0]; if (file) upload(file); e.target.value = ""; });
   $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask($("question").value); });
-  $("question").addEventListener("input", () => { $("ask-button").disabled = !state.session || state.busy || !$("question").value.trim(); });
+  $("question").addEventListener("input", updateCount);
+  $("stop-button").addEventListener("click", stop);
+  $("new-chat").addEventListener("click", newChat);
+  $("home").addEventListener("click", (e) => { e.preventDefault(); showLanding(); });
   $("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("signin-token").value); });
   $("signout").addEventListener("click", signOut);
 }
@@ -406,7 +488,8 @@ async function signOut() {
   location.replace("/");
 }
 
-/** Shows the workspace to a signed-in user (the HttpOnly cookie is sent by itself), else the sign-in box. */
+/** Shows the workspace to a signed-in user (the HttpOnly cookie is sent by itself), else the sign-in box;
+ * then the dataset and chat the URL names, or the landing. */
 async function start() {
   const response = await fetch("/api/me");
   const signedIn = response.ok;
@@ -418,8 +501,14 @@ async function start() {
     $("signin-token").focus();
     return;
   }
-  const match = location.hash.match(/session=([A-Za-z0-9_-]+)/);
-  if (match) loadSession(match[1]).catch((err) => $("upload-status").replaceChildren(errorBox(err.message, err.code)));
+  loadLimits();
+  const { session, chat } = readHash();
+  if (session) {
+    await loadLibrary().catch(() => {});
+    await openDataset(session, { chat });
+  } else {
+    await showLanding();
+  }
 }
 
 wire();
