@@ -276,3 +276,28 @@ async def test_one_user_cannot_hold_every_worker_through_many_sessions(capped: S
     finally:
         for call in slow:
             call.cancel()
+
+
+async def test_a_worker_past_its_high_water_mark_is_replaced(tmp_path: Path) -> None:
+    from common.store import LocalDatasetStore
+    from services.sql_engine.engine import SqlEngine
+
+    settings = make_settings(tmp_path, sql_query_workers=2, sql_worker_recycle_rss_bytes=1)
+    engine = SqlEngine(LocalDatasetStore(settings.data_dir), settings)
+    try:
+        await asyncio.to_thread(engine.start_workers)
+        before = set(engine.workers.worker_pids())
+        spool = settings.data_dir / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        (spool / "s.csv").write_text(SALES_CSV)
+        record, _ = await asyncio.to_thread(engine.import_dataset, spool / "s.csv", "s.csv")
+        reply = await engine.execute_async(record.session_id, "SELECT count(*) AS n FROM s")
+        assert reply.table.to_pylist() == [{"n": 6}]
+        await asyncio.sleep(0.1)  # the replacement is handed back on the loop
+        after = set(engine.workers.worker_pids())
+        assert len(after) == 2 and len(after - before) == 1  # the worker that ran it is a new process
+        assert engine.workers.counts.replaced == 1
+        again = await engine.execute_async(record.session_id, "SELECT count(*) AS n FROM s", use_cache=False)
+        assert again.table.to_pylist() == [{"n": 6}]
+    finally:
+        engine.close()
