@@ -38,6 +38,7 @@ from services.sql_engine.formats import (
     not_a_table,
     ragged_row,
     read_head,
+    rewrite_as_rfc4180,
     sniff,
 )
 from services.sql_engine.profiler import notes_option, profile_relation
@@ -221,7 +222,7 @@ def _write_parquet(
         notes = dialect.notes()
         stored = notes_option(notes).replace("{", "{{").replace("}", "}}")  # sink is a format string
         sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET}{stored})"
-        return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect), notes
+        return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled), notes
     sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET})"
     try:
         if sniffed.format == "xlsx":
@@ -255,10 +256,11 @@ def _read_csv(
     sink: str,
     head_text: str,
     dialect: Dialect,
+    cancelled: threading.Event | None = None,
 ) -> int:
     """Runs `sink` (a COPY with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
     try:
-        return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect)
+        return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled)
     except (InvalidInput, duckdb.InterruptException):
         raise
     except duckdb.Error as exc:
@@ -279,6 +281,7 @@ def _copy_csv(
     sink: str,
     head_text: str,
     dialect: Dialect,
+    cancelled: threading.Event | None = None,
 ) -> int:
     # DuckDB's sniffer would quietly skip leading rows or pick another delimiter when rows are ragged, and
     # reads prose as a table of one column: check the head ourselves (DuckDB's strict mode catches ragged
@@ -297,7 +300,12 @@ def _copy_csv(
     reader = f"read_csv({quote_literal(str(raw))}{options}{{extra}})"
     try:
         try:
-            rows = _copy_with_retry(con, reader, sink)
+            try:
+                rows = _copy_with_retry(con, reader, sink)
+            except duckdb.Error as exc:
+                if not dialect.backslash_escapes or isinstance(exc, duckdb.InterruptException):
+                    raise
+                rows = _copy_rewritten(con, raw, sniffed, sink, dialect, cancelled)
         finally:
             checker.join()
             if problem := (head_check or [None])[0]:
@@ -316,6 +324,25 @@ def _copy_csv(
                 f"{expected}. Fix or remove that row and upload the file again.",
             ) from exc
         raise
+
+
+def _copy_rewritten(
+    con: duckdb.DuckDBPyConnection,
+    raw: Path,
+    sniffed: Sniffed,
+    sink: str,
+    dialect: Dialect,
+    cancelled: threading.Event | None,
+) -> int:
+    """Reads a file that escapes quotes both ways (\\" and "") from an RFC 4180 copy of it."""
+    copy = raw.with_name(raw.name + ".rfc4180.csv")
+    try:
+        plain = rewrite_as_rfc4180(raw, sniffed.encoding, dialect, copy, cancelled)
+        return _copy_with_retry(
+            con, f"read_csv({quote_literal(str(copy))}{plain.duckdb_options()}{{extra}})", sink
+        )
+    finally:
+        copy.unlink(missing_ok=True)
 
 
 def _head_problem(head_text: str, dialect: Dialect, filename: str) -> InvalidInput | None:

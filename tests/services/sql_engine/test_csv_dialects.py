@@ -140,3 +140,11 @@ def test_an_error_on_a_huge_line_quotes_a_short_excerpt(tmp_path: Path) -> None:
         _import(tmp_path, 'a,b\n1,x\n2,y\n3,"' + "z" * 5_000_000 + "\n", "huge.csv")
     message = str(caught.value)
     assert len(message) < 600 and "z" * 200 not in message
+
+
+def test_a_file_escaping_quotes_both_ways_is_read_through_an_rfc_4180_copy(tmp_path: Path) -> None:
+    # DuckDB reads one escape per file: this one has both "" and \" inside quotes.
+    text = 'a,b\n"say ""hi""",1\n"6\' 5\\"",2\n"plain",3\n'
+    imported = _import(tmp_path, text, "both.csv")
+    assert _rows(imported) == [('say "hi"', 1), ("6' 5\"", 2), ("plain", 3)]
+    assert not list(tmp_path.glob("*.rfc4180.csv"))  # the copy is gone
