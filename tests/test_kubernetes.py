@@ -9,20 +9,33 @@ and expects `problems()` to name it, so the checks are shown to bite.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import hashlib
 import importlib
 import json
+import os
 import re
+import secrets
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
+import httpx
 import kubernetes_validate
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from common.auth import _digest_bytes, token_digest
 from common.settings import Settings
+from insightx.v1 import llm_gateway_pb2, llm_gateway_pb2_grpc
 from tools.env_table import rows as env_rows
+from tools.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -561,3 +574,179 @@ def test_the_example_secret_holds_placeholders_only() -> None:
     example = copy.deepcopy(load(EXAMPLE))
     example[0]["stringData"]["gateway-token"] = "4f1c0a9e"
     assert any("holds a value, not a placeholder" in p for p in problems(manifests(), example))
+
+
+# --- the pods' configuration, run for real --------------------------------------------------------------
+# Each process below starts with exactly the environment its Deployment gives it (ConfigMaps, literals and
+# Secrets made the way the README says), only moved to loopback and free ports, and is probed the way its
+# probes are written. sql_engine and py_sandbox are left out: their pools take long to start, and the
+# sandbox's container privileges have tests of their own (tests/services/py_sandbox/test_container.py).
+
+
+def readme_secrets() -> dict[str, dict[str, str]]:
+    """The Secrets as README's `kubectl create secret` lines make them: tokens, and `sha256:` digests."""
+    tokens = {caller: secrets.token_hex(32) for caller in ("gateway", "orchestrator")}
+    return {
+        "insightx-internal-tokens": {f"{c}-token": t for c, t in tokens.items()},
+        "insightx-internal-digests": {
+            f"{c}-token": "sha256:" + hashlib.sha256(t.encode()).hexdigest() for c, t in tokens.items()
+        },
+        "insightx-gateway": {"secret-key": secrets.token_hex(32)},
+    }
+
+
+def pod_env(docs: list[Doc], name: str, made: dict[str, dict[str, str]]) -> dict[str, str]:
+    """What the kubelet would set in the Deployment's container: envFrom ConfigMaps, then env entries."""
+    config_maps = of_kind(docs, "ConfigMap")
+    container = containers(of_kind(docs, "Deployment")[name])[0]
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env |= config_maps[source["configMapRef"]["name"]]["data"]
+    for entry in env_entries(container):
+        if "value" in entry:
+            env[entry["name"]] = entry["value"]
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        value = made.get(ref["name"], {}).get(ref["key"])
+        if value is None:
+            assert ref.get("optional"), f"{name}: the pod would not start without {ref}"
+            continue
+        env[entry["name"]] = value
+    return env
+
+
+@contextlib.contextmanager
+def running(module: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m module` with only `env` (no inherited INSIGHTX_*, no .env: cwd is empty)."""
+    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(cwd)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env=base | env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_serving(proc: subprocess.Popen[bytes], port: int, service: str) -> None:
+    """Polls grpc.health.v1 as the kubelet's gRPC probe does (no credential) until SERVING."""
+    deadline = time.monotonic() + 60
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (
+                proc.stderr.read().decode()[-2000:] if proc.stderr else proc.returncode
+            )
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise AssertionError(f"{service} on {port} never SERVING")
+
+
+def on_loopback(env: dict[str, str], variable: str, port: int) -> dict[str, str]:
+    """The manifest's env with this service's port free and bound on loopback (tests do not listen wide)."""
+    host = env[variable].rsplit(":", 1)[0]
+    return env | {variable: f"{host}:{port}", "INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
+
+
+@pytest.mark.integration
+def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone(tmp_path: Path) -> None:
+    docs, made = manifests(), readme_secrets()
+    port = free_port()
+    env = on_loopback(pod_env(docs, "llm-gateway", made), "INSIGHTX_LLM_GATEWAY_ADDR", port)
+    probe = containers(of_kind(docs, "Deployment")["llm-gateway"])[0]["readinessProbe"]["grpc"]["service"]
+    with running("services.llm_gateway", env, tmp_path) as proc:
+        wait_serving(proc, port, probe)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = llm_gateway_pb2_grpc.LlmGatewayServiceStub(channel)
+            request = llm_gateway_pb2.GetKeyStatusRequest()
+
+            def as_caller(caller: str) -> tuple[tuple[str, str], ...]:
+                return (("authorization", f"Bearer {made['insightx-internal-tokens'][f'{caller}-token']}"),)
+
+            stub.GetKeyStatus(request, metadata=as_caller("orchestrator"), timeout=5)  # the one caller: OK
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.GetKeyStatus(request, metadata=as_caller("gateway"), timeout=5)
+            assert refused.value.code() in {
+                grpc.StatusCode.UNAUTHENTICATED,
+                grpc.StatusCode.PERMISSION_DENIED,
+            }
+
+
+@pytest.mark.integration
+def test_orchestrator_starts_from_its_pod_env_without_a_data_volume(tmp_path: Path) -> None:
+    docs, made = manifests(), readme_secrets()
+    port = free_port()
+    env = on_loopback(pod_env(docs, "orchestrator", made), "INSIGHTX_ORCHESTRATOR_ADDR", port)
+    assert env["INSIGHTX_DATA_DIR"] == "/data"
+    # Its pod mounts nothing at /data (and its root is read-only): here the data dir is a path that does
+    # not exist, and must still not exist after a start and a stop.
+    data = tmp_path / "data"
+    probe = containers(of_kind(docs, "Deployment")["orchestrator"])[0]["livenessProbe"]["grpc"]["service"]
+    with running("services.orchestrator", env | {"INSIGHTX_DATA_DIR": str(data)}, tmp_path) as proc:
+        wait_serving(proc, port, probe)
+    assert not data.exists(), "the orchestrator wrote to a data volume its pod does not have"
+
+
+@pytest.mark.integration
+def test_gateway_answers_its_probes_and_refuses_a_pod_ip_host(tmp_path: Path) -> None:
+    docs, made = manifests(), readme_secrets()
+    port = free_port()
+    env = pod_env(docs, "gateway", made) | {
+        "INSIGHTX_GATEWAY_HOST": "127.0.0.1",
+        "INSIGHTX_GATEWAY_PORT": str(port),
+        "INSIGHTX_DATA_DIR": str(tmp_path / "data"),
+    }
+    container = containers(of_kind(docs, "Deployment")["gateway"])[0]
+    with running("gateway", env, tmp_path) as proc:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (
+                proc.stderr.read().decode()[-2000:] if proc.stderr else proc.returncode
+            )
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the gateway never listened"
+                time.sleep(0.2)
+        for kind, alive in (("livenessProbe", 200), ("readinessProbe", 503)):
+            http = container[kind]["httpGet"]
+            headers = {h["name"]: h["value"] for h in http["httpHeaders"]}
+            reply = httpx.get(f"http://127.0.0.1:{port}{http['path']}", headers=headers, timeout=10)
+            # Alive without any peer; not ready while no service behind it answers.
+            assert reply.status_code == alive, (kind, reply.status_code, reply.text[:200])
+        # The kubelet's default Host (the pod's IP) is refused: hence the probes' Host header.
+        reply = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": "10.1.2.3:8000"}, timeout=10)
+        assert reply.status_code == 400
+
+
+def test_the_readme_digest_recipe_gives_what_services_accept() -> None:
+    recipe = 'printf %s "$G" | sha256sum | cut -c1-64'
+    assert recipe in (ROOT / "README.md").read_text()
+    token = secrets.token_hex(32)
+    out = subprocess.run(
+        ["bash", "-c", recipe],
+        env={"G": token, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "sha256:" + out.stdout.strip() == token_digest(token)
+    # The example's placeholders are no usable digest: a service given one refuses to start.
+    placeholder = load(EXAMPLE)[1]["stringData"]["gateway-token"]
+    with pytest.raises(ValueError, match="sha256: followed by 64"):
+        _digest_bytes(placeholder)
