@@ -207,6 +207,7 @@ function firstLine(text) {
   return line.replace(/\*\*/g, "");
 }
 
+/** A question as a chip that asks it (shown without the analyst's `backticks`, asked as written). */
 export function chip(question, ask) {
-  return el("button", { class: "chip", type: "button", text: question, onclick: () => ask(question) });
+  return el("button", { class: "chip", type: "button", text: question.replace(/`/g, ""), "data-question": question, onclick: () => ask(question) });
 }

@@ -462,6 +462,7 @@ function wire() {
   $("stop-button").addEventListener("click", stop);
   $("new-chat").addEventListener("click", newChat);
   $("home").addEventListener("click", (e) => { e.preventDefault(); showLanding(); });
+  window.addEventListener("hashchange", followHash); // a link or the back button names another dataset or chat
   $("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("signin-token").value); });
   $("signout").addEventListener("click", signOut);
 }
@@ -509,6 +510,14 @@ async function start() {
   } else {
     await showLanding();
   }
+}
+
+/** Opens what the hash names when it differs from what is shown (the page itself only replaces it). */
+function followHash() {
+  const { session, chat } = readHash();
+  if (!session) { if (state.session) showLanding(); return; }
+  if (session !== state.session?.session_id) openDataset(session, { chat });
+  else if (chat && chat !== state.chatId) openChat(chat).catch((err) => $("upload-status").replaceChildren(errorBox(err.message, err.code)));
 }
 
 wire();

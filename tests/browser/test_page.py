@@ -46,9 +46,10 @@ def test_upload_ask_and_see_answer_with_a_drawn_chart(
     page.click("#ask-button")
     page.wait_for_selector(".answer.final", timeout=60_000)
     page.wait_for_selector(".chart[data-drawn='true'] svg", timeout=30_000)
+    page.click(".msg.assistant details.work > summary")  # the work is folded under the answer
     steps = page.inner_text(".msg.assistant .steps")
     assert "Running SQL" in steps
-    assert page.locator(".msg.assistant pre.code").first.inner_text().upper().startswith("SELECT")
+    assert page.locator(".msg.assistant textarea.sql-edit").first.input_value().upper().startswith("SELECT")
     assert page.locator(".step .tag").first.inner_text() == "SQL_ONLY"
     answer = page.inner_text(".answer.final")
     assert all(day in answer for day in DAYS)

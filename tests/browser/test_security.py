@@ -108,7 +108,7 @@ def test_an_exfiltrating_chart_sends_nothing_off_the_page(
          "encoding": {"x": {"field": "a", "type": "nominal"}, "y": {"field": "b", "type": "quantitative"}}},
         {"$schema": schema, "data": {"values": [{"u": f"{url}/pixel.png?leak=secret"}]}, "mark": "image",
          "encoding": {"url": {"field": "u", "type": "nominal"}}},
-        {"$schema": schema, "data": {"values": [{"a": "x", "b": 1}]}, "mark": "bar",
+        {"$schema": schema, "data": {"values": [{"a": "x", "b": 1}, {"a": "y", "b": 2}]}, "mark": "bar",
          "usermeta": {"embedOptions": {"loader": {"baseURL": url}}},
          "encoding": {"x": {"field": "a", "type": "nominal"}, "y": {"field": "b", "type": "quantitative"}}},
     ]  # fmt: skip

@@ -1,0 +1,277 @@
+"""Issue 16's page as a person meets it, in Debian's Chromium at desktop and phone width: the landing with the
+demo (loaded as `make run` loads it) and recent work, answers first with their work folded away, chats that
+survive a reload and a switch of dataset, SQL edited and run in place, a CSV whose formula cell is escaped,
+refusals as chips, and a stop button that ends the server's work. Screenshots go to artifacts/browser/."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser.test_page import open_page
+from tests.gateway.stacks import http, token_of, upload, wait_serving
+from tools.run_stack import load_demo
+from tools.stack import Stack, free_port
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHART_QUESTION = "What is the total amount (INR) by device_type?"
+VALUE_QUESTION = "Which device_type has the highest average amount (INR)?"
+REFUSED_QUESTIONS = ["bank", "How many transactions per day of week?", "top state", "fraud"]
+WIDTHS = {"desktop": (1280, 860), "phone": (390, 844)}
+
+
+@pytest.fixture(scope="module")
+def demo_stack(browser_stack: Stack) -> Stack:
+    """The shared stack with the demo dataset uploaded as the embedded user, exactly as `make run` does."""
+    load_demo(browser_stack, browser_stack.data_dir, token_of(browser_stack))
+    return browser_stack
+
+
+def answer_cards(page: Any) -> Any:
+    return page.locator(".msg.assistant .answer-slot > *")
+
+
+def ask(page: Any, question: str, nth: int) -> Any:
+    """Types a question, sends it, and waits for its (nth, 0-based) card: an answer, a refusal or an error."""
+    page.fill("#question", question)
+    page.click("#ask-button")
+    card = page.locator(".msg.assistant").nth(nth)
+    card.locator(".answer, .error-box").first.wait_for(timeout=60_000)
+    return card
+
+
+def user_turns(page: Any) -> list[str]:
+    return [t.strip() for t in page.locator(".msg.user").all_inner_texts()]
+
+
+@pytest.mark.parametrize("form", list(WIDTHS))
+def test_landing_answer_first_show_work_and_reload(
+    browser: Any, demo_stack: Stack, artifacts: Path, form: str
+) -> None:
+    width, height = WIDTHS[form]
+    page = open_page(browser, demo_stack, width, height)
+    # The landing: the demo one click away with questions to try, and the user's recent datasets.
+    page.wait_for_selector("#demo-card:not([hidden]) #examples .chip", timeout=30_000)
+    assert "250,000 rows" in page.inner_text("#demo-meta")
+    assert page.locator("#examples .chip").count() >= 2
+    assert "upi_transactions.csv" in page.inner_text("#datasets")
+    assert page.locator("#datasets .tag").first.inner_text() == "Demo"
+    assert "upi_transactions.csv" in page.inner_text("#recent")
+    assert page.locator("#dropzone").is_visible()  # drag-and-drop stays
+    page.screenshot(path=str(artifacts / f"landing-{form}.png"), full_page=True)
+
+    page.click("#open-demo")
+    page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
+    page.click("#new-chat")
+    # Answer first: the value, then the sentence, then the chart; the work is folded away below.
+    card = ask(page, VALUE_QUESTION, 0)
+    answer = card.locator(".answer.final")
+    assert answer.locator(".answer-value").inner_text() == "Android"
+    work = card.locator("details.work")
+    assert work.get_attribute("open") is None
+    assert answer.bounding_box()["y"] < work.bounding_box()["y"]  # type: ignore[index]
+    assert re.fullmatch(r"confidence \d{1,3}%", answer.locator(".confidence").inner_text())
+    work.locator("summary").click()
+    assert "Running SQL" in work.locator(".steps").inner_text()
+    assert work.locator("textarea.sql-edit").input_value().upper().lstrip().startswith("SELECT")
+    assert work.locator(".step .tag").first.is_visible()
+
+    card = ask(page, CHART_QUESTION, 1)
+    chart = card.locator(".chart[data-drawn='true'] svg")
+    chart.wait_for(timeout=30_000)
+    svg = chart.text_content() or ""
+    assert CHART_QUESTION in svg  # the chart has a title
+    assert all(label in svg for label in ("Android", "iOS", "Web"))
+    angles = page.evaluate(
+        """() => [...document.querySelectorAll('.chart .role-axis-label text')]
+            .map((t) => t.getAttribute('transform') || '')"""
+    )
+    assert angles and not any("rotate(-" in a or "rotate(90" in a for a in angles), angles  # horizontal
+    assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
+    assert page.csp_violations == []
+    card.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / f"answer-{form}.png"))
+    page.screenshot(path=str(artifacts / f"answer-{form}-full.png"), full_page=True)
+
+    # A reload restores the open chat and its answers from the server.
+    hash_before = page.evaluate("location.hash")
+    assert "chat=" in hash_before
+    page.reload()
+    page.locator(".msg.assistant .answer.final").nth(1).wait_for(timeout=30_000)
+    assert page.evaluate("location.hash") == hash_before
+    assert user_turns(page) == [VALUE_QUESTION, CHART_QUESTION]
+    assert page.locator(".msg.assistant .answer-value").first.inner_text() == "Android"
+    assert page.locator("#datasets .chat-link.active").inner_text() == VALUE_QUESTION
+    page.screenshot(path=str(artifacts / f"reloaded-{form}.png"), full_page=True)
+    assert page.js_errors == []
+    page.close()
+
+
+def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
+    browser: Any, demo_stack: Stack, artifacts: Path, tmp_path: Path
+) -> None:
+    page = open_page(browser, demo_stack, 1280, 860)
+    page.wait_for_selector("#demo-card:not([hidden])", timeout=30_000)
+    page.click("#open-demo")
+    page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
+    page.click("#new-chat")
+    ask(page, VALUE_QUESTION, 0)
+    demo_hash = page.evaluate("location.hash")
+
+    # A second dataset, with a cell a spreadsheet would run as a formula.
+    csv = tmp_path / "teams.csv"
+    csv.write_text('team,score,note\nred,3,=HYPERLINK("http://x.test")\nblue,5,+1\ngreen,4,fine\n')
+    page.set_input_files("#file-input", str(csv))
+    page.wait_for_selector("#dataset-name:text('teams.csv')", timeout=60_000)
+    assert page.locator(".msg.user").count() == 0  # a new dataset starts a new chat
+    card = ask(page, "What is the average score?", 0)
+    assert card.locator(".answer.final").count() == 1
+    teams_hash = page.evaluate("location.hash")
+    assert teams_hash != demo_hash
+
+    # Back to the demo: its chat is there; back to teams: so is that one.
+    page.locator("#datasets .dataset-open", has_text="upi_transactions.csv").first.click()
+    page.wait_for_selector(f".msg.user:text('{VALUE_QUESTION}')", timeout=30_000)
+    assert page.evaluate("location.hash") == demo_hash
+    page.locator("#datasets .dataset-open", has_text="teams.csv").click()
+    page.wait_for_selector(".msg.user:text('What is the average score?')", timeout=30_000)
+    assert page.evaluate("location.hash") == teams_hash
+    assert page.locator("#datasets .chat-link").count() == 1
+
+    # Edit the SQL and run it again in place.
+    work = page.locator(".msg.assistant details.work").first
+    work.locator("summary").click()
+    editor = work.locator("textarea.sql-edit")
+    table = page.evaluate("document.getElementById('dataset-meta').textContent.match(/table \"(.+)\"/)[1]")
+    editor.fill(f'SELECT team, note FROM "{table}" ORDER BY score')
+    work.locator(".run-sql").click()
+    work.locator(".sql-output .ran").wait_for(timeout=30_000)
+    rows = work.locator(".sql-output tbody tr").all_inner_texts()
+    assert [r.split("\t")[0] for r in rows] == ["red", "green", "blue"]
+    with page.expect_download() as download:
+        work.locator(".sql-output .csv").click()
+    text = Path(download.value.path()).read_text()
+    escaped = '"\'=HYPERLINK(""http://x.test"")"'  # quoted, and the formula made text
+    assert text.splitlines() == ["team,note", f"red,{escaped}", "green,fine", "blue,'+1"]
+    page.screenshot(path=str(artifacts / "sql-rerun-desktop.png"), full_page=True)
+
+    # A failing query: plain words first, DuckDB's text only behind "Details".
+    editor.fill(f'SELECT no_such_column FROM "{table}"')
+    work.locator(".run-sql").click()
+    box = work.locator(".sql-output .error-box")
+    box.wait_for(timeout=30_000)
+    assert box.locator(".error-title").inner_text() == "The query could not run on this data."
+    details = box.locator("details.error-details")
+    assert details.get_attribute("open") is None and "no_such_column" in (details.text_content() or "")
+    assert not box.locator(".error-text").is_visible()
+
+    # The question box refuses more than the server accepts.
+    limit = http.get(f"{demo_stack.base_url}/api/openapi.json").json()["components"]["schemas"][
+        "ChatStreamRequest"
+    ]["properties"]["message"]["maxLength"]
+    page.fill("#question", "x" * (limit + 500))
+    assert len(page.input_value("#question")) == limit
+    assert page.inner_text("#question-count") == f"{limit:,} / {limit:,}"
+    assert page.js_errors == []
+    page.close()
+
+
+def test_a_refusal_is_one_line_with_chips_that_ask(browser: Any, demo_stack: Stack, artifacts: Path) -> None:
+    page = open_page(browser, demo_stack, 1280, 860)
+    page.wait_for_selector("#demo-card:not([hidden])", timeout=30_000)
+    page.click("#open-demo")
+    page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
+    page.click("#new-chat")
+    refused = answered = 0
+    for question in REFUSED_QUESTIONS:  # vague questions: the analyst asks back (which, depends on its model)
+        card = ask(page, question, page.locator(".msg.assistant").count())
+        refusal = card.locator(".answer.refusal")
+        if not refusal.count():
+            continue
+        refused += 1
+        assert refusal.locator(".refusal-line").inner_text().count("\n") == 0  # one line
+        assert "confidence" not in refusal.inner_text().lower()  # no confidence on a refusal
+        assert refusal.locator(".save-insight").count() == 0
+        chips = refusal.locator(".clarifications .chip")
+        assert chips.count() >= 1
+        if refused == 1:
+            page.screenshot(path=str(artifacts / "refusal-desktop.png"))
+        # Each chip asks its question as written; the analyst answers at least one of its own choices.
+        for i, chosen in enumerate(chips.evaluate_all("(chips) => chips.map((c) => c.dataset.question)")[:2]):
+            chips.nth(i).click()
+            reply = page.locator(".msg.assistant").nth(page.locator(".msg.user").count() - 1)
+            reply.locator(".answer, .error-box").first.wait_for(timeout=60_000)
+            assert user_turns(page)[-1] == chosen
+            answered += reply.locator(".answer.final").count()
+            if answered:
+                break
+        if answered:
+            break
+    assert refused and answered, user_turns(page)
+    assert page.js_errors == []
+    page.close()
+
+
+@pytest.fixture(scope="module")
+def hanging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A stack whose orchestrator reaches a "SQL engine" that never answers: an answer hangs at its first
+    step until something cancels it (the gateway's own engine is real, for the upload)."""
+    root = tmp_path_factory.mktemp("browser-hanging")
+    blackhole = socket.socket()
+    blackhole.bind(("127.0.0.1", free_port()))
+    blackhole.listen(64)  # never accepted: connections complete, nothing is ever answered
+    stack = Stack.on_free_ports(root / "data", log_dir=root / "logs")
+    stack.data_dir.mkdir(parents=True)
+    stack.start_one("sql_engine")
+    stack.start_one("gateway")
+    hole = f"127.0.0.1:{blackhole.getsockname()[1]}"
+    stack.extra_env = {**stack.extra_env, "INSIGHTX_SQL_ENGINE_ADDR": hole}
+    stack.start_one("orchestrator")
+    try:
+        wait_serving(stack, ["sql_engine", "orchestrator"])
+        http.register(stack)
+        yield stack
+    finally:
+        stack.stop()
+        blackhole.close()
+
+
+def test_stop_cancels_the_running_answer_on_the_server(
+    browser: Any, hanging_stack: Stack, artifacts: Path, tmp_path: Path
+) -> None:
+    def streams() -> dict[str, int]:
+        return http.get(f"{hanging_stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
+
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,2\n3,4\n")
+    session_id = upload(hanging_stack.base_url, csv)["session_id"]
+    page = open_page(browser, hanging_stack, 1280, 860)
+    page.goto(f"{hanging_stack.base_url}/#session={session_id}")
+    page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
+    page.fill("#question", "how many rows are there?")
+    page.click("#ask-button")
+    page.wait_for_selector("#stop-button:not([hidden])", timeout=10_000)
+    deadline = time.monotonic() + 10
+    while streams()["open"] != 1:
+        assert time.monotonic() < deadline, streams()
+        time.sleep(0.1)
+    page.screenshot(path=str(artifacts / "running-desktop.png"))
+    page.click("#stop-button")
+    page.wait_for_selector(".answer.stopped", timeout=10_000)
+    assert page.locator("#ask-button").is_visible() and page.locator("#stop-button").is_hidden()
+    deadline = time.monotonic() + 10
+    while streams()["open"] != 0:
+        assert time.monotonic() < deadline, streams()
+        time.sleep(0.1)
+    assert streams()["cancelled"] == 1
+    page.fill("#question", "again?")
+    assert page.locator("#ask-button").is_enabled()  # the box is ready for the next question
+    assert page.js_errors == []
+    page.close()
