@@ -28,7 +28,9 @@ export function polish(spec, title) {
     if (!enc || typeof enc !== "object") continue;
     const axis = { ...(enc.axis || {}) };
     if (enc.type === "quantitative") {
-      axis.format = axis.format ?? NUMBER_FORMAT;
+      // Large numbers as 180M rather than 180,000,000 on the axis; the tooltip keeps them whole.
+      const top = Math.max(0, ...values.map((row) => Math.abs(Number(row[enc.field])) || 0));
+      axis.format = axis.format ?? (top >= 1e6 ? ".3~s" : NUMBER_FORMAT);
     } else if (channel === "x" && enc.field && (enc.type === "nominal" || enc.type === "ordinal")) {
       const labels = values.map((row) => String(row[enc.field] ?? ""));
       const longest = Math.max(0, ...labels.map((s) => s.length));
