@@ -79,6 +79,14 @@ export class AnswerView {
     if (this.current) this.current.className = "done";
     this.current = null;
     this.progress.remove();
+    this.label();
+  }
+
+  /** "Show work · 7 steps · SQL · 1 table": what the folded part holds. */
+  label() {
+    const steps = this.steps.childElementCount;
+    const parts = [steps ? plural(steps, "step") : "", this.sql ? "SQL" : "", this.tables.length ? plural(this.tables.length, "table") : ""];
+    this.work.querySelector("summary").textContent = ["Show work", ...parts.filter(Boolean)].join(" · ");
   }
 
   section(title, ...content) {
@@ -189,7 +197,10 @@ export class AnswerView {
       card.append(el("div", { class: "chips follow-ups" }, ...data.follow_ups.map((q) => chip(q, this.ctx.ask))));
     }
     this.head.replaceChildren(card);
-    if (data.sql && !this.sql) this.sqlStep({ query: data.sql }); // a restored answer: its SQL, to run again
+    if (data.sql && !this.sql) {
+      this.sqlStep({ query: data.sql }); // a restored answer: its SQL, to run again
+      this.label();
+    }
   }
 
   refusal(data) {

@@ -71,10 +71,19 @@ function renderLibrary() {
   }));
 }
 
+const CHATS_SHOWN = 6;
+const chatTitle = (c) => (c.title || "Untitled chat").replace(/`/g, "");
+
+/** The open dataset's chats, newest first: a few, and the rest on request (the open one always shows). */
 function chatList() {
-  const items = state.chats.map((c) => el("li", {},
+  const shown = state.allChats ? state.chats : state.chats.filter((c, i) => i < CHATS_SHOWN || c.chat_id === state.chatId);
+  const items = shown.map((c) => el("li", {},
     el("button", { class: `chat-link${c.chat_id === state.chatId ? " active" : ""}`, type: "button", "data-chat": c.chat_id,
-      text: c.title || "Untitled chat", title: c.title, onclick: () => openChat(c.chat_id) })));
+      text: chatTitle(c), title: chatTitle(c), onclick: () => openChat(c.chat_id) })));
+  if (shown.length < state.chats.length) {
+    items.push(el("li", {}, el("button", { class: "chat-link more", type: "button", text: `All ${state.chats.length} chats…`,
+      onclick: () => { state.allChats = true; renderLibrary(); } })));
+  }
   return el("ul", { class: "chats", "aria-label": "Chats" }, ...items);
 }
 
@@ -86,7 +95,7 @@ async function refreshChats() {
   state.chats = chats;
   renderLibrary();
   const chat = chats.find((c) => c.chat_id === state.chatId);
-  $("chat-title").textContent = chat ? `· ${chat.title}` : "· new chat";
+  $("chat-title").textContent = chat ? `· ${chatTitle(chat)}` : "· new chat";
 }
 
 // ---- the landing ----------------------------------------------------------------------------------------
@@ -132,7 +141,7 @@ async function renderRecent(datasets) {
     el("button", { class: "link", type: "button", onclick: () => openDataset(d.session_id) },
       el("strong", { text: d.filename }), el("small", { class: "muted", text: ` · ${ago(d.created_at)}` })),
     lists[i].length ? el("ul", { class: "recent-chats" }, ...lists[i].slice(0, 3).map((c) => el("li", {},
-      el("button", { class: "link", type: "button", text: c.title || "Untitled chat",
+      el("button", { class: "link", type: "button", text: chatTitle(c),
         onclick: () => openDataset(d.session_id, { chat: c.chat_id }) })))) : null)));
 }
 
@@ -177,6 +186,7 @@ async function openDataset(sessionId, { chat = null, described = null, fresh = f
 
 function showDataset(dataset) {
   state.session = dataset;
+  state.allChats = false;
   state.chatId = null;
   $("landing").hidden = true;
   $("chat-head").hidden = false;
@@ -231,7 +241,8 @@ function renderProfile(dataset) {
   $("health-reasons").replaceChildren(...(profile.health_reasons || []).map((r) => el("li", { text: r })));
   const questions = profile.suggested_questions || [];
   $("suggestions").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) => chip(q, ask)));
-  const head = el("tr", {}, ...["Column", "Nulls", "Distinct", "Range / top"].map((h) => el("th", { text: h })));
+  const head = el("tr", {}, el("th", { text: "Column" }), el("th", { text: "Nulls" }),
+    el("th", { text: "≈ Distinct", title: "Approximate: counted with a sketch, not exactly" }), el("th", { text: "Range / top" }));
   const byName = Object.fromEntries((profile.columns || []).map((c) => [c.name, c]));
   const pending = status === "pending";
   const rows = dataset.columns.map((col) => {
@@ -242,11 +253,10 @@ function renderProfile(dataset) {
     else if (p.min_time) detail = `${p.min_time} … ${p.max_time}`;
     else if (p.top_values?.length) detail = p.top_values.slice(0, 3).map((t) => t.value).join(", ");
     const count = (value) => (pending ? "…" : p.name ? formatValue(Number(value || 0)) : "—");
-    const distinct = pending || !p.name ? count(p.distinct_count) : `${p.distinct_approximate ? "≈" : ""}${count(p.distinct_count)}`;
     return el("tr", {},
       el("td", {}, el("div", { class: "col-name", text: col.name }), el("small", { class: "muted", text: [col.type, role].filter(Boolean).join(" · ") })),
       el("td", { class: "num", text: count(p.null_count) }),
-      el("td", { class: "num", text: distinct }), el("td", { class: "detail", text: detail, title: detail }));
+      el("td", { class: "num", text: count(p.distinct_count) }), el("td", { class: "detail", text: detail, title: detail }));
   });
   $("columns").replaceChildren(el("thead", {}, head), el("tbody", {}, ...rows));
 }
@@ -304,7 +314,7 @@ async function openChat(chatId) {
   state.chatId = chatId;
   rememberChat();
   writeHash();
-  $("chat-title").textContent = `· ${chat.title}`;
+  $("chat-title").textContent = `· ${chatTitle(chat)}`;
   const nodes = [];
   let question = "";
   for (const message of messages) {
