@@ -17,8 +17,10 @@ import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -578,9 +580,10 @@ def test_the_example_secret_holds_placeholders_only() -> None:
 
 # --- the pods' configuration, run for real --------------------------------------------------------------
 # Each process below starts with exactly the environment its Deployment gives it (ConfigMaps, literals and
-# Secrets made the way the README says), only moved to loopback and free ports, and is probed the way its
-# probes are written. sql_engine and py_sandbox are left out: their pools take long to start, and the
-# sandbox's container privileges have tests of their own (tests/services/py_sandbox/test_container.py).
+# Secrets made the way the README says), only moved to loopback and free ports, on a read-only root with a
+# /tmp of its own (as its pod), and is probed the way its probes are written. The sandbox runs here as
+# root with every capability; its container's narrower privileges and seccomp profile have tests of their
+# own (tests/services/py_sandbox/test_container.py).
 
 
 def readme_secrets() -> dict[str, dict[str, str]]:
@@ -615,14 +618,25 @@ def pod_env(docs: list[Doc], name: str, made: dict[str, dict[str, str]]) -> dict
     return env
 
 
+#: The pods' root filesystems are read-only with an emptyDir on /tmp: the processes run the same way here,
+#: in a mount namespace of their own where / is remounted read-only and /tmp is a fresh tmpfs.
+READ_ONLY_ROOT = (
+    "mount --bind / / && mount -o remount,bind,ro / && mount -t tmpfs -o size=256m tmpfs /tmp && "
+    'exec "$0" "$@"'
+)
+
+
 @contextlib.contextmanager
-def running(module: str, env: dict[str, str], cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m module` with only `env` (no inherited INSIGHTX_*, no .env: cwd is empty)."""
-    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(cwd)}
+def running(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m module` with only `env` (no inherited INSIGHTX_*, no .env), on a read-only root."""
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("a read-only root needs root and util-linux's unshare (as CI has)")
+    base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(ROOT)}
+    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT]
     proc = subprocess.Popen(
-        [sys.executable, "-m", module],
+        [*command, sys.executable, "-m", module],
         env=base | env,
-        cwd=cwd,
+        cwd="/",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -663,12 +677,12 @@ def on_loopback(env: dict[str, str], variable: str, port: int) -> dict[str, str]
 
 
 @pytest.mark.integration
-def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone(tmp_path: Path) -> None:
+def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone() -> None:
     docs, made = manifests(), readme_secrets()
     port = free_port()
     env = on_loopback(pod_env(docs, "llm-gateway", made), "INSIGHTX_LLM_GATEWAY_ADDR", port)
     probe = containers(of_kind(docs, "Deployment")["llm-gateway"])[0]["readinessProbe"]["grpc"]["service"]
-    with running("services.llm_gateway", env, tmp_path) as proc:
+    with running("services.llm_gateway", env) as proc:
         wait_serving(proc, port, probe)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = llm_gateway_pb2_grpc.LlmGatewayServiceStub(channel)
@@ -687,31 +701,16 @@ def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone(tm
 
 
 @pytest.mark.integration
-def test_orchestrator_starts_from_its_pod_env_without_a_data_volume(tmp_path: Path) -> None:
-    docs, made = manifests(), readme_secrets()
-    port = free_port()
-    env = on_loopback(pod_env(docs, "orchestrator", made), "INSIGHTX_ORCHESTRATOR_ADDR", port)
-    assert env["INSIGHTX_DATA_DIR"] == "/data"
-    # Its pod mounts nothing at /data (and its root is read-only): here the data dir is a path that does
-    # not exist, and must still not exist after a start and a stop.
-    data = tmp_path / "data"
-    probe = containers(of_kind(docs, "Deployment")["orchestrator"])[0]["livenessProbe"]["grpc"]["service"]
-    with running("services.orchestrator", env | {"INSIGHTX_DATA_DIR": str(data)}, tmp_path) as proc:
-        wait_serving(proc, port, probe)
-    assert not data.exists(), "the orchestrator wrote to a data volume its pod does not have"
-
-
-@pytest.mark.integration
-def test_gateway_answers_its_probes_and_refuses_a_pod_ip_host(tmp_path: Path) -> None:
+def test_gateway_answers_its_probes_and_refuses_a_pod_ip_host() -> None:
     docs, made = manifests(), readme_secrets()
     port = free_port()
     env = pod_env(docs, "gateway", made) | {
         "INSIGHTX_GATEWAY_HOST": "127.0.0.1",
         "INSIGHTX_GATEWAY_PORT": str(port),
-        "INSIGHTX_DATA_DIR": str(tmp_path / "data"),
+        "INSIGHTX_DATA_DIR": "/tmp/data",  # the shared volume's stand-in, writable like it
     }
     container = containers(of_kind(docs, "Deployment")["gateway"])[0]
-    with running("gateway", env, tmp_path) as proc:
+    with running("gateway", env) as proc:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, (
@@ -750,3 +749,81 @@ def test_the_readme_digest_recipe_gives_what_services_accept() -> None:
     placeholder = load(EXAMPLE)[1]["stringData"]["gateway-token"]
     with pytest.raises(ValueError, match="sha256: followed by 64"):
         _digest_bytes(placeholder)
+
+
+def cluster_env(
+    docs: list[Doc], name: str, made: dict[str, dict[str, str]], ports: dict[str, int], data: str
+) -> dict[str, str]:
+    """A pod's env with the Services' names swapped for loopback and free ports (no cluster DNS here),
+    and the data volume (where the pod mounts it) at `data`."""
+    env = pod_env(docs, name, made) | {"INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
+    for service, module in GRPC_SERVICES.items():
+        variable = f"INSIGHTX_{module.upper()}_ADDR"
+        assert env[variable].split(":")[0] == service  # the manifest's own address, only moved
+        env[variable] = f"127.0.0.1:{ports[service]}"
+    pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+    if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
+        env["INSIGHTX_DATA_DIR"] = data
+    return env
+
+
+@pytest.mark.integration
+def test_the_five_pods_answer_a_question_together() -> None:
+    """Every process from its Deployment's env and Secrets, on a read-only root with its own /tmp, the
+    shared volume where the manifests mount it: the gateway turns ready, and a question is answered."""
+    docs, made = manifests(), readme_secrets()
+    ports = {name: free_port() for name in ALL_SERVICES}
+    data = tempfile.mkdtemp(
+        prefix="insightx-k8s-", dir="/dev/shm"
+    )  # a mount the read-only root leaves writable
+    try:
+        with contextlib.ExitStack() as stack:
+            for name in GRPC_SERVICES:
+                env = cluster_env(docs, name, made, ports, data)
+                probe = containers(of_kind(docs, "Deployment")[name])[0]["readinessProbe"]["grpc"]["service"]
+                wait_serving(
+                    stack.enter_context(running(f"services.{GRPC_SERVICES[name]}", env)), ports[name], probe
+                )
+            env = cluster_env(docs, "gateway", made, ports, data)
+            env |= {"INSIGHTX_GATEWAY_HOST": "127.0.0.1", "INSIGHTX_GATEWAY_PORT": str(ports["gateway"])}
+            gateway = stack.enter_context(running("gateway", env))
+            base = f"http://127.0.0.1:{ports['gateway']}"
+            ready = containers(of_kind(docs, "Deployment")["gateway"])[0]["readinessProbe"]["httpGet"]
+            probe_headers = {h["name"]: h["value"] for h in ready["httpHeaders"]}
+            deadline = time.monotonic() + 60
+            while True:
+                assert gateway.poll() is None, (
+                    gateway.stderr.read().decode()[-2000:] if gateway.stderr else ""
+                )
+                try:
+                    if httpx.get(base + ready["path"], headers=probe_headers, timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the gateway never turned ready"
+                time.sleep(0.3)
+            token = (Path(data) / "gateway" / "auth_token").read_text().strip()
+            headers = {"Host": "localhost", "Authorization": f"Bearer {token}"}
+            table = "id,region\n" + "".join(f"{i},{['North', 'South'][i % 2]}\n" for i in range(137))
+            reply = httpx.post(
+                base + "/api/datasets",
+                headers=headers,
+                files={"file": ("t.csv", table, "text/csv")},
+                timeout=60,
+            )
+            assert reply.status_code == 200, reply.text
+            body = {
+                "session_id": reply.json()["session_id"],
+                "message": "How many rows are there?",
+                "history": [],
+            }
+            events = []
+            with httpx.stream(
+                "POST", base + "/api/chat/stream", headers=headers, json=body, timeout=60
+            ) as stream:
+                assert stream.status_code == 200
+                events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+            assert events[-1]["type"] == "final_response", events[-3:]
+            assert events[-1]["data"]["answer"] == 137
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
