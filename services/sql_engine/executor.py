@@ -64,11 +64,13 @@ def run_select(
     timeout_ms: int,
     handle: QueryHandle,
     own_timer: bool = True,
+    max_bytes: int = 0,
 ) -> QueryResult:
     """Runs `sql` on `cursor`, keeping at most `max_rows` rows; blocks, so call it from a worker thread.
 
     Without `own_timer` the caller expires `handle` after `timeout_ms` itself (a query worker does, from
-    the thread that already waits for cancels, rather than starting a thread per query).
+    the thread that already waits for cancels, rather than starting a thread per query). With `max_bytes`,
+    fetching stops once that many bytes are held (the caller trims to the exact size with `cap_bytes`).
     """
     started = time.perf_counter()
     timer = threading.Timer(timeout_ms / 1000.0, handle.expire) if own_timer else None
@@ -82,6 +84,7 @@ def run_select(
         reader = cursor.sql(sql).to_arrow_reader(min(max_rows + 1, BATCH_ROWS))
         batches: list[pa.RecordBatch] = []
         kept = 0
+        kept_bytes = 0
         truncated = False
         for batch in reader:
             if kept + batch.num_rows > max_rows:
@@ -90,6 +93,10 @@ def run_select(
                 break
             batches.append(batch)
             kept += batch.num_rows
+            kept_bytes += batch.nbytes
+            if max_bytes and kept_bytes > max_bytes:  # enough to fill the reply: stop fetching
+                truncated = True
+                break
         result = pa.Table.from_batches(batches, schema=reader.schema)
     except InsightError:
         raise

@@ -33,7 +33,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from common.errors import InsightError, Unavailable
+from common.errors import InsightError, ResourceExhausted, Unavailable
 from common.server import is_resource_exhaustion
 from services.sql_engine.connection import DatabaseCache
 from services.sql_engine.executor import QueryHandle, cap_bytes, run_select, translate_error
@@ -58,10 +58,11 @@ class WorkerConfig:
     read_only_mount: bool
 
 
-def rss_bytes() -> int:
-    """This process's resident set size now."""
+def memory() -> tuple[int, int]:
+    """This process's address space and resident set size now, in bytes."""
     with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * _PAGE
+        size, resident = statm.read().split()[:2]
+    return int(size) * _PAGE, int(resident) * _PAGE
 
 
 def _die_with_parent() -> None:
@@ -144,7 +145,8 @@ class _Worker:
                 current[1].cancel()
 
     def header(self, **fields: Any) -> bytes:
-        fields.update(rss=rss_bytes(), open=self.databases.keys())
+        vm, rss = memory()
+        fields.update(rss=rss, vm=vm, open=self.databases.keys())
         return json.dumps(fields).encode()
 
     def serve(self) -> None:
@@ -203,6 +205,7 @@ class _Worker:
                 timeout_ms=int(request["timeout_ms"]),
                 handle=handle,
                 own_timer=False,  # listen_for_cancels expires it
+                max_bytes=self.config.max_result_bytes,
             )
         result = cap_bytes(result, self.config.max_result_bytes)
         sink = pa.BufferOutputStream()
@@ -217,6 +220,10 @@ class _Worker:
 
 
 def _unexpected(exc: Exception) -> InsightError:
+    if isinstance(exc, OSError):  # in practice no memory left to map (pyarrow, a pipe): this worker retires
+        return ResourceExhausted(
+            "SQL_TOO_LARGE", f"The query needs more memory than a query may use ({type(exc).__name__})."
+        )
     if isinstance(exc, duckdb.Error | ValueError):
         return Unavailable("DATASET_UNREADABLE", f"The session's dataset could not be opened: {exc}")
     return Unavailable("SQL_ENGINE_ERROR", f"The query worker failed: {type(exc).__name__}")

@@ -110,6 +110,7 @@ class WorkerProcess:
         self._send_lock = threading.Lock()
         self.open: list[str] = []
         self.rss = 0
+        self.vm = 0
         self.deadline: float | None = None  # while busy: when it is killed if it has not answered
         if not self.requests.poll(_STARTUP_S):
             self.kill()
@@ -161,6 +162,7 @@ class WorkerProcess:
             handle.attach(None)
             self.deadline = None
         self.rss = int(header.get("rss", 0))
+        self.vm = int(header.get("vm", 0))
         self.open = list(header.get("open", []))
         return Reply(header, table)
 
@@ -433,8 +435,11 @@ class WorkerPool:
         try:
             # A probe is a trivial query: a worker that does not answer it in time is replaced at once.
             reply = process.run(job, handle, timeout_s, 0.0 if job.op == "probe" else GRACE_S)
-            if process.rss > self.limits.recycle_rss_bytes:
-                log.info("query worker retired", extra={"pid": process.pid, "rss": process.rss})
+            if self._spent(process, reply):
+                log.info(
+                    "query worker retired",
+                    extra={"pid": process.pid, "rss": process.rss, "address_space": process.vm},
+                )
                 current = self._replace(process, stop=True)
             return _raise_for(reply)
         except WorkerDied as exc:
@@ -460,6 +465,16 @@ class WorkerPool:
             except RuntimeError:  # the loop is closed: the engine is stopping
                 if current is not None:
                     current.kill()
+
+    def _spent(self, process: WorkerProcess, reply: Reply) -> bool:
+        """Retire a worker that grew past the high-water mark, kept most of its address space mapped
+        (DuckDB keeps what a big query reserved: the next one would fail to allocate), or ran out of it."""
+        cap = self.config.address_space_bytes
+        return (
+            process.rss > self.limits.recycle_rss_bytes
+            or (cap > 0 and process.vm > cap * 3 // 4)
+            or reply.header.get("reason") == "SQL_TOO_LARGE"
+        )
 
     def _replace(self, process: WorkerProcess, stop: bool) -> WorkerProcess | None:
         if stop:
