@@ -132,3 +132,24 @@ def test_a_csv_import_is_interrupted_when_the_client_leaves(tmp_path: Path) -> N
         import_file(raw, "big.csv", out, threads=1, cancelled=left)
     assert caught.value.reason == "IMPORT_CANCELLED"
     assert not (out / "raw.parquet").exists()
+
+
+def test_far_cells_in_rows_without_numbers_are_found_too(tmp_path: Path) -> None:
+    # <row> may omit r="…"; its cells' references still place them at XFD1048576.
+    data, out = _workbook([["a"]]), io.BytesIO()
+    far = (
+        b'<sheetData><row><c r="A1" t="inlineStr"><is><t>a</t></is></c></row>'
+        b'<row><c r="XFD1048576"><v>1</v></c></row></sheetData>'
+    )
+    source = zipfile.ZipFile(io.BytesIO(data))
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as target:
+        for item in source.infolist():
+            content = source.read(item.filename)
+            if item.filename.startswith("xl/worksheets/"):
+                content = re.sub(rb"<sheetData>.*</sheetData>", far, content, flags=re.S)
+            target.writestr(item, content)
+    with pytest.raises(InvalidInput) as caught:
+        read_sheet(_file(tmp_path, out.getvalue()), "rows.xlsx")
+    assert caught.value.reason == "SHEET_TOO_LARGE" and "1,048,576 rows by 16,384 columns" in str(
+        caught.value
+    )
