@@ -148,3 +148,10 @@ def test_a_file_escaping_quotes_both_ways_is_read_through_an_rfc_4180_copy(tmp_p
     imported = _import(tmp_path, text, "both.csv")
     assert _rows(imported) == [('say "hi"', 1), ("6' 5\"", 2), ("plain", 3)]
     assert not list(tmp_path.glob("*.rfc4180.csv"))  # the copy is gone
+
+
+def test_the_notes_survive_the_rewrite_of_mixed_dates(tmp_path: Path) -> None:
+    imported = _import(tmp_path, "Tag;Wert\n2024/01/02;1,5\nJan 5 2024;2,5\n03.02.2024;3,25\n", "mix.csv")
+    assert imported.columns == [("Tag", "DATE"), ("Wert", "DOUBLE")]
+    later = profile_parquet(imported.parquet, imported.columns, imported.row_count)
+    assert any("decimal comma" in note for note in later.source_notes)
