@@ -46,6 +46,7 @@ QUANTILE_VALUES = (
 MAX_GROUPED_DISTINCT = 100_000
 APPROX_DUPLICATE_NOISE = 0.03
 SAMPLES = 5
+VALUE_CHARS = 200  # top values and samples are cut to this many characters
 SAMPLE_CELLS = 100_000  # cells read for the samples: 1,000 rows of a narrow table, 20 of a very wide one
 PROFILE_MAX_COLUMNS = 1_000  # statistics for this many columns at most; the rest are listed by name and type
 STATS_BATCH_COLUMNS = 200  # columns per statistics statement: DuckDB plans a 2,000-column SELECT slowly
@@ -70,6 +71,18 @@ class _Col:
     @property
     def numeric(self) -> bool:
         return is_numeric(self.type)
+
+    @property
+    def key(self) -> str:
+        """What top values group by: text cut to VALUE_CHARS (a profile never carries a megabyte cell)."""
+        return (
+            f"left({self.ref}, {VALUE_CHARS})" if self.type == "VARCHAR" or is_nested(self.type) else self.ref
+        )
+
+    @property
+    def shown(self) -> str:
+        """The value as the profile shows it (top values, samples)."""
+        return f"{self.key}::VARCHAR"
 
 
 class _Budget:
@@ -390,9 +403,9 @@ def _scan_top_values_of(
     """Top values of up to GROUPING_SETS_MAX columns in one scan (GROUPING SETS)."""
     if not grouped:
         return {}
-    keys = ", ".join(c.ref for c in grouped)
-    sets = ", ".join(f"({c.ref})" for c in grouped)
-    rendered = ", ".join(f"{c.ref}::VARCHAR" for c in grouped)
+    keys = ", ".join(c.key for c in grouped)
+    sets = ", ".join(f"({c.key})" for c in grouped)
+    rendered = ", ".join(c.shown for c in grouped)
     sql = (
         f"SELECT gid, v, n FROM (SELECT grouping_id({keys}) AS gid, coalesce({rendered}) AS v, count(*) AS n"
         f" FROM {_only(relation, grouped)} GROUP BY GROUPING SETS ({sets})) WHERE v IS NOT NULL"
@@ -414,7 +427,7 @@ def _first_rows(con: duckdb.DuckDBPyConnection, relation: str, cols: list[_Col])
     """The first rows, rendered as text by DuckDB (column k of the result is cols[k]): 1,000 rows of a
     narrow table, fewer of a wide one (SAMPLE_CELLS cells at most, 20 rows at least)."""
     rows = max(20, min(1000, SAMPLE_CELLS // max(len(cols), 1)))
-    rendered = ", ".join(f"{c.ref}::VARCHAR AS c{k}" for k, c in enumerate(cols)) or "NULL AS none"
+    rendered = ", ".join(f"{c.shown} AS c{k}" for k, c in enumerate(cols)) or "NULL AS none"
     return con.sql(f"SELECT {rendered} FROM {_only(relation, cols)} LIMIT {rows}").to_arrow_table()
 
 

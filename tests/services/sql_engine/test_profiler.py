@@ -201,3 +201,12 @@ def test_source_notes_come_from_the_parquet_metadata(tmp_path: Path) -> None:
     duckdb.sql(f"COPY (SELECT 1 AS a) TO '{parquet}' (FORMAT parquet{profiler.notes_option(notes)})")
     profile = profile_parquet(parquet, [("a", "INTEGER")], 1)
     assert list(profile.source_notes) == notes
+
+
+def test_long_cells_are_cut_in_the_profile(tmp_path: Path) -> None:
+    # 50 rows of 1 MB cells: the profile shows their first VALUE_CHARS characters, not megabytes.
+    profile = _profile(tmp_path, "SELECT repeat(chr(97 + (range % 3)::INT), 1000000) AS blob FROM range(50)")
+    blob = profile.columns[0]
+    assert blob.samples and all(len(v) == profiler.VALUE_CHARS for v in blob.samples)
+    assert [v.count for v in blob.top_values] == [17, 17, 16]
+    assert profile.ByteSize() < 10_000
