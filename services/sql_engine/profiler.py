@@ -12,8 +12,9 @@ and those first rows.
 Bounds: statistics for the first PROFILE_MAX_COLUMNS columns only (the rest are listed by name and type),
 and a time budget (budget_for: 20 s, 5 s more per million rows, 120 s at most): a statement still running
 at its end is interrupted and no further one starts; top values and samples of text are cut to 200
-characters. Past a bound the profile is marked partial and says what it left out. Measured before these bounds: a 19 KB CSV of
-2,000 numeric columns took 46 s and 8 GB (ordered list aggregates of the samples, one per column).
+characters. Past a bound the profile is marked partial and says what it left out. Measured before these
+bounds: a 19 KB CSV of 2,000 numeric columns took 46 s and 8 GB (ordered list aggregates of the samples,
+one per column).
 """
 
 from __future__ import annotations
