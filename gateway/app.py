@@ -61,6 +61,7 @@ from gateway.errors import (
     unexpected_exception_handler,
     validation_exception_handler,
 )
+from gateway.events import contract_json
 from gateway.limits import BodyLimitMiddleware
 from gateway.ownership import Ownership
 from gateway.quotas import QuotaExceeded, Quotas
@@ -293,6 +294,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             hint = " Run `make web-deps` (npm ci in gateway/web)." if relative else ""
             return error_response(404, "ASSET_NOT_FOUND", f"No asset named {name!r}.{hint}")
         return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+
+    @app.get("/events.json", include_in_schema=False)
+    async def events_contract() -> JSONResponse:
+        """The chat stream's event types and the terminal ones (docs/events.md), for the page to read."""
+        return JSONResponse(contract_json(), headers={"Cache-Control": "no-cache"})
 
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:

@@ -1,5 +1,8 @@
 """One chat answer as SSE: the orchestrator's events in order, ids from `seq`, cancelled with the client.
 
+The wire format (`retry:`, `id:`, `data:`, heartbeat comments, 204 on a finished resume) is described in
+docs/events.md; each event's JSON comes from gateway/events.py.
+
 The generator owns the upstream gRPC call: whatever ends the stream (the last event, an upstream failure,
 the client leaving, the server stopping), `finally` cancels the call so the orchestrator stops its own
 downstream work. `StreamStats` counts calls by how they ended, so the cancellation is observable.
@@ -18,7 +21,7 @@ import grpc
 
 from common.errors import error_info
 from gateway.errors import redact
-from gateway.events import event_to_json
+from gateway.events import error_payload, event_to_json
 from insightx.v1 import orchestrator_pb2
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ async def sse_events(
             if event.seq <= seq:
                 continue  # a resumed stream never repeats what the client already has
             seq = event.seq
-            payload = event_to_json(event, max_rows)
+            payload: dict[str, Any] = dict(event_to_json(event, max_rows))
             await _notify(on_event, payload)
             yield {"id": str(seq), "data": json.dumps(_redacted(payload), ensure_ascii=False)}
         if stats is not None:
@@ -91,21 +94,22 @@ async def sse_events(
         if stats is not None:
             stats.failed += 1
         message, code = stream_failure(info.code, info.message)
-        payload = {"type": "error", "seq": seq + 1, "message": message, "code": code}
+        payload = dict(error_payload(seq + 1, message, code))
         await _notify(on_event, payload)
         yield {"id": str(seq + 1), "data": json.dumps(_redacted(payload))}
     except Exception:
-        # An event the gateway cannot turn into JSON must end the stream with an error event, never a
-        # dropped connection the frontend cannot explain.
+        # An event the gateway cannot turn into JSON (an UnknownEvent among them) must end the stream with
+        # an error event, never a dropped connection the frontend cannot explain.
         log.exception("chat stream failed", extra={"seq": seq})
         if stats is not None:
             stats.failed += 1
-        payload = {
-            "type": "error",
-            "seq": seq + 1,
-            "message": "The answer could not be sent to the browser; try again or rephrase the question.",
-            "code": "GATEWAY_ENCODING_FAILED",
-        }
+        payload = dict(
+            error_payload(
+                seq + 1,
+                "The answer could not be sent to the browser; try again or rephrase the question.",
+                "GATEWAY_ENCODING_FAILED",
+            )
+        )
         await _notify(on_event, payload)
         yield {"id": str(seq + 1), "data": json.dumps(payload)}
     finally:

@@ -1,9 +1,9 @@
 """The events of recent answers, kept in memory so that a dropped stream can resume from `Last-Event-ID`.
 
 Each answer runs as a task that publishes into its `AnswerStream`; callers follow the stream from a seq.
-A follower's stream ends with the answer's final_response or error. When the last follower goes away
-before that, the task is cancelled at once (and with it every downstream call); a later resume of that
-answer finds it interrupted and answers again.
+A follower's stream ends with the answer's terminal event (`common.chat_events.TERMINAL`: final_response
+or error). When the last follower goes away before that, the task is cancelled at once (and with it every
+downstream call); a later resume of that answer finds it interrupted and answers again.
 
 The buffer is per process, bounded in answers (`resume_max_chats`), events per answer and age
 (`resume_retention_s`). With several orchestrator replicas, resume needs sticky routing by chat_id (or a
@@ -19,9 +19,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+from common.chat_events import is_terminal
 from insightx.v1 import orchestrator_pb2 as pb
-
-_TERMINAL = ("final_response", "error")
 
 
 class AnswerStream:
@@ -47,7 +46,7 @@ class AnswerStream:
     @property
     def complete(self) -> bool:
         """True when the answer ended with final_response or error (not interrupted)."""
-        return bool(self.events) and self.events[-1].WhichOneof("payload") in _TERMINAL
+        return bool(self.events) and is_terminal(self.events[-1].WhichOneof("payload"))
 
     def publish(self, event: pb.ChatEvent) -> None:
         """Appends an event and wakes the followers (the oldest non-terminal events go past the cap)."""
@@ -75,7 +74,7 @@ class AnswerStream:
                 for event in fresh:
                     sent = event.seq
                     yield event
-                    if event.WhichOneof("payload") in _TERMINAL:
+                    if is_terminal(event.WhichOneof("payload")):
                         return  # the answer is given; what the task still does (recording) is not waited for
                 if self.done and not [e for e in self.events if e.seq > sent]:
                     return
