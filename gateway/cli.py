@@ -1,8 +1,12 @@
 """`insightx`: ask a question about a file from the terminal, or start the whole stack.
 
-    insightx ask data.csv "how many rows are there?"     steps live, then the answer
+    insightx ask data.csv "how many rows are there?"     steps live, then the answer (once)
     insightx ask data.csv "..." --json                    only the final event, as JSON
     insightx serve                                        the stack on http://localhost:8000 (like make run)
+
+Exit status of `ask`: 0 answered, 1 an error (the answer's `error` event, or a failed upload or request),
+2 wrong usage, 3 not answered (the analyst asked back or would not guess; the questions it offers are
+printed, and are in the JSON's `data.clarifications`).
 
 `ask` uses the gateway at --url when one answers there, signed in with the token in INSIGHTX_TOKEN (the one
 `make run` printed, or an API token); otherwise it starts a private stack on free ports for the one
@@ -23,14 +27,15 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
-from rich.syntax import Syntax
-from rich.table import Table
+
+from common.chat_events import TERMINAL
+from gateway.render import Renderer, is_refusal
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="InsightX: ask your tables questions.")
 DEFAULT_URL = "http://localhost:8000"
-TERMINAL = {"final_response", "error"}
 TOKEN_ENV = "INSIGHTX_TOKEN"
+EXIT_ERROR = 1
+EXIT_REFUSED = 3
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -57,7 +62,7 @@ def gateway_at(url: str | None, token: str, console: Console) -> Iterator[tuple[
     if _reachable(DEFAULT_URL):
         yield DEFAULT_URL, token
         return
-    from tools.stack import Stack
+    from gateway.stack import Stack
 
     with tempfile.TemporaryDirectory(prefix="insightx-") as tmp:
         stack = Stack.on_free_ports(Path(tmp) / "data")
@@ -76,7 +81,7 @@ def gateway_at(url: str | None, token: str, console: Console) -> Iterator[tuple[
 
 def _fail(console: Console, message: str, code: str = "") -> None:
     console.print(f"[bold red]Error:[/] {message}" + (f" [dim]({code})[/]" if code else ""))
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_ERROR)
 
 
 def _error_of(response: httpx.Response) -> tuple[str, str]:
@@ -85,41 +90,6 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
         return str(err["message"]), str(err["code"])
     except (ValueError, KeyError, TypeError):
         return f"HTTP {response.status_code}", ""
-
-
-def _table(data: dict[str, Any], limit: int = 15) -> Table:
-    table = Table(show_edge=False, header_style="bold")
-    for column in data.get("columns", []):
-        table.add_column(str(column))
-    for row in data.get("rows", [])[:limit]:
-        table.add_row(*(str(row.get(c, "")) for c in data.get("columns", [])))
-    return table
-
-
-def _show(console: Console, event: dict[str, Any]) -> None:
-    data = event.get("data") or {}
-    kind = event["type"]
-    if kind == "orchestrator_result":
-        console.print(f"[bold]plan[/] {data.get('classification')}: [dim]{data.get('reasoning', '')}[/]")
-    elif kind == "sql_result":
-        console.print(Syntax(data.get("query", ""), "sql", word_wrap=True))
-        if data.get("error"):
-            console.print(f"[yellow]SQL failed:[/] {data['error']}")
-        else:
-            console.print(_table(data))
-            console.print(f"[dim]{data.get('row_count', 0):,} row(s)[/]")
-    elif kind == "python_result":
-        console.print(Syntax(data.get("code", ""), "python", word_wrap=True))
-        if data.get("stdout"):
-            console.print(data["stdout"].rstrip())
-    elif kind == "final_response":
-        console.print(Markdown(data.get("text", "")))
-        if data.get("follow_ups"):
-            console.print("[dim]Next: " + " · ".join(data["follow_ups"]) + "[/]")
-    elif kind == "error":
-        console.print(f"[bold red]Error:[/] {event.get('message')} [dim]({event.get('code')})[/]")
-    elif kind == "key_rotation":
-        console.print(f"[dim]{event.get('message')}[/]")
 
 
 @app.command()
@@ -154,6 +124,7 @@ def ask(
         )
         body = {"session_id": session["session_id"], "message": question}
         final: dict[str, Any] | None = None
+        renderer = Renderer(console)
         timeout = httpx.Timeout(10.0, read=300.0)
         with (
             console.status("Thinking…") as spinner,
@@ -168,7 +139,7 @@ def ask(
                 if event["type"] == "status":
                     spinner.update(str(event.get("message", "")) + "…")
                 elif not as_json:
-                    _show(console, event)
+                    renderer.show(event)
                 if event["type"] in TERMINAL:
                     final = event
                     break
@@ -178,13 +149,15 @@ def ask(
     if as_json:
         sys.stdout.write(json.dumps(final, ensure_ascii=False) + "\n")
     if final["type"] == "error":
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_ERROR)
+    if is_refusal(final.get("data") or {}):
+        raise typer.Exit(EXIT_REFUSED)
 
 
 @app.command()
 def serve() -> None:
     """Starts the whole stack with the demo dataset on http://localhost:8000 (Ctrl-C stops it)."""
-    from tools.run_stack import main
+    from gateway.serve import main
 
     raise typer.Exit(main())
 
