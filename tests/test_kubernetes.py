@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from common.auth import _digest_bytes, token_digest
 from common.settings import Settings
-from insightx.v1 import llm_gateway_pb2, llm_gateway_pb2_grpc
+from insightx.v1 import llm_gateway_pb2, llm_gateway_pb2_grpc, py_sandbox_pb2, py_sandbox_pb2_grpc
 from tools.env_table import rows as env_rows
 from tools.stack import free_port
 
@@ -618,28 +618,72 @@ def pod_env(docs: list[Doc], name: str, made: dict[str, dict[str, str]]) -> dict
     return env
 
 
-#: The pods' root filesystems are read-only with an emptyDir on /tmp: the processes run the same way here,
-#: in a mount namespace of their own where / is remounted read-only and /tmp is a fresh tmpfs.
-READ_ONLY_ROOT = (
-    "mount --bind / / && mount -o remount,bind,ro / && mount -t tmpfs -o size=256m tmpfs /tmp && "
-    'exec "$0" "$@"'
-)
+#: Loads a Localhost seccomp profile as the container runtime would (default: the profile's errno), then
+#: becomes the service.
+SECCOMP_LOADER = """
+import json, os, sys
+import pyseccomp
+profile = json.load(open(sys.argv[1]))
+flt = pyseccomp.SyscallFilter(defaction=pyseccomp.ERRNO(profile["defaultErrnoRet"]))
+for rule in profile["syscalls"]:
+    if rule["action"] == "SCMP_ACT_ALLOW":
+        for name in rule["names"]:
+            flt.add_rule(pyseccomp.ALLOW, name)
+flt.load()
+os.execv(sys.executable, [sys.executable, "-m", sys.argv[2]])
+"""
+
+
+def pod_command(docs: list[Doc], name: str, data: str) -> list[str]:
+    """The Deployment's process as its pod would run it, read from its manifest: in a mount namespace of its
+    own with a read-only root where readOnlyRootFilesystem says so, a tmpfs for each emptyDir, the data
+    volume read-only where the mount says so, no writable cgroup hierarchy (as in a container), and for
+    the sandbox its capabilities as the bounding set and its Localhost seccomp profile loaded."""
+    pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    sc = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    steps = []
+    if sc.get("readOnlyRootFilesystem"):
+        steps += ["mount --bind / /", "mount -o remount,bind,ro /"]
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "emptyDir" in volume:
+            size = volume["emptyDir"].get("sizeLimit", "64Mi").removesuffix("i")
+            steps.append(f"mount -t tmpfs -o size={size} tmpfs {mount['mountPath']}")
+        elif mount.get("readOnly"):
+            steps += [f"mount --bind {data} {data}", f"mount -o remount,bind,ro {data}"]
+    steps.append("mount -t tmpfs -o ro tmpfs /sys/fs/cgroup")
+    command = [
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        " && ".join([*steps, 'exec "$0" "$@"']),
+    ]
+    if added := sc.get("capabilities", {}).get("add"):
+        bounding = ",".join(["-all", *(f"+{cap.lower()}" for cap in added)])
+        command += ["setpriv", f"--bounding-set={bounding}", "--"]
+    module = "gateway" if name == "gateway" else f"services.{GRPC_SERVICES[name]}"
+    seccomp = sc.get("seccompProfile", {})
+    if seccomp.get("type") == "Localhost":
+        profile = ROOT / "docker" / Path(seccomp["localhostProfile"]).name  # what README says to install
+        return [*command, sys.executable, "-c", SECCOMP_LOADER, str(profile), module]
+    return [*command, sys.executable, "-m", module]
 
 
 @contextlib.contextmanager
-def running(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m module` with only `env` (no inherited INSIGHTX_*, no .env), on a read-only root."""
-    if os.geteuid() != 0 or not shutil.which("unshare"):
-        pytest.skip("a read-only root needs root and util-linux's unshare (as CI has)")
+def running(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` with only `env` (no inherited INSIGHTX_*, no .env), its output in `log`."""
+    if os.geteuid() != 0 or not (shutil.which("unshare") and shutil.which("setpriv")):
+        pytest.skip(
+            "a pod's filesystem and privileges need root and util-linux's unshare and setpriv (as CI has)"
+        )
     base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT), "HOME": str(ROOT)}
-    command = ["unshare", "--mount", "--propagation", "private", "sh", "-c", READ_ONLY_ROOT]
-    proc = subprocess.Popen(
-        [*command, sys.executable, "-m", module],
-        env=base | env,
-        cwd="/",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=base | env, cwd="/", stdout=out, stderr=subprocess.STDOUT)
     try:
         yield proc
     finally:
@@ -651,15 +695,17 @@ def running(module: str, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes
             proc.wait()
 
 
-def wait_serving(proc: subprocess.Popen[bytes], port: int, service: str) -> None:
+def tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+
+
+def wait_serving(proc: subprocess.Popen[bytes], port: int, service: str, log: Path) -> None:
     """Polls grpc.health.v1 as the kubelet's gRPC probe does (no credential) until SERVING."""
     deadline = time.monotonic() + 60
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
-            assert proc.poll() is None, (
-                proc.stderr.read().decode()[-2000:] if proc.stderr else proc.returncode
-            )
+            assert proc.poll() is None, tail(log)
             try:
                 reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
@@ -667,24 +713,68 @@ def wait_serving(proc: subprocess.Popen[bytes], port: int, service: str) -> None
             except grpc.RpcError:
                 pass
             time.sleep(0.2)
-    raise AssertionError(f"{service} on {port} never SERVING")
+    raise AssertionError(f"{service} on {port} never SERVING\n{tail(log)}")
 
 
-def on_loopback(env: dict[str, str], variable: str, port: int) -> dict[str, str]:
-    """The manifest's env with this service's port free and bound on loopback (tests do not listen wide)."""
-    host = env[variable].rsplit(":", 1)[0]
-    return env | {variable: f"{host}:{port}", "INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
+def wait_http(
+    proc: subprocess.Popen[bytes], url: str, headers: dict[str, str], status: int, log: Path
+) -> None:
+    """Polls `url` as the kubelet's HTTP probe does until it answers `status`."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert proc.poll() is None, tail(log)
+        try:
+            if httpx.get(url, headers=headers, timeout=5).status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered {status}\n{tail(log)}"
+        time.sleep(0.3)
+
+
+def cluster_env(
+    docs: list[Doc], name: str, made: dict[str, dict[str, str]], ports: dict[str, int], data: str
+) -> dict[str, str]:
+    """A pod's env with the Services' names swapped for loopback and free ports (no cluster DNS here),
+    and the data volume (where the pod mounts it) at `data`."""
+    env = pod_env(docs, name, made) | {"INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
+    for service, module in GRPC_SERVICES.items():
+        variable = f"INSIGHTX_{module.upper()}_ADDR"
+        assert env[variable] == f"{service}:{default_port(service)}"  # the manifest's own address, moved
+        env[variable] = f"127.0.0.1:{ports[service]}"
+    pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
+    if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
+        env["INSIGHTX_DATA_DIR"] = data
+    if name == "gateway":
+        env |= {"INSIGHTX_GATEWAY_HOST": "127.0.0.1", "INSIGHTX_GATEWAY_PORT": str(ports["gateway"])}
+    return env
+
+
+def probe_of(docs: list[Doc], name: str, kind: str) -> Doc:
+    return dict(containers(of_kind(docs, "Deployment")[name])[0][kind])
+
+
+@pytest.fixture
+def volume() -> Iterator[str]:
+    """The shared data volume's stand-in: on /dev/shm, a mount a pod's read-only root leaves writable."""
+    path = tempfile.mkdtemp(prefix="insightx-k8s-", dir="/dev/shm")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.integration
-def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone() -> None:
+def test_llm_gateway_pod_takes_the_orchestrator_alone(tmp_path: Path, volume: str) -> None:
     docs, made = manifests(), readme_secrets()
-    port = free_port()
-    env = on_loopback(pod_env(docs, "llm-gateway", made), "INSIGHTX_LLM_GATEWAY_ADDR", port)
-    probe = containers(of_kind(docs, "Deployment")["llm-gateway"])[0]["readinessProbe"]["grpc"]["service"]
-    with running("services.llm_gateway", env) as proc:
-        wait_serving(proc, port, probe)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+    ports = {name: free_port() for name in ALL_SERVICES}
+    env, log = cluster_env(docs, "llm-gateway", made, ports, volume), tmp_path / "llm-gateway.log"
+    with running(pod_command(docs, "llm-gateway", volume), env, log) as proc:
+        wait_serving(
+            proc,
+            ports["llm-gateway"],
+            probe_of(docs, "llm-gateway", "readinessProbe")["grpc"]["service"],
+            log,
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{ports['llm-gateway']}") as channel:
             stub = llm_gateway_pb2_grpc.LlmGatewayServiceStub(channel)
             request = llm_gateway_pb2.GetKeyStatusRequest()
 
@@ -701,36 +791,19 @@ def test_llm_gateway_starts_from_its_pod_env_and_takes_the_orchestrator_alone() 
 
 
 @pytest.mark.integration
-def test_gateway_answers_its_probes_and_refuses_a_pod_ip_host() -> None:
+def test_gateway_pod_answers_its_probes_and_refuses_a_pod_ip_host(tmp_path: Path, volume: str) -> None:
     docs, made = manifests(), readme_secrets()
-    port = free_port()
-    env = pod_env(docs, "gateway", made) | {
-        "INSIGHTX_GATEWAY_HOST": "127.0.0.1",
-        "INSIGHTX_GATEWAY_PORT": str(port),
-        "INSIGHTX_DATA_DIR": "/tmp/data",  # the shared volume's stand-in, writable like it
-    }
-    container = containers(of_kind(docs, "Deployment")["gateway"])[0]
-    with running("gateway", env) as proc:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (
-                proc.stderr.read().decode()[-2000:] if proc.stderr else proc.returncode
-            )
-            try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the gateway never listened"
-                time.sleep(0.2)
-        for kind, alive in (("livenessProbe", 200), ("readinessProbe", 503)):
-            http = container[kind]["httpGet"]
-            headers = {h["name"]: h["value"] for h in http["httpHeaders"]}
-            reply = httpx.get(f"http://127.0.0.1:{port}{http['path']}", headers=headers, timeout=10)
+    ports = {name: free_port() for name in ALL_SERVICES}
+    env, log = cluster_env(docs, "gateway", made, ports, volume), tmp_path / "gateway.log"
+    base = f"http://127.0.0.1:{ports['gateway']}"
+    with running(pod_command(docs, "gateway", volume), env, log) as proc:
+        for kind, status in (("livenessProbe", 200), ("readinessProbe", 503)):
             # Alive without any peer; not ready while no service behind it answers.
-            assert reply.status_code == alive, (kind, reply.status_code, reply.text[:200])
+            http = probe_of(docs, "gateway", kind)["httpGet"]
+            headers = {h["name"]: h["value"] for h in http["httpHeaders"]}
+            wait_http(proc, base + http["path"], headers, status, log)
         # The kubelet's default Host (the pod's IP) is refused: hence the probes' Host header.
-        reply = httpx.get(f"http://127.0.0.1:{port}/", headers={"Host": "10.1.2.3:8000"}, timeout=10)
-        assert reply.status_code == 400
+        assert httpx.get(base + "/", headers={"Host": "10.1.2.3:8000"}, timeout=10).status_code == 400
 
 
 def test_the_readme_digest_recipe_gives_what_services_accept() -> None:
@@ -751,79 +824,55 @@ def test_the_readme_digest_recipe_gives_what_services_accept() -> None:
         _digest_bytes(placeholder)
 
 
-def cluster_env(
-    docs: list[Doc], name: str, made: dict[str, dict[str, str]], ports: dict[str, int], data: str
-) -> dict[str, str]:
-    """A pod's env with the Services' names swapped for loopback and free ports (no cluster DNS here),
-    and the data volume (where the pod mounts it) at `data`."""
-    env = pod_env(docs, name, made) | {"INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
-    for service, module in GRPC_SERVICES.items():
-        variable = f"INSIGHTX_{module.upper()}_ADDR"
-        assert env[variable].split(":")[0] == service  # the manifest's own address, only moved
-        env[variable] = f"127.0.0.1:{ports[service]}"
-    pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
-    if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
-        env["INSIGHTX_DATA_DIR"] = data
-    return env
-
-
 @pytest.mark.integration
-def test_the_five_pods_answer_a_question_together() -> None:
-    """Every process from its Deployment's env and Secrets, on a read-only root with its own /tmp, the
-    shared volume where the manifests mount it: the gateway turns ready, and a question is answered."""
+def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) -> None:
+    """Every process as its pod runs it (pod_command), from its Deployment's env and Secrets: the gateway
+    turns ready, a question is answered, and the sandbox runs code under exactly its pod's privileges."""
     docs, made = manifests(), readme_secrets()
     ports = {name: free_port() for name in ALL_SERVICES}
-    data = tempfile.mkdtemp(
-        prefix="insightx-k8s-", dir="/dev/shm"
-    )  # a mount the read-only root leaves writable
-    try:
-        with contextlib.ExitStack() as stack:
-            for name in GRPC_SERVICES:
-                env = cluster_env(docs, name, made, ports, data)
-                probe = containers(of_kind(docs, "Deployment")[name])[0]["readinessProbe"]["grpc"]["service"]
-                wait_serving(
-                    stack.enter_context(running(f"services.{GRPC_SERVICES[name]}", env)), ports[name], probe
-                )
-            env = cluster_env(docs, "gateway", made, ports, data)
-            env |= {"INSIGHTX_GATEWAY_HOST": "127.0.0.1", "INSIGHTX_GATEWAY_PORT": str(ports["gateway"])}
-            gateway = stack.enter_context(running("gateway", env))
-            base = f"http://127.0.0.1:{ports['gateway']}"
-            ready = containers(of_kind(docs, "Deployment")["gateway"])[0]["readinessProbe"]["httpGet"]
-            probe_headers = {h["name"]: h["value"] for h in ready["httpHeaders"]}
-            deadline = time.monotonic() + 60
-            while True:
-                assert gateway.poll() is None, (
-                    gateway.stderr.read().decode()[-2000:] if gateway.stderr else ""
-                )
-                try:
-                    if httpx.get(base + ready["path"], headers=probe_headers, timeout=5).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the gateway never turned ready"
-                time.sleep(0.3)
-            token = (Path(data) / "gateway" / "auth_token").read_text().strip()
-            headers = {"Host": "localhost", "Authorization": f"Bearer {token}"}
-            table = "id,region\n" + "".join(f"{i},{['North', 'South'][i % 2]}\n" for i in range(137))
-            reply = httpx.post(
-                base + "/api/datasets",
-                headers=headers,
-                files={"file": ("t.csv", table, "text/csv")},
-                timeout=60,
+    with contextlib.ExitStack() as stack:
+        procs = {}
+        # The sandbox first: it reads a fresh volume no writer has laid out yet (read-only, it cannot).
+        for name in sorted(ALL_SERVICES, key=lambda n: n != SANDBOX):
+            env, log = cluster_env(docs, name, made, ports, volume), tmp_path / f"{name}.log"
+            procs[name] = stack.enter_context(running(pod_command(docs, name, volume), env, log))
+        for name in GRPC_SERVICES:
+            probe = probe_of(docs, name, "readinessProbe")["grpc"]["service"]
+            wait_serving(procs[name], ports[name], probe, tmp_path / f"{name}.log")
+        ready = probe_of(docs, "gateway", "readinessProbe")["httpGet"]
+        base = f"http://127.0.0.1:{ports['gateway']}"
+        probe_headers = {h["name"]: h["value"] for h in ready["httpHeaders"]}
+        wait_http(procs["gateway"], base + ready["path"], probe_headers, 200, tmp_path / "gateway.log")
+
+        token = (Path(volume) / "gateway" / "auth_token").read_text().strip()
+        headers = {"Host": "localhost", "Authorization": f"Bearer {token}"}
+        table = "id,region\n" + "".join(f"{i},{['North', 'South'][i % 2]}\n" for i in range(137))
+        files = {"file": ("t.csv", table, "text/csv")}
+        reply = httpx.post(base + "/api/datasets", headers=headers, files=files, timeout=60)
+        assert reply.status_code == 200, reply.text
+        session = reply.json()["session_id"]
+        body = {"session_id": session, "message": "How many rows are there?", "history": []}
+        with httpx.stream(
+            "POST", base + "/api/chat/stream", headers=headers, json=body, timeout=60
+        ) as stream:
+            assert stream.status_code == 200
+            events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+        assert events[-1]["type"] == "final_response", events[-3:]
+        assert events[-1]["data"]["answer"] == 137
+
+        # The sandbox pod: four capabilities, its own seccomp profile, the data read-only, no cgroup.
+        code = {"session_id": session, "code": "result = int(df['id'].sum())"}
+        reply = httpx.post(base + "/api/python/run", headers=headers, json=code, timeout=60)
+        assert reply.status_code == 200 and reply.json()["result"] == 137 * 136 // 2, reply.text
+        with grpc.insecure_channel(f"127.0.0.1:{ports['py-sandbox']}") as channel:
+            gateway_token = made["insightx-internal-tokens"]["gateway-token"]
+            status = py_sandbox_pb2_grpc.PySandboxServiceStub(channel).GetSandboxStatus(
+                py_sandbox_pb2.GetSandboxStatusRequest(),
+                metadata=(("authorization", f"Bearer {gateway_token}"),),
+                timeout=10,
             )
-            assert reply.status_code == 200, reply.text
-            body = {
-                "session_id": reply.json()["session_id"],
-                "message": "How many rows are there?",
-                "history": [],
-            }
-            events = []
-            with httpx.stream(
-                "POST", base + "/api/chat/stream", headers=headers, json=body, timeout=60
-            ) as stream:
-                assert stream.status_code == 200
-                events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
-            assert events[-1]["type"] == "final_response", events[-3:]
-            assert events[-1]["data"]["answer"] == 137
-    finally:
-        shutil.rmtree(data, ignore_errors=True)
+        isolation = status.isolation
+        assert isolation.level == "strong" and status.accepting_code, list(isolation.problems)
+        assert isolation.cgroup == "", (
+            "a pod has no writable cgroup hierarchy: the manifest says runs get none"
+        )

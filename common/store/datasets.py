@@ -15,6 +15,7 @@ has been answered), so a session may exist without `profile.pb` for a while. Ses
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -159,7 +160,13 @@ class LocalDatasetStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root).absolute()
         self.sessions = self.root / "sessions"
-        self.sessions.mkdir(parents=True, exist_ok=True)
+        try:
+            self.sessions.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            # A reader of a read-only volume (py_sandbox in compose and Kubernetes) that starts before any
+            # writer made the folder: nothing is stored yet, and the writers make it.
+            if exc.errno != errno.EROFS:
+                raise
 
     def new_session_id(self) -> str:
         return uuid.uuid4().hex
