@@ -119,8 +119,14 @@ async function showLanding() {
   if (demo) {
     $("open-demo").onclick = () => openDataset(demo.session_id);
     try {
-      const described = await getJson(`/api/datasets/${encodeURIComponent(demo.session_id)}`);
+      const url = `/api/datasets/${encodeURIComponent(demo.session_id)}`;
+      let described = await getJson(url);
       $("demo-meta").textContent = `${plural(described.row_count, "row")} · ${described.columns.length} columns`;
+      for (let tries = 0; profileState(described) === "pending" && tries < 5 && !state.session; tries++) {
+        // the examples are the profile's suggested questions: wait for it (a just-loaded demo is profiling)
+        $("examples").replaceChildren(el("span", { class: "muted profile-status working", text: "Profiling the demo…" }));
+        described = await getJson(`${url}?wait_for_profile=true`);
+      }
       const questions = (described.profile?.suggested_questions || []).slice(0, 4);
       $("examples").replaceChildren(...(questions.length ? questions : ["How many rows are there?"]).map((q) =>
         chip(q, async () => { await openDataset(demo.session_id, { fresh: true }); ask(q); })));
