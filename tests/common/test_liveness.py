@@ -99,3 +99,48 @@ def test_only_memory_and_thread_failures_count_as_exhaustion() -> None:
     assert server_module.is_resource_exhaustion(MemoryError())
     assert server_module.is_resource_exhaustion(RuntimeError("can't start new thread"))
     assert not server_module.is_resource_exhaustion(RuntimeError("something else"))
+
+
+_CHILD = """
+import asyncio, sys, threading, time
+from common.server import LivenessPolicy, create_server, serve_forever
+
+async def main(mode: str) -> None:
+    running = await create_server("127.0.0.1:0", [], lambda server: None)
+    await running.set_serving()
+    loop = asyncio.get_running_loop()
+    if mode == "stall":
+        loop.call_later(0.5, time.sleep, 60)  # a handler that blocks the event loop
+    elif mode == "thread":
+        loop.call_later(0.5, lambda: threading.Thread(target=lambda: bytearray(1 << 62)).start())
+    elif mode == "loop":
+        async def fails() -> None:
+            raise MemoryError("no memory in a task")
+        loop.call_later(0.5, lambda: loop.create_task(fails()))
+    elif mode == "check":
+        async def dead() -> bool:
+            return False
+        running.liveness = dead
+    policy = LivenessPolicy(interval_s=0.2, timeout_s=0.5, fail_after_s=1.5, stall_after_s=1.5)
+    await serve_forever(running, liveness=policy)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("mode", ["stall", "thread", "loop", "check"])
+def test_a_process_that_cannot_serve_exits_for_its_supervisor(mode: str) -> None:
+    """A stalled event loop, a MemoryError in a thread or a task, a failing check: the process exits 70."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", _CHILD, mode], cwd=root, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 70, done.stderr[-2000:]
+    assert time.monotonic() - started < 15
+    assert "exiting for a clean restart" in done.stderr or "event loop stalled" in done.stderr
