@@ -54,6 +54,7 @@ GRPC_SERVICES = {
 ALL_SERVICES = [*GRPC_SERVICES, "gateway"]
 STATELESS = {"orchestrator", "llm-gateway", "gateway"}  # the ones an autoscaler may scale
 SANDBOX = "py-sandbox"
+CAP_BITS = {"KILL": 5, "SETGID": 6, "SETUID": 7, "SYS_ADMIN": 21}  # linux/capability.h
 IMAGE_UID = 10001  # docker/*.Dockerfile: useradd --uid 10001 insightx
 PROVIDER_ENV = re.compile(r"^(BYTEZ|OPENAI)_API_KEY(S|_\d+)?$")
 #: Oldest Kubernetes the manifests target (securityContext.appArmorProfile is GA from 1.30) and newest.
@@ -580,10 +581,10 @@ def test_the_example_secret_holds_placeholders_only() -> None:
 
 # --- the pods' configuration, run for real --------------------------------------------------------------
 # Each process below starts with exactly the environment its Deployment gives it (ConfigMaps, literals and
-# Secrets made the way the README says), only moved to loopback and free ports, on a read-only root with a
-# /tmp of its own (as its pod), and is probed the way its probes are written. The sandbox runs here as
-# root with every capability; its container's narrower privileges and seccomp profile have tests of their
-# own (tests/services/py_sandbox/test_container.py).
+# Secrets made the way the README says), only moved to loopback and free ports, with the filesystem and
+# privileges its manifest gives it (pod_command), and is probed the way its probes are written. What is
+# not reproduced: the non-root uid (the interpreter here lives under /root), RuntimeDefault seccomp,
+# AppArmor and cluster DNS.
 
 
 def readme_secrets() -> dict[str, dict[str, str]]:
@@ -861,6 +862,11 @@ def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) ->
         assert events[-1]["data"]["answer"] == 137
 
         # The sandbox pod: four capabilities, its own seccomp profile, the data read-only, no cgroup.
+        status_lines = Path(f"/proc/{procs[SANDBOX].pid}/status").read_text().splitlines()
+        fields = dict(line.split(":\t", 1) for line in status_lines if ":\t" in line)
+        assert fields["Seccomp"].strip() == "2"  # a filter is loaded
+        added = containers(of_kind(docs, "Deployment")[SANDBOX])[0]["securityContext"]["capabilities"]["add"]
+        assert int(fields["CapBnd"], 16) == sum(1 << CAP_BITS[cap] for cap in added)
         code = {"session_id": session, "code": "result = int(df['id'].sum())"}
         reply = httpx.post(base + "/api/python/run", headers=headers, json=code, timeout=60)
         assert reply.status_code == 200 and reply.json()["result"] == 137 * 136 // 2, reply.text
