@@ -42,6 +42,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BYSTANDER_LIMIT_S = 1.0
 ENGINE_RSS_BOUND = 2 << 30  # the engine process itself (imports and profiles run there)
 WORKER_RSS_BOUND = (1 << 30) + (256 << 20)  # the recycle mark (1 GiB) and what one query adds past it
+DATA_DIRS: list[Path] = []  # the engine's data directory, for cases that look at its files
 SLOW = "SELECT count(*) FROM range(1000000000000) a WHERE a.range > {i}"
 
 
@@ -86,6 +87,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         INSIGHTX_INTERNAL_GATEWAY_TOKEN=TEST_INTERNAL_TOKEN,
     )
     log = root / "engine.log"
+    DATA_DIRS[:] = [root / "data"]
     with log.open("wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "services.sql_engine"], cwd=ROOT, env=env, stdout=sink, stderr=sink
@@ -323,6 +325,12 @@ async def case_one_gigabyte_upload_cancelled_half_way(stub: Stub, session: str) 
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
+    spool = DATA_DIRS[0] / "spool"
+    for _ in range(100):  # the half-received file is removed once the engine sees the call end
+        if not list(spool.glob("upload-*")):
+            break
+        await asyncio.sleep(0.1)
+    assert not list(spool.glob("upload-*"))
 
 
 @case(30)
