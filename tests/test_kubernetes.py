@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,6 @@ from common.auth import _digest_bytes, token_digest
 from common.settings import Settings
 from insightx.v1 import llm_gateway_pb2, llm_gateway_pb2_grpc, py_sandbox_pb2, py_sandbox_pb2_grpc
 from tools.env_table import rows as env_rows
-from tools.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy" / "kubernetes"
@@ -585,6 +585,12 @@ def test_the_example_secret_holds_placeholders_only() -> None:
 # privileges its manifest gives it (pod_command), and is probed the way its probes are written. What is
 # not reproduced: the non-root uid (the interpreter here lives under /root), RuntimeDefault seccomp,
 # AppArmor and cluster DNS.
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def readme_secrets() -> dict[str, dict[str, str]]:
