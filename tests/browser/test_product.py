@@ -96,13 +96,15 @@ def test_landing_answer_first_show_work_and_reload(
     assert angles and not any("rotate(-" in a or "rotate(90" in a for a in angles), angles  # horizontal
     assert page.evaluate("document.documentElement.scrollWidth - window.innerWidth") <= 1
     assert page.csp_violations == []
+    page.locator(".msg.user").nth(1).evaluate(
+        "(q) => { q.scrollIntoView({ block: 'start' }); scrollBy(0, -12); }"
+    )
+    page.screenshot(path=str(artifacts / f"answer-{form}.png"))  # the question, then its answer card
+    page.screenshot(path=str(artifacts / f"answer-{form}-full.png"), full_page=True)
     with page.expect_download() as image:  # the chart as PNG, made in the page (no request leaves it)
         card.locator(".card-tools .tool", has_text="PNG").click()
     assert image.value.suggested_filename.endswith(".png")
     assert Path(image.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    card.scroll_into_view_if_needed()
-    page.screenshot(path=str(artifacts / f"answer-{form}.png"))
-    page.screenshot(path=str(artifacts / f"answer-{form}-full.png"), full_page=True)
 
     # A reload restores the open chat and its answers from the server.
     hash_before = page.evaluate("location.hash")
