@@ -888,3 +888,17 @@ def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) ->
         assert isolation.cgroup == "", (
             "a pod has no writable cgroup hierarchy: the manifest says runs get none"
         )
+
+
+def test_the_readme_creates_every_secret_a_pod_cannot_start_without() -> None:
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Kubernetes") :]
+    section = section[: section.index("\n## ", 1)]
+    created: set[tuple[str, str]] = set()
+    for command in section.replace("\\\n", " ").splitlines():
+        if m := re.search(r"create secret generic (\S+)(.*)", command):
+            created |= {(m.group(1), key) for key in re.findall(r"--from-literal=([\w-]+)=", m.group(2))}
+    required = {(secret, key) for _, secret, key, optional in secret_refs(manifests()) if not optional}
+    assert required <= created, f"the README never creates {sorted(required - created)}"
+    example = {(d["metadata"]["name"], key) for d in load(EXAMPLE) for key in d["stringData"]}
+    assert created <= example, f"the README creates what no pod reads: {sorted(created - example)}"
