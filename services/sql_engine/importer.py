@@ -220,17 +220,18 @@ def _write_parquet(
         head_text = head_text.removeprefix("\ufeff")
         dialect = csv_dialect(head_text)
         notes = dialect.notes()
-        stored = notes_option(notes).replace("{", "{{").replace("}", "}}")  # sink is a format string
-        sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET}{stored})"
+        sink = _sink(out, notes)
         return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled), notes
-    sink = f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET})"
+    sink = _sink(out, [])
     try:
         if sniffed.format == "xlsx":
-            sheet_table = read_sheet(raw, filename, sheet, cancelled=cancelled)
+            notes: list[str] = []
+            sheet_table = read_sheet(raw, filename, sheet, cancelled=cancelled, notes=notes)
+            sink = _sink(out, notes)
             con.register("_sheet", sheet_table)
             rows = _run(con, sink.format(select="SELECT * FROM _sheet"))
             con.unregister("_sheet")
-            return rows, []
+            return rows, notes
         if sniffed.format == "parquet":
             select = f"SELECT * FROM read_parquet({quote_literal(str(raw))})"
             return _run(con, sink.format(select=select)), []
@@ -240,6 +241,12 @@ def _write_parquet(
         raise
     except duckdb.Error as exc:
         raise _unreadable(filename, sniffed, exc) from exc
+
+
+def _sink(out: Path, notes: list[str]) -> str:
+    """The COPY to `out` with a `{select}` slot (a format string), storing `notes` in its metadata."""
+    stored = notes_option(notes).replace("{", "{{").replace("}", "}}")
+    return f"COPY ({{select}}) TO {quote_literal(str(out))} ({_PARQUET}{stored})"
 
 
 def _run(con: duckdb.DuckDBPyConnection, copy: str) -> int:

@@ -42,10 +42,12 @@ def read_sheet(
     *,
     cancelled: threading.Event | None = None,
     budget_s: float = BUDGET_S,
+    notes: list[str] | None = None,
 ) -> pa.Table:
     """The named sheet (the first worksheet when `sheet` is empty), its first non-empty row taken as the
     header. Raises InvalidInput for an unreadable or oversized workbook, IMPORT_TIMEOUT past `budget_s`
-    and IMPORT_CANCELLED once `cancelled` is set."""
+    and IMPORT_CANCELLED once `cancelled` is set. `notes` gets a sentence on which sheet was read when
+    the workbook has several."""
     from python_calamine import CalamineError, CalamineWorkbook, SheetTypeEnum
 
     deadline = time.monotonic() + budget_s
@@ -64,6 +66,11 @@ def read_sheet(
         if not sheet and not worksheets:
             raise InvalidInput("EMPTY_TABLE", f"'{filename}' has no worksheet.")
         name = sheet or worksheets[0]
+        if notes is not None and len(book.sheet_names) > 1:
+            others = ", ".join(f"'{n}'" for n in book.sheet_names if n != name)
+            notes.append(
+                f"The sheet '{name}' was read; the workbook also has {others} (name one to read it)."
+            )
         rows, columns = _extent(raw, filename, name, deadline, cancelled)
         if rows * columns > MAX_CELLS:
             raise InvalidInput(

@@ -153,3 +153,19 @@ def test_far_cells_in_rows_without_numbers_are_found_too(tmp_path: Path) -> None
     assert caught.value.reason == "SHEET_TOO_LARGE" and "1,048,576 rows by 16,384 columns" in str(
         caught.value
     )
+
+
+def test_the_profile_says_which_sheet_of_several_was_read(tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    book.active.title = "Summary {2024}"
+    book.active.append(["region", "sales"])
+    book.active.append(["North", 10])
+    book.create_sheet("Raw data").append(["x"])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    out = tmp_path / "out"
+    out.mkdir()
+    imported = import_file(_file(tmp_path, buffer.getvalue()), "book.xlsx", out, profile_rows=1000)
+    assert list(imported.profile.source_notes) == [
+        "The sheet 'Summary {2024}' was read; the workbook also has 'Raw data' (name one to read it)."
+    ]
