@@ -113,6 +113,7 @@ async function showLanding() {
   $("ask-form").hidden = true;
   $("messages").replaceChildren();
   const datasets = await loadLibrary();
+  const recent = renderRecent(datasets); // meanwhile, the demo's examples (which may wait for its profile)
   const demo = datasets.find(isDemo);
   $("demo-card").hidden = !demo;
   $("no-demo").hidden = Boolean(demo);
@@ -134,7 +135,7 @@ async function showLanding() {
       $("examples").replaceChildren(errorBox(err.message, err.code));
     }
   }
-  await renderRecent(datasets);
+  await recent;
 }
 
 /** The newest datasets with their newest chats: one click back into earlier work. */

@@ -53,7 +53,20 @@ export async function apiError(response) {
   return new ApiError(response.status, code, message);
 }
 
-const TERMINAL = new Set(["final_response", "error"]);
+// Which event types end an answer: the gateway's contract (GET /events.json, from common/chat_events.py),
+// read once per gateway. The list here is only for a gateway too old to serve it.
+const KNOWN_TERMINAL = ["final_response", "error"];
+const terminalByBase = new Map();
+
+export function terminalTypes(baseUrl = "") {
+  if (!terminalByBase.has(baseUrl)) {
+    terminalByBase.set(baseUrl, fetch(`${baseUrl}/events.json`)
+      .then((r) => (r.ok ? r.json() : null))
+      .then((contract) => new Set(Array.isArray(contract?.terminal) ? contract.terminal : KNOWN_TERMINAL))
+      .catch(() => new Set(KNOWN_TERMINAL)));
+  }
+  return terminalByBase.get(baseUrl);
+}
 
 /**
  * POSTs one question and calls onEvent for every event until `final_response` or `error`.
@@ -62,6 +75,7 @@ const TERMINAL = new Set(["final_response", "error"]);
  * `headers` adds request headers (a bearer token outside the browser, where the login cookie is absent).
  */
 export async function streamChat(baseUrl, body, { onEvent, onChat, signal, headers: extra = {}, retries = 3, retryMs = 1000 } = {}) {
+  const TERMINAL = await terminalTypes(baseUrl);
   let lastSeq = 0;
   for (let attempt = 0; ; attempt++) {
     const headers = { ...extra, "content-type": "application/json", accept: "text/event-stream" };

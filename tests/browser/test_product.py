@@ -63,6 +63,7 @@ def test_landing_answer_first_show_work_and_reload(
     assert page.locator("#examples .chip").count() >= 2
     assert "upi_transactions.csv" in page.inner_text("#datasets")
     assert page.locator("#datasets .tag").first.inner_text() == "Demo"
+    page.wait_for_selector("#recent li", timeout=10_000)
     assert "upi_transactions.csv" in page.inner_text("#recent")
     assert page.locator("#dropzone").is_visible()  # drag-and-drop stays
     page.screenshot(path=str(artifacts / f"landing-{form}.png"), full_page=True)
