@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.store import StoredMessage
+from common.store import AccessStore, StoredMessage
 from gateway.access import (
     Access,
     access_of,
@@ -39,7 +39,6 @@ from gateway.access import (
     spend,
     user_metadata,
 )
-from gateway.accessdb import open_access_db
 from gateway.auth import COOKIE, Authenticator, Unauthenticated, User
 from gateway.chats import (
     ChatRepository,
@@ -48,7 +47,6 @@ from gateway.chats import (
     chat_json,
     insight_json,
     message_json,
-    open_chat_repository,
     turn_history,
 )
 from gateway.clients import Backends
@@ -66,6 +64,7 @@ from gateway.limits import BodyLimitMiddleware
 from gateway.ownership import Ownership
 from gateway.quotas import QuotaExceeded, Quotas
 from gateway.settings import GatewaySettings
+from gateway.stores import open_stores
 from gateway.stream import StreamStats, peek, sse_events
 from gateway.tokens import ApiTokens
 from gateway.workspace import workspace_router
@@ -152,9 +151,8 @@ class NewToken(BaseModel):
     name: str = Field(min_length=1, max_length=100)
 
 
-def open_access(settings: GatewaySettings) -> tuple[Access, Any]:
-    """The access state and the database it lives in."""
-    db = open_access_db(settings.data_dir)
+def open_access(settings: GatewaySettings, db: AccessStore) -> Access:
+    """The access state over its store."""
     tokens = ApiTokens(db)
     quotas = Quotas(
         db,
@@ -166,7 +164,7 @@ def open_access(settings: GatewaySettings) -> tuple[Access, Any]:
         },
         settings.quota_storage_bytes,
     )
-    return Access(Authenticator(settings, tokens), Ownership(db), tokens, quotas), db
+    return Access(Authenticator(settings, tokens), Ownership(db), tokens, quotas)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -178,16 +176,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = Backends.connect(settings)
-        app.state.chats = open_chat_repository(settings.data_dir)
-        app.state.access, db = open_access(settings)
+        stores = await open_stores(settings)
+        app.state.chats = stores.chats
+        app.state.access = open_access(settings, stores.access)
         sweeper = asyncio.create_task(sweep_expired(app)) if settings.retention_days > 0 else None
         yield
         if sweeper is not None:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
-        await app.state.chats.close()
-        db.close()
+        await stores.close()
         await app.state.backends.close()
 
     app = FastAPI(

@@ -3,214 +3,40 @@
 The gateway is the only writer of chats, and this store is the only record of them: it records the user's
 question and the final answer as a stream passes through, and sends the stored turns as the history of the
 next question (`turn_history`; the orchestrator keeps no transcript). The workspace saves insights. The
-embedded implementation keeps them in SQLite under the data directory (common.store.ChatStore plus an
-insights table); a deployment with several gateways puts a shared implementation (e.g. Supabase) behind the
-same `ChatRepository` protocol.
+embedded implementation keeps them in SQLite under the data directory (common/store/sqlite_chats.py); with
+INSIGHTX_DATABASE_URL every gateway shares PostgreSQL's (common/store/postgres_chats.py), behind the same
+`ChatRepository` protocol (gateway/stores.py picks one).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
-import threading
-import time
-import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
-from common.store import ChatStore, StoredMessage
+from common.store.chats import Chat, ChatRepository, Insight, StoredMessage
+from common.store.sqlite_chats import SqliteChatRepository
 
-
-@dataclass(frozen=True)
-class Chat:
-    """A conversation about one session's dataset."""
-
-    chat_id: str
-    session_id: str
-    title: str
-    created_at: float
-
-
-@dataclass(frozen=True)
-class Insight:
-    """A finding a person pinned to a session."""
-
-    insight_id: str
-    session_id: str
-    text: str
-    sql: str
-    chat_id: str
-    answer: Any
-    created_at: float
+__all__ = [
+    "HISTORY_TURNS",
+    "Chat",
+    "ChatRepository",
+    "Insight",
+    "LocalChatRepository",
+    "StoredMessage",
+    "TurnRecorder",
+    "adopt_history",
+    "chat_json",
+    "insight_json",
+    "message_json",
+    "open_chat_repository",
+    "turn_history",
+]
 
 
-class ChatRepository(Protocol):
-    """What the HTTP layer needs from chat persistence (all methods are safe to call from the event loop)."""
-
-    async def create_chat(self, session_id: str, title: str = "", chat_id: str | None = None) -> Chat: ...
-
-    async def get_chat(self, chat_id: str) -> Chat | None: ...
-
-    async def list_chats(self, session_id: str) -> list[Chat]: ...
-
-    async def add_message(self, message: StoredMessage) -> None: ...
-
-    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
-        """Creates the chat if new (titled by its first question) and appends the question."""
-        ...
-
-    async def messages(self, chat_id: str) -> list[StoredMessage]: ...
-
-    async def add_insight(
-        self, session_id: str, text: str, sql: str, chat_id: str, answer: Any
-    ) -> Insight: ...
-
-    async def insights(self, session_id: str) -> list[Insight]: ...
-
-    async def delete_chat(self, chat_id: str) -> None:
-        """Removes a chat and its messages (its pinned insights stay with the session)."""
-        ...
-
-    async def delete_session(self, session_id: str) -> None:
-        """Removes every chat, message and insight of a session."""
-        ...
-
-    async def close(self) -> None: ...
-
-
-_INSIGHTS = """
-CREATE TABLE IF NOT EXISTS insights (
-    insight_id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    text TEXT NOT NULL,
-    sql TEXT NOT NULL DEFAULT '',
-    chat_id TEXT NOT NULL DEFAULT '',
-    answer_json TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS insights_by_session ON insights(session_id, created_at);
-"""
-
-
-class LocalChatRepository:
-    """The embedded repository: `<data_dir>/chats.sqlite3`; blocking SQLite work runs in a thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        path = Path(data_dir) / "chats.sqlite3"
-        self._store = ChatStore(path)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_INSIGHTS)
-        self._lock = threading.Lock()
-
-    async def create_chat(self, session_id: str, title: str = "", chat_id: str | None = None) -> Chat:
-        chat_id = chat_id or uuid.uuid4().hex
-        await asyncio.to_thread(self._store.ensure_chat, chat_id, session_id, title)
-        chat = await self.get_chat(chat_id)
-        assert chat is not None
-        return chat
-
-    async def get_chat(self, chat_id: str) -> Chat | None:
-        def read() -> Chat | None:
-            with self._lock:
-                row = self._conn.execute(
-                    "SELECT chat_id, session_id, title, created_at FROM chats WHERE chat_id=?", (chat_id,)
-                ).fetchone()
-            return Chat(*row) if row else None
-
-        return await asyncio.to_thread(read)
-
-    async def list_chats(self, session_id: str) -> list[Chat]:
-        rows = await asyncio.to_thread(self._store.list_chats, session_id)
-        return [Chat(**row) for row in rows]
-
-    async def add_message(self, message: StoredMessage) -> None:
-        await asyncio.to_thread(self._store.add_message, message)
-
-    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
-        def write() -> None:
-            self._store.ensure_chat(chat_id, session_id, question[:80])
-            self._store.add_message(StoredMessage(chat_id, "user", question))
-
-        await asyncio.to_thread(write)
-
-    async def messages(self, chat_id: str) -> list[StoredMessage]:
-        return await asyncio.to_thread(self._store.messages, chat_id)
-
-    async def add_insight(self, session_id: str, text: str, sql: str, chat_id: str, answer: Any) -> Insight:
-        insight = Insight(uuid.uuid4().hex, session_id, text, sql, chat_id, answer, time.time())
-
-        def write() -> None:
-            with self._lock:
-                self._conn.execute(
-                    "INSERT INTO insights VALUES (?,?,?,?,?,?,?)",
-                    (
-                        insight.insight_id,
-                        session_id,
-                        text,
-                        sql,
-                        chat_id,
-                        json.dumps(answer),
-                        insight.created_at,
-                    ),
-                )
-
-        await asyncio.to_thread(write)
-        return insight
-
-    async def insights(self, session_id: str) -> list[Insight]:
-        def read() -> list[Insight]:
-            with self._lock:
-                rows = self._conn.execute(
-                    "SELECT insight_id, session_id, text, sql, chat_id, answer_json, created_at FROM insights"
-                    " WHERE session_id=? ORDER BY created_at, rowid",
-                    (session_id,),
-                ).fetchall()
-            return [
-                Insight(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]) if r[5] else None, r[6]) for r in rows
-            ]
-
-        return await asyncio.to_thread(read)
-
-    async def delete_chat(self, chat_id: str) -> None:
-        def write() -> None:
-            with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute("DELETE FROM messages WHERE chat_id=?", (chat_id,))
-                    self._conn.execute("DELETE FROM chats WHERE chat_id=?", (chat_id,))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-
-        await asyncio.to_thread(write)
-
-    async def delete_session(self, session_id: str) -> None:
-        def write() -> None:
-            with self._lock:
-                self._conn.execute("BEGIN IMMEDIATE")
-                try:
-                    self._conn.execute(
-                        "DELETE FROM messages WHERE chat_id IN"
-                        " (SELECT chat_id FROM chats WHERE session_id=?)",
-                        (session_id,),
-                    )
-                    self._conn.execute("DELETE FROM chats WHERE session_id=?", (session_id,))
-                    self._conn.execute("DELETE FROM insights WHERE session_id=?", (session_id,))
-                    self._conn.execute("COMMIT")
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-
-        await asyncio.to_thread(write)
-
-    async def close(self) -> None:
-        self._store.close()
-        with self._lock:
-            self._conn.close()
+# The embedded repository under its earlier name (the records and the protocol live in common.store).
+LocalChatRepository = SqliteChatRepository
 
 
 class TurnRecorder:
@@ -277,8 +103,8 @@ async def adopt_history(repo: ChatRepository, chat_id: str, turns: list[tuple[st
 
 
 def open_chat_repository(data_dir: Path) -> ChatRepository:
-    """The configured repository (the embedded one; a shared one plugs in here)."""
-    return LocalChatRepository(data_dir)
+    """The embedded repository (gateway/stores.py picks the shared one when a database is configured)."""
+    return SqliteChatRepository(data_dir)
 
 
 def chat_json(chat: Chat) -> dict[str, Any]:

@@ -3,12 +3,11 @@ owner; a session someone else owns is answered exactly like one that does not ex
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gateway.accessdb import AccessDb
+from common.store.access import AccessStore
 
 
 @dataclass(frozen=True)
@@ -25,59 +24,28 @@ class OwnedDataset:
 
 
 class Ownership:
-    """The datasets table of the access database."""
+    """Dataset owners in the access store."""
 
-    def __init__(self, db: AccessDb) -> None:
+    def __init__(self, db: AccessStore) -> None:
         self.db = db
 
     async def claim(self, session_id: str, user_id: str, filename: str, size_bytes: int) -> None:
         """Records a new upload as the user's (a session id is made by the engine, so it is new)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT OR IGNORE INTO datasets VALUES (?,?,?,?,?)",
-                (session_id, user_id, filename, size_bytes, time.time()),
-            )
-
-        await self.db.run(write)
+        await self.db.claim_dataset(session_id, user_id, filename, size_bytes, time.time())
 
     async def owns(self, user_id: str, session_id: str) -> bool:
-        def read(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT 1 FROM datasets WHERE session_id=? AND user_id=?", (session_id, user_id)
-            ).fetchone()
-            return row is not None
-
-        return await self.db.run(read)
+        return await self.db.owns_dataset(user_id, session_id)
 
     async def datasets(self, user_id: str) -> list[OwnedDataset]:
         """The user's datasets, newest first."""
-
-        def read(conn: sqlite3.Connection) -> list[OwnedDataset]:
-            rows = conn.execute(
-                "SELECT session_id, filename, size_bytes, created_at FROM datasets WHERE user_id=?"
-                " ORDER BY created_at DESC",
-                (user_id,),
-            ).fetchall()
-            return [OwnedDataset(*row) for row in rows]
-
-        return await self.db.run(read)
+        return [OwnedDataset(*row) for row in await self.db.datasets_of(user_id)]
 
     async def storage_bytes(self, user_id: str) -> int:
-        def read(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT sum(size_bytes) FROM datasets WHERE user_id=?", (user_id,)).fetchone()
-            return int(row[0] or 0)
-
-        return await self.db.run(read)
+        return await self.db.storage_bytes(user_id)
 
     async def forget(self, session_id: str) -> None:
-        await self.db.run(lambda conn: conn.execute("DELETE FROM datasets WHERE session_id=?", (session_id,)))
+        await self.db.forget_dataset(session_id)
 
     async def older_than(self, cutoff: float) -> list[str]:
         """Session ids uploaded before `cutoff` (epoch seconds): retention has ended for them."""
-
-        def read(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute("SELECT session_id FROM datasets WHERE created_at < ?", (cutoff,)).fetchall()
-            return [row[0] for row in rows]
-
-        return await self.db.run(read)
+        return await self.db.datasets_before(cutoff)

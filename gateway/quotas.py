@@ -4,11 +4,10 @@ limit, its size, and when it resets."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 
-from gateway.accessdb import AccessDb
+from common.store.access import AccessStore
 
 KINDS = {
     "uploads": "uploads",
@@ -42,9 +41,9 @@ def today() -> str:
 
 
 class Quotas:
-    """Daily counters in the usage table; a limit of 0 means unlimited."""
+    """Daily counters in the access store (atomic across gateways); a limit of 0 means unlimited."""
 
-    def __init__(self, db: AccessDb, limits: dict[str, int], storage_bytes: int) -> None:
+    def __init__(self, db: AccessStore, limits: dict[str, int], storage_bytes: int) -> None:
         self.db = db
         self.limits = limits
         self.storage_limit = storage_bytes
@@ -52,23 +51,7 @@ class Quotas:
     async def spend(self, user_id: str, kind: str) -> None:
         """Counts one use of `kind`, or raises QuotaExceeded (and counts nothing) when the day's is spent."""
         limit = self.limits.get(kind, 0)
-        day = today()
-
-        def write(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT count FROM usage WHERE user_id=? AND kind=? AND day=?", (user_id, kind, day)
-            ).fetchone()
-            used = int(row[0]) if row else 0
-            if limit and used >= limit:
-                return False
-            conn.execute(
-                "INSERT INTO usage VALUES (?,?,?,1) ON CONFLICT(user_id, kind, day)"
-                " DO UPDATE SET count = count + 1",
-                (user_id, kind, day),
-            )
-            return True
-
-        if not await self.db.run(write):
+        if not await self.db.spend(user_id, kind, today(), limit):
             raise QuotaExceeded(kind, limit)
 
     def check_storage(self, used_bytes: int) -> None:

@@ -31,6 +31,17 @@ class GatewaySettings(Settings):
     )
     web_modules_dir: Path = Field(_WEB / "node_modules", description="node_modules of gateway/web (npm ci)")
 
+    # --- where the gateway's state lives (gateway/stores.py) -------------------------------------------
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL connection string (postgresql://user:password@host:5432/db, Supabase's"
+        " included): chats, owners, API tokens and usage shared by every gateway; unset: SQLite under"
+        " INSIGHTX_DATA_DIR (secret)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, description="most connections a process opens to INSIGHTX_DATABASE_URL"
+    )
+
     # --- who calls (gateway/auth.py) -------------------------------------------------------------------
     auth_token: SecretStr | None = Field(
         None,

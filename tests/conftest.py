@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.settings import get_settings
+from tests.postgres_server import INSTALL_HINT, PostgresServer, bin_dir
 
 _PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 
@@ -37,3 +38,20 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
     yield
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on loopback for the whole run (tests/postgres_server.py); fails when missing."""
+    binaries = bin_dir()
+    if binaries is None:
+        pytest.fail(INSTALL_HINT, pytrace=False)
+    server = PostgresServer(binaries).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The connection string of an empty database of its own for one test."""
+    return postgres_server.new_database()

@@ -1,33 +1,15 @@
-"""Chats and their messages in an embedded SQLite database (`<data_dir>/chats.sqlite3`)."""
+"""Chats, their messages and a session's saved insights: the records and the one interface every chat
+store keeps (`ChatRepository`).
+
+Two implementations: `SqliteChatRepository` (embedded, `<data_dir>/chats.sqlite3`) and
+`PostgresChatRepository` (`INSIGHTX_DATABASE_URL`, shared by every gateway). Their contract is tested
+on both (tests/common/store/test_chats_contract.py).
+"""
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS chats (
-    chat_id TEXT PRIMARY KEY,
-    session_id TEXT NOT NULL,
-    title TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    chat_id TEXT NOT NULL REFERENCES chats(chat_id),
-    role TEXT NOT NULL,
-    content TEXT NOT NULL,
-    answer_json TEXT,
-    sql TEXT,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_chat ON messages(chat_id, id);
-"""
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True)
@@ -42,63 +24,65 @@ class StoredMessage:
     created_at: float = 0.0
 
 
-class ChatStore:
-    """Thread-safe access to chats and messages; one connection guarded by a lock (writes are tiny)."""
+@dataclass(frozen=True)
+class Chat:
+    """A conversation about one session's dataset."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.executescript(_SCHEMA)
-        self._lock = threading.Lock()
+    chat_id: str
+    session_id: str
+    title: str
+    created_at: float
 
-    def ensure_chat(self, chat_id: str, session_id: str, title: str = "") -> None:
-        """Creates the chat if it does not exist yet."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT OR IGNORE INTO chats(chat_id, session_id, title, created_at) VALUES (?,?,?,?)",
-                (chat_id, session_id, title[:200], time.time()),
-            )
 
-    def add_message(self, message: StoredMessage) -> None:
-        """Appends a turn to its chat."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
-                " VALUES (?,?,?,?,?,?)",
-                (
-                    message.chat_id,
-                    message.role,
-                    message.content,
-                    json.dumps(message.answer),
-                    message.sql,
-                    message.created_at or time.time(),
-                ),
-            )
+@dataclass(frozen=True)
+class Insight:
+    """A finding a person pinned to a session."""
 
-    def list_chats(self, session_id: str) -> list[dict[str, Any]]:
+    insight_id: str
+    session_id: str
+    text: str
+    sql: str
+    chat_id: str
+    answer: Any
+    created_at: float
+
+
+TITLE_CHARS = 200  # a chat's stored title is cut here
+
+
+class ChatRepository(Protocol):
+    """What the HTTP layer needs from chat persistence (all methods are safe to call from the event loop)."""
+
+    async def create_chat(self, session_id: str, title: str = "", chat_id: str | None = None) -> Chat: ...
+
+    async def get_chat(self, chat_id: str) -> Chat | None: ...
+
+    async def list_chats(self, session_id: str) -> list[Chat]:
         """The chats of a session, newest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT chat_id, session_id, title, created_at FROM chats WHERE session_id=?"
-                " ORDER BY created_at DESC",
-                (session_id,),
-            ).fetchall()
-        return [dict(zip(("chat_id", "session_id", "title", "created_at"), r, strict=True)) for r in rows]
+        ...
 
-    def messages(self, chat_id: str) -> list[StoredMessage]:
+    async def add_message(self, message: StoredMessage) -> None: ...
+
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
+        """Creates the chat if new (titled by its first question) and appends the question."""
+        ...
+
+    async def messages(self, chat_id: str) -> list[StoredMessage]:
         """The turns of a chat, oldest first."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT chat_id, role, content, answer_json, sql, created_at FROM messages"
-                " WHERE chat_id=? ORDER BY id",
-                (chat_id,),
-            ).fetchall()
-        return [
-            StoredMessage(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4] or "", r[5])
-            for r in rows
-        ]
+        ...
 
-    def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+    async def add_insight(
+        self, session_id: str, text: str, sql: str, chat_id: str, answer: Any
+    ) -> Insight: ...
+
+    async def insights(self, session_id: str) -> list[Insight]: ...
+
+    async def delete_chat(self, chat_id: str) -> None:
+        """Removes a chat and its messages (its pinned insights stay with the session)."""
+        ...
+
+    async def delete_session(self, session_id: str) -> None:
+        """Removes every chat, message and insight of a session."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,81 @@
+"""The chat store's contract, the same on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from common.store.chats import StoredMessage
+from tests.common.store.conftest import Backend
+
+
+async def test_a_chat_keeps_its_turns_in_order_with_their_answers(backend: Backend) -> None:
+    repo = await backend.open_chats()
+    await repo.start_turn("c1", "s1", "How many rows?" + "x" * 100)
+    await repo.start_turn("c1", "s1", "And columns?")  # the chat exists: only the question is added
+    await repo.add_message(
+        StoredMessage("c1", "assistant", "**42**", {"value": 42, "nan": math.inf}, "SELECT 1")
+    )
+    chat = await repo.get_chat("c1")
+    assert chat is not None and (chat.session_id, chat.title) == ("s1", "How many rows?" + "x" * 66)
+    turns = await repo.messages("c1")
+    assert [(t.role, t.content[:12]) for t in turns] == [
+        ("user", "How many row"),
+        ("user", "And columns?"),
+        ("assistant", "**42**"),
+    ]
+    assert turns[2].answer == {"value": 42, "nan": math.inf} and turns[2].sql == "SELECT 1"
+    assert turns[0].answer is None and turns[0].sql == "" and turns[0].created_at > 0
+    assert await repo.get_chat("missing") is None
+    assert await repo.messages("missing") == []
+
+
+async def test_chats_are_listed_per_session_newest_first(backend: Backend) -> None:
+    repo = await backend.open_chats()
+    first = await repo.create_chat("s1", "first")
+    await asyncio.sleep(0.01)
+    second = await repo.create_chat("s1", "second", chat_id="chosen-id")
+    await repo.create_chat("s2", "elsewhere")
+    assert second.chat_id == "chosen-id" and second.title == "second"
+    assert [c.chat_id for c in await repo.list_chats("s1")] == ["chosen-id", first.chat_id]
+    again = await repo.create_chat("s9", "renamed?", chat_id="chosen-id")  # an existing id is kept as it is
+    assert (again.session_id, again.title) == ("s1", "second")
+
+
+async def test_deleting_a_chat_keeps_its_insights_and_a_session_takes_everything(backend: Backend) -> None:
+    repo = await backend.open_chats()
+    await repo.start_turn("c1", "s1", "q1")
+    await repo.start_turn("c2", "s1", "q2")
+    await repo.start_turn("c3", "s2", "q3")
+    pinned = await repo.add_insight("s1", "Revenue peaked in May", "SELECT 2", "c1", [1, "two", None])
+    await repo.add_insight("s2", "other", "", "c3", None)
+    assert [(i.insight_id, i.answer) for i in await repo.insights("s1")] == [
+        (pinned.insight_id, [1, "two", None])
+    ]
+    await repo.delete_chat("c1")
+    assert await repo.get_chat("c1") is None and await repo.messages("c1") == []
+    assert len(await repo.insights("s1")) == 1
+    await repo.add_message(StoredMessage("c1", "assistant", "late answer"))  # its chat is gone: dropped
+    assert await repo.messages("c1") == []
+    await repo.delete_session("s1")
+    assert await repo.list_chats("s1") == [] and await repo.insights("s1") == []
+    assert await repo.messages("c2") == []
+    assert [c.chat_id for c in await repo.list_chats("s2")] == ["c3"] and len(await repo.insights("s2")) == 1
+
+
+async def test_two_gateways_write_one_chat_and_both_read_every_turn(backend: Backend) -> None:
+    first, second = await backend.open_chats(), await backend.open_chats()
+    await first.start_turn("c1", "s1", "question 0")
+    writes = [
+        (first if i % 2 else second).add_message(StoredMessage("c1", "assistant", f"turn {i}"))
+        for i in range(30)
+    ]
+    await asyncio.gather(*writes)
+    await asyncio.gather(first.start_turn("c2", "s1", "a"), second.start_turn("c2", "s1", "b"))
+    for repo in (first, second):
+        turns = await repo.messages("c1")
+        assert len(turns) == 31 and sorted(t.content for t in turns[1:]) == sorted(
+            f"turn {i}" for i in range(30)
+        )
+        assert sorted(t.content for t in await repo.messages("c2")) == ["a", "b"]  # one chat, both turns
+        assert len(await repo.list_chats("s1")) == 2
