@@ -105,7 +105,12 @@ class ChatStreamRequest(BaseModel):
     )
     session_id: str = Field(min_length=1, max_length=64)
     message: str = Field(min_length=1, max_length=4000)
-    history: list[HistoryTurn] = Field(default_factory=list, max_length=50)
+    history: list[HistoryTurn] = Field(
+        default_factory=list,
+        max_length=50,
+        description="deprecated: the server keeps each chat's turns; used only to start a chat it does not"
+        " know (no chat_id), and then stored with it",
+    )
     last_event_id: int = Field(
         0, ge=0, le=MAX_SEQ, description="resume after this seq (the Last-Event-ID header wins)"
     )

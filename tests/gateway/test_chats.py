@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from gateway.chats import LocalChatRepository, TurnRecorder
+from gateway.chats import HISTORY_TURNS, LocalChatRepository, TurnRecorder, adopt_history, turn_history
 
 
 @pytest.fixture
@@ -58,3 +59,41 @@ async def test_chats_and_insights_belong_to_their_session(repo: LocalChatReposit
     await repo.add_insight("s2", "elsewhere", "", "", None)
     insights = await repo.insights("s1")
     assert [(i.text, i.answer) for i in insights] == [("one", {"k": 1}), ("two", None)]
+
+
+async def _answered(repo: LocalChatRepository, chat_id: str, question: str, reply: str) -> None:
+    record = TurnRecorder(repo, chat_id)
+    record.start("s1", question)
+    await record(final(reply))
+
+
+async def test_the_history_of_a_question_is_the_chats_stored_turns(repo: LocalChatRepository) -> None:
+    await _answered(repo, "h1", "average amount for SBI?", "68.5")
+    history = await turn_history(repo, "h1", "and for HDFC?")
+    assert [(m.role, m.content) for m in history] == [
+        ("user", "average amount for SBI?"),
+        ("assistant", "68.5"),
+    ]
+    assert await turn_history(repo, "never-made", "q") == []
+
+
+async def test_a_resumed_question_is_not_its_own_history(repo: LocalChatRepository) -> None:
+    await _answered(repo, "h2", "first?", "1")
+    await _answered(repo, "h2", "second?", "2")  # stored before the stream was lost
+    resumed = await turn_history(repo, "h2", "second?", resumed=True)
+    assert [m.content for m in resumed] == ["first?", "1"]
+    TurnRecorder(repo, "h2").start("s1", "third?")  # lost before its reply was stored
+    for _ in range(50):
+        if len(await repo.messages("h2")) == 5:
+            break
+        await asyncio.sleep(0.02)
+    resumed = await turn_history(repo, "h2", "third?", resumed=True)
+    assert [m.content for m in resumed] == ["first?", "1", "second?", "2"]
+
+
+async def test_a_clients_history_is_stored_for_a_new_chat_and_bounded(repo: LocalChatRepository) -> None:
+    chat = await repo.create_chat("s1", "t")
+    turns = [("user" if i % 2 == 0 else "assistant", f"turn {i}") for i in range(HISTORY_TURNS + 10)]
+    await adopt_history(repo, chat.chat_id, turns)
+    history = await turn_history(repo, chat.chat_id, "next?")
+    assert [m.content for m in history] == [c for _, c in turns[-HISTORY_TURNS:]]
