@@ -147,7 +147,8 @@ export class AnswerView {
       const result = await response.json();
       output.replaceChildren(resultTable(result, this.ctx.question), el("div", { class: "muted ran", text: `Ran in ${Math.round(result.elapsed_ms)} ms` }));
     } catch (err) {
-      output.replaceChildren(errorBox(err.message, err.code));
+      output.replaceChildren(errorBox(err.message, err.code, /^SQL_/.test(err.code || "")
+        ? "Check the names against the dataset's columns (under Columns), then run it again." : undefined));
     } finally {
       button.disabled = false;
       button.textContent = "Run";

@@ -50,7 +50,9 @@ function recalledChat(sessionId) {
 
 // ---- the library: datasets and their chats ---------------------------------------------------------------
 
-const isDemo = (d) => d.filename === DEMO_FILE;
+/** The demo: the newest of the user's datasets named like the one `make run` loads (one, even if the file
+ * was uploaded again by hand). */
+const isDemo = (d) => d.session_id === state.datasets.find((x) => x.filename === DEMO_FILE)?.session_id;
 
 async function loadLibrary() {
   state.datasets = (await getJson("/api/datasets")).datasets;
@@ -168,7 +170,7 @@ async function upload(file) {
     await openDataset(dataset.session_id, { described: dataset, fresh: true });
     loadLibrary().catch(() => {});
   } catch (err) {
-    $("upload-status").replaceChildren(errorBox(err.message, err.code));
+    $("upload-status").replaceChildren(errorBox(err.message, err.code, "Check the file and upload it again."));
   }
 }
 

@@ -12,36 +12,39 @@ const PLAIN = [
   [/^(ALL_KEYS_EXHAUSTED|LLM_ERROR|LLM_BAD_REPLY|LLM_NOT_CONFIGURED|PROVIDER_NOT_CONFIGURED)$/, "The language model could not answer.", "Ask a simpler question (the built-in analyst answers counts, averages, top values and trends), or try again later."],
   [/^PYTHON_FAILED$/, "The analysis step failed.", "Rephrase the question, or ask for the numbers only."],
   [/^(FILE_TOO_LARGE|REQUEST_TOO_LARGE|HTTP_413)$/, "The file is too large.", "Upload a smaller file (a sample or fewer columns)."],
-  [/^(NOT_A_TABLE|RAGGED_ROWS|UNREADABLE_FILE|EMPTY_TABLE|UNSUPPORTED_FORMAT|UNSUPPORTED_MEDIA_TYPE|SHEET_TOO_LARGE|SHEET_NOT_FOUND)$/, null, "Upload a CSV, TSV, Parquet, JSON or XLSX file with a header row and one record per line."],
+  // The importer's messages are written for people already: shown as they are.
+  [/^(NOT_A_TABLE|RAGGED_ROWS|UNREADABLE_FILE|EMPTY_FILE|EMPTY_TABLE|UNSUPPORTED_FORMAT|UNSUPPORTED_MEDIA_TYPE|SHEET_TOO_LARGE|SHEET_NOT_FOUND|IMPORT_CANCELLED)$/, null, null],
   [/^(UNAUTHENTICATED|HTTP_401)$/, "You are signed out.", "Open the link make run printed, or sign in again."],
   [/NOT_FOUND$|^HTTP_404$/, "That is no longer here.", "Pick a dataset from the list, or upload one."],
   [/^STREAM_ENDED$/, "The connection dropped before the answer.", "Ask again."],
 ];
 
-/** {title, next, details} for an error code and the service's message. */
-export function plainError(code, message) {
+/** {title, next, details} for an error code and the service's message; `next`, when given, is the advice
+ * for where it happened (an upload's, the SQL editor's), in place of the general one. */
+export function plainError(code, message, next = null) {
   const text = String(message || "").trim();
-  for (const [pattern, title, next] of PLAIN) {
+  for (const [pattern, title, advice] of PLAIN) {
     if (pattern.test(code || "")) {
-      // A service message already written for people (an upload's) is the title when no better one exists.
-      return { title: title || firstSentence(text), next, details: text };
+      return title ? { title, next: next || advice, details: text } : { title: shorten(text), next: null, details: text };
     }
   }
-  return { title: firstSentence(text) || "Something went wrong.", next: "Try again; if it keeps happening, rephrase the question.", details: text };
+  const general = "Try again; if it keeps happening, rephrase the question.";
+  return { title: shorten(text) || "Something went wrong.", next: next || general, details: text };
 }
 
-function firstSentence(text) {
+/** A message cut to its first sentence when it is long (the rest stays behind "Details"). */
+function shorten(text) {
   const line = text.split("\n")[0];
-  const end = line.search(/[.:](\s|$)/);
-  const head = end > 0 ? line.slice(0, end + 1) : line;
-  return head.length > 160 ? `${head.slice(0, 157)}…` : head;
+  if (line.length <= 200) return line;
+  const end = line.slice(0, 200).lastIndexOf(". ");
+  return end > 40 ? line.slice(0, end + 1) : `${line.slice(0, 197)}…`;
 }
 
 /** The error box: a plain line, what to do, and the original text behind "Details" (when it adds anything). */
-export function errorBox(message, code) {
-  const { title, next, details } = plainError(code, message);
+export function errorBox(message, code, next) {
+  const { title, next: advice, details } = plainError(code, message, next);
   const box = el("div", { class: "error-box", role: "alert" }, el("strong", { class: "error-title", text: title }));
-  if (next) box.append(el("div", { class: "error-next", text: next }));
+  if (advice) box.append(el("div", { class: "error-next", text: advice }));
   if (details && details !== title) {
     box.append(el("details", { class: "error-details" }, el("summary", { text: "Details" }),
       el("pre", { class: "error-text", text: code ? `${details}\n(${code})` : details })));

@@ -178,6 +178,8 @@ def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
     details = box.locator("details.error-details")
     assert details.get_attribute("open") is None and "no_such_column" in (details.text_content() or "")
     assert not box.locator(".error-text").is_visible()
+    box.scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "sql-error-desktop.png"))
 
     # The question box refuses more than the server accepts.
     limit = http.get(f"{demo_stack.base_url}/api/openapi.json").json()["components"]["schemas"][
