@@ -10,6 +10,7 @@ the code that runs is the installed copy; the test checks that too).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -125,7 +126,6 @@ def test_serve_then_ask_from_outside_the_repository(installed: Path, tmp_path: P
     env["INSIGHTX_GATEWAY_PORT"] = str(http_port)
     for name in DEFAULT_PORTS:
         env[f"INSIGHTX_{name.upper()}_ADDR"] = f"127.0.0.1:{free_port()}"
-    env["INSIGHTX_SANDBOX_ALLOW_WEAK"] = "true"
     log = (tmp_path / "serve.log").open("w+")
     serve = subprocess.Popen(
         [str(installed / "bin" / "insightx"), "serve"],
@@ -158,6 +158,7 @@ def test_serve_then_ask_from_outside_the_repository(installed: Path, tmp_path: P
                 "How many rows have bank SBI?",
                 "--url",
                 base,
+                "--json",
             ],
             cwd=home,
             env={**env, "INSIGHTX_TOKEN": token},
@@ -166,7 +167,9 @@ def test_serve_then_ask_from_outside_the_repository(installed: Path, tmp_path: P
             timeout=120,
         )
         assert ask.returncode == 0, ask.stdout + ask.stderr
-        assert "40 rows, 2 columns" in ask.stdout and "20" in ask.stdout
+        assert "40 rows, 2 columns" in ask.stderr  # with --json, the steps go to stderr
+        final = json.loads(ask.stdout)
+        assert final["type"] == "final_response" and final["data"]["answer"] == 20
     finally:
         serve.send_signal(signal.SIGINT)
         try:
