@@ -74,7 +74,9 @@ class ChatRequest(_message.Message):
     """Resume: only events with a seq greater than this are sent (0 means a new answer)."""
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChatMessage]:
-        """Earlier turns, oldest first."""
+        """Earlier turns, oldest first: the whole conversation the answer may read. The orchestrator keeps no chat
+        of its own (the gateway's chat store sends them), so any replica answers any turn alike.
+        """
 
     def __init__(
         self,
