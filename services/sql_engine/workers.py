@@ -235,6 +235,7 @@ class WorkerPool:
         self._seq = itertools.count()
         self._size = size
         self._closed = False
+        self._replenishing = False
 
     # --- life ------------------------------------------------------------------------------------------
 
@@ -298,6 +299,7 @@ class WorkerPool:
 
     async def probe(self, timeout_s: float) -> bool:
         """Can a worker run a trivial query now? When all are busy within their deadlines, that is alive."""
+        self._replenish()
         process = self._take_idle((), oldest=True)  # in turn, so every idle worker gets probed
         if process is None:
             now = time.monotonic()
@@ -312,6 +314,29 @@ class WorkerPool:
         except (TimeoutError, InsightError):
             return False
         return reply.header.get("value") == 42
+
+    def _replenish(self) -> None:
+        """Starts one worker when some could not be replaced (e.g. a fork failed); on the event loop."""
+        missing = self._size - len(self._idle) - len(self._busy)
+        if missing <= 0 or self._replenishing or self._closed:
+            return
+        self._replenishing = True
+        future = asyncio.get_running_loop().run_in_executor(self._threads, self._spawn)
+
+        def done(future: asyncio.Future[WorkerProcess]) -> None:
+            self._replenishing = False
+            if future.cancelled() or future.exception() is not None:
+                log.error(
+                    "query worker could not be started", extra={"error": repr(future.exception())[:300]}
+                )
+                return
+            if self._closed:
+                future.result().kill()
+                return
+            self._idle.append(future.result())
+            self._dispatch()
+
+        future.add_done_callback(done)
 
     def _admit(self, callers: tuple[str, ...]) -> None:
         if self._closed:

@@ -301,3 +301,38 @@ async def test_a_worker_past_its_high_water_mark_is_replaced(tmp_path: Path) -> 
         assert again.table.to_pylist() == [{"n": 6}]
     finally:
         engine.close()
+
+
+async def test_a_worker_that_could_not_be_replaced_is_started_again_later(tmp_path: Path) -> None:
+    from common.store import LocalDatasetStore
+    from services.sql_engine.engine import SqlEngine
+
+    settings = make_settings(tmp_path, sql_query_workers=2, sql_worker_recycle_rss_bytes=1)
+    engine = SqlEngine(LocalDatasetStore(settings.data_dir), settings)
+    try:
+        await asyncio.to_thread(engine.start_workers)
+        spawn = engine.workers._spawn
+        failures = []
+
+        def fails_once():  # type: ignore[no-untyped-def]
+            if not failures:
+                failures.append(1)
+                raise OSError("fork failed")
+            return spawn()
+
+        engine.workers._spawn = fails_once  # type: ignore[method-assign]
+        spool = settings.data_dir / "spool"
+        spool.mkdir(parents=True, exist_ok=True)
+        (spool / "s.csv").write_text(SALES_CSV)
+        record, _ = await asyncio.to_thread(engine.import_dataset, spool / "s.csv", "s.csv")
+        await engine.execute_async(record.session_id, "SELECT count(*) AS n FROM s")
+        await asyncio.sleep(0.1)
+        assert len(engine.workers.worker_pids()) == 1  # retired, and its replacement failed to start
+        assert await engine.alive(2.0)  # the liveness probe starts the missing worker
+        for _ in range(50):
+            if len(engine.workers.worker_pids()) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(engine.workers.worker_pids()) == 2
+    finally:
+        engine.close()
