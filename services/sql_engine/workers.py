@@ -325,10 +325,9 @@ class WorkerPool:
 
         def done(future: asyncio.Future[WorkerProcess]) -> None:
             self._replenishing = False
-            if future.cancelled() or future.exception() is not None:
-                log.error(
-                    "query worker could not be started", extra={"error": repr(future.exception())[:300]}
-                )
+            error = None if future.cancelled() else future.exception()
+            if future.cancelled() or error is not None:
+                log.error("query worker could not be started", extra={"error": repr(error)[:300]})
                 return
             if self._closed:
                 future.result().kill()
