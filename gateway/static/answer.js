@@ -147,7 +147,7 @@ export class AnswerView {
       const result = await response.json();
       output.replaceChildren(resultTable(result, this.ctx.question), el("div", { class: "muted ran", text: `Ran in ${Math.round(result.elapsed_ms)} ms` }));
     } catch (err) {
-      output.replaceChildren(errorBox(err.message, err.code, /^SQL_/.test(err.code || "")
+      output.replaceChildren(errorBox(err.message, err.code, /^SQL_(SYNTAX|BINDER|ERROR)$/.test(err.code || "")
         ? "Check the names against the dataset's columns (under Columns), then run it again." : undefined));
     } finally {
       button.disabled = false;
@@ -175,7 +175,8 @@ export class AnswerView {
     const text = el("div", { class: "answer-text" });
     text.innerHTML = markdown(data.text || "");
     card.append(text);
-    const tools = [copyButton("Copy answer", () => data.text || value)];
+    const plain = String(data.text || value).replace(/\*\*(.+?)\*\*/g, "$1").replace(/`([^`]+)`/g, "$1");
+    const tools = [copyButton("Copy answer", () => plain)];
     if (data.chart && chartSaysSomething(data.chart)) {
       const holder = el("div", { class: "chart", "data-testid": "chart" });
       card.append(holder);

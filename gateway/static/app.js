@@ -479,6 +479,7 @@ function wire() {
   $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask($("question").value); });
   $("question").addEventListener("input", updateCount);
   $("stop-button").addEventListener("click", stop);
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape" && state.run) stop(); });
   $("new-chat").addEventListener("click", newChat);
   $("home").addEventListener("click", (e) => { e.preventDefault(); showLanding(); });
   window.addEventListener("hashchange", followHash); // a link or the back button names another dataset or chat
