@@ -2,12 +2,13 @@
 
 The result (the answer's text, its table with numbers formatted as the page formats them, follow-ups) is
 printed one time, when the answer arrives; a successful query's rows are not printed as they come and then
-again in the answer. A refusal is one line plus the questions the analyst offers instead.
+again in the answer. A refusal is one sentence plus the questions the analyst offers instead.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from rich.console import Console
@@ -100,8 +101,7 @@ class Renderer:
         follow-ups."""
         self.console.print()
         if is_refusal(data):
-            first_line = (data.get("text") or "No answer.").strip().splitlines()[0]
-            self.console.print(f"[bold yellow]Not answered:[/] {first_line}")
+            self.console.print(f"[bold yellow]Not answered:[/] {first_sentence(data.get('text') or '')}")
             for choice in data.get("clarifications") or []:
                 self.console.print(f"  • {choice}")
             return
@@ -126,8 +126,16 @@ def _has_table(markdown: str) -> bool:
 
 
 def _just_the_answer(rows: dict[str, Any]) -> bool:
-    """One row of one column: the answer's text already states it."""
-    return len(rows.get("columns", [])) == 1 and len(rows.get("rows", [])) <= 1
+    """One row (a value, or the winner of a ranking): the answer's text already states it."""
+    return len(rows.get("rows", [])) <= 1
+
+
+def first_sentence(text: str) -> str:
+    """The refusal's one line: its first sentence (the offered questions follow as a list)."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return "No answer."
+    return re.split(r"(?<=[.!?])\s", lines[0].strip(), maxsplit=1)[0]
 
 
 def _is_number(value: Any) -> bool:
