@@ -182,7 +182,7 @@ export class AnswerView {
       card.append(holder);
       drawChart(holder, data.chart, this.ctx.question);
       tools.push(...imageButtons(holder, this.ctx.question));
-    } else if (!value && this.tables.length && (this.tables.at(-1).rows || []).length > 1) {
+    } else if (!value && !/^\s*\|/m.test(data.text || "") && this.tables.length && (this.tables.at(-1).rows || []).length > 1) {
       card.append(resultTable(this.tables.at(-1), this.ctx.question, 10)); // a table says more than a chart here
     }
     const meta = [];

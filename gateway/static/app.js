@@ -474,6 +474,10 @@ function wire() {
   for (const name of ["dragenter", "dragover"]) zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.add("over"); });
   for (const name of ["dragleave", "drop"]) zone.addEventListener(name, (e) => { e.preventDefault(); zone.classList.remove("over"); });
   zone.addEventListener("drop", (e) => { const file = e.dataTransfer?.files?.[0]; if (file) upload(file); });
+  const landing = $("landing"); // the landing takes a dropped file too: the biggest target on the page
+  for (const name of ["dragenter", "dragover"]) landing.addEventListener(name, (e) => { e.preventDefault(); landing.classList.add("over"); });
+  for (const name of ["dragleave", "drop"]) landing.addEventListener(name, (e) => { e.preventDefault(); landing.classList.remove("over"); });
+  landing.addEventListener("drop", (e) => { const file = e.dataTransfer?.files?.[0]; if (file) upload(file); });
   zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file-input").click(); } });
   $("file-input").addEventListener("change", (e) => { const file = e.target.files?.[0]; if (file) upload(file); e.target.value = ""; });
   $("ask-form").addEventListener("submit", (e) => { e.preventDefault(); ask($("question").value); });

@@ -24,6 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 CHART_QUESTION = "What is the total amount (INR) by device_type?"
 VALUE_QUESTION = "Which device_type has the highest average amount (INR)?"
 REFUSED_QUESTIONS = ["bank", "How many transactions per day of week?", "top state", "fraud"]
+DROP = """([target, name, text]) => {
+    const data = new DataTransfer();
+    data.items.add(new File([text], name, { type: "text/csv" }));
+    const drop = new DragEvent("drop", { dataTransfer: data, bubbles: true });
+    document.querySelector(target).dispatchEvent(drop);
+}"""
 WIDTHS = {"desktop": (1280, 860), "phone": (390, 844)}
 
 
@@ -122,7 +128,7 @@ def test_landing_answer_first_show_work_and_reload(
 
 
 def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
-    browser: Any, demo_stack: Stack, artifacts: Path, tmp_path: Path
+    browser: Any, demo_stack: Stack, artifacts: Path
 ) -> None:
     page = open_page(browser, demo_stack, 1280, 860)
     page.wait_for_selector("#demo-card:not([hidden])", timeout=30_000)
@@ -133,9 +139,11 @@ def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
     demo_hash = page.evaluate("location.hash")
 
     # A second dataset, with a cell a spreadsheet would run as a formula.
-    csv = tmp_path / "teams.csv"
-    csv.write_text('team,score,note\nred,3,=HYPERLINK("http://x.test")\nblue,5,+1\ngreen,4,fine\n')
-    page.set_input_files("#file-input", str(csv))
+    # Dropped on the landing (InsightX, top left, goes back to it).
+    page.click("#home")
+    page.wait_for_selector("#landing:not([hidden])", timeout=10_000)
+    teams = 'team,score,note\nred,3,=HYPERLINK("http://x.test")\nblue,5,+1\ngreen,4,fine\n'
+    page.evaluate(DROP, ["#landing", "teams.csv", teams])
     page.wait_for_selector("#dataset-name:text('teams.csv')", timeout=60_000)
     assert page.locator(".msg.user").count() == 0  # a new dataset starts a new chat
     card = ask(page, "What is the average score?", 0)
