@@ -8,6 +8,7 @@ import { apiError, streamChat } from "/static/sse.js";
 import { ago, bytes, el, formatValue, inline, plural } from "/static/format.js";
 import { errorBox } from "/static/errors.js";
 import { AnswerView, chip, storedClarifications } from "/static/answer.js";
+import { cardFor, keepCard } from "/static/cards.js";
 
 const $ = (id) => document.getElementById(id);
 const DEMO_FILE = "upi_transactions.csv"; // the dataset `make run` loads for the embedded user
@@ -334,7 +335,8 @@ async function openChat(chatId) {
     } else if (message.role === "assistant") {
       const view = new AnswerView(context(question));
       const clarifications = message.answer == null ? storedClarifications(message.content) : [];
-      view.final({ text: message.content, answer: message.answer, sql: message.sql, clarifications, follow_ups: [] });
+      const shown = cardFor(chatId, message.content) || {}; // its chart and chips, if this browser showed it
+      view.final({ clarifications, follow_ups: [], ...shown, text: message.content, answer: message.answer, sql: message.sql });
       nodes.push(view.root);
       question = "";
     }
@@ -383,15 +385,18 @@ async function ask(question) {
   view.root.scrollIntoView({ block: "end" });
   const body = { session_id: state.session.session_id, message: question }; // no history: the server keeps it
   if (state.chatId) body.chat_id = state.chatId;
+  run.chatId = state.chatId;
   try {
     await streamChat("", body, {
       signal: run.controller.signal,
       retries: 3,
       onEvent: (event) => {
         view.handle(event);
+        if (event.type === "final_response") keepCard(run.chatId, event.data);
         if (state.run === run && event.type !== "status") view.root.scrollIntoView({ block: "nearest" });
       },
       onChat: (chatId) => {
+        run.chatId = chatId;
         if (state.session !== run.session) return;
         state.chatId = chatId;
         rememberChat();

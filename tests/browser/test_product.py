@@ -121,6 +121,8 @@ def test_landing_answer_first_show_work_and_reload(
     assert page.evaluate("location.hash") == hash_before
     assert user_turns(page) == [VALUE_QUESTION, CHART_QUESTION]
     assert page.locator(".msg.assistant .answer-value").first.inner_text() == "Android"
+    page.wait_for_selector(".chart[data-drawn='true'] svg", timeout=30_000)  # drawn again, as it was shown
+    assert page.locator(".msg.assistant").nth(1).locator(".follow-ups .chip").count() >= 1
     assert page.locator("#datasets .chat-link.active").inner_text() == VALUE_QUESTION
     page.screenshot(path=str(artifacts / f"reloaded-{form}.png"), full_page=True)
     assert page.js_errors == []
