@@ -2,7 +2,7 @@
 // plan, SQL that can be edited and run again, tables that download as CSV). A refusal is one line plus the
 // analyst's clarifying questions as chips.
 import { apiError } from "/static/sse.js";
-import { el, download, formatAnswer, formatValue, markdown, plural, slug, toCsv } from "/static/format.js";
+import { el, download, formatAnswer, formatValue, markdown, plural, slug, statedNumber, toCsv } from "/static/format.js";
 import { errorBox } from "/static/errors.js";
 import { chartSaysSomething, drawChart, imageButtons } from "/static/chart.js";
 
@@ -170,7 +170,8 @@ export class AnswerView {
     if (isRefusal(data)) return this.refusal(data);
     const card = el("div", { class: "answer final" });
     // The headline is a single value (a number, Yes/No, a name); a list is better said by the sentence.
-    const value = Array.isArray(data.answer) ? "" : formatAnswer(data.answer, data.answer_type);
+    const value = Array.isArray(data.answer) ? ""
+      : statedNumber(data.text, data.answer) || formatAnswer(data.answer, data.answer_type);
     if (value) card.append(el("div", { class: "answer-value", text: value }));
     const text = el("div", { class: "answer-text" });
     text.innerHTML = markdown(data.text || "");

@@ -45,12 +45,12 @@ export function markdown(text) {
   return out.join("");
 }
 
-/** A number as a person reads it: 250,000; 2.998 (not 3); 1,234.57; 0.0042. */
+/** A number as a person reads it: 250,000; 2.998 (not 3); 995.82; 1,234.57; 0.0042. */
 export function formatNumber(value) {
   if (!Number.isFinite(value)) return String(value);
   if (Number.isInteger(value)) return value.toLocaleString("en-US");
   const size = Math.abs(value);
-  if (size >= 1000) return value.toLocaleString("en-US", { maximumFractionDigits: 2 });
+  if (size >= 100) return value.toLocaleString("en-US", { maximumFractionDigits: 2 });
   return value.toLocaleString("en-US", { maximumSignificantDigits: 4 });
 }
 
@@ -78,6 +78,20 @@ export function formatAnswer(answer, type = "") {
   }
   if (typeof answer === "object") return "";
   return formatValue(answer);
+}
+
+/** The composer's own rendering of a number answer ("**₹995.82**", "**5.42%**"): its first bold figure
+ * that is the answer, unit included; "" when the text has none. */
+export function statedNumber(text, value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return "";
+  for (const [, bold] of String(text || "").matchAll(/\*\*([^*]+)\*\*/g)) {
+    const digits = bold.replace(/[^0-9.\-]/g, "");
+    if (!/[0-9]/.test(digits) || bold.length > 24) continue;
+    let figure = Number(digits);
+    if (/%\s*$/.test(bold) && Math.abs(value) <= 1 && Math.abs(figure) > 1) figure /= 100; // a share shown as %
+    if (Math.abs(figure - value) <= Math.max(0.006, Math.abs(value) * 0.001)) return bold.trim();
+  }
+  return "";
 }
 
 const FORMULA = /^[=+\-@\t\r]/;

@@ -2,7 +2,7 @@
 // spreadsheet cannot run as formulas. Run by tests/browser/test_format_node.py.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { csvCell, formatAnswer, formatNumber, plural, slug, toCsv } from "../../gateway/static/format.js";
+import { csvCell, formatAnswer, formatNumber, plural, slug, statedNumber, toCsv } from "../../gateway/static/format.js";
 
 test("numbers keep what matters and no more", () => {
   assert.equal(formatNumber(2.998), "2.998"); // not "3"
@@ -21,9 +21,18 @@ test("counts agree with their noun", () => {
 
 test("answers by type", () => {
   assert.equal(formatAnswer(true, "boolean"), "Yes");
-  assert.equal(formatAnswer(995.8209814, "number"), "995.8");
+  assert.equal(formatAnswer(995.8209814, "number"), "995.82");
   assert.equal(formatAnswer(null, "none"), "");
   assert.equal(formatAnswer(["a", "b", "c", "d", "e", "f", "g"], "list[category]"), "a, b, c, d, e and 2 more");
+});
+
+test("the headline takes the composer's unit when its bold figure is the answer", () => {
+  assert.equal(statedNumber("Average of `amount (INR)`: **₹995.82**.", 995.8209814), "₹995.82");
+  assert.equal(statedNumber("Failure rate: **5.42%** of rows.", 0.0542), "5.42%");
+  assert.equal(statedNumber("Failure rate: **5.42%** of rows.", 5.42), "5.42%");
+  assert.equal(statedNumber("Rows: **250,000**.", 250000), "250,000");
+  assert.equal(statedNumber("The most common: **ICICI** (rows: 31,481).", 31481), ""); // not bold
+  assert.equal(statedNumber("**Android** has **997.15**", 3), "");
 });
 
 test("a text cell that starts like a formula is made text with a leading quote", () => {
