@@ -243,15 +243,11 @@ def xlsx_dimension_bomb(rows: int = 20) -> bytes:
 Stub = sql_engine_pb2_grpc.SqlEngineServiceStub
 Case = Callable[[Stub, str], Awaitable[None]]
 CASES: dict[str, tuple[Case, float]] = {}
-NEEDS_H2: dict[str, str] = {}  # case -> the import fix it waits for (xfail until it lands)
 
 
-def case(budget_s: float, needs: str = "") -> Callable[[Case], Case]:
+def case(budget_s: float) -> Callable[[Case], Case]:
     def register(function: Case) -> Case:
-        name = function.__name__.removeprefix("case_")
-        CASES[name] = (function, budget_s)
-        if needs:
-            NEEDS_H2[name] = needs
+        CASES[function.__name__.removeprefix("case_")] = (function, budget_s)
         return function
 
     return register
@@ -510,7 +506,7 @@ async def case_zip_that_is_not_a_workbook(stub: Stub, session: str) -> None:
     assert message
 
 
-@case(30, needs="RFC 4180 CSV (quoted newlines and escaped quotes) import, H2")
+@case(30)
 async def case_rfc4180_quoted_newlines(stub: Stub, session: str) -> None:
     data = (
         b'Rank,"UCI ProTour\nPoints",Note\n'
@@ -525,7 +521,7 @@ async def case_rfc4180_quoted_newlines(stub: Stub, session: str) -> None:
     assert rows == [{"s": 430}]
 
 
-@case(30, needs="European CSV (; and decimal commas) detected as numbers, H2")
+@case(30)
 async def case_european_decimals(stub: Stub, session: str) -> None:
     data = b"Produkt;Preis;Menge\nA;1.234,56;3\nB;12,50;10\nC;0,99;7\n"
     imported = await upload(stub, data, "export.csv")
@@ -534,10 +530,10 @@ async def case_european_decimals(stub: Stub, session: str) -> None:
         "DECIMAL"
     )
     rows = await query(stub, imported.session_id, f"SELECT sum(Preis) AS s FROM {imported.table}")
-    assert float(rows[0]["s"]) == pytest.approx(1247.05)  # type: ignore[index]
+    assert float(rows[0]["s"]) == pytest.approx(1248.05)  # type: ignore[index]
 
 
-@case(30, needs="error messages quote a short excerpt of a bad line, H2")
+@case(30)
 async def case_error_on_a_5_megabyte_line_quotes_an_excerpt(stub: Stub, session: str) -> None:
     data = b"a,b\n1,2\n3,4\n" + b"x" * (5 << 20) + b",1,2,3\n5,6\n"
     try:
@@ -568,15 +564,7 @@ def test_the_corpus_is_big_enough() -> None:
     assert len(CASES) >= 25
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(reason=f"waits for {NEEDS_H2[n]}", strict=False))
-        if n in NEEDS_H2 and os.environ.get("INSIGHTX_CORPUS_STRICT") != "1"
-        else n
-        for n in CASES
-    ],
-)
+@pytest.mark.parametrize("name", list(CASES))
 def test_the_engine_keeps_serving_everyone(
     name: str, engine: Engine, bystander_session: str, attacker_session: str
 ) -> None:
