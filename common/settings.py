@@ -52,8 +52,18 @@ def get_settings() -> Settings:
 def listen_address(addr: str, host: str = "") -> str:
     """The address a server binds: the interface its own address names (`host:port`), or `host` if given.
 
-    `localhost:50053` binds loopback only; `0.0.0.0:50053` (or `[::]:50053`) every interface.
+    `localhost:50053` binds loopback only; `0.0.0.0:50053` (or `[::]:50053`) every interface. An address
+    naming several replicas (`h1:p,h2:p` or `dns:///name:p`: what callers are given) names no interface of
+    this process: a replica then needs `host` (INSIGHTX_GRPC_LISTEN_HOST) and binds the first port named.
     """
+    if "," in addr or addr.startswith("dns:"):
+        first = addr.removeprefix("dns:").lstrip("/").split(",")[0].strip()
+        if not host:
+            raise SystemExit(
+                f"{addr!r} names several replicas, none of them this process: set INSIGHTX_GRPC_LISTEN_HOST"
+                " (e.g. 0.0.0.0) for the interface this replica binds, or give it its own host:port"
+            )
+        addr = first
     named_host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise SystemExit(f"{addr!r} is not host:port (e.g. localhost:50053)")

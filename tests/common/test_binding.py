@@ -24,6 +24,8 @@ from tools.stack import ROOT
         ("[::1]:50052", "", "[::1]:50052"),
         ("localhost:50051", "::", "[::]:50051"),
         (":50054", "", "localhost:50054"),
+        ("10.0.0.5:50053,10.0.0.6:50053", "0.0.0.0", "0.0.0.0:50053"),  # replicas: the port, on the host
+        ("dns:///sql-engine.insightx.svc:50053", "0.0.0.0", "0.0.0.0:50053"),
     ],
 )
 def test_a_service_binds_the_interface_its_address_names(address: str, host: str, expected: str) -> None:
@@ -33,6 +35,12 @@ def test_a_service_binds_the_interface_its_address_names(address: str, host: str
 @pytest.mark.parametrize("address", ["localhost", "localhost:http", ""])
 def test_an_address_without_a_port_stops_the_start_with_a_message(address: str) -> None:
     with pytest.raises(SystemExit, match="host:port"):
+        listen_address(address)
+
+
+@pytest.mark.parametrize("address", ["10.0.0.5:50053,10.0.0.6:50053", "dns:///sql-engine:50053"])
+def test_a_replica_list_without_a_listen_host_stops_the_start_with_a_message(address: str) -> None:
+    with pytest.raises(SystemExit, match="INSIGHTX_GRPC_LISTEN_HOST"):
         listen_address(address)
 
 
