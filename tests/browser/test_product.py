@@ -23,7 +23,16 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHART_QUESTION = "What is the total amount (INR) by device_type?"
 VALUE_QUESTION = "Which device_type has the highest average amount (INR)?"
-REFUSED_QUESTIONS = ["bank", "How many transactions per day of week?", "top state", "fraud"]
+# Vague questions (the analyst asks back on some; which ones depends on its model).
+REFUSED_QUESTIONS = [
+    "bank",
+    "How many transactions per day of week?",
+    "top state",
+    "fraud",
+    "count by age group",
+    "amount by state",
+    "failures by network",
+]
 DROP = """([target, name, text]) => {
     const data = new DataTransfer();
     data.items.add(new File([text], name, { type: "text/csv" }));
@@ -210,7 +219,7 @@ def test_a_refusal_is_one_line_with_chips_that_ask(browser: Any, demo_stack: Sta
     page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
     page.click("#new-chat")
     refused = answered = 0
-    for question in REFUSED_QUESTIONS:  # vague questions: the analyst asks back (which, depends on its model)
+    for question in REFUSED_QUESTIONS:
         card = ask(page, question, page.locator(".msg.assistant").count())
         refusal = card.locator(".answer.refusal")
         if not refusal.count():
@@ -234,7 +243,7 @@ def test_a_refusal_is_one_line_with_chips_that_ask(browser: Any, demo_stack: Sta
                 break
         if answered:
             break
-    assert refused and answered, user_turns(page)
+    assert refused and answered, " | ".join(user_turns(page))
     assert page.js_errors == []
     page.close()
 
