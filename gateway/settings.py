@@ -41,6 +41,11 @@ class GatewaySettings(Settings):
     database_pool_size: int = Field(
         10, ge=1, description="most connections a process opens to INSIGHTX_DATABASE_URL"
     )
+    database_connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="how long the gateway waits for INSIGHTX_DATABASE_URL at start before it stops",
+    )
 
     # --- who calls (gateway/auth.py) -------------------------------------------------------------------
     auth_token: SecretStr | None = Field(

@@ -43,7 +43,9 @@ async def open_stores(settings: GatewaySettings) -> Stores:
     """The configured stores, migrated."""
     if settings.database_url is not None and settings.database_url.get_secret_value():
         database = await PostgresDatabase.open(
-            settings.database_url.get_secret_value(), max_size=settings.database_pool_size
+            settings.database_url.get_secret_value(),
+            max_size=settings.database_pool_size,
+            timeout_s=settings.database_connect_timeout_s,
         )
         try:
             chats = await PostgresChatRepository.open(database)
