@@ -28,6 +28,7 @@ function readHash() {
 }
 
 function writeHash() {
+  $("delete-chat").hidden = !(state.session && state.chatId);
   const params = new URLSearchParams();
   if (state.session) params.set("session", state.session.session_id);
   if (state.session && state.chatId) params.set("chat", state.chatId);
@@ -315,6 +316,20 @@ function newChat() {
   $("question").focus();
 }
 
+/** Deletes the open chat (after asking) with its messages; the dataset stays. */
+async function deleteChat() {
+  const chatId = state.chatId;
+  if (!chatId || state.run || !window.confirm("Delete this chat and its answers?")) return;
+  const response = await fetch(`/api/chats/${encodeURIComponent(chatId)}`, { method: "DELETE" });
+  if (!response.ok && response.status !== 404) {
+    const err = await apiError(response);
+    $("messages").prepend(errorBox(err.message, err.code));
+    return;
+  }
+  state.chats = state.chats.filter((c) => c.chat_id !== chatId);
+  newChat();
+}
+
 /** Shows a stored chat: each question with its answer as the store kept it (value, text and SQL). */
 async function openChat(chatId) {
   abandonRun();
@@ -490,6 +505,8 @@ function wire() {
   $("stop-button").addEventListener("click", stop);
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && state.run) stop(); });
   $("new-chat").addEventListener("click", newChat);
+  $("delete-chat").addEventListener("click", deleteChat);
+  $("to-library").addEventListener("click", () => $("data-panel").scrollIntoView({ block: "start" }));
   $("home").addEventListener("click", (e) => { e.preventDefault(); showLanding(); });
   window.addEventListener("hashchange", followHash); // a link or the back button names another dataset or chat
   $("signin-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("signin-token").value); });

@@ -201,6 +201,15 @@ def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
     box.scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "sql-error-desktop.png"))
 
+    # Delete this chat: gone from the list and from the server; the dataset stays.
+    page.on("dialog", lambda dialog: dialog.accept())
+    chat_id = teams_hash.split("chat=")[1]
+    page.click("#delete-chat")
+    page.wait_for_selector(".msg.user", state="detached", timeout=10_000)
+    assert page.locator("#datasets .chat-link").count() == 0
+    assert http.get(f"{demo_stack.base_url}/api/chats/{chat_id}/messages").status_code == 404
+    assert "teams.csv" in page.inner_text("#datasets")
+
     # The question box refuses more than the server accepts.
     limit = http.get(f"{demo_stack.base_url}/api/openapi.json").json()["components"]["schemas"][
         "ChatStreamRequest"
