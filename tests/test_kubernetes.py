@@ -233,7 +233,7 @@ def service_problems(docs: list[Doc]) -> list[str]:
             if not headless:
                 out.append(f"Service {name}: a gRPC Service must be headless for round_robin")
             addr = config.get(f"INSIGHTX_{GRPC_SERVICES[name].upper()}_ADDR", "")
-            expected = f"{name}:{default_port(name)}"
+            expected = f"dns:///{name}:{default_port(name)}"  # every replica, health-checked
             if addr != expected:
                 out.append(
                     f"Service {name}: INSIGHTX_{GRPC_SERVICES[name].upper()}_ADDR is {addr!r}, not {expected}"
@@ -593,8 +593,9 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def readme_secrets() -> dict[str, dict[str, str]]:
-    """The Secrets as README's `kubectl create secret` lines make them: tokens, and `sha256:` digests."""
+def readme_secrets(database_url: str = "postgresql://nobody@127.0.0.1:1/none") -> dict[str, dict[str, str]]:
+    """The Secrets as README's `kubectl create secret` lines make them: tokens, `sha256:` digests, the
+    cookie key and the database."""
     tokens = {caller: secrets.token_hex(32) for caller in ("gateway", "orchestrator")}
     return {
         "insightx-internal-tokens": {f"{c}-token": t for c, t in tokens.items()},
@@ -602,6 +603,7 @@ def readme_secrets() -> dict[str, dict[str, str]]:
             f"{c}-token": "sha256:" + hashlib.sha256(t.encode()).hexdigest() for c, t in tokens.items()
         },
         "insightx-gateway": {"secret-key": secrets.token_hex(32)},
+        "insightx-database": {"url": database_url},
     }
 
 
@@ -747,8 +749,8 @@ def cluster_env(
     env = pod_env(docs, name, made) | {"INSIGHTX_GRPC_LISTEN_HOST": "127.0.0.1"}
     for service, module in GRPC_SERVICES.items():
         variable = f"INSIGHTX_{module.upper()}_ADDR"
-        assert env[variable] == f"{service}:{default_port(service)}"  # the manifest's own address, moved
-        env[variable] = f"127.0.0.1:{ports[service]}"
+        assert env[variable] == f"dns:///{service}:{default_port(service)}"  # the manifest's, only moved
+        env[variable] = f"dns:///127.0.0.1:{ports[service]}"
     pod = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]
     if any(v.get("persistentVolumeClaim") for v in pod.get("volumes", [])):
         env["INSIGHTX_DATA_DIR"] = data
@@ -798,8 +800,10 @@ def test_llm_gateway_pod_takes_the_orchestrator_alone(tmp_path: Path, volume: st
 
 
 @pytest.mark.integration
-def test_gateway_pod_answers_its_probes_and_refuses_a_pod_ip_host(tmp_path: Path, volume: str) -> None:
-    docs, made = manifests(), readme_secrets()
+def test_gateway_pod_answers_its_probes_and_refuses_a_pod_ip_host(
+    tmp_path: Path, volume: str, postgres_url: str
+) -> None:
+    docs, made = manifests(), readme_secrets(postgres_url)
     ports = {name: free_port() for name in ALL_SERVICES}
     env, log = cluster_env(docs, "gateway", made, ports, volume), tmp_path / "gateway.log"
     base = f"http://127.0.0.1:{ports['gateway']}"
@@ -832,40 +836,50 @@ def test_the_readme_digest_recipe_gives_what_services_accept() -> None:
 
 
 @pytest.mark.integration
-def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) -> None:
-    """Every process as its pod runs it (pod_command), from its Deployment's env and Secrets: the gateway
-    turns ready, a question is answered, and the sandbox runs code under exactly its pod's privileges."""
-    docs, made = manifests(), readme_secrets()
+def test_the_pods_answer_questions_together(tmp_path: Path, volume: str, postgres_url: str) -> None:
+    """Every process as its pod runs it (pod_command), from its Deployment's env and Secrets, two gateway
+    replicas over one PostgreSQL: both turn ready, a dataset uploaded through one is asked about through
+    the other and its chat is listed by the first, and the sandbox runs code with exactly its pod's
+    privileges."""
+    docs, made = manifests(), readme_secrets(postgres_url)
     ports = {name: free_port() for name in ALL_SERVICES}
+    replicas = {"gateway": ports["gateway"], "gateway-2": free_port()}
     with contextlib.ExitStack() as stack:
         procs = {}
         # The sandbox first: it reads a fresh volume no writer has laid out yet (read-only, it cannot).
-        for name in sorted(ALL_SERVICES, key=lambda n: n != SANDBOX):
+        for name in sorted(GRPC_SERVICES, key=lambda n: n != SANDBOX):
             env, log = cluster_env(docs, name, made, ports, volume), tmp_path / f"{name}.log"
             procs[name] = stack.enter_context(running(pod_command(docs, name, volume), env, log))
+        for replica, port in replicas.items():
+            env = cluster_env(docs, "gateway", made, ports, volume) | {"INSIGHTX_GATEWAY_PORT": str(port)}
+            procs[replica] = stack.enter_context(
+                running(pod_command(docs, "gateway", volume), env, tmp_path / f"{replica}.log")
+            )
         for name in GRPC_SERVICES:
             probe = probe_of(docs, name, "readinessProbe")["grpc"]["service"]
             wait_serving(procs[name], ports[name], probe, tmp_path / f"{name}.log")
         ready = probe_of(docs, "gateway", "readinessProbe")["httpGet"]
-        base = f"http://127.0.0.1:{ports['gateway']}"
         probe_headers = {h["name"]: h["value"] for h in ready["httpHeaders"]}
-        wait_http(procs["gateway"], base + ready["path"], probe_headers, 200, tmp_path / "gateway.log")
+        one, two = (f"http://127.0.0.1:{port}" for port in replicas.values())
+        for replica, base in zip(replicas, (one, two), strict=True):
+            wait_http(procs[replica], base + ready["path"], probe_headers, 200, tmp_path / f"{replica}.log")
 
-        token = (Path(volume) / "gateway" / "auth_token").read_text().strip()
+        token = (Path(volume) / "gateway" / "auth_token").read_text().strip()  # one for both replicas
         headers = {"Host": "localhost", "Authorization": f"Bearer {token}"}
         table = "id,region\n" + "".join(f"{i},{['North', 'South'][i % 2]}\n" for i in range(137))
         files = {"file": ("t.csv", table, "text/csv")}
-        reply = httpx.post(base + "/api/datasets", headers=headers, files=files, timeout=60)
+        reply = httpx.post(one + "/api/datasets", headers=headers, files=files, timeout=60)
         assert reply.status_code == 200, reply.text
         session = reply.json()["session_id"]
         body = {"session_id": session, "message": "How many rows are there?", "history": []}
-        with httpx.stream(
-            "POST", base + "/api/chat/stream", headers=headers, json=body, timeout=60
-        ) as stream:
-            assert stream.status_code == 200
-            events = [json.loads(line[6:]) for line in stream.iter_lines() if line.startswith("data: ")]
+        with httpx.stream("POST", two + "/api/chat/stream", headers=headers, json=body, timeout=60) as sse:
+            assert sse.status_code == 200
+            chat_id = sse.headers["x-chat-id"]
+            events = [json.loads(line[6:]) for line in sse.iter_lines() if line.startswith("data: ")]
         assert events[-1]["type"] == "final_response", events[-3:]
         assert events[-1]["data"]["answer"] == 137
+        listed = httpx.get(f"{one}/api/sessions/{session}/chats", headers=headers, timeout=10)
+        assert [chat["chat_id"] for chat in listed.json()["chats"]] == [chat_id], listed.text
 
         # The sandbox pod: four capabilities, its own seccomp profile, the data read-only, no cgroup.
         status_lines = Path(f"/proc/{procs[SANDBOX].pid}/status").read_text().splitlines()
@@ -874,7 +888,7 @@ def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) ->
         added = containers(of_kind(docs, "Deployment")[SANDBOX])[0]["securityContext"]["capabilities"]["add"]
         assert int(fields["CapBnd"], 16) == sum(1 << CAP_BITS[cap] for cap in added)
         code = {"session_id": session, "code": "result = int(df['id'].sum())"}
-        reply = httpx.post(base + "/api/python/run", headers=headers, json=code, timeout=60)
+        reply = httpx.post(two + "/api/python/run", headers=headers, json=code, timeout=60)
         assert reply.status_code == 200 and reply.json()["result"] == 137 * 136 // 2, reply.text
         with grpc.insecure_channel(f"127.0.0.1:{ports['py-sandbox']}") as channel:
             gateway_token = made["insightx-internal-tokens"]["gateway-token"]
@@ -885,9 +899,7 @@ def test_the_five_pods_answer_questions_together(tmp_path: Path, volume: str) ->
             )
         isolation = status.isolation
         assert isolation.level == "strong" and status.accepting_code, list(isolation.problems)
-        assert isolation.cgroup == "", (
-            "a pod has no writable cgroup hierarchy: the manifest says runs get none"
-        )
+        assert isolation.cgroup == "", "a pod has no writable cgroup: runs get none, as the manifest says"
 
 
 def test_the_readme_creates_every_secret_a_pod_cannot_start_without() -> None:
