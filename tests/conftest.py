@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from common.settings import get_settings
-from tests.postgres_server import INSTALL_HINT, PostgresServer, bin_dir
+from tools.postgres_server import INSTALL_HINT, PostgresServer, bin_dir
 
 _PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 

@@ -18,7 +18,7 @@ import jwt
 import pytest
 
 from tests.gateway.stacks import bearer, start_stack
-from tests.postgres_server import PostgresServer
+from tools.postgres_server import PostgresServer
 from tools.stack import ROOT, Stack, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

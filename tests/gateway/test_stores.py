@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from common.store.chats import StoredMessage
 from gateway.settings import GatewaySettings
 from gateway.stores import open_stores
-from tests.postgres_server import PostgresServer
+from tools.postgres_server import PostgresServer
 from tools.stack import ROOT, free_port
 
 

@@ -22,7 +22,7 @@ from tests.gateway.test_two_users import (  # noqa: F401  (fixtures and tests co
     test_b_lists_only_its_own,
     test_b_reaches_nothing_of_as_through_any_route,
 )
-from tests.postgres_server import PostgresServer
+from tools.postgres_server import PostgresServer
 from tools.stack import Stack
 
 pytestmark = pytest.mark.integration

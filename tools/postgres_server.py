@@ -1,5 +1,5 @@
-"""A real PostgreSQL server for the tests: Debian's `postgresql` binaries, a cluster made in a temporary
-directory, listening on a free loopback port with password authentication, stopped at the end.
+"""A real PostgreSQL server for the tests and benchmarks: Debian's `postgresql` binaries, a cluster made in
+a temporary directory, listening on a free loopback port with password authentication, stopped at the end.
 
 PostgreSQL refuses to run as root, so as root the server runs as the `postgres` account the package makes
 (`runuser`). Missing binaries fail the tests that need them (never skip): `make system-deps` installs them.
