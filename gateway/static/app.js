@@ -112,6 +112,7 @@ async function showLanding() {
   writeHash();
   $("profile").hidden = true;
   $("session-badge").hidden = true;
+  document.title = "InsightX";
   $("landing").hidden = false;
   $("chat-head").hidden = true;
   $("ask-form").hidden = true;
@@ -207,6 +208,7 @@ function showDataset(dataset) {
   dataset.filename = name;
   $("dataset-name").textContent = name;
   $("chat-dataset").textContent = name;
+  document.title = `${name} · InsightX`;
   $("dataset-meta").textContent = `${plural(dataset.row_count, "row")} · ${plural(dataset.columns.length, "column")} · table "${dataset.table}"`;
   renderProfile(dataset);
   $("columns-box").open = false;
