@@ -49,10 +49,6 @@ def demo_stack(browser_stack: Stack) -> Stack:
     return browser_stack
 
 
-def answer_cards(page: Any) -> Any:
-    return page.locator(".msg.assistant .answer-slot > *")
-
-
 def ask(page: Any, question: str, nth: int) -> Any:
     """Types a question, sends it, and waits for its (nth, 0-based) card: an answer, a refusal or an error."""
     page.fill("#question", question)
