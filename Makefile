@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := $(wildcard protos/insightx/v1/*.proto)
 
 .DEFAULT_GOAL := help
-.PHONY: help install proto run test test-fast lint bench clean demo system-deps
+.PHONY: help install proto run test test-fast lint bench clean demo system-deps train-analyst
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help: ## List the targets
@@ -51,6 +51,9 @@ lint: install ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy common services gateway tools
+
+train-analyst: install ## Refit the built-in analyst's ranker on the train split (writes services/orchestrator/builtin/parser_weights.json)
+	$(BIN)/python -m tools.train_analyst
 
 bench: install ## Run every benchmark under bench/
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

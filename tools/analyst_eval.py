@@ -416,6 +416,23 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def run_plan(plan: Any, loaded: LoadedTable, con: Any) -> Any:
+    """Runs a plan as the pipeline would (SQL on `con`, Python in-process) and returns its composed Answer."""
+    from services.orchestrator.plan import StepResults
+
+    results = StepResults()
+    if plan.sql:
+        results.sql_table = con.sql(plan.sql).to_arrow_table()
+    if plan.python_code:
+        frame = (
+            results.sql_table.to_pandas()
+            if plan.python_on_sql_result and results.sql_table is not None
+            else con.sql(f'SELECT * FROM "{loaded.dataset.table}"').to_df()
+        )
+        results.python_result, results.python_table = _run_python(plan.python_code, frame)
+    return plan.compose(results)
+
+
 def ask(
     item: Item,
     loaded: LoadedTable,
@@ -426,25 +443,13 @@ def ask(
     """Plans `item.question` over `loaded`, runs the SQL on `con` (a view named as the table already exists)
     and the Python step in-process, composes the answer and scores it."""
     from services.orchestrator.builtin import plan_question
-    from services.orchestrator.plan import StepResults
 
     plan_fn = planner or plan_question
     out = Outcome(item)
     started = time.perf_counter()
     try:
         plan = plan_fn(item.question, loaded.dataset, history or [])
-        results = StepResults()
-        if plan.sql:
-            table = con.sql(plan.sql).to_arrow_table()
-            results.sql_table = table
-        if plan.python_code:
-            frame = (
-                results.sql_table.to_pandas()
-                if plan.python_on_sql_result and results.sql_table is not None
-                else con.sql(f'SELECT * FROM "{loaded.dataset.table}"').to_df()
-            )
-            results.python_result, results.python_table = _run_python(plan.python_code, frame)
-        answer = plan.compose(results)
+        answer = run_plan(plan, loaded, con)
     except Exception as exc:
         out.error = f"{type(exc).__name__}: {exc}"[:200]
         out.ms = (time.perf_counter() - started) * 1000
@@ -595,7 +600,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--verbose-train", action="store_true", help="list the TRAIN part's failures")
     parser.add_argument("--json", type=Path, default=None, help="write every outcome (train only) here")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="answer at this calibrated confidence (default: shipped)",
+    )
     args = parser.parse_args(argv)
+    if args.threshold is not None:
+        import dataclasses
+
+        from services.orchestrator.builtin import scorer
+
+        shipped = scorer.ranker()
+        scorer.ranker.cache_clear()
+        patched = dataclasses.replace(shipped, threshold=args.threshold)
+        scorer.ranker = lambda: patched  # type: ignore[assignment]
     corpora = CORPORA if args.corpus == "all" else (args.corpus,)
     for corpus in corpora:
         items = select(corpus, args.split, args.wtq_sample, args.seed)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from services.orchestrator.builtin import followups
+from services.orchestrator.builtin import compose as c
+from services.orchestrator.builtin import followups, scorer
 from services.orchestrator.builtin.aggregates import (
     _aggregate,
     _distinct,
@@ -18,7 +19,8 @@ from services.orchestrator.builtin.aggregates import (
     _several_aggregates,
 )
 from services.orchestrator.builtin.breakdowns import _breakdown, _rate, _time_buckets
-from services.orchestrator.builtin.context import _Ctx, _target, _why, unanswerable
+from services.orchestrator.builtin.clarify import asking, gated
+from services.orchestrator.builtin.context import _Ctx, _target, _unexplained, _why, unanswerable
 from services.orchestrator.builtin.guards import (
     _contains_filters,
     _entity_filters,
@@ -29,8 +31,10 @@ from services.orchestrator.builtin.guards import (
     _with_guess_count,
 )
 from services.orchestrator.builtin.lexicon import GENERIC
-from services.orchestrator.builtin.question import add_flag_filters, parse
+from services.orchestrator.builtin.parsed import plan_of
+from services.orchestrator.builtin.question import Question, add_flag_filters, parse
 from services.orchestrator.builtin.ranking import _closest, _ranked
+from services.orchestrator.builtin.reader import Candidate, read, shape_candidate
 from services.orchestrator.builtin.rows import _frequency, _per_column, _row_order
 from services.orchestrator.builtin.schema import Schema, schema_of
 from services.orchestrator.builtin.stats import _correlation, _outliers, _significance
@@ -74,16 +78,86 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
 def plan_question(
     question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None
 ) -> Plan:
-    """The plan for `question` over `dataset`: the first shape that fits, or an honest "cannot answer"."""
+    """The plan for `question` over `dataset`: the best reading when it wins clearly, else an honest question
+    back (the top readings as clarifications)."""
     schema = schema_of(dataset)
     resolved = followups.resolve(question, history, schema)
-    plan = _plan_for(resolved, schema)
+    plan = decide(resolved, schema)
     if resolved != question:
         plan.reasoning = f"A follow-up, read as: “{resolved}”. {plan.reasoning}"
     return plan
 
 
-def _plan_for(question: str, schema: Schema) -> Plan:
+def readings(question: str, schema: Schema) -> tuple[list[Candidate], str]:
+    """Every reading of `question`: the reader's typed queries, plus the plan of the first question shape
+    that fits (as one more candidate); the ranker chooses among them. Also why no shape fitted, if none."""
+    shaped, q, shape, guesses = shape_plan(question, schema)
+    reading = read(question, schema, q.links)
+    if shaped is None and shape.startswith("absent:"):
+        for cand in reading.candidates:
+            cand.features["shapes_found_absent"] = 1.0
+    candidates = reading.candidates
+    if shaped is not None:
+        candidates.append(shape_candidate(question, shaped, shape, len(_unexplained(q)), guesses, q.links))
+    else:
+        for cand in candidates:
+            cand.features["shapes_refused"] = 1.0
+    return candidates, "" if shaped is not None else shape
+
+
+def decide(question: str, schema: Schema) -> Plan:
+    """The top-ranked reading's plan when its calibrated confidence clears the threshold; else a refusal
+    that offers the top two readings as questions to click."""
+    model = scorer.ranker()
+    candidates, reason = readings(question, schema)
+    absent = reason.startswith("absent:")
+    reason = reason.split(":", 1)[1] if ":" in reason else reason
+    ranked_readings = scorer.ranked(candidates, model)
+    if not ranked_readings:
+        return unanswerable(schema, _why(parse(question, schema)))
+    best, p = ranked_readings[0]
+    second = ranked_readings[1][1] if len(ranked_readings) > 1 else 0.0
+    confidence = round(model.confidence(best, p, p - second, schema.row_count), 2)
+    if absent:
+        # the question names something the data does not have: never answered by another reading
+        return asking(schema, [], 0.0, reason)
+    named = next((cand for cand, _ in ranked_readings if _asked_for_by_name(cand, question)), None)
+    if named is not None and named is not best:
+        best, confidence = named, round(model.confidence(named, 0.0, 0.0, schema.row_count), 2)
+    if confidence >= model.threshold or named is not None:
+        if best.plan is not None:
+            return gated(best.plan, question, confidence)
+        assert best.query is not None
+        return plan_of(best.query, schema, confidence, c.follow_ups_for(schema, set()))
+    options = [cand.query.describe() for cand, _ in ranked_readings if cand.query is not None]
+    return asking(schema, list(dict.fromkeys(options))[:2], confidence, reason)
+
+
+# Analyses named by their own words. Neither training corpus asks for them, so the fitted judge has not
+# seen them answered; when the question names the analysis, its shape's plan is taken (a hand-set rule).
+_ANALYSES = {
+    "outliers": re.compile(r"\boutliers?\b|\banomal"),
+    "significance": re.compile(r"\bsignifican"),
+    "correlation": re.compile(r"\bcorrelat"),
+    "per_column": re.compile(r"\b(missing|null|empty)\b.*\b(each|every|per|by) column"),
+    "time_buckets": re.compile(
+        r"\b(by|per|each|every|over) (hour|day|week|month|quarter|year|weekday)s?\b|\bbusiest\b"
+    ),
+    "breakdown": re.compile(r"\b(by|per|for each|across)\b"),
+    "rate": re.compile(r"\b(rate|share|percentage|proportion|fraction)\b"),
+    "weekend_contrast": re.compile(r"\bweekends?\b"),
+}
+
+
+def _asked_for_by_name(best: Candidate, question: str) -> bool:
+    pattern = _ANALYSES.get(best.shape)
+    return best.plan is not None and pattern is not None and pattern.search(question.lower()) is not None
+
+
+def shape_plan(question: str, schema: Schema) -> tuple[Plan | None, Question, str, int]:
+    """(plan, parsed question, shape name, guessed filters) of the first hand-written shape that fits;
+    plan None when none fits or the question names something the data lacks (the name is then
+    "absent:<why>" when the question names what the data lacks, "none:<why>" when no shape fits)."""
     q = parse(question, schema)
     ctx = _Ctx(q)
     _contains_filters(ctx)
@@ -95,10 +169,10 @@ def _plan_for(question: str, schema: Schema) -> Plan:
     asked = re.match(r"^\W*(what|which)\s+(is|are|was|were)?\s*(the\s+)?([a-z]+)\b", q.low)
     if asked is not None and asked.group(4) in q.uncovered():
         # "What is the region …" with no region in the data: what is asked for is missing
-        return unanswerable(schema, f'I found no column for "{asked.group(4)}".')
+        return None, q, f'absent:I found no column for "{asked.group(4)}".', 0
     unknown = _unknown_identifier(q)
     if unknown is not None:
-        return unanswerable(schema, f"there is no column named `{unknown}`.")
+        return None, q, f"absent:there is no column named `{unknown}`.", 0
     listed = re.match(
         r"^\W*list\s+(all\s+)?(the\s+)?((top|bottom|first|last)\s+)?"
         r"(\d+\s+|two\s+|three\s+|four\s+|five\s+|ten\s+)?(?P<noun>[a-z]+)\b",
@@ -109,7 +183,7 @@ def _plan_for(question: str, schema: Schema) -> Plan:
         and listed.group("noun") in q.uncovered()
         and not _known_word(schema, listed.group("noun"))
     ):
-        return unanswerable(schema, f'I found no column for "{listed.group("noun")}".')
+        return None, q, f'absent:I found no column for "{listed.group("noun")}".', 0
     generic_target = target is not None and all(
         t.stem in GENERIC for t in q.tokens[target.start : target.end]
     )
@@ -121,11 +195,8 @@ def _plan_for(question: str, schema: Schema) -> Plan:
         and qualifier in q.uncovered()
         and not _known_word(schema, qualifier)
     ):
-        return unanswerable(
-            schema,
-            f'I found no column for "{q.tokens[target.start - 1].text} '
-            f'{q.text[q.tokens[target.start].start : q.tokens[target.end - 1].end]}".',
-        )
+        missing = q.text[q.tokens[target.start - 1].start : q.tokens[target.end - 1].end]
+        return None, q, f'absent:I found no column for "{missing}".', 0
     for shape in _SHAPES:
         plan = shape(ctx)
         if plan is not None:
@@ -133,5 +204,5 @@ def _plan_for(question: str, schema: Schema) -> Plan:
             if guesses and plan.sql:
                 plan.sql = _with_guess_count(plan.sql, ctx, guesses)
                 plan.compose = _guarded(plan.compose, schema, guesses)
-            return plan
-    return unanswerable(schema, _why(q))
+            return plan, q, shape.__name__.strip("_"), len(guesses)
+    return None, q, f"none:{_why(q)}", 0

@@ -1,0 +1,95 @@
+"""The typed intermediate form of a question: what to compute, with no SQL in it.
+
+Why: reading and rendering are separate jobs. The reader (`reader.py`) proposes several `Query` candidates,
+each slot tied to the words (`Span`) that caused it; the scorer (`scorer.py`) ranks them; the generator
+(`sqlgen.py`) renders the chosen one, quoting in one place. A query also says it as a plain question
+(`describe`), which is what a clarifying chip shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from services.orchestrator.builtin.schema import Column
+
+Span = tuple[int, int]  # token indices [start, end) of the words behind a slot
+
+# operations: what is computed over the rows that pass the filters
+OPS = (
+    "values",  # the answer column's values (a lookup)
+    "first",  # the answer column in the first matching row (table order)
+    "last",  # … in the last matching row
+    "argmax",  # the answer column in the row with the largest measure
+    "argmin",
+    "count",  # how many rows
+    "count_distinct",  # how many different values of the answer column
+    "sum",
+    "avg",
+    "max",
+    "min",
+    "next",  # the answer column in the row after the (single) matching row
+    "previous",
+    "pick_max",  # of two named values of one column, the one whose measure is larger
+    "pick_min",
+    "difference",  # measure of the first named value minus that of the second
+)
+AGGREGATES = ("sum", "avg", "max", "min")
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A condition on rows. `column` None: the value may be in any text column (not seen in the profile)."""
+
+    column: Column | None
+    op: str  # "=", "match", "!=", ">", ">=", "<", "<="
+    value: str | float
+    span: Span
+    verified: bool = False  # the value was found in this column's profile
+
+    def describe(self) -> str:
+        where = f"`{self.column.name}`" if self.column is not None else "a cell"
+        shown = self.value if isinstance(self.value, str) else f"{self.value:g}"
+        op = {"match": "is", "=": "is", "!=": "is not"}.get(self.op, self.op)
+        return f"{where} {op} {shown!r}" if isinstance(shown, str) else f"{where} {op} {shown}"
+
+
+@dataclass(frozen=True)
+class Query:
+    """One reading of a question."""
+
+    op: str
+    answer: Column | None = None  # the column whose values answer (None for counts)
+    measure: Column | None = None  # the numeric column aggregated, ranked or compared
+    filters: tuple[Filter, ...] = ()
+    pair: tuple[Filter, Filter] | None = None  # the two named values of pick_*/difference
+    spans: dict[str, Span] = field(default_factory=dict, hash=False, compare=False)
+
+    def describe(self) -> str:
+        """The reading as a plain question a person could click."""
+        where = " and ".join(f.describe() for f in self.filters)
+        where = f" where {where}" if where else ""
+        a = f"`{self.answer.name}`" if self.answer is not None else ""
+        m = f"`{self.measure.name}`" if self.measure is not None else ""
+        if self.op == "values":
+            return f"What is {a}{where}?"
+        if self.op in ("first", "last"):
+            return f"What is {a} in the {self.op} row{where}?"
+        if self.op in ("argmax", "argmin"):
+            most = "largest" if self.op == "argmax" else "smallest"
+            return f"Which {a} has the {most} {m}{where}?"
+        if self.op == "count":
+            return f"How many rows are there{where}?"
+        if self.op == "count_distinct":
+            return f"How many different {a} are there{where}?"
+        if self.op in AGGREGATES:
+            name = {"sum": "total", "avg": "average", "max": "largest", "min": "smallest"}[self.op]
+            return f"What is the {name} {m}{where}?"
+        if self.op in ("next", "previous"):
+            return f"What is {a} in the row {'after' if self.op == 'next' else 'before'} the one{where}?"
+        if self.pair is not None:
+            x, y = (f.value for f in self.pair)
+            if self.op == "difference":
+                return f"What is {m} for {x!r} minus {m} for {y!r}?"
+            more = "larger" if self.op == "pick_max" else "smaller"
+            return f"Which of {x!r} and {y!r} has the {more} {m}?"
+        return f"What is {a}{where}?"

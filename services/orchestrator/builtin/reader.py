@@ -1,0 +1,445 @@
+"""The reader: a question → the plausible `form.Query` readings over this table, each with its features.
+
+Why: one question has several readings (which column answers, which words are values, largest or first);
+rather than deciding with one rule, the reader lists the readings the table's schema, values and types allow,
+and describes each by features that name no table (lexical overlap, types, the question's form, trigger
+words, words left unexplained). `scorer.py` ranks them with weights fitted on the train split.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from itertools import product
+
+from services.orchestrator.builtin.form import Filter, Query
+from services.orchestrator.builtin.forms import question_form
+from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
+from services.orchestrator.builtin.linking import Links, link
+from services.orchestrator.builtin.schema import Column, Schema
+from services.orchestrator.builtin.text import ORDINALS, word_number
+from services.orchestrator.plan import Plan
+
+MAX_ANSWER_COLUMNS = 5
+MAX_MEASURES = 3
+
+
+def _words(text: str) -> frozenset[str]:
+    """A word list written as text."""
+    return frozenset(text.split())
+
+
+# words that shape the computation; never values
+_OPERATOR_WORDS = _words(
+    """
+    how many much what which who whom whose when where why is are was were be been did does do has have had
+    the a an of in on at to for by from with and or as than that this these those there their its it his her
+    they them he she total number count sum average mean median most least highest lowest largest smallest
+    biggest greatest top bottom first last latest earliest next previous before after above below more less
+    fewer greater higher lower larger smaller longest shortest oldest youngest max maximum min minimum
+    only same other different difference between listed list name names tell give show all each every any
+    times time amount one ones not no never without except consecutive row rows table chart
+    least at long far old many equal equals exactly value values frequent common often usually
+    percent percentage share rate ratio per also total overall
+    """
+)
+_GENERIC_NOUNS = _words(
+    """
+    team teams player players person people country countries city cities year years game games season seasons
+    place title song songs album film films movie movies name event events club clubs school schools station
+    stations team's player's part win won lose lost play played score scored record records held hold rank
+    ranked position total points point made make get got come came take took
+    """
+)
+_DESC_WORDS = re.compile(
+    r"\b(most|highest|largest|biggest|greatest|max|maximum|top|longest|tallest|oldest|latest|best|more|"
+    r"higher|larger|bigger|greater|longer|taller|deeper|deepest|heaviest|fastest|richest|widest)\b"
+)
+_ASC_WORDS = re.compile(
+    r"\b(least|lowest|smallest|fewest|min|minimum|bottom|shortest|youngest|earliest|worst|less|lower|"
+    r"smaller|fewer|shorter|slowest|lightest|cheapest)\b"
+)
+_FIRST_WORDS = re.compile(r"\b(first|earliest|initial|top|opening|begin\w*)\b")
+_LAST_WORDS = re.compile(r"\b(last|latest|final|most recent|bottom|end)\b")
+_NEXT_WORDS = re.compile(r"\b(next|after|following|below|succeed\w*)\b")
+_PREV_WORDS = re.compile(r"\b(previous|before|prior|preceding|above|preced\w*)\b")
+_COMPARE = (
+    (re.compile(r"\b(more|greater|higher|larger|over|above|exceed\w*)( than)?\s*$"), ">"),
+    (re.compile(r"\bat least\s*$|\bor more\b"), ">="),
+    (re.compile(r"\b(less|fewer|lower|smaller|under|below)( than)?\s*$"), "<"),
+    (re.compile(r"\bat most\s*$|\bor less\b|\bor fewer\b"), "<="),
+)
+_AGG_WORDS = {
+    "sum": re.compile(r"\b(total|sum|combined|altogether|in all)\b"),
+    "avg": re.compile(r"\b(average|mean)\b"),
+    "max": re.compile(r"\b(highest|largest|maximum|max|most|greatest|biggest)\b"),
+    "min": re.compile(r"\b(lowest|smallest|minimum|min|least|fewest)\b"),
+}
+
+
+@dataclass
+class Candidate:
+    """One reading with its features: a `Query`, or the plan of one of the hand-written question shapes."""
+
+    query: Query | None
+    features: dict[str, float] = field(default_factory=dict)
+    plan: Plan | None = None  # set for a shape's plan (`query` is then None)
+    shape: str = ""
+
+
+@dataclass
+class Reading:
+    """All readings of one question, with what the reader found in it."""
+
+    text: str
+    form: str
+    links: Links
+    candidates: list[Candidate]
+    triggers: list[str] = field(default_factory=list)
+
+
+def numberish(col: Column) -> bool:
+    """Numeric, or text whose shown values mostly start with a number ("1,234", "17 years")."""
+    if col.numeric:
+        return True
+    if col.temporal:
+        return False
+    shown = [v for v, _ in col.values if v]
+    if len(shown) < 2:
+        return False
+    hits = sum(bool(re.match(r"^\s*-?\d[\d,]*(\.\d+)?", v)) for v in shown)
+    return hits >= 0.8 * len(shown)
+
+
+def _content(token_text: str, token_stem: str) -> bool:
+    return (
+        token_text not in _OPERATOR_WORDS
+        and token_stem not in STOP_STEMS
+        and token_text not in ORDINALS
+        and len(token_text) > 1
+    )
+
+
+def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, int, str, bool]]:
+    """(start, end, text, required) runs of words that name nothing in the schema: values not in the profile.
+
+    A run is required (its filter is never dropped) when it looks like a name: several words, quoted,
+    capitalized in the question, or holding digits."""
+    out: list[tuple[int, int, str, bool]] = []
+    tokens = links.tokens
+    i = 0
+    while i < len(tokens):
+        if i in skip or links.covered(i) or not _content(tokens[i].text, tokens[i].stem):
+            i += 1
+            continue
+        j = i
+        while j < len(tokens) and j not in skip and not links.covered(j):
+            t = tokens[j]
+            if t.text in ("of", "the", "de", "and", "&", "la", "le", "von", "van", "del") and j > i:
+                nxt = j + 1
+                if (
+                    nxt < len(tokens)
+                    and not links.covered(nxt)
+                    and _content(tokens[nxt].text, tokens[nxt].stem)
+                ):
+                    j += 1
+                    continue
+                break
+            if not _content(t.text, t.stem) and word_number(t.text) is None:
+                break
+            j += 1
+        words = [t.text for t in tokens[i:j]]
+        if all(w in _GENERIC_NOUNS or w in GENERIC for w in words) or all(
+            word_number(w) is not None for w in words
+        ):
+            i = j
+            continue
+        raw = text[tokens[i].start : tokens[j - 1].end]
+        capital = any(text[t.start : t.start + 1].isupper() for t in tokens[i:j] if t.start > 0)
+        required = j - i > 1 or capital or any(ch.isdigit() for ch in raw)
+        out.append((i, j, raw, required))
+        i = j
+    return out
+
+
+def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filter, int]]:
+    """Comparisons ("more than 3 goals") and year-like equalities ("in 2004") on number-like columns."""
+    low = text.lower()
+    out: list[tuple[Filter, int]] = []
+    numeric_cols = [c for c in schema.columns if numberish(c)]
+    for n in links.numbers:
+        tok = links.tokens[n.index]
+        before = low[: tok.start]
+        op = next((o for pattern, o in _COMPARE if pattern.search(before[-24:])), None)
+        after = low[tok.end : tok.end + 12]
+        if op is None and re.match(r"\s*or (more|greater|higher)", after):
+            op = ">="
+        near = [c.column for c in links.columns if abs(c.start - n.index) <= 3 and c.column in numeric_cols]
+        if op is not None:
+            for col in near[:1] or numeric_cols[:2]:
+                out.append((Filter(col, op, n.value, (n.index, n.index + 1), verified=bool(near)), n.index))
+            continue
+        if near and not (1000 <= n.value <= 2100):  # "4 doors", "rooms: 3": the named column equals it
+            col = near[0]
+            inside = col.min is None or (col.min <= n.value <= (col.max if col.max is not None else n.value))
+            out.append((Filter(col, "=", n.value, (n.index, n.index + 1), verified=inside), n.index))
+            continue
+        if n.value.is_integer() and 1000 <= n.value <= 2100:  # a year
+            in_range = [
+                c
+                for c in numeric_cols
+                if c.min is not None and c.max is not None and c.min <= n.value <= c.max
+            ]
+            for col in in_range[:1]:
+                out.append((Filter(col, "=", n.value, (n.index, n.index + 1), verified=True), n.index))
+            if not in_range:
+                out.append((Filter(None, "match", tok.text, (n.index, n.index + 1)), n.index))
+    return out
+
+
+def triggers_of(low: str) -> list[str]:
+    found = []
+    for name, pattern in (
+        ("desc", _DESC_WORDS),
+        ("asc", _ASC_WORDS),
+        ("firstw", _FIRST_WORDS),
+        ("lastw", _LAST_WORDS),
+        ("nextw", _NEXT_WORDS),
+        ("prevw", _PREV_WORDS),
+    ):
+        if pattern.search(low):
+            found.append(name)
+    for agg, pattern in _AGG_WORDS.items():
+        if pattern.search(low):
+            found.append(f"agg_{agg}")
+    for word in (
+        "how many",
+        "how much",
+        "number of",
+        " or ",
+        "difference",
+        " than ",
+        "total",
+        "times",
+        "same",
+        "different",
+        "only",
+        "not ",
+        "each",
+        "both",
+        "consecutive",
+        "significant",
+        "share",
+        "rate",
+        "percent",
+        " per ",
+        " by ",
+        "missing",
+        "correlat",
+        "outlier",
+        "average",
+        "median",
+        "distinct",
+        "unique",
+        "common",
+        "frequent",
+        "list ",
+        "month",
+        "week",
+        "hour",
+        "trend",
+        "over time",
+    ):
+        if word in f" {low} ":
+            found.append("w_" + word.strip())
+    if re.search(r"\b(is|are|was|were|does|do|did)\b.*\b(more|less|higher|lower|greater|bigger|than)\b", low):
+        found.append("yesno_comparison")
+    return found
+
+
+def base_features(form: str, triggers: list[str], links: Links | None = None) -> dict[str, float]:
+    """Features every reading of a question shares: its form, trigger words, length, what it names."""
+    base: dict[str, float] = {f"form={form}": 1.0}
+    for t in triggers:
+        base[f"trig={t}"] = 1.0
+    if links is not None:
+        words = len(links.tokens)
+        base["words<=6" if words <= 6 else "words<=10" if words <= 10 else "words>10"] = 1.0
+        base[f"named_columns={min(len(links.columns), 3)}"] = 1.0
+        base[f"named_values={min(len(links.values), 2)}"] = 1.0
+    return base
+
+
+def shape_candidate(
+    text: str, plan: Plan, shape: str, unexplained: int, guesses: int, links: Links | None = None
+) -> Candidate:
+    """A hand-written shape's plan as one more reading, described by the same kind of features."""
+    form = question_form(text)
+    triggers = triggers_of(text.lower())
+    f = base_features(form, triggers, links)
+    f[f"shape_unexplained={min(unexplained, 3)}"] = 1.0
+    f["op=shape"] = 1.0
+    f[f"shape={shape}"] = 1.0
+    f[f"shape={shape}&form={form}"] = 1.0
+    for t in triggers:
+        f[f"op=shape&trig={t}"] = 1.0
+    f["shape_unexplained"] = float(min(unexplained, 4))
+    if guesses:
+        f["shape_guessed_filter"] = 1.0
+    return Candidate(None, f, plan=plan, shape=shape)
+
+
+def _col_kind(col: Column | None) -> str:
+    if col is None:
+        return "none"
+    if col.temporal:
+        return "time"
+    if col.numeric:
+        if col.min is not None and col.max is not None and col.min >= 1000 and col.max <= 2100:
+            return "year"
+        return "num"
+    return "numtext" if numberish(col) else "text"
+
+
+def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
+    """Every plausible reading of `text` over `schema`, with features."""
+    links = links or link(text, schema)
+    low = text.lower()
+    form = question_form(text)
+    triggers = triggers_of(low)
+
+    # values the profile knows, then numbers, then names it does not know
+    value_filters = [
+        (
+            Filter(
+                v.column, "=" if not v.element else "match", v.value, (v.start, v.end), verified=not v.element
+            )
+        )
+        for v in links.values
+    ]
+    numeric = _numeric_filters(text, links, schema)
+    skip = {i for f, i in numeric} | {i for f in value_filters for i in range(*f.span)}
+    skip |= {n.index for n in links.numbers}
+    spans = _entity_spans(text, links, skip)
+    entity = [(Filter(None, "match", raw, (s, e)), required) for s, e, raw, required in spans]
+    required = value_filters + [f for f, r in entity if r]
+    optional = [f for f, r in entity if not r][:2]
+    numeric_choices = _group_numeric(numeric)
+
+    # columns named in the question, best first; then every column as an unnamed answer
+    named: dict[str, float] = {}
+    for lk in links.columns:
+        for col, score in lk.candidates[:2]:
+            named[col.name] = max(named.get(col.name, 0.0), score)
+    filter_cols = {f.column.name for f in value_filters if f.column is not None}
+    answers = sorted(
+        schema.columns,
+        key=lambda c: (-(named.get(c.name, 0.0)), c.name in filter_cols, c.position),
+    )[: MAX_ANSWER_COLUMNS + len(filter_cols)]
+    measures = sorted(
+        (c for c in schema.columns if numberish(c)),
+        key=lambda c: (-(named.get(c.name, 0.0)), c.position),
+    )[:MAX_MEASURES]
+
+    base = base_features(form, triggers, links)
+    candidates: list[Candidate] = []
+
+    def add(q: Query, dropped: int) -> None:
+        f = dict(base)
+        f[f"op={q.op}"] = 1.0
+        f[f"op={q.op}&form={form}"] = 1.0
+        for t in triggers:
+            f[f"op={q.op}&trig={t}"] = 1.0
+        if dropped:
+            f["dropped_words"] = float(dropped)
+        used_cols = {c.name for c in (q.answer, q.measure) if c is not None}
+        used_cols |= {fl.column.name for fl in q.filters if fl.column is not None}
+        for col, role in ((q.answer, "a"), (q.measure, "m")):
+            if col is None:
+                continue
+            score = named.get(col.name, 0.0)
+            f[f"{role}_named"] = 1.0 if score > 0 else 0.0
+            f[f"{role}_named_score"] = min(score, 4.0) / 4.0
+            f[f"{role}_kind={_col_kind(col)}&form={form}"] = 1.0
+            f[f"{role}_kind={_col_kind(col)}&op={q.op}"] = 1.0
+            if col.position == 0:
+                f[f"{role}_first_column"] = 1.0
+            if col.name in filter_cols:
+                f[f"{role}_is_filter_column"] = 1.0
+            if col.distinct and schema.row_count and col.distinct >= 0.9 * schema.row_count:
+                f[f"{role}_unique"] = 1.0
+        if q.answer is not None and q.measure is not None and q.answer.name == q.measure.name:
+            f["a_is_m"] = 1.0
+        unused = [n for n in named if n not in used_cols and named[n] >= 1.5]
+        f["named_unused"] = float(len(unused))
+        nf = q.filters + (q.pair or ())
+        f["filters_verified"] = float(sum(fl.verified for fl in nf))
+        f["filters_unverified"] = float(sum(not fl.verified for fl in nf))
+        f["filters_numeric"] = float(sum(not isinstance(fl.value, str) for fl in nf))
+        if not nf:
+            f["no_filters"] = 1.0
+            f[f"no_filters&op={q.op}"] = 1.0
+        candidates.append(Candidate(q, f))
+
+    filter_sets: list[tuple[tuple[Filter, ...], int]] = []
+    for keep in product((True, False), repeat=len(optional)):
+        chosen = [f for f, k in zip(optional, keep, strict=True) if k]
+        dropped = sum(f.span[1] - f.span[0] for f, k in zip(optional, keep, strict=True) if not k)
+        for nums in numeric_choices:
+            filter_sets.append((tuple(required + chosen + nums), dropped))
+
+    for filters, dropped in filter_sets:
+        fcols = {f.column.name for f in filters if f.column is not None}
+        # each operation needs a word that asks for it (a small trigger lexicon, as in grammar-based parsers)
+        counting = form == "how_many" or "w_number of" in triggers or "w_how many" in triggers
+        aggs = [a for a in ("sum", "avg", "max", "min") if f"agg_{a}" in triggers]
+        ranks = (["argmax"] if "desc" in triggers else []) + (["argmin"] if "asc" in triggers else [])
+        ends = (["first"] if "firstw" in triggers else []) + (["last"] if "lastw" in triggers else [])
+        steps = (["next"] if "nextw" in triggers else []) + (["previous"] if "prevw" in triggers else [])
+        if counting:
+            add(Query("count", filters=filters), dropped)
+        for m in measures:
+            for agg in aggs:
+                add(Query(agg, measure=m, filters=filters), dropped)
+        for a in answers:
+            if a.name in fcols and not filters:
+                continue
+            for op in ["values", *ends]:
+                add(Query(op, answer=a, filters=filters), dropped)
+            if counting and named.get(a.name, 0.0) > 0:
+                add(Query("count_distinct", answer=a, filters=filters), dropped)
+            for m in measures:
+                if m.name != a.name:
+                    for op in ranks:
+                        add(Query(op, answer=a, measure=m, filters=filters), dropped)
+            if filters:
+                for op in steps:
+                    add(Query(op, answer=a, filters=filters), dropped)
+
+    # two named values: which of them, or the difference between them
+    pairable = value_filters + [f for f, _ in entity]
+    if len(pairable) == 2:
+        x, y = sorted(pairable, key=lambda fl: fl.span)
+        for m in measures:
+            for a in answers[:3]:
+                if a.name == m.name:
+                    continue
+                add(Query("pick_max", answer=a, measure=m, pair=(x, y)), 0)
+                add(Query("pick_min", answer=a, measure=m, pair=(x, y)), 0)
+            add(Query("difference", answer=answers[0], measure=m, pair=(x, y)), 0)
+    return Reading(text, form, links, candidates, triggers)
+
+
+def _group_numeric(numeric: list[tuple[Filter, int]]) -> list[list[Filter]]:
+    """One choice of column per number: each number's first column, and (if any) its second."""
+    by_index: dict[int, list[Filter]] = {}
+    for f, i in numeric:
+        by_index.setdefault(i, []).append(f)
+    if not by_index:
+        return [[]]
+    firsts = [fs[0] for fs in by_index.values()]
+    choices = [firsts]
+    seconds = [fs[1] if len(fs) > 1 else fs[0] for fs in by_index.values()]
+    if seconds != firsts:
+        choices.append(seconds)
+    return choices
