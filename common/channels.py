@@ -32,6 +32,9 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.keepalive_timeout_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.keepalive_permit_without_calls", 1),
+    # A replica that was down (or started after this channel) is tried again within 5 s, not up to gRPC's
+    # default 120 s of backoff, so it takes its share of calls soon after it serves.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 
