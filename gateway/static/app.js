@@ -12,7 +12,9 @@ import { cardFor, keepCard } from "/static/cards.js";
 
 const $ = (id) => document.getElementById(id);
 const DEMO_FILE = "upi_transactions.csv"; // the dataset `make run` loads for the embedded user
-const state = { datasets: [], session: null, chats: [], chatId: null, run: null, maxQuestion: 4000 };
+// nav counts the person's moves (open a dataset or chat, a new chat, the landing, a question): a view that
+// arrives after a later move is dropped, so a slow load never replaces what they went on to.
+const state = { datasets: [], session: null, chats: [], chatId: null, run: null, maxQuestion: 4000, nav: 0 };
 
 async function getJson(url) {
   const response = await fetch(url);
@@ -105,6 +107,7 @@ async function refreshChats() {
 // ---- the landing ----------------------------------------------------------------------------------------
 
 async function showLanding() {
+  const nav = ++state.nav;
   abandonRun();
   state.session = null;
   state.chatId = null;
@@ -118,6 +121,7 @@ async function showLanding() {
   $("ask-form").hidden = true;
   $("messages").replaceChildren();
   const datasets = await loadLibrary();
+  if (state.nav !== nav) return;
   const recent = renderRecent(datasets); // meanwhile, the demo's examples (which may wait for its profile)
   const demo = datasets.find(isDemo);
   $("demo-card").hidden = !demo;
@@ -179,13 +183,17 @@ async function upload(file) {
 
 /** Opens a dataset and one of its chats: the given one, else the last one open here, else the newest. */
 async function openDataset(sessionId, { chat = null, described = null, fresh = false } = {}) {
+  const nav = ++state.nav;
   abandonRun();
   try {
     const dataset = described || await getJson(`/api/datasets/${encodeURIComponent(sessionId)}`);
+    if (state.nav !== nav) return;
     showDataset(dataset);
     const { chats } = await getJson(`/api/sessions/${encodeURIComponent(sessionId)}/chats`);
     if (state.session !== dataset) return;
     state.chats = chats;
+    renderLibrary();
+    if (state.nav !== nav) return; // they started a new chat or asked meanwhile
     const known = (id) => id && chats.some((c) => c.chat_id === id);
     const pick = fresh ? null : known(chat) ? chat : known(recalledChat(sessionId)) ? recalledChat(sessionId) : chats[0]?.chat_id;
     if (pick) await openChat(pick);
@@ -200,6 +208,8 @@ function showDataset(dataset) {
   state.session = dataset;
   state.allChats = false;
   state.chatId = null;
+  state.chats = [];
+  $("messages").replaceChildren();
   $("landing").hidden = true;
   $("chat-head").hidden = false;
   $("ask-form").hidden = false;
@@ -308,6 +318,7 @@ async function awaitProfile(dataset) {
 // ---- chats ---------------------------------------------------------------------------------------------
 
 function newChat() {
+  state.nav++;
   abandonRun();
   state.chatId = null; // the server makes the chat with the first question (X-Chat-Id)
   rememberChat();
@@ -334,10 +345,11 @@ async function deleteChat() {
 
 /** Shows a stored chat: each question with its answer as the store kept it (value, text and SQL). */
 async function openChat(chatId) {
+  const nav = ++state.nav;
   abandonRun();
   const session = state.session;
   const { chat, messages } = await getJson(`/api/chats/${encodeURIComponent(chatId)}/messages?session_id=${encodeURIComponent(session.session_id)}`);
-  if (state.session !== session) return;
+  if (state.session !== session || state.nav !== nav) return;
   state.chatId = chatId;
   rememberChat();
   writeHash();
@@ -392,6 +404,7 @@ async function ask(question) {
   $("messages").querySelector(".empty")?.remove();
   $("question").value = "";
   updateCount();
+  state.nav++; // a restore still loading must not replace this question
   const run = { controller: new AbortController(), session: state.session };
   state.run = run;
   setBusy(true);

@@ -79,6 +79,11 @@ def test_landing_answer_first_show_work_and_reload(
     assert page.locator("#dropzone").is_visible()  # drag-and-drop stays
     page.screenshot(path=str(artifacts / f"landing-{form}.png"), full_page=True)
 
+    sent: list[dict[str, Any]] = []  # what the page posts to the chat stream
+    page.on(
+        "request",
+        lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/chat/stream") else None,
+    )
     page.click("#open-demo")
     page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
     page.click("#new-chat")
@@ -118,6 +123,10 @@ def test_landing_answer_first_show_work_and_reload(
         card.locator(".card-tools .tool", has_text="PNG").click()
     assert image.value.suggested_filename.endswith(".png")
     assert Path(image.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The server keeps the chat: the page names it and sends no history of its own.
+    assert len(sent) == 2 and all("history" not in body for body in sent), sent
+    assert "chat_id" not in sent[0] and sent[1]["chat_id"] == page.evaluate("location.hash").split("chat=")[1]
 
     # A reload restores the open chat and its answers from the server.
     hash_before = page.evaluate("location.hash")
