@@ -575,6 +575,23 @@ def report(outcomes: list[Outcome], title: str, out: Any = sys.stdout) -> None:
             )
 
 
+def sweep(outcomes: list[Outcome], out: Any = sys.stdout) -> None:
+    """For outcomes asked with threshold 0 (every reading answered): what each threshold would give."""
+    for split in ("train", "heldout"):
+        part = [o for o in outcomes if o.item.split == split]
+        if not part:
+            continue
+        print(f"    [{split}] threshold | coverage | precision | accuracy", file=out)
+        for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+            kept = [o for o in part if not o.refused and o.confidence >= t]
+            right = sum(o.correct for o in kept)
+            print(
+                f"      >= {t:.1f}   {len(kept) / len(part):7.1%}   {right / max(len(kept), 1):7.1%}   "
+                f"{right / len(part):7.1%}",
+                file=out,
+            )
+
+
 def select(
     corpus: str, split: str | None = None, wtq_sample: int = 0, seed: int = 12, root: Path | None = None
 ) -> list[Item]:
@@ -606,7 +623,10 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="answer at this calibrated confidence (default: shipped)",
     )
+    parser.add_argument("--sweep", action="store_true", help="answer all; print each threshold's figures")
     args = parser.parse_args(argv)
+    if args.sweep:
+        args.threshold = 0.0
     if args.threshold is not None:
         import dataclasses
 
@@ -623,6 +643,8 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = evaluate(items)
         print(f"== {corpus}: {len(items)} questions in {time.perf_counter() - started:.1f} s")
         report(outcomes, corpus)
+        if args.sweep:
+            sweep(outcomes)
         train = [o for o in outcomes if o.item.split == "train"]
         if args.verbose_train:
             for o in train:

@@ -44,5 +44,47 @@ def type_disagrees(form: str, answer: Answer) -> bool:
     return False
 
 
+_K = re.compile(
+    r"\b(top|first|last|bottom|list|highest|lowest|largest|smallest|biggest|most|least|the)\s+"
+    r"(\d+|two|three|four|five|six|seven|eight|nine|ten)\b"
+)
+_K_WORDS = {
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+}
+
+
+def asked_count(text: str) -> int | None:
+    """How many items the question asks for ("the top 3 …", "list the five …"), if it says."""
+    m = _K.search(text.lower())
+    if m is None:
+        return None
+    word = m.group(2)
+    k = int(word) if word.isdigit() else _K_WORDS[word]
+    return k if 1 < k <= 100 else None
+
+
+def count_disagrees(text: str, answer: Answer) -> bool:
+    """A question that asks for k items is not answered with another number of items."""
+    k = asked_count(text)
+    if k is None or answer.answer is None:
+        return False
+    value = answer.answer
+    if isinstance(value, list):
+        return len(value) > k  # fewer is fine: the data may hold fewer than asked for
+    # one value for "the top 3 …" is a mismatch, unless the k items are aggregated ("the mean of the top 10")
+    aggregated = re.search(
+        r"\b(mean|average|sum|total|median|difference|how many|count|number of)\b", text.lower()
+    )
+    return aggregated is None
+
+
 def _numeric_text(value: str) -> bool:
     return re.fullmatch(r"\s*-?[\d,]+(\.\d+)?\s*%?", value) is not None

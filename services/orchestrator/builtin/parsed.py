@@ -10,6 +10,7 @@ from typing import Any
 
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin.form import AGGREGATES, Query
+from services.orchestrator.builtin.forms import count_disagrees, question_form, type_disagrees
 from services.orchestrator.builtin.schema import Schema
 from services.orchestrator.builtin.sqlgen import render
 from services.orchestrator.plan import Answer, Plan, StepResults
@@ -43,13 +44,17 @@ def answer_of(q: Query, results: StepResults) -> tuple[Any, str]:
     return distinct, "list"
 
 
-def plan_of(q: Query, schema: Schema, confidence: float, follow_ups: list[str]) -> Plan:
+def plan_of(q: Query, schema: Schema, confidence: float, follow_ups: list[str], question: str = "") -> Plan:
     """The plan that runs reading `q` and states its answer at `confidence`."""
     sql = render(q, schema)
     reading = q.describe()
 
     def compose(results: StepResults) -> Answer:
         value, kind = answer_of(q, results)
+        candidate = Answer(text="", answer=value, answer_type=kind)
+        form = question_form(question)
+        if value is not None and (type_disagrees(form, candidate) or count_disagrees(question, candidate)):
+            value = None  # the result does not have the kind (or number) of values asked for
         if value is None:
             return Answer(
                 text=f"Nothing in the data matched my reading of the question ({reading}); I will not guess.",

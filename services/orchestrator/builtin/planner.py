@@ -128,7 +128,7 @@ def decide(question: str, schema: Schema) -> Plan:
         if best.plan is not None:
             return gated(best.plan, question, confidence)
         assert best.query is not None
-        return plan_of(best.query, schema, confidence, c.follow_ups_for(schema, set()))
+        return plan_of(best.query, schema, confidence, c.follow_ups_for(schema, set()), question)
     options = [cand.query.describe() for cand, _ in ranked_readings if cand.query is not None]
     return asking(schema, list(dict.fromkeys(options))[:2], confidence, reason)
 
@@ -143,8 +143,10 @@ _ANALYSES = {
     "time_buckets": re.compile(
         r"\b(by|per|each|every|over) (hour|day|week|month|quarter|year|weekday)s?\b|\bbusiest\b"
     ),
-    "breakdown": re.compile(r"\b(by|per|for each|across)\b"),
-    "rate": re.compile(r"\b(rate|share|percentage|proportion|fraction)\b"),
+    "breakdown": re.compile(
+        r"\b(for each|per|across)\b|\bby (each|every)\b|^\W*(average|mean|total|sum|count|median)\b.*\bby\b"
+    ),
+    "rate": re.compile(r"\b\w+ rate\b|\b(share|proportion|fraction|percentage) of\b"),
     "weekend_contrast": re.compile(r"\bweekends?\b"),
 }
 
