@@ -183,6 +183,7 @@ export class AnswerView {
       card.append(holder);
       drawChart(holder, data.chart, this.ctx.question);
       tools.push(...imageButtons(holder, this.ctx.question));
+      foldLongTables(text); // the chart says it; the numbers stay one click away
     } else if (!value && !/^\s*\|/m.test(data.text || "") && this.tables.length && (this.tables.at(-1).rows || []).length > 1) {
       card.append(resultTable(this.tables.at(-1), this.ctx.question, 10)); // a table says more than a chart here
     }
@@ -213,6 +214,17 @@ export class AnswerView {
     if (choices.length) card.append(el("div", { class: "chips clarifications" }, ...choices.map((q) => chip(q, this.ctx.ask))));
     this.head.replaceChildren(card);
     this.work.hidden = this.workBody.childElementCount === 0 && this.steps.childElementCount <= 1;
+  }
+}
+
+/** Folds each table of more than five rows in the answer's text under "The numbers (N rows)". */
+function foldLongTables(text) {
+  for (const wrap of text.querySelectorAll(".table-wrap")) {
+    const rows = wrap.querySelectorAll("tbody tr").length;
+    if (rows <= 5) continue;
+    const fold = el("details", { class: "numbers" }, el("summary", { text: `The numbers (${plural(rows, "row")})` }));
+    wrap.replaceWith(fold);
+    fold.append(wrap);
   }
 }
 

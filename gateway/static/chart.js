@@ -14,11 +14,24 @@ export function chartSaysSomething(spec) {
   return !Array.isArray(values) || values.length >= 2;
 }
 
-/** The spec with a title, readable axes and number formats; the model's (or composer's) spec wins where it set them. */
-export function polish(spec, title) {
+/** Words in lines of at most `chars` characters (a title that fits a phone). */
+function wrap(text, chars) {
+  const lines = [];
+  for (const word of text.split(/\s+/)) {
+    const last = lines.length - 1;
+    if (last >= 0 && (lines[last] + " " + word).length <= chars) lines[last] += ` ${word}`;
+    else lines.push(word);
+  }
+  return lines.length > 3 ? [...lines.slice(0, 2), `${lines.slice(2).join(" ").slice(0, chars - 1)}…`] : lines;
+}
+
+/** The spec with a title, readable axes and number formats, for a chart `width` pixels wide; the model's
+ * (or composer's) spec wins where it set them. */
+export function polish(spec, title, width = 600) {
   const { usermeta, ...rest } = spec; // usermeta.embedOptions could replace the embed options below
   const out = { ...rest, $schema: VEGA_LITE_SCHEMA };
-  if (!out.title && title) out.title = { text: title.length > 70 ? `${title.slice(0, 67)}…` : title, anchor: "start", fontSize: 13 };
+  const chars = Math.max(20, Math.floor((width - 20) / 7.5));
+  if (!out.title && title) out.title = { text: wrap(title, chars), anchor: "start", fontSize: 13 };
   out.width = out.width ?? "container";
   out.height = out.height ?? 240;
   const encoding = { ...(out.encoding || {}) };
@@ -32,10 +45,12 @@ export function polish(spec, title) {
       const top = Math.max(0, ...values.map((row) => Math.abs(Number(row[enc.field])) || 0));
       axis.format = axis.format ?? (top >= 1e6 ? ".3~s" : NUMBER_FORMAT);
     } else if (channel === "x" && enc.field && (enc.type === "nominal" || enc.type === "ordinal")) {
-      const labels = values.map((row) => String(row[enc.field] ?? ""));
+      const labels = [...new Set(values.map((row) => String(row[enc.field] ?? "")))];
       const longest = Math.max(0, ...labels.map((s) => s.length));
-      // Horizontal when they fit (short labels, not too many); slanted otherwise, never vertical.
-      axis.labelAngle = axis.labelAngle ?? (longest <= 10 && labels.length <= 14 ? 0 : -35);
+      // Horizontal when they fit side by side in the plot's width (about 6.5 px a character); slanted
+      // otherwise, never vertical.
+      const fits = labels.length * (longest * 6.5 + 10) <= width - 70;
+      axis.labelAngle = axis.labelAngle ?? (fits ? 0 : -40);
       axis.labelLimit = axis.labelLimit ?? 120;
     }
     encoding[channel] = { ...enc, axis };
@@ -62,10 +77,11 @@ function inlineOnlyLoader() {
 /** Draws `spec` into `holder`; holder.view is the vega view (for PNG/SVG export) once drawn. */
 export async function drawChart(holder, spec, title = "") {
   try {
+    await null; // the card is put on the page by the code that called us: measure once it is there
     if (!window.vegaEmbed || !window.vega) throw new Error("the chart library did not load (run make web-deps)");
     // ast + vega-embed's interpreter: expressions are evaluated without eval. defaultStyle and
     // disableDefaultStyle: no injected <style> (the CSP allows style sheets from files only).
-    const result = await window.vegaEmbed(holder, polish(spec, title), {
+    const result = await window.vegaEmbed(holder, polish(spec, title, holder.clientWidth || 600), {
       actions: false, renderer: "svg", ast: true, loader: inlineOnlyLoader(),
       defaultStyle: false, tooltip: { disableDefaultStyle: true },
     });
