@@ -5,6 +5,10 @@ kubernetes-validate's bundled schemas) and consistent with the code in ways no s
 gRPC service, a Secret key the example lacks, a Service selecting nothing, a sandbox privilege the compose
 file does not grant, ...). The real manifests must have none; each mutation test breaks one thing in a copy
 and expects `problems()` to name it, so the checks are shown to bite.
+
+Then the pods' configuration is run for real (integration): each process started as its manifest says
+(env, Secrets made as the README says, read-only root, emptyDirs, the sandbox's capabilities and seccomp
+profile), two gateway replicas over one PostgreSQL, probed as the probes are written, answering a question.
 """
 
 from __future__ import annotations
