@@ -194,6 +194,14 @@ def test_switching_datasets_keeps_both_chats_and_sql_reruns_and_downloads(
     assert text.splitlines() == ["team,note", f"red,{escaped}", "green,fine", "blue,'+1"]
     page.screenshot(path=str(artifacts / "sql-rerun-desktop.png"), full_page=True)
 
+    # Copy buttons put the SQL and the answer (without markdown marks) on the clipboard.
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    work.locator(".tool", has_text="Copy SQL").click()
+    assert page.evaluate("navigator.clipboard.readText()") == editor.input_value()
+    page.locator(".msg.assistant .card-tools .tool", has_text="Copy answer").first.click()
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied and "**" not in copied and "`" not in copied
+
     # A failing query: plain words first, DuckDB's text only behind "Details".
     editor.fill(f'SELECT no_such_column FROM "{table}"')
     work.locator(".run-sql").click()
