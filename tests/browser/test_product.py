@@ -123,6 +123,9 @@ def test_landing_answer_first_show_work_and_reload(
         card.locator(".card-tools .tool", has_text="PNG").click()
     assert image.value.suggested_filename.endswith(".png")
     assert Path(image.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with page.expect_download() as vector:  # and as SVG (a blob: URL)
+        card.locator(".card-tools .tool", has_text="SVG").click()
+    assert Path(vector.value.path()).read_text().lstrip().startswith("<svg")
 
     # The server keeps the chat: the page names it and sends no history of its own.
     assert len(sent) == 2 and all("history" not in body for body in sent), sent
