@@ -521,6 +521,7 @@ function wire() {
   document.addEventListener("keydown", (e) => { if (e.key === "Escape" && state.run) stop(); });
   $("new-chat").addEventListener("click", newChat);
   $("delete-chat").addEventListener("click", deleteChat);
+  $("landing-upload").addEventListener("click", () => $("file-input").click());
   $("to-library").addEventListener("click", () => $("data-panel").scrollIntoView({ block: "start" }));
   $("home").addEventListener("click", (e) => { e.preventDefault(); showLanding(); });
   window.addEventListener("hashchange", followHash); // a link or the back button names another dataset or chat
