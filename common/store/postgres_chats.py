@@ -96,10 +96,18 @@ class PostgresChatRepository:
 
     async def create_chat(self, session_id: str, title: str = "", chat_id: str | None = None) -> Chat:
         chat_id = chat_id or uuid.uuid4().hex
-        await self._all(_ENSURE_CHAT + " RETURNING 1", chat_id, session_id, title[:TITLE_CHARS], time.time())
-        chat = await self.get_chat(chat_id)
-        assert chat is not None
-        return chat
+        # One round trip: the new row (RETURNING), or the existing one (the statement's snapshot).
+        rows = await self._all(
+            "WITH made AS (" + _ENSURE_CHAT + " RETURNING chat_id, session_id, title, created_at)"
+            " SELECT * FROM made UNION ALL"
+            " SELECT chat_id, session_id, title, created_at FROM chats WHERE chat_id=%s",
+            chat_id,
+            session_id,
+            title[:TITLE_CHARS],
+            time.time(),
+            chat_id,
+        )
+        return Chat(*rows[0])
 
     async def get_chat(self, chat_id: str) -> Chat | None:
         rows = await self._all(
@@ -121,9 +129,18 @@ class PostgresChatRepository:
                 await conn.execute(_ADD_MESSAGE, _message_params(message))
 
     async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
-        async with self.db.pool.connection() as conn, conn.transaction():
-            await conn.execute(_ENSURE_CHAT, (chat_id, session_id, question[:80], time.time()))
-            await conn.execute(_ADD_MESSAGE, _message_params(StoredMessage(chat_id, "user", question)))
+        # One statement, so one round trip and atomic: the chat (if new), then its question (the foreign
+        # key is checked at the statement's end, when the chat row is there).
+        params = _message_params(StoredMessage(chat_id, "user", question))
+        async with self.db.pool.connection() as conn:
+            await conn.execute(
+                "WITH chat AS (INSERT INTO chats(chat_id, session_id, title, created_at)"
+                " VALUES (%(chat_id)s, %(session_id)s, %(title)s, %(created_at)s)"
+                " ON CONFLICT (chat_id) DO NOTHING)"
+                " INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
+                " VALUES (%(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s)",
+                {**params, "session_id": session_id, "title": question[:80]},
+            )
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         rows = await self._all(
