@@ -331,6 +331,22 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
     for lk in links.columns:
         for col, score in lk.candidates[:2]:
             named[col.name] = max(named.get(col.name, 0.0), score)
+    # where the question's head noun and its ranked measure are: right after the wh-word, after "most"
+    tokens = links.tokens
+    wh = next(
+        (i for i, t in enumerate(tokens) if t.text in ("what", "which", "who", "whom", "whose", "when")), -1
+    )
+    sup = next(
+        (i for i, t in enumerate(tokens) if _DESC_WORDS.fullmatch(t.text) or _ASC_WORDS.fullmatch(t.text)), -1
+    )
+    head: set[str] = set()
+    after_sup: set[str] = set()
+    for lk in links.columns:
+        names = {col.name for col, _ in lk.candidates[:2]}
+        if wh >= 0 and wh < lk.start <= wh + 3:
+            head |= names
+        if sup >= 0 and sup < lk.start <= sup + 3:
+            after_sup |= names
     filter_cols = {f.column.name for f in value_filters if f.column is not None}
     answers = sorted(
         schema.columns,
@@ -366,6 +382,10 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 f[f"{role}_first_column"] = 1.0
             if col.name in filter_cols:
                 f[f"{role}_is_filter_column"] = 1.0
+            if col.name in head:
+                f[f"{role}_is_head"] = 1.0
+            if col.name in after_sup:
+                f[f"{role}_after_superlative"] = 1.0
             if col.distinct and schema.row_count and col.distinct >= 0.9 * schema.row_count:
                 f[f"{role}_unique"] = 1.0
         if q.answer is not None and q.measure is not None and q.answer.name == q.measure.name:
