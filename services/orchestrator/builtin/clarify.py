@@ -8,7 +8,12 @@ a composed answer whose type contradicts the question's form is turned into the 
 from __future__ import annotations
 
 from services.orchestrator.builtin import compose as c
-from services.orchestrator.builtin.forms import count_disagrees, question_form, type_disagrees
+from services.orchestrator.builtin.forms import (
+    count_disagrees,
+    many_for_one,
+    question_form,
+    type_disagrees,
+)
 from services.orchestrator.builtin.schema import Schema
 from services.orchestrator.plan import Answer, Plan, StepResults
 
@@ -60,7 +65,11 @@ def gated(plan: Plan, question: str, confidence: float) -> Plan:
         answer = inner(results)
         if answer.answer is None:
             return answer
-        if type_disagrees(form, answer) or count_disagrees(question, answer):
+        if (
+            type_disagrees(form, answer)
+            or count_disagrees(question, answer)
+            or many_for_one(question, answer)
+        ):
             return Answer(
                 text=refusal_text(confidence, [])
                 + " The result I found does not have the kind of value asked for.",

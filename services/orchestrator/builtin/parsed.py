@@ -10,7 +10,12 @@ from typing import Any
 
 from services.orchestrator.builtin import compose as c
 from services.orchestrator.builtin.form import AGGREGATES, Query
-from services.orchestrator.builtin.forms import count_disagrees, question_form, type_disagrees
+from services.orchestrator.builtin.forms import (
+    count_disagrees,
+    many_for_one,
+    question_form,
+    type_disagrees,
+)
 from services.orchestrator.builtin.schema import Schema
 from services.orchestrator.builtin.sqlgen import render
 from services.orchestrator.plan import Answer, Plan, StepResults
@@ -53,7 +58,11 @@ def plan_of(q: Query, schema: Schema, confidence: float, follow_ups: list[str], 
         value, kind = answer_of(q, results)
         candidate = Answer(text="", answer=value, answer_type=kind)
         form = question_form(question)
-        if value is not None and (type_disagrees(form, candidate) or count_disagrees(question, candidate)):
+        if value is not None and (
+            type_disagrees(form, candidate)
+            or count_disagrees(question, candidate)
+            or many_for_one(question, candidate)
+        ):
             value = None  # the result does not have the kind (or number) of values asked for
         if value is None:
             return Answer(
