@@ -90,13 +90,16 @@ _SINGULAR = re.compile(
     r"^\W*(who (is|was)|what (is|was)|which (\w+ )?(is|was|has|had|did)|which \w+?[^s\W] "
     r"|when (is|was|did))\b"
 )
-_PLURAL = re.compile(r"\b(are|were|all|list|each|every|both|names|ones|and|or)\b|\w+s\b (are|were)")
+_PLURAL = re.compile(
+    r"\b(are|were|all|list|each|every|both|names|ones|and|or|by|per|across|versus|vs|against|compare\w*)\b"
+    r"|\w+s\b (are|were)"
+)
 
 
 def many_for_one(text: str, answer: Answer) -> bool:
     """A question asking for one thing ("who was …", "which team has …") answered with several."""
     value = answer.answer
-    if not isinstance(value, list) or len(value) < 2 or asked_count(text) is not None:
+    if not isinstance(value, list) or len(value) < 2 or asked_count(text) is not None or answer.chart:
         return False
     low = text.lower()
     return _SINGULAR.search(low) is not None and _PLURAL.search(low) is None
