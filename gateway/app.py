@@ -64,7 +64,7 @@ from gateway.limits import BodyLimitMiddleware
 from gateway.ownership import Ownership
 from gateway.quotas import QuotaExceeded, Quotas
 from gateway.settings import GatewaySettings
-from gateway.stores import open_stores
+from gateway.stores import DATABASE_ERRORS, database_unavailable_handler, open_stores
 from gateway.stream import StreamStats, peek, sse_events
 from gateway.tokens import ApiTokens
 from gateway.workspace import workspace_router
@@ -218,6 +218,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_exception_handler)
+    for database_error in DATABASE_ERRORS:
+        app.add_exception_handler(database_error, database_unavailable_handler)
     app.add_exception_handler(Exception, unexpected_exception_handler)
     app.state.stream_stats = stats
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -7,8 +7,13 @@ migrate its database does not start (the error names the server, never the passw
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
+
+import psycopg
+from fastapi import Request
+from fastapi.responses import JSONResponse
 
 from common.store.access import AccessStore
 from common.store.chats import ChatRepository
@@ -17,7 +22,13 @@ from common.store.postgres_access import PostgresAccessStore
 from common.store.postgres_chats import PostgresChatRepository
 from common.store.sqlite_access import SqliteAccessStore
 from common.store.sqlite_chats import SqliteChatRepository
+from gateway.errors import error_response
 from gateway.settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+#: What a store raises when PostgreSQL is down or refuses (the pool's wait for a connection included).
+DATABASE_ERRORS = (psycopg.OperationalError,)
 
 
 @dataclass
@@ -56,3 +67,15 @@ async def open_stores(settings: GatewaySettings) -> Stores:
         return Stores(chats, access, database)
     data_dir = Path(settings.data_dir)
     return Stores(SqliteChatRepository(data_dir), SqliteAccessStore(data_dir / "gateway" / "access.sqlite3"))
+
+
+async def database_unavailable_handler(_: Request, exc: Exception) -> JSONResponse:
+    """A database outage answers 503 with a message a person can act on (never the server's own words,
+    which may name hosts and users), and the gateway keeps serving: the pool reconnects when it is back."""
+    log.warning("database unavailable", extra={"error": type(exc).__name__})
+    return error_response(
+        503,
+        "DATABASE_UNAVAILABLE",
+        "The database is unreachable right now; try again shortly.",
+        {"Retry-After": "5"},
+    )

@@ -72,6 +72,11 @@ class PostgresServer:
             "-A", "scram-sha-256", "-E", "UTF8", "--locale=C", "--no-sync",
         )  # fmt: skip
         pwfile.unlink()
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Starts the server (again, after `pause`) on its port."""
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.root}"
             " -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
@@ -80,7 +85,11 @@ class PostgresServer:
             str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
-        return self
+
+    def pause(self, mode: str = "fast") -> None:
+        """Stops the server, keeping its data: its clients' connections are ended, as in an outage (fast
+        flushes first: with fsync off, an immediate stop may lose what was committed last)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{dbname}"
@@ -95,6 +104,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            if (self.data / "postmaster.pid").exists():  # not when paused
+                self.pause("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
