@@ -1,12 +1,19 @@
-"""The built-in, deterministic analyst: answers common questions with no language model.
+"""The built-in, deterministic analyst: a semantic parser that answers questions with no language model.
 
-Modules, one job each:
-- `text` (words, stems, numbers), `lexicon` (synonyms, abbreviations), `schema` (columns as the analyst sees
-  them, from the profile), `linking` (question words → columns, values, numbers);
-- `question` (answer type, aggregate, superlative, k, filters), `followups` (short follow-ups + history);
-- `context` (what shapes share), shapes: `stats`, `rows`, `ranking`, `breakdowns`, `aggregates`, `booleans`;
-- `guards` (guessed names, refusals), `compose` (typed answers, texts, charts, follow-up questions);
-- `planner` (tries the shapes in order; `plan_question` is the entry point).
+How a question is answered (`planner.plan_question`):
+- `followups` rewrites a one-slot follow-up ("and for price?") from the history;
+- `reader` lists the readings of the question as typed queries (`form`: operation, answer column, measure,
+  filters as (column, op, value, span)), over the schema, the profile's values and the column types; the
+  first hand-written question shape that fits (`stats`, `rows`, `ranking`, `breakdowns`, `aggregates`,
+  `booleans`, `weekparts`, reading the question through `question`, `linking`, `text`, `lexicon`, `schema`)
+  is one more reading;
+- `scorer` ranks the readings (weights fitted on the train split only: `parser_weights.json`, written by
+  `make train-analyst`) and judges the winner: its calibrated confidence is the precision measured for
+  such answers on tables the weights were not fitted to;
+- at 0.5 or more the winner's plan runs (`sqlgen` renders a typed reading to SQL, quoting in one place;
+  `parsed` composes and checks its answer; a shape composes its own, through `compose` and `guards`);
+  below, the analyst asks back with the top readings as `Answer.clarifications` (`clarify`);
+- `forms` says what kind of answer a question's form asks for, and checks answers against it.
 """
 
 from services.orchestrator.builtin.planner import plan_question
