@@ -1,7 +1,9 @@
-"""Question shapes → SQL (and sandbox code) with a composer; the first shape that fits answers.
+"""The decision: every reading of a question, ranked; the winner answers only when it is likely right.
 
-Each shape is a function `(Question) -> Plan | None`. Shapes are tried from the most specific to the most
-general; a question no shape fits gets an honest "cannot answer" plan, never a guess.
+The reader's typed readings and the first hand-written question shape that fits (each shape is a function
+`(Question) -> Plan | None`, tried from the most specific to the most general) compete as candidates; the
+scorer ranks them and states a calibrated confidence. Below the threshold, or when the question names
+something the data lacks, the analyst asks back instead of guessing.
 """
 
 from __future__ import annotations
