@@ -39,6 +39,7 @@ PR_SET_PDEATHSIG = 1
 CONFIG_PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 PROVIDER_PREFIXES = ("BYTEZ_", "OPENAI_")  # the language-model providers' keys and URLs: LLM gateway only
 INTERNAL_PREFIX = "INSIGHTX_INTERNAL_"
+GATEWAY_ONLY = ("INSIGHTX_DATABASE_URL",)  # the shared store's connection string (with its password)
 
 # Whose internal token each process holds (its own) and whose digests it is given (the callers it accepts).
 OWN_TOKEN = {"gateway": "gateway", "orchestrator": "orchestrator"}
@@ -152,8 +153,10 @@ class Stack:
         env["PYTHONUNBUFFERED"] = "1"
         env.update(self.extra_env)
         for key in list(env):
-            if key.startswith(INTERNAL_PREFIX) or (
-                key.startswith(PROVIDER_PREFIXES) and name != "llm_gateway"
+            if (
+                key.startswith(INTERNAL_PREFIX)
+                or (key.startswith(PROVIDER_PREFIXES) and name != "llm_gateway")
+                or (key in GATEWAY_ONLY and name != "gateway")
             ):
                 del env[key]
         if name in OWN_TOKEN:
