@@ -10,7 +10,8 @@ import re
 from typing import TYPE_CHECKING
 
 from services.orchestrator.builtin import compose as c
-from services.orchestrator.builtin.question import Filter, _comparison_at
+from services.orchestrator.builtin.filters import _comparison_at
+from services.orchestrator.builtin.question import Filter
 from services.orchestrator.builtin.schema import Column, literal
 
 if TYPE_CHECKING:
