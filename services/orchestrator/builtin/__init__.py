@@ -6,8 +6,7 @@ How a question is answered (`planner.plan_question`):
   filters as (column, op, value, span)), over the schema, the profile's values and the column types; the
   first hand-written question shape that fits (`stats`, `rows`, `ranking`, `breakdowns`, `aggregates`,
   `booleans`, `weekparts`, reading the question through `question`, `filters`, `linking`, `text`, `lexicon`,
-  `schema`)
-  is one more reading;
+  `schema`) is one more reading;
 - `scorer` ranks the readings (weights fitted on the train split only: `parser_weights.json`, written by
   `make train-analyst`) and judges the winner: its calibrated confidence is the precision measured for
   such answers on tables the weights were not fitted to;
