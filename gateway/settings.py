@@ -35,8 +35,8 @@ class GatewaySettings(Settings):
     database_url: SecretStr | None = Field(
         None,
         description="PostgreSQL connection string (postgresql://user:password@host:5432/db, Supabase's"
-        " included): chats, owners, API tokens and usage shared by every gateway; unset: SQLite under"
-        " INSIGHTX_DATA_DIR (secret)",
+        " included): chats, owners, API tokens and usage shared by every gateway, and, given to sql_engine"
+        " too, datasets' records and profiles; unset: SQLite and files under INSIGHTX_DATA_DIR (secret)",
     )
     database_pool_size: int = Field(
         10, ge=1, description="most connections a process opens to INSIGHTX_DATABASE_URL"

@@ -39,7 +39,8 @@ PR_SET_PDEATHSIG = 1
 CONFIG_PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 PROVIDER_PREFIXES = ("BYTEZ_", "OPENAI_")  # the language-model providers' keys and URLs: LLM gateway only
 INTERNAL_PREFIX = "INSIGHTX_INTERNAL_"
-GATEWAY_ONLY = ("INSIGHTX_DATABASE_URL",)  # the shared store's connection string (with its password)
+# The shared store's connection string (a password inside): the gateway's state, the engine's dataset records.
+DATABASE_USERS = {"INSIGHTX_DATABASE_URL": ("gateway", "sql_engine")}
 
 # Whose internal token each process holds (its own) and whose digests it is given (the callers it accepts).
 OWN_TOKEN = {"gateway": "gateway", "orchestrator": "orchestrator"}
@@ -156,7 +157,7 @@ class Stack:
             if (
                 key.startswith(INTERNAL_PREFIX)
                 or (key.startswith(PROVIDER_PREFIXES) and name != "llm_gateway")
-                or (key in GATEWAY_ONLY and name != "gateway")
+                or (key in DATABASE_USERS and name not in DATABASE_USERS[key])
             ):
                 del env[key]
         if name in OWN_TOKEN:

@@ -200,11 +200,18 @@ class LocalDatasetStore:
 
 
 def open_dataset_store(root: Path) -> DatasetStore:
-    """The configured store: Supabase when SUPABASE_URL and SUPABASE_SERVICE_KEY are set, else local."""
+    """The configured store: Supabase when SUPABASE_URL and SUPABASE_SERVICE_KEY are set; records and
+    profiles in PostgreSQL when INSIGHTX_DATABASE_URL is (the Parquet stays in the local folder); else
+    local."""
     url = os.environ.get("SUPABASE_URL", "").strip()
     key = os.environ.get("SUPABASE_SERVICE_KEY", "").strip()
     if url and key:
         from common.store.supabase import SupabaseDatasetStore
 
         return SupabaseDatasetStore(root, url, key)
+    database = os.environ.get("INSIGHTX_DATABASE_URL", "").strip()
+    if database:
+        from common.store.postgres_datasets import PostgresDatasetStore
+
+        return PostgresDatasetStore(root, database)
     return LocalDatasetStore(root)

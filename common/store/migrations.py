@@ -112,3 +112,22 @@ async def migrate_postgres(conn: Any, component: str, steps: Sequence[Migration]
                 (component, step.version, step.description, time.time()),
             )
     return len(pending)
+
+
+def migrate_postgres_blocking(conn: Any, component: str, steps: Sequence[Migration]) -> int:
+    """`migrate_postgres` for a blocking psycopg Connection (the engine's dataset store)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),))
+        conn.execute(_POSTGRES_LEDGER)
+        row = conn.execute(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s", (component,)
+        ).fetchone()
+        pending = _check(component, steps, int(row[0]))
+        for step in pending:
+            for statement in _statements(step.sql):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations VALUES (%s,%s,%s,%s)",
+                (component, step.version, step.description, time.time()),
+            )
+    return len(pending)

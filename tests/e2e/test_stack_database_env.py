@@ -1,5 +1,6 @@
-"""The shared store's connection string (INSIGHTX_DATABASE_URL, a password inside) reaches the gateway
-only: no service of `make run` is given it, and the environment every process shares does not carry it."""
+"""The shared store's connection string (INSIGHTX_DATABASE_URL, a password inside) reaches the gateway and
+the SQL engine (datasets' records) only: no other service of `make run` is given it, and the environment
+every process shares does not carry it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ URL = "postgresql://insightx:db-password-1234@127.0.0.1:5432/insightx"
 
 
 @pytest.mark.parametrize("source", ["environment", "extra_env"])
-def test_the_database_url_reaches_the_gateway_only(
+def test_the_database_url_reaches_the_gateway_and_the_engine_only(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
 ) -> None:
     if source == "environment":
@@ -21,7 +22,11 @@ def test_the_database_url_reaches_the_gateway_only(
     stack = Stack.on_free_ports(
         tmp_path, extra_env={"INSIGHTX_DATABASE_URL": URL} if source == "extra_env" else {}
     )
-    assert stack.env("gateway")["INSIGHTX_DATABASE_URL"] == URL
-    for name in (*SERVICES, None):
+    assert (
+        stack.env("gateway")["INSIGHTX_DATABASE_URL"]
+        == stack.env("sql_engine")["INSIGHTX_DATABASE_URL"]
+        == URL
+    )
+    for name in (*(s for s in SERVICES if s != "sql_engine"), None):
         env = stack.env(name)
         assert "INSIGHTX_DATABASE_URL" not in env and not any("db-password" in v for v in env.values()), name

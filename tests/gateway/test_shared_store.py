@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import jwt
+import psycopg
 import pytest
 
 from tests.gateway.stacks import bearer, start_stack
@@ -38,15 +39,17 @@ class Gateways:
     first: str
     second: str
     roots: tuple[Path, Path]
+    database_url: str
 
 
 @pytest.fixture(scope="module")
 def gateways(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer) -> Iterator[Gateways]:
     root = tmp_path_factory.mktemp("shared-store")
+    database_url = postgres_server.new_database()
     env = {
         "SUPABASE_JWT_SECRET": SECRET,
         "INSIGHTX_AUTH_TOKEN": secrets.token_urlsafe(24),
-        "INSIGHTX_DATABASE_URL": postgres_server.new_database(),
+        "INSIGHTX_DATABASE_URL": database_url,
         "INSIGHTX_QUOTA_UPLOADS_PER_DAY": str(UPLOADS_PER_DAY),
     }
     stack: Stack = start_stack(
@@ -73,7 +76,7 @@ def gateways(tmp_path_factory: pytest.TempPathFactory, postgres_server: Postgres
                 pass
             assert time.monotonic() < deadline, "the second gateway did not get ready"
             time.sleep(0.3)
-        yield Gateways(stack.base_url, second, (root / "data", second_root))
+        yield Gateways(stack.base_url, second, (root / "data", second_root), database_url)
     finally:
         proc.terminate()
         proc.wait(15)
@@ -141,3 +144,21 @@ def test_a_daily_quota_is_counted_once_across_gateways(gateways: Gateways) -> No
     ]
     assert statuses == [200] * UPLOADS_PER_DAY + [429]
     assert _upload(gateways.first, q, "again.csv").status_code == 429
+
+
+def test_the_engine_keeps_datasets_records_and_profiles_in_the_database(gateways: Gateways) -> None:
+    a = user("user-d")
+    session_id = _upload(gateways.first, a, "d.csv").json()["session_id"]
+    with psycopg.connect(gateways.database_url) as conn:
+        row = conn.execute(
+            "SELECT record_json, profile FROM dataset_records WHERE session_id=%s", (session_id,)
+        ).fetchone()
+    assert row is not None and '"filename": "d.csv"' in row[0] and row[1]  # the 40-row table's profile
+    described = httpx.get(f"{gateways.second}/api/datasets/{session_id}", headers=a).json()
+    assert described["row_count"] == 40
+    assert httpx.delete(f"{gateways.second}/api/datasets/{session_id}", headers=a).status_code == 204
+    with psycopg.connect(gateways.database_url) as conn:
+        assert (
+            conn.execute("SELECT 1 FROM dataset_records WHERE session_id=%s", (session_id,)).fetchone()
+            is None
+        )
