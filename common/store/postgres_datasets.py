@@ -6,7 +6,8 @@ its `meta.json` and `profile.pb` too, so a reader without the database, the sand
 A session written before the database was configured is still found through its folder.
 
 The engine's store calls are blocking (run in threads), so this holds one blocking connection under a
-lock, opened on first use (no pool threads in the engine process), and reconnects once when it broke.
+lock, opened at start (to migrate) and reconnected once when it broke; no pool threads in the engine. Its
+query workers come from a `forkserver` started afresh, so no worker inherits the connection's socket.
 """
 
 from __future__ import annotations
