@@ -662,6 +662,11 @@ def pod_command(docs: list[Doc], name: str, data: str) -> list[str]:
     for mount in container.get("volumeMounts", []):
         volume = volumes[mount["name"]]
         if "emptyDir" in volume:
+            hidden = [p for p in (ROOT, Path(sys.executable)) if Path(mount["mountPath"]) in p.parents]
+            if hidden:  # e.g. a checkout under /tmp: the pod's tmpfs would hide the code it runs
+                pytest.skip(
+                    f"the emptyDir at {mount['mountPath']} would hide {hidden[0]}: check out elsewhere"
+                )
             size = volume["emptyDir"].get("sizeLimit", "64Mi").removesuffix("i")
             steps.append(f"mount -t tmpfs -o size={size} tmpfs {mount['mountPath']}")
         elif mount.get("readOnly"):
