@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from services.orchestrator.builtin.text import word_number
 from services.orchestrator.plan import Answer
 
 _FORMS = (
@@ -48,17 +49,6 @@ _K = re.compile(
     r"\b(top|first|last|bottom|list|highest|lowest|largest|smallest|biggest|most|least|the)\s+"
     r"(\d+|two|three|four|five|six|seven|eight|nine|ten)\b"
 )
-_K_WORDS = {
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-}
 
 
 def asked_count(text: str) -> int | None:
@@ -67,7 +57,7 @@ def asked_count(text: str) -> int | None:
     if m is None:
         return None
     word = m.group(2)
-    k = int(word) if word.isdigit() else _K_WORDS[word]
+    k = int(word_number(word) or 0)
     return k if 1 < k <= 100 else None
 
 
