@@ -6,18 +6,24 @@ refusals as chips, and a stop button that ends the server's work. Screenshots go
 from __future__ import annotations
 
 import re
-import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
+from common.channels import internal_metadata
+from insightx.v1 import py_sandbox_pb2, py_sandbox_pb2_grpc, sql_engine_pb2, sql_engine_pb2_grpc
 from tests.browser.test_page import open_page
-from tests.gateway.stacks import http, token_of, upload, wait_serving
+from tests.fakes.fake_llm_server import FakeLlmServer
+from tests.gateway.stacks import http, start_stack, token_of, upload, wait_serving
+from tests.services.orchestrator.conftest import ScriptedModel
+from tools.demo_data import write_csv
 from tools.run_stack import load_demo
-from tools.stack import Stack, free_port
+from tools.stack import Stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -273,59 +279,114 @@ def test_a_refusal_is_one_line_with_chips_that_ask(browser: Any, demo_stack: Sta
     page.close()
 
 
+@dataclass
+class WorkingStack:
+    """Every real service, with the fake provider (the only stand-in) scripted per test, and one dataset."""
+
+    stack: Stack
+    model: ScriptedModel
+    session_id: str
+
+    def _status(self, service: str, method: str, request: Any) -> Any:
+        with grpc.insecure_channel(self.stack.address(service)) as channel:
+            stub = (
+                sql_engine_pb2_grpc.SqlEngineServiceStub(channel)
+                if service == "sql_engine"
+                else py_sandbox_pb2_grpc.PySandboxServiceStub(channel)
+            )
+            token = self.stack.tokens["gateway"]  # the engine and the sandbox accept the gateway's token
+            return getattr(stub, method)(request, metadata=internal_metadata(token), timeout=10)
+
+    def running_queries(self) -> int:
+        status = self._status("sql_engine", "GetEngineStatus", sql_engine_pb2.GetEngineStatusRequest())
+        return int(status.running_queries)
+
+    def running_children(self) -> int:
+        status = self._status("py_sandbox", "GetSandboxStatus", py_sandbox_pb2.GetSandboxStatusRequest())
+        return int(status.running_children)
+
+    def streams(self) -> dict[str, int]:
+        return http.get(f"{self.stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="module")
-def hanging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """A stack whose orchestrator reaches a "SQL engine" that never answers: an answer hangs at its first
-    step until something cancels it (the gateway's own engine is real, for the upload)."""
-    root = tmp_path_factory.mktemp("browser-hanging")
-    blackhole = socket.socket()
-    blackhole.bind(("127.0.0.1", free_port()))
-    blackhole.listen(64)  # never accepted: connections complete, nothing is ever answered
-    stack = Stack.on_free_ports(root / "data", log_dir=root / "logs")
-    stack.data_dir.mkdir(parents=True)
-    stack.start_one("sql_engine")
-    stack.start_one("gateway")
-    hole = f"127.0.0.1:{blackhole.getsockname()[1]}"
-    stack.extra_env = {**stack.extra_env, "INSIGHTX_SQL_ENGINE_ADDR": hole}
-    stack.start_one("orchestrator")
-    try:
-        wait_serving(stack, ["sql_engine", "orchestrator"])
-        http.register(stack)
-        yield stack
-    finally:
-        stack.stop()
-        blackhole.close()
+def working_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkingStack]:
+    """The four services and the gateway as processes, the LLM gateway's provider a scripted fake Bytez
+    (real HTTP), and a 20,000-row dataset whose self cross join keeps DuckDB busy for minutes."""
+    root = tmp_path_factory.mktemp("browser-working")
+    model = ScriptedModel()
+    with FakeLlmServer(keys=["browser-key"]) as fake:
+        fake.responder = model
+        env = {
+            "BYTEZ_BASE_URL": fake.base_url,
+            "BYTEZ_API_KEYS": "browser-key",
+            "INSIGHTX_SANDBOX_ALLOW_WEAK": "true",  # a development machine may lack the strong isolation
+            "INSIGHTX_SANDBOX_ZYGOTES": "1",
+            "INSIGHTX_SQL_TIMEOUT_MS": "120000",  # only Stop ends the slow work, never a timeout
+            "INSIGHTX_PYTHON_TIMEOUT_S": "120",
+        }
+        stack = start_stack(root / "data", env, log_dir=root / "logs")
+        try:
+            wait_serving(stack, ["sql_engine", "py_sandbox", "llm_gateway", "orchestrator"])
+            csv = write_csv(root / "upi_transactions.csv", rows=20_000)
+            session_id = str(upload(stack.base_url, csv)["session_id"])
+            yield WorkingStack(stack, model, session_id)
+        finally:
+            stack.stop()
 
 
-def test_stop_cancels_the_running_answer_on_the_server(
-    browser: Any, hanging_stack: Stack, artifacts: Path, tmp_path: Path
+SLOW_SQL = (  # 400 million pairs, checked one by one: minutes on DuckDB, streamed (no memory to speak of)
+    'SELECT count(*) AS n FROM "upi_transactions" a, "upi_transactions" b '
+    'WHERE (a."hour_of_day" * b."hour_of_day" + a."amount (INR)" * b."amount (INR)") % 7 = 3'
+)
+SLOW_PYTHON = "x = 0\nwhile True:\n    x += 1\nresult = x"
+PY_ONLY = '{"classification": "PY_ONLY", "reasoning": "a statistic over every row"}'
+
+
+@pytest.mark.parametrize("work", ["sql", "python"])
+def test_stop_ends_the_query_or_the_sandbox_child_on_the_server(
+    browser: Any, working_stack: WorkingStack, artifacts: Path, work: str
 ) -> None:
-    def streams() -> dict[str, int]:
-        return http.get(f"{hanging_stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
+    def wait_until(what: str, probe: Callable[[], bool], timeout_s: float) -> float:
+        started = time.monotonic()
+        while not probe():
+            assert time.monotonic() - started < timeout_s, f"{what}: not within {timeout_s} s"
+            time.sleep(0.05)
+        return time.monotonic() - started
 
-    csv = tmp_path / "t.csv"
-    csv.write_text("a,b\n1,2\n3,4\n")
-    session_id = upload(hanging_stack.base_url, csv)["session_id"]
-    page = open_page(browser, hanging_stack, 1280, 860)
-    page.goto(f"{hanging_stack.base_url}/#session={session_id}")
+    running = working_stack.running_queries if work == "sql" else working_stack.running_children
+    if work == "sql":
+        working_stack.model.queue("sql", SLOW_SQL)
+    else:
+        working_stack.model.queue("classifier", PY_ONLY)
+        working_stack.model.queue("python", SLOW_PYTHON)
+    before = working_stack.streams()
+    page = open_page(browser, working_stack.stack, 1280, 860)
+    page.goto(f"{working_stack.stack.base_url}/#session={working_stack.session_id}")
     page.wait_for_selector("#profile:not([hidden])", timeout=30_000)
-    page.fill("#question", "how many rows are there?")
+    page.click("#new-chat")  # each case its own chat (the page reopens the dataset's last one)
+    wait_until("the engine idle before asking", lambda: working_stack.running_queries() == 0, 30)
+    assert working_stack.running_children() == 0
+    page.fill("#question", f"How many pairs of transactions are odd ({work})?")
     page.click("#ask-button")
     page.wait_for_selector("#stop-button:not([hidden])", timeout=10_000)
-    deadline = time.monotonic() + 10
-    while streams()["open"] != 1:
-        assert time.monotonic() < deadline, streams()
-        time.sleep(0.1)
-    page.screenshot(path=str(artifacts / "running-desktop.png"))
+    wait_until(f"the {work} work running", lambda: running() > 0, 60)
+    time.sleep(1.0)  # well into the work: still running, nothing else ends it
+    assert running() > 0 and page.locator(".answer").count() == 0
+    page.screenshot(path=str(artifacts / f"running-{work}-desktop.png"))
+
+    clicked = time.monotonic()
     page.click("#stop-button")
     page.wait_for_selector(".answer.stopped", timeout=10_000)
     assert page.locator("#ask-button").is_visible() and page.locator("#stop-button").is_hidden()
-    deadline = time.monotonic() + 10
-    while streams()["open"] != 0:
-        assert time.monotonic() < deadline, streams()
-        time.sleep(0.1)
-    assert streams()["cancelled"] == 1
+    wait_until(f"the {work} work ended on the server", lambda: running() == 0, 5)
+    took = time.monotonic() - clicked
+    assert working_stack.running_queries() == 0 and working_stack.running_children() == 0
+    wait_until("the upstream call closed", lambda: working_stack.streams()["open"] == 0, 5)
+    assert working_stack.streams()["cancelled"] == before["cancelled"] + 1
+    page.screenshot(path=str(artifacts / f"stopped-{work}-desktop.png"))
     page.fill("#question", "again?")
     assert page.locator("#ask-button").is_enabled()  # the box is ready for the next question
     assert page.js_errors == []
     page.close()
+    print(f"{work}: the server's work ended within {took:.2f} s of the click on Stop")
