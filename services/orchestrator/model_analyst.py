@@ -237,6 +237,7 @@ class ModelAnalyst:
                 failures.append("(the reply held no SQL statement)")
                 continue
             self.sql_attempts = attempt
+            self.events.status("Running SQL on DuckDB", "sql")
             outcome = await self.run.sql(sql, attempt, for_python=self.classification == "SQL_THEN_PY")
             if outcome.ok:
                 self.sql = outcome

@@ -42,6 +42,11 @@ async def test_failing_sql_is_corrected_on_the_second_try(start_chat: StartChat)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
     attempts = of_kind(events, "sql_result")
     assert [a.attempt for a in attempts] == [1, 2]
+    # each attempt says it is running before the engine works on it (the page shows it during a long query)
+    messages = [e.status.message if e.HasField("status") else "" for e in events]
+    results_at = [i for i, e in enumerate(events) if e.HasField("sql_result")]
+    starts = [i for i, m in enumerate(messages) if m == "Running SQL on DuckDB"]
+    assert len(starts) == 2 and starts[0] < results_at[0] < starts[1] < results_at[1]
     assert attempts[0].error_reason == "SQL_BINDER" and "device" in attempts[0].error
     assert not attempts[0].result.arrow_ipc
     assert attempts[1].error == "" and attempts[1].query == ANDROID_RATE
