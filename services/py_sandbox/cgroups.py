@@ -213,7 +213,7 @@ def create_run(parent: Hierarchy, name: str, memory: int, pids: int, cpus: float
 
 def join(group: dict[str, str]) -> list[str]:
     """Moves the calling process into `group` (every controller); returns the controllers joined."""
-    joined = []
+    joined: list[str] = []
     for controller, path in group.items():
         if path in {group[c] for c in joined}:  # v2: one directory holds every controller
             joined.append(controller)

@@ -198,10 +198,11 @@ class PySandbox:
             cache = str(self.cache_dir / f"{session_id}-{stat.st_mtime_ns}-{stat.st_size}.arrow")
         s = self.settings
         timeout = timeout_s if timeout_s > 0 else s.sandbox_default_timeout_s
+        run_timeout_s = min(timeout, s.sandbox_max_timeout_s)
         job = {
             "op": "run",
             "code": code,
-            "timeout_s": min(timeout, s.sandbox_max_timeout_s),
+            "timeout_s": run_timeout_s,
             "dataset": dataset,
             "cache": cache,
             "memory_mb": s.sandbox_memory_mb,
@@ -216,7 +217,7 @@ class PySandbox:
             "max_input_bytes": s.sandbox_max_input_mb << 20,
         }
         keys = [("session", session_id)] + ([("user", user_id)] if user_id else [])
-        async with self.fair.admit(keys, job["timeout_s"], s.sandbox_queue_wait_s):
+        async with self.fair.admit(keys, run_timeout_s, s.sandbox_queue_wait_s):
             response = await self.pool.run(job, input_ipc or b"")
         if response.error.category == pb.RUN_ERROR_CATEGORY_INVALID_INPUT:
             raise InvalidInput("INVALID_INPUT_TABLE", response.error.message)

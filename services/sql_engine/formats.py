@@ -10,10 +10,9 @@ import csv
 import io
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from common.errors import InvalidInput
 
@@ -26,6 +25,9 @@ _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
 _DELIMITERS = (",", "\t", ";", "|")
 _CONTROLS = bytes(b for b in range(32) if b not in (9, 10, 12, 13)) + b"\x7f"
 READABLE = "CSV, TSV, Parquet, JSON or Excel (.xlsx)"
+
+if TYPE_CHECKING:
+    from _csv import Reader as _csv_reader
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ class Dialect:
             notes.append('Quotes inside quoted fields are escaped with a backslash (\\").')
         return notes
 
-    def reader(self, text: str | TextIO) -> Iterator[list[str]]:
+    def reader(self, text: str | TextIO) -> _csv_reader:
         """Python's csv reader of `text` in this dialect (both \" and "" read as a quote when backslashed)."""
         escape = "\\" if self.backslash_escapes else None
         source = io.StringIO(text) if isinstance(text, str) else text

@@ -223,9 +223,9 @@ def _write_parquet(
         sink = _sink(out, notes)
         return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled), notes
     sink = _sink(out, [])
+    notes = []
     try:
         if sniffed.format == "xlsx":
-            notes: list[str] = []
             sheet_table = read_sheet(raw, filename, sheet, cancelled=cancelled, notes=notes)
             sink = _sink(out, notes)
             con.register("_sheet", sheet_table)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -286,9 +287,7 @@ def _scan_statistics(
         if not exprs:
             break
         source = relation if single else _only(relation, batch)
-        found = budget.run(
-            lambda exprs=exprs, source=source: _one_row(con, f"SELECT {', '.join(exprs)} FROM {source}")
-        )
+        found = budget.run(partial(_one_row, con, f"SELECT {', '.join(exprs)} FROM {source}"))
         if found is None:
             return stats, covered
         stats.update(found)
@@ -402,7 +401,7 @@ def _scan_top_values(
     # DuckDB refuses more than 64 grouping keys in one statement: wide tables take several scans.
     for start in range(0, len(grouped), GROUPING_SETS_MAX):
         batch = grouped[start : start + GROUPING_SETS_MAX]
-        found = budget.run(lambda batch=batch: _scan_top_values_of(con, relation, batch))
+        found = budget.run(partial(_scan_top_values_of, con, relation, batch))
         if found is None:
             break
         out.update(found)
