@@ -14,6 +14,7 @@ from typing import Any
 import pyarrow as pa
 
 from common.arrow import json_safe, to_records
+from services.orchestrator.plan import VEGA_LITE_SCHEMA
 from services.orchestrator.replies import UnparseableReply, balanced_objects, loads_lenient
 
 ANSWER_TYPES = ("boolean", "number", "category", "list[number]", "list[category]", "none")
@@ -145,7 +146,7 @@ def auto_chart(table: pa.Table | None) -> dict[str, Any] | None:
     temporal = _is_temporal(label.type)
     x_type = "temporal" if temporal else ("ordinal" if _is_numeric(label.type) else "nominal")
     spec: dict[str, Any] = {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "$schema": VEGA_LITE_SCHEMA,
         "data": {"values": to_records(table.select([label.name, measure.name]), CHART_ROWS)},
         "mark": {"type": "line", "point": True} if temporal else {"type": "bar"},
         "encoding": {
@@ -167,7 +168,7 @@ def auto_chart(table: pa.Table | None) -> dict[str, Any] | None:
 def attach_data(chart: dict[str, Any], table: pa.Table | None) -> dict[str, Any]:
     """A model's spec with the result's rows inlined when it names no data of its own."""
     spec = dict(chart)
-    spec.setdefault("$schema", "https://vega.github.io/schema/vega-lite/v5.json")
+    spec["$schema"] = VEGA_LITE_SCHEMA  # a model may name another version; the page loads this one
     if "data" not in spec and table is not None:
         spec["data"] = {"values": to_records(table, CHART_ROWS)}
     return spec

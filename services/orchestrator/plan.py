@@ -11,6 +11,8 @@ import pyarrow as pa
 from insightx.v1 import sql_engine_pb2
 
 CLASSIFICATIONS = ("SQL_ONLY", "PY_ONLY", "SQL_THEN_PY", "EXPLAIN_ONLY")
+# Charts are written for the Vega-Lite that the page loads (gateway/web/package.json: vega-lite 6).
+VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from services.orchestrator.builtin.schema import Column, Schema
-from services.orchestrator.plan import Answer, StepResults
+from services.orchestrator.plan import VEGA_LITE_SCHEMA, Answer, StepResults
 
 Composer = Callable[[StepResults], Answer]
 
@@ -246,7 +246,7 @@ def chart_for(groups: list[Any], values: list[Any], x: str, y: str, temporal: bo
     ]
     if temporal:
         return {
-            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "$schema": VEGA_LITE_SCHEMA,
             "data": {"values": data},
             "mark": {"type": "line", "point": True},
             "encoding": {
@@ -255,7 +255,7 @@ def chart_for(groups: list[Any], values: list[Any], x: str, y: str, temporal: bo
             },
         }
     return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "$schema": VEGA_LITE_SCHEMA,
         "data": {"values": data},
         "mark": "bar",
         "encoding": {

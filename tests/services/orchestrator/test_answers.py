@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pyarrow as pa
 import pytest
 
@@ -14,6 +17,8 @@ from services.orchestrator.answers import (
     typed_answer,
 )
 from services.orchestrator.replies import UnparseableReply
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_markdown_then_json_line() -> None:
@@ -82,6 +87,9 @@ def test_breakdown_gets_a_bar_chart_with_its_rows() -> None:
     assert spec["encoding"]["x"]["field"] == "device_type"
     assert spec["encoding"]["y"]["field"] == "failure_rate"
     assert spec["data"]["values"][0] == {"device_type": "Android", "failure_rate": 0.05}
+    # the version the page loads: gateway/web's vega-lite
+    page_major = json.loads((ROOT / "gateway/web/package.json").read_text())["dependencies"]["vega-lite"]
+    assert spec["$schema"].endswith(f"/v{page_major.lstrip('^~').split('.')[0]}.json")
 
 
 def test_single_value_gets_no_chart() -> None:
