@@ -267,22 +267,54 @@ def chart_for(groups: list[Any], values: list[Any], x: str, y: str, temporal: bo
 
 
 def follow_ups_for(schema: Schema, used: set[str]) -> list[str]:
-    """Three questions the profile suggests, preferring columns the question did not use."""
+    """Three next questions drawn from this question's columns: drill down by another dimension, the trend
+    over time, compare across groups; the profile's general suggestions fill what is left."""
     measures = [c for c in schema.columns if c.measure and c.flag_values is None]
     dims = [c for c in schema.columns if c.textual and not c.listlike and 1 < c.distinct <= 50]
-    measures.sort(key=lambda c: c.name in used)
-    dims.sort(key=lambda c: c.name in used)
+    temporal = next((c for c in schema.columns if c.temporal), None)
+    measure = next((c for c in measures if c.name in used), None)
+    dim = next((c for c in dims if c.name in used), None)
+    others = [d for d in dims if d is not dim]
     out: list[str] = []
+    if measure is not None:
+        if others:
+            out.append(f"What is the average {measure.name} by {others[0].name}?")
+        if temporal is not None:
+            out.append(f"What is the average {measure.name} by month of {temporal.name}?")
+        if dim is not None:
+            out.append(f"What is the median {measure.name} by {dim.name}?")
+        elif len(others) > 1:
+            out.append(f"Which {others[1].name} has the highest total {measure.name}?")
+    elif dim is not None:
+        if measures:
+            out.append(f"What is the average {measures[0].name} by {dim.name}?")
+            out.append(f"Which {dim.name} has the highest total {measures[0].name}?")
+        if temporal is not None:
+            out.append(f"How many rows are there by month of {temporal.name}?")
+    for general in _general_follow_ups(measures, dims, temporal, used):
+        if len(out) >= 3:
+            break
+        if general not in out:
+            out.append(general)
+    return out[:3]
+
+
+def _general_follow_ups(
+    measures: list[Column], dims: list[Column], temporal: Column | None, used: set[str]
+) -> list[str]:
+    """What the profile suggests whatever was asked, preferring columns the question did not use."""
+    measures = sorted(measures, key=lambda c: c.name in used)
+    dims = sorted(dims, key=lambda c: c.name in used)
+    out: list[str] = []
+    if temporal is not None:
+        out.append(f"How many rows are there by month of {temporal.name}?")
     if measures and dims:
         out.append(f"What is the average {measures[0].name} by {dims[0].name}?")
     if dims:
         out.append(f"What is the most common {dims[-1].name if len(dims) > 1 else dims[0].name}?")
     if measures:
         out.append(f"What is the median {measures[-1].name}?")
-    temporal = next((c for c in schema.columns if c.temporal), None)
-    if temporal is not None:
-        out.insert(0, f"How many rows are there by month of {temporal.name}?")
-    return out[:3]
+    return out
 
 
 def nothing_matched(schema: Schema, reason: str) -> Answer:
