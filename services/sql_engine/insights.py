@@ -36,7 +36,8 @@ def assign_role(
 
 
 def health(profile: pb.DatasetProfile, rows: int, duplicate_rows: int) -> tuple[float, list[str]]:
-    """A score from 0 to 100 and one line per thing that lowered it."""
+    """A score from 0 to 100 and one line per thing that lowered it; a reason always costs at least one
+    point, so 100 means nothing to report (never 100 beside a warning)."""
     score = 100.0
     reasons: list[str] = []
     if rows == 0:
@@ -49,7 +50,7 @@ def health(profile: pb.DatasetProfile, rows: int, duplicate_rows: int) -> tuple[
     missing = sum(c.null_count for c in columns)
     if missing:
         share = missing / cells
-        score -= min(40.0, share * 100)
+        score -= max(1.0, min(40.0, share * 100))
         worst = max(columns, key=lambda c: c.null_count)
         reasons.append(
             f"{share:.1%} of all cells are empty; '{worst.name}' is missing"
@@ -65,7 +66,7 @@ def health(profile: pb.DatasetProfile, rows: int, duplicate_rows: int) -> tuple[
         reasons.append(f"Columns holding a single value: {', '.join(constant[:5])}.")
     if duplicate_rows > 0:
         share = duplicate_rows / rows
-        score -= min(20.0, share * 100)
+        score -= max(1.0, min(20.0, share * 100))
         reasons.append(f"About {duplicate_rows:,} rows ({share:.1%}) are exact duplicates of another row.")
     if not any(c.role == pb.SEMANTIC_ROLE_MEASURE for c in columns):
         reasons.append("No numeric measure was found: only counts can be computed.")

@@ -81,6 +81,16 @@ def test_health_score_names_its_reasons(tmp_path: Path) -> None:
     assert "empty" in reasons and "single value" in reasons and "duplicates" in reasons
 
 
+def test_a_score_of_100_has_nothing_to_report(tmp_path: Path) -> None:
+    # one duplicate and one empty cell among 20,000 rows: tiny shares, but each is a reason, so not 100
+    profile = _profile(
+        tmp_path,
+        "SELECT i AS id, CASE WHEN i = 7 THEN NULL ELSE i * 1.5 END AS v FROM range(20000) t(i) "
+        "UNION ALL SELECT 3, 4.5",
+    )
+    assert list(profile.health_reasons) and profile.health_score <= 98.0
+
+
 def test_suggested_questions_use_the_columns(tmp_path: Path) -> None:
     questions = list(_profile(tmp_path, DATA).suggested_questions)
     assert questions[0] == "How many rows are there?"
