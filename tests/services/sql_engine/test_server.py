@@ -211,12 +211,14 @@ async def capped(tmp_path: Path) -> AsyncIterator[Served]:
         await running.stop(1)
 
 
-async def _wait_running(served: Served, count: int) -> None:
+async def _wait_running(served: Served, count: int, queued: int = 0) -> None:
+    """Until `count` queries run (and `queued` wait: the calls are sent concurrently, so one may lag)."""
     for _ in range(500):
-        if (await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())).running_queries >= count:
+        status = await served.stub.GetEngineStatus(pb.GetEngineStatusRequest())
+        if status.running_queries >= count and status.queued_queries >= queued:
             return
         await asyncio.sleep(0.02)
-    pytest.fail(f"{count} queries never ran at once")
+    pytest.fail(f"{count} queries never ran at once with {queued} waiting")
 
 
 async def test_one_session_cannot_hold_every_worker(capped: Served) -> None:
@@ -231,7 +233,7 @@ async def test_one_session_cannot_hold_every_worker(capped: Served) -> None:
         for i in range(3)  # 2 run, 1 waits
     ]
     try:
-        await _wait_running(capped, 2)
+        await _wait_running(capped, 2, queued=1)
         with pytest.raises(grpc.aio.AioRpcError) as refused:  # past its waiting cap: refused at once
             await capped.stub.ExecuteSql(pb.ExecuteSqlRequest(session_id=hog, sql="SELECT 1"), timeout=5)
         assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
