@@ -39,6 +39,10 @@ __all__ = [
 LocalChatRepository = SqliteChatRepository
 
 
+# How an answer was shown, stored with it so a reload in any browser draws the same card.
+CARD_FIELDS = ("chart", "follow_ups", "clarifications", "confidence", "answer_type")
+
+
 class TurnRecorder:
     """Stores one answer's turn as its stream passes: the question while the answer starts (off the first
     event's path), then the reply — the final answer or the error — once, before the client sees it."""
@@ -61,7 +65,10 @@ class TurnRecorder:
         """The stream's hook for each SSE payload."""
         if payload["type"] == "final_response":
             data = payload["data"]
-            reply = StoredMessage(self.chat_id, "assistant", data["text"], data["answer"], data["sql"] or "")
+            card = {key: data.get(key) for key in CARD_FIELDS}
+            reply = StoredMessage(
+                self.chat_id, "assistant", data["text"], data["answer"], data["sql"] or "", card=card
+            )
         elif payload["type"] == "error":
             reply = StoredMessage(self.chat_id, "assistant", payload["message"])
         else:
@@ -119,6 +126,7 @@ def message_json(message: StoredMessage) -> dict[str, Any]:
         "answer": message.answer,
         "sql": message.sql or None,
         "created_at": message.created_at,
+        "card": message.card,  # chart, follow_ups, clarifications, confidence, answer_type; None if older
     }
 
 

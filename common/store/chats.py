@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class StoredMessage:
-    """One persisted turn."""
+    """One persisted turn. `card` is how an answer was shown (chart, follow_ups, clarifications,
+    confidence, answer_type), kept so any browser draws it again; None for questions and older rows."""
 
     chat_id: str
     role: str
@@ -22,6 +23,7 @@ class StoredMessage:
     answer: Any = None
     sql: str = ""
     created_at: float = 0.0
+    card: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ MIGRATIONS = (
         CREATE INDEX IF NOT EXISTS insights_by_session ON insights(session_id, created_at)
         """,
     ),
+    Migration(2, "an answer's card", "ALTER TABLE messages ADD COLUMN IF NOT EXISTS card_json TEXT"),
 )
 
 _ENSURE_CHAT = (
@@ -60,8 +61,8 @@ _ENSURE_CHAT = (
 )
 # A message for a chat that is gone (deleted while its answer ran) is dropped, as in the embedded store.
 _ADD_MESSAGE = (
-    "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
-    " SELECT %(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s"
+    "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json)"
+    " SELECT %(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s, %(card)s"
     " WHERE EXISTS (SELECT 1 FROM chats WHERE chat_id=%(chat_id)s)"
 )
 
@@ -74,6 +75,7 @@ def _message_params(message: StoredMessage) -> dict[str, Any]:
         "answer": json.dumps(message.answer),
         "sql": message.sql,
         "created_at": message.created_at or time.time(),
+        "card": None if message.card is None else json.dumps(message.card),
     }
 
 
@@ -137,19 +139,28 @@ class PostgresChatRepository:
                 "WITH chat AS (INSERT INTO chats(chat_id, session_id, title, created_at)"
                 " VALUES (%(chat_id)s, %(session_id)s, %(title)s, %(created_at)s)"
                 " ON CONFLICT (chat_id) DO NOTHING)"
-                " INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
-                " VALUES (%(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s)",
+                " INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json)"
+                " VALUES (%(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s,"
+                " %(card)s)",
                 {**params, "session_id": session_id, "title": question[:80]},
             )
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         rows = await self._all(
-            "SELECT chat_id, role, content, answer_json, sql, created_at FROM messages WHERE chat_id=%s"
-            " ORDER BY id",
+            "SELECT chat_id, role, content, answer_json, sql, created_at, card_json FROM messages"
+            " WHERE chat_id=%s ORDER BY id",
             chat_id,
         )
         return [
-            StoredMessage(r[0], r[1], r[2], json.loads(r[3]) if r[3] else None, r[4] or "", r[5])
+            StoredMessage(
+                r[0],
+                r[1],
+                r[2],
+                json.loads(r[3]) if r[3] else None,
+                r[4] or "",
+                r[5],
+                json.loads(r[6]) if r[6] else None,
+            )
             for r in rows
         ]
 

@@ -57,11 +57,15 @@ MIGRATIONS = (
     Migration(
         2, "chats by session", "CREATE INDEX IF NOT EXISTS chats_by_session ON chats(session_id, created_at)"
     ),
+    Migration(3, "an answer's card", "ALTER TABLE messages ADD COLUMN card_json TEXT"),
 )
 
 
 def _message(row: Any) -> StoredMessage:
-    return StoredMessage(row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4] or "", row[5])
+    card = json.loads(row[6]) if row[6] else None
+    return StoredMessage(
+        row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4] or "", row[5], card
+    )
 
 
 class SqliteChatRepository:
@@ -106,8 +110,8 @@ class SqliteChatRepository:
     @staticmethod
     def _add_message(conn: sqlite3.Connection, message: StoredMessage) -> None:
         conn.execute(  # a message for a chat that is gone (deleted while its answer ran) is dropped
-            "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
-            " SELECT ?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM chats WHERE chat_id=?)",
+            "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json)"
+            " SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM chats WHERE chat_id=?)",
             (
                 message.chat_id,
                 message.role,
@@ -115,6 +119,7 @@ class SqliteChatRepository:
                 json.dumps(message.answer),
                 message.sql,
                 message.created_at or time.time(),
+                None if message.card is None else json.dumps(message.card),
                 message.chat_id,
             ),
         )
@@ -157,7 +162,7 @@ class SqliteChatRepository:
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         rows = await self._run(
             lambda conn: conn.execute(
-                "SELECT chat_id, role, content, answer_json, sql, created_at FROM messages"
+                "SELECT chat_id, role, content, answer_json, sql, created_at, card_json FROM messages"
                 " WHERE chat_id=? ORDER BY id",
                 (chat_id,),
             ).fetchall()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 
+from common.store import postgres_chats, sqlite_chats
 from common.store.chats import StoredMessage
+from common.store.migrations import migrate_sqlite
 from tests.common.store.conftest import Backend
 
 
@@ -79,3 +82,47 @@ async def test_two_gateways_write_one_chat_and_both_read_every_turn(backend: Bac
         )
         assert sorted(t.content for t in await repo.messages("c2")) == ["a", "b"]  # one chat, both turns
         assert len(await repo.list_chats("s1")) == 2
+
+
+CARD = {
+    "chart": {"mark": "bar", "data": {"values": [{"os": "Android", "n": 3}, {"os": "iOS", "n": 1}]}},
+    "follow_ups": ["And by month?"],
+    "clarifications": [],
+    "confidence": 0.9,
+    "answer_type": "table",
+}
+
+
+async def test_an_answer_keeps_its_card_for_any_reader(backend: Backend) -> None:
+    first, second = await backend.open_chats(), await backend.open_chats()
+    await first.start_turn("c1", "s1", "Count by os")
+    await first.add_message(StoredMessage("c1", "assistant", "Android leads", [3, 1], "SELECT 1", card=CARD))
+    await first.add_message(StoredMessage("c1", "assistant", "no card"))
+    turns = await second.messages("c1")  # another gateway reads what the first stored
+    assert [t.card for t in turns] == [None, CARD, None]
+
+
+async def test_a_database_from_before_cards_gains_the_column_and_keeps_its_rows(backend: Backend) -> None:
+    if backend.kind == "sqlite":
+        conn = sqlite3.connect(backend.root / "chats.sqlite3", isolation_level=None)
+        migrate_sqlite(conn, "chats", sqlite_chats.MIGRATIONS[:2])  # the release before cards
+        conn.execute("INSERT INTO chats VALUES ('c1', 's1', 'old', 1.0)")
+        conn.execute(
+            "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
+            " VALUES ('c1', 'assistant', 'old answer', '42', 'SELECT 42', 2.0)"
+        )
+        conn.close()
+    else:
+        db = await backend.database()
+        await db.migrate("chats", postgres_chats.MIGRATIONS[:1])
+        async with db.pool.connection() as pg:
+            await pg.execute("INSERT INTO chats VALUES ('c1', 's1', 'old', 1.0)")
+            await pg.execute(
+                "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at)"
+                " VALUES ('c1', 'assistant', 'old answer', '42', 'SELECT 42', 2.0)"
+            )
+    repo = await backend.open_chats()  # the new code migrates the existing database
+    [old] = await repo.messages("c1")
+    assert (old.content, old.answer, old.sql, old.card) == ("old answer", 42, "SELECT 42", None)
+    await repo.add_message(StoredMessage("c1", "assistant", "new", card=CARD))
+    assert (await repo.messages("c1"))[-1].card == CARD
