@@ -364,7 +364,7 @@ async function openChat(chatId) {
     } else if (message.role === "assistant") {
       const view = new AnswerView(context(question));
       const clarifications = message.answer == null ? storedClarifications(message.content) : [];
-      const shown = cardFor(chatId, message.content) || {}; // its chart and chips, if this browser showed it
+      const shown = message.card || cardFor(chatId, message.content) || {}; // stored card; older: this browser's
       view.final({ clarifications, follow_ups: [], ...shown, text: message.content, answer: message.answer, sql: message.sql });
       nodes.push(view.root);
       question = "";

@@ -1,7 +1,7 @@
 // How this browser showed each answer (chart, follow-ups, confidence, the analyst's choices), kept in
-// localStorage so a reload draws the cards again. What was asked and answered comes from the server's chat
-// store, the only history; this is presentation only, matched to a stored answer by its chat and text, and
-// a card another browser showed is restored without its chart.
+// localStorage. The server's chat store now keeps each answer's card (message.card) and the page draws
+// that; this is only the fallback for answers stored before cards were (their card is null), matched by
+// chat and text.
 const KEY = "insightx:cards:v1";
 const MAX_CHATS = 20;
 const MAX_PER_CHAT = 25;

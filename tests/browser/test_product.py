@@ -137,10 +137,15 @@ def test_landing_answer_first_show_work_and_reload(
     assert len(sent) == 2 and all("history" not in body for body in sent), sent
     assert "chat_id" not in sent[0] and sent[1]["chat_id"] == page.evaluate("location.hash").split("chat=")[1]
 
-    # A reload restores the open chat and its answers from the server.
+    # The chat's link opened in another browser (a new context: no localStorage) restores the chat and its
+    # answers' cards, chart and follow-ups included, from the server alone.
     hash_before = page.evaluate("location.hash")
     assert "chat=" in hash_before
-    page.reload()
+    assert page.js_errors == []
+    page.close()
+    page = open_page(browser, demo_stack, width, height)
+    assert page.evaluate("localStorage.getItem('insightx:cards:v1')") is None
+    page.goto(page.url.split("#")[0] + hash_before)
     page.locator(".msg.assistant .answer.final").nth(1).wait_for(timeout=30_000)
     assert page.evaluate("location.hash") == hash_before
     assert user_turns(page) == [VALUE_QUESTION, CHART_QUESTION]
