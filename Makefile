@@ -32,10 +32,11 @@ run: install ## Start the whole stack (offline analyst, demo dataset) on http://
 demo: install ## Write the demo dataset (UPI transactions, 250k rows) to data/demo/
 	$(BIN)/python -m tools.demo_data
 
-system-deps: ## Debian packages the tests use: Chromium (browser tests), docker-compose (compose validation), PostgreSQL (shared-store tests)
+system-deps: ## Debian packages the tests use: Chromium (browser tests), docker-compose (compose validation), PostgreSQL (shared-store tests), iproute2 (binding tests)
 	@missing=""; command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v docker-compose >/dev/null || missing="$$missing docker-compose"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
