@@ -10,13 +10,14 @@ import re
 
 from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.linking import NumberLink
-from services.orchestrator.builtin.question import _CMP, _NEG, Filter, Question
+from services.orchestrator.builtin.negation import negated
+from services.orchestrator.builtin.question import _CMP, Filter, Question
 from services.orchestrator.builtin.schema import Column, literal
 from services.orchestrator.builtin.text import ORDINALS, Token
 
 
 def _negated(tokens: list[Token], index: int, window: int = 3) -> bool:
-    return any(t.text in _NEG for t in tokens[max(0, index - window) : index])
+    return negated(tokens, index, window)
 
 
 def _percent_scale(column: Column, value: float, percent: bool) -> float:

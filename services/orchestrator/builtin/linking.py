@@ -13,6 +13,7 @@ from difflib import SequenceMatcher
 from functools import lru_cache
 
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS, abbreviation_of, synonyms
+from services.orchestrator.builtin.normal_forms import aliases
 from services.orchestrator.builtin.schema import Column, Schema
 from services.orchestrator.builtin.text import (
     ORDINALS,
@@ -267,8 +268,11 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
         if not column.textual or not column.values:
             continue
         values = _elements(column) if column.listlike else column.values
-        for value, count in values:
-            words = _value_words(value)
+        shown = tuple(v for v, _ in values)
+        spelled = [(value, count, _value_words(value)) for value, count in values]
+        # the same value under another name the column's scheme supports ("Texas" for `TX`)
+        spelled += [(value, count, _value_words(a)) for value, count in values for a in aliases(value, shown)]
+        for value, count, words in spelled:
             if not words or len(words) > 6:
                 continue
             initials = abbreviation_of(split_name(value))

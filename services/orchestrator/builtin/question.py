@@ -53,23 +53,6 @@ _MODE = re.compile(
     re.I,
 )
 _SUPER = re.compile(rf"\b(?P<desc>{_DESC})\b|\b(?P<asc>{_ASC})\b", re.I)
-_NEG = {
-    "not",
-    "no",
-    "non",
-    "without",
-    "never",
-    "don't",
-    "doesn't",
-    "didn't",
-    "dont",
-    "excluding",
-    "except",
-    "nt",
-    "t",
-    "childless",
-}
-
 _CMP: list[tuple[str, str]] = [
     (r"\bat least\b|\bno less than\b|\bminimum of\b|\bor more\b|>=", ">="),
     (r"\bat most\b|\bno more than\b|\bup to\b|\bor less\b|\bor fewer\b|<=", "<="),

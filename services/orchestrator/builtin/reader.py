@@ -16,6 +16,7 @@ from services.orchestrator.builtin.form import Filter, Query
 from services.orchestrator.builtin.forms import question_form
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
 from services.orchestrator.builtin.linking import Links, link
+from services.orchestrator.builtin.negation import NEGATING_WORDS, negated
 from services.orchestrator.builtin.schema import Column, Schema
 from services.orchestrator.builtin.text import ORDINALS, word_number
 from services.orchestrator.plan import Plan
@@ -30,8 +31,9 @@ def _words(text: str) -> frozenset[str]:
 
 
 # words that shape the computation; never values
-_OPERATOR_WORDS = _words(
-    """
+_OPERATOR_WORDS = (
+    _words(
+        """
     how many much what which who whom whose when where why is are was were be been did does do has have had
     the a an of in on at to for by from with and or as than that this these those there their its it his her
     they them he she total number count sum average mean median most least highest lowest largest smallest
@@ -42,6 +44,8 @@ _OPERATOR_WORDS = _words(
     least at long far old many equal equals exactly value values frequent common often usually
     percent percentage share rate ratio per also total overall
     """
+    )
+    | NEGATING_WORDS
 )
 _GENERIC_NOUNS = _words(
     """
@@ -310,10 +314,12 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
 
     # values the profile knows, then numbers, then names it does not know
     value_filters = [
-        (
-            Filter(
-                v.column, "=" if not v.element else "match", v.value, (v.start, v.end), verified=not v.element
-            )
+        Filter(
+            v.column,
+            ("!=" if negated(links.tokens, v.start) else "=") if not v.element else "match",
+            v.value,
+            (v.start, v.end),
+            verified=not v.element,
         )
         for v in links.values
     ]
@@ -388,6 +394,9 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 f[f"{role}_after_superlative"] = 1.0
             if col.distinct and schema.row_count and col.distinct >= 0.9 * schema.row_count:
                 f[f"{role}_unique"] = 1.0
+            # how a column's role fits depends on the operation ("the row after X" answers in X's column)
+            for key in [k for k in f if k.startswith(f"{role}_") and "=" not in k and f[k] == 1.0]:
+                f[f"{key}&op={q.op}"] = 1.0
         if q.answer is not None and q.measure is not None and q.answer.name == q.measure.name:
             f["a_is_m"] = 1.0
         unused = [n for n in named if n not in used_cols and named[n] >= 1.5]
@@ -396,9 +405,17 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         f["filters_verified"] = float(sum(fl.verified for fl in nf))
         f["filters_unverified"] = float(sum(not fl.verified for fl in nf))
         f["filters_numeric"] = float(sum(not isinstance(fl.value, str) for fl in nf))
+        if any(fl.op == "!=" for fl in nf):
+            f["filters_negated"] = 1.0
         if not nf:
             f["no_filters"] = 1.0
             f[f"no_filters&op={q.op}"] = 1.0
+        matched = matched_rows(q.filters)
+        if matched is not None:
+            # what the profile says the filters select: a lookup wants one row, a count more than one
+            size = "1" if matched == 1 else "2-3" if matched <= 3 else "4+"
+            f[f"matched_rows={size}&op={q.op}"] = 1.0
+            f[f"matched_rows={size}&form={form}"] = 1.0
         candidates.append(Candidate(q, f))
 
     filter_sets: list[tuple[tuple[Filter, ...], int]] = []
@@ -437,7 +454,7 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                     add(Query(op, answer=a, filters=filters), dropped)
 
     # two named values: which of them, or the difference between them
-    pairable = value_filters + [f for f, _ in entity]
+    pairable = [f for f in value_filters if f.op != "!="] + [f for f, _ in entity]
     if len(pairable) == 2:
         x, y = sorted(pairable, key=lambda fl: fl.span)
         for m in measures:
@@ -448,6 +465,19 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 add(Query("pick_min", answer=a, measure=m, pair=(x, y)), 0)
             add(Query("difference", answer=answers[0], measure=m, pair=(x, y)), 0)
     return Reading(text, form, links, candidates, triggers)
+
+
+def matched_rows(filters: tuple[Filter, ...]) -> int | None:
+    """How many rows the profile says the `=` filters select at most (None when it cannot tell)."""
+    counts = []
+    for fl in filters:
+        if fl.op != "=" or fl.column is None or not fl.verified or not isinstance(fl.value, str):
+            continue
+        wanted = fl.value.casefold()
+        hit = [n for v, n in fl.column.values if v.casefold() == wanted]
+        if hit:
+            counts.append(sum(hit))
+    return min(counts) if counts else None
 
 
 def _group_numeric(numeric: list[tuple[Filter, int]]) -> list[list[Filter]]:
