@@ -39,8 +39,9 @@ PR_SET_PDEATHSIG = 1
 CONFIG_PREFIXES = ("INSIGHTX_", "BYTEZ_", "OPENAI_", "SUPABASE_")
 PROVIDER_PREFIXES = ("BYTEZ_", "OPENAI_")  # the language-model providers' keys and URLs: LLM gateway only
 INTERNAL_PREFIX = "INSIGHTX_INTERNAL_"
-# The shared store's connection string (a password inside): the gateway's state, the engine's dataset records.
-DATABASE_USERS = {"INSIGHTX_DATABASE_URL": ("gateway", "sql_engine")}
+# The shared store's connection string (a password inside): the gateway's state, the engine's dataset records,
+# the orchestrator's answers' events.
+DATABASE_USERS = {"INSIGHTX_DATABASE_URL": ("gateway", "sql_engine", "orchestrator")}
 
 # Whose internal token each process holds (its own) and whose digests it is given (the callers it accepts).
 OWN_TOKEN = {"gateway": "gateway", "orchestrator": "orchestrator"}

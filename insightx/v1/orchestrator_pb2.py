@@ -26,33 +26,37 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from insightx.v1 import common_pb2 as insightx_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einsightx/v1/orchestrator.proto\x12\x0binsightx.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18insightx/v1/common.proto\"\x86\x01\n\x0b\x43hatRequest\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12)\n\x07history\x18\x04 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x16\n\x0elast_event_seq\x18\x05 \x01(\x03\"-\n\x0bStatusEvent\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\"q\n\x17OrchestratorResultEvent\x12\x33\n\x0e\x63lassification\x18\x01 \x01(\x0e\x32\x1b.insightx.v1.Classification\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\x93\x01\n\x0eSqlResultEvent\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\x12\n\ntotal_rows\x18\x06 \x01(\x03\"|\n\x11PythonResultEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0cresults_json\x18\x02 \x01(\t\x12\x0e\n\x06stdout\x18\x03 \x01(\t\x12$\n\x07\x66igures\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Figure\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xe4\x01\n\x12\x46inalResponseEvent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x05\x63hart\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nfollow_ups\x18\x04 \x03(\t\x12\x0b\n\x03sql\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x13\n\x0b\x61nswer_type\x18\x08 \x01(\t\x12\x16\n\x0e\x63larifications\x18\t \x03(\t\"+\n\nErrorEvent\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"W\n\x10KeyRotationEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xad\x03\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12*\n\x06status\x18\n \x01(\x0b\x32\x18.insightx.v1.StatusEventH\x00\x12\x43\n\x13orchestrator_result\x18\x0b \x01(\x0b\x32$.insightx.v1.OrchestratorResultEventH\x00\x12\x31\n\nsql_result\x18\x0c \x01(\x0b\x32\x1b.insightx.v1.SqlResultEventH\x00\x12\x37\n\rpython_result\x18\r \x01(\x0b\x32\x1e.insightx.v1.PythonResultEventH\x00\x12\x39\n\x0e\x66inal_response\x18\x0e \x01(\x0b\x32\x1f.insightx.v1.FinalResponseEventH\x00\x12(\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.insightx.v1.ErrorEventH\x00\x12\x35\n\x0ckey_rotation\x18\x10 \x01(\x0b\x32\x1d.insightx.v1.KeyRotationEventH\x00\x42\t\n\x07payload*\xaa\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43LASSIFICATION_SQL_ONLY\x10\x01\x12\x1a\n\x16\x43LASSIFICATION_PY_ONLY\x10\x02\x12\x1e\n\x1a\x43LASSIFICATION_SQL_THEN_PY\x10\x03\x12\x1f\n\x1b\x43LASSIFICATION_EXPLAIN_ONLY\x10\x04\x32Q\n\x13OrchestratorService\x12:\n\x04\x43hat\x12\x18.insightx.v1.ChatRequest\x1a\x16.insightx.v1.ChatEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1einsightx/v1/orchestrator.proto\x12\x0binsightx.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x18insightx/v1/common.proto\"\x86\x01\n\x0b\x43hatRequest\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\x12)\n\x07history\x18\x04 \x03(\x0b\x32\x18.insightx.v1.ChatMessage\x12\x16\n\x0elast_event_seq\x18\x05 \x01(\x03\"8\n\x11StopAnswerRequest\x12\x0f\n\x07\x63hat_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\"%\n\x12StopAnswerResponse\x12\x0f\n\x07stopped\x18\x01 \x01(\x08\"-\n\x0bStatusEvent\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\"q\n\x17OrchestratorResultEvent\x12\x33\n\x0e\x63lassification\x18\x01 \x01(\x0e\x32\x1b.insightx.v1.Classification\x12\x11\n\treasoning\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"\x93\x01\n\x0eSqlResultEvent\x12\r\n\x05query\x18\x01 \x01(\t\x12(\n\x06result\x18\x02 \x01(\x0b\x32\x18.insightx.v1.TableResult\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x14\n\x0c\x65rror_reason\x18\x05 \x01(\t\x12\x12\n\ntotal_rows\x18\x06 \x01(\x03\"|\n\x11PythonResultEvent\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x14\n\x0cresults_json\x18\x02 \x01(\t\x12\x0e\n\x06stdout\x18\x03 \x01(\t\x12$\n\x07\x66igures\x18\x04 \x03(\x0b\x32\x13.insightx.v1.Figure\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\xe4\x01\n\x12\x46inalResponseEvent\x12\x0c\n\x04text\x18\x01 \x01(\t\x12&\n\x06\x61nswer\x18\x02 \x01(\x0b\x32\x16.google.protobuf.Value\x12&\n\x05\x63hart\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nfollow_ups\x18\x04 \x03(\t\x12\x0b\n\x03sql\x18\x05 \x01(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x12\x0e\n\x06\x63\x61\x63hed\x18\x07 \x01(\x08\x12\x13\n\x0b\x61nswer_type\x18\x08 \x01(\t\x12\x16\n\x0e\x63larifications\x18\t \x03(\t\"+\n\nErrorEvent\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\"W\n\x10KeyRotationEvent\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xad\x03\n\tChatEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x0f\n\x07\x63hat_id\x18\x02 \x01(\t\x12*\n\x06status\x18\n \x01(\x0b\x32\x18.insightx.v1.StatusEventH\x00\x12\x43\n\x13orchestrator_result\x18\x0b \x01(\x0b\x32$.insightx.v1.OrchestratorResultEventH\x00\x12\x31\n\nsql_result\x18\x0c \x01(\x0b\x32\x1b.insightx.v1.SqlResultEventH\x00\x12\x37\n\rpython_result\x18\r \x01(\x0b\x32\x1e.insightx.v1.PythonResultEventH\x00\x12\x39\n\x0e\x66inal_response\x18\x0e \x01(\x0b\x32\x1f.insightx.v1.FinalResponseEventH\x00\x12(\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x17.insightx.v1.ErrorEventH\x00\x12\x35\n\x0ckey_rotation\x18\x10 \x01(\x0b\x32\x1d.insightx.v1.KeyRotationEventH\x00\x42\t\n\x07payload*\xaa\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43LASSIFICATION_SQL_ONLY\x10\x01\x12\x1a\n\x16\x43LASSIFICATION_PY_ONLY\x10\x02\x12\x1e\n\x1a\x43LASSIFICATION_SQL_THEN_PY\x10\x03\x12\x1f\n\x1b\x43LASSIFICATION_EXPLAIN_ONLY\x10\x04\x32\xa0\x01\n\x13OrchestratorService\x12:\n\x04\x43hat\x12\x18.insightx.v1.ChatRequest\x1a\x16.insightx.v1.ChatEvent0\x01\x12M\n\nStopAnswer\x12\x1e.insightx.v1.StopAnswerRequest\x1a\x1f.insightx.v1.StopAnswerResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'insightx.v1.orchestrator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLASSIFICATION']._serialized_start=1476
-  _globals['_CLASSIFICATION']._serialized_end=1646
+  _globals['_CLASSIFICATION']._serialized_start=1573
+  _globals['_CLASSIFICATION']._serialized_end=1743
   _globals['_CHATREQUEST']._serialized_start=104
   _globals['_CHATREQUEST']._serialized_end=238
-  _globals['_STATUSEVENT']._serialized_start=240
-  _globals['_STATUSEVENT']._serialized_end=285
-  _globals['_ORCHESTRATORRESULTEVENT']._serialized_start=287
-  _globals['_ORCHESTRATORRESULTEVENT']._serialized_end=400
-  _globals['_SQLRESULTEVENT']._serialized_start=403
-  _globals['_SQLRESULTEVENT']._serialized_end=550
-  _globals['_PYTHONRESULTEVENT']._serialized_start=552
-  _globals['_PYTHONRESULTEVENT']._serialized_end=676
-  _globals['_FINALRESPONSEEVENT']._serialized_start=679
-  _globals['_FINALRESPONSEEVENT']._serialized_end=907
-  _globals['_ERROREVENT']._serialized_start=909
-  _globals['_ERROREVENT']._serialized_end=952
-  _globals['_KEYROTATIONEVENT']._serialized_start=954
-  _globals['_KEYROTATIONEVENT']._serialized_end=1041
-  _globals['_CHATEVENT']._serialized_start=1044
-  _globals['_CHATEVENT']._serialized_end=1473
-  _globals['_ORCHESTRATORSERVICE']._serialized_start=1648
-  _globals['_ORCHESTRATORSERVICE']._serialized_end=1729
+  _globals['_STOPANSWERREQUEST']._serialized_start=240
+  _globals['_STOPANSWERREQUEST']._serialized_end=296
+  _globals['_STOPANSWERRESPONSE']._serialized_start=298
+  _globals['_STOPANSWERRESPONSE']._serialized_end=335
+  _globals['_STATUSEVENT']._serialized_start=337
+  _globals['_STATUSEVENT']._serialized_end=382
+  _globals['_ORCHESTRATORRESULTEVENT']._serialized_start=384
+  _globals['_ORCHESTRATORRESULTEVENT']._serialized_end=497
+  _globals['_SQLRESULTEVENT']._serialized_start=500
+  _globals['_SQLRESULTEVENT']._serialized_end=647
+  _globals['_PYTHONRESULTEVENT']._serialized_start=649
+  _globals['_PYTHONRESULTEVENT']._serialized_end=773
+  _globals['_FINALRESPONSEEVENT']._serialized_start=776
+  _globals['_FINALRESPONSEEVENT']._serialized_end=1004
+  _globals['_ERROREVENT']._serialized_start=1006
+  _globals['_ERROREVENT']._serialized_end=1049
+  _globals['_KEYROTATIONEVENT']._serialized_start=1051
+  _globals['_KEYROTATIONEVENT']._serialized_end=1138
+  _globals['_CHATEVENT']._serialized_start=1141
+  _globals['_CHATEVENT']._serialized_end=1570
+  _globals['_ORCHESTRATORSERVICE']._serialized_start=1746
+  _globals['_ORCHESTRATORSERVICE']._serialized_end=1906
 # @@protoc_insertion_point(module_scope)

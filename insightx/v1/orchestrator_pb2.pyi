@@ -96,6 +96,54 @@ class ChatRequest(_message.Message):
 Global___ChatRequest: _TypeAlias = ChatRequest  # noqa: Y015
 
 @_typing.final
+class StopAnswerRequest(_message.Message):
+    """Which answer to stop: the chat's newest, if it belongs to the session and still runs."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHAT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    chat_id: _builtins.str
+    """The chat whose answer is stopped."""
+    session_id: _builtins.str
+    """The session of the chat (an answer of another session is not stopped)."""
+    def __init__(
+        self,
+        *,
+        chat_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chat_id", b"chat_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopAnswerRequest: _TypeAlias = StopAnswerRequest  # noqa: Y015
+
+@_typing.final
+class StopAnswerResponse(_message.Message):
+    """Whether an answer was running and is being stopped."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STOPPED_FIELD_NUMBER: _builtins.int
+    stopped: _builtins.bool
+    """True when the chat's answer was running: it ends with an `error` event, code CANCELLED."""
+    def __init__(
+        self,
+        *,
+        stopped: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stopped", b"stopped"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopAnswerResponse: _TypeAlias = StopAnswerResponse  # noqa: Y015
+
+@_typing.final
 class StatusEvent(_message.Message):
     """Progress: a step started or ended."""
 

@@ -40,6 +40,11 @@ class OrchestratorServiceStub:
                 request_serializer=insightx_dot_v1_dot_orchestrator__pb2.ChatRequest.SerializeToString,
                 response_deserializer=insightx_dot_v1_dot_orchestrator__pb2.ChatEvent.FromString,
                 _registered_method=True)
+        self.StopAnswer = channel.unary_unary(
+                '/insightx.v1.OrchestratorService/StopAnswer',
+                request_serializer=insightx_dot_v1_dot_orchestrator__pb2.StopAnswerRequest.SerializeToString,
+                response_deserializer=insightx_dot_v1_dot_orchestrator__pb2.StopAnswerResponse.FromString,
+                _registered_method=True)
 
 
 class OrchestratorServiceServicer:
@@ -53,6 +58,14 @@ class OrchestratorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StopAnswer(self, request, context):
+        """Stops the chat's running answer, on whichever replica runs it. A caller that only leaves a Chat stream
+        does not stop the answer: it runs to its end and can be resumed by seq.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrchestratorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +73,11 @@ def add_OrchestratorServiceServicer_to_server(servicer, server):
                     servicer.Chat,
                     request_deserializer=insightx_dot_v1_dot_orchestrator__pb2.ChatRequest.FromString,
                     response_serializer=insightx_dot_v1_dot_orchestrator__pb2.ChatEvent.SerializeToString,
+            ),
+            'StopAnswer': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopAnswer,
+                    request_deserializer=insightx_dot_v1_dot_orchestrator__pb2.StopAnswerRequest.FromString,
+                    response_serializer=insightx_dot_v1_dot_orchestrator__pb2.StopAnswerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +108,33 @@ class OrchestratorService:
             '/insightx.v1.OrchestratorService/Chat',
             insightx_dot_v1_dot_orchestrator__pb2.ChatRequest.SerializeToString,
             insightx_dot_v1_dot_orchestrator__pb2.ChatEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopAnswer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/insightx.v1.OrchestratorService/StopAnswer',
+            insightx_dot_v1_dot_orchestrator__pb2.StopAnswerRequest.SerializeToString,
+            insightx_dot_v1_dot_orchestrator__pb2.StopAnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,

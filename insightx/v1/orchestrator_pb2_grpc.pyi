@@ -35,6 +35,10 @@ class OrchestratorServiceStub:
     def __new__(cls, channel: _aio.Channel) -> OrchestratorServiceAsyncStub: ...
     Chat: _grpc.UnaryStreamMultiCallable[_orchestrator_pb2.ChatRequest, _orchestrator_pb2.ChatEvent]
     """Answers one message of a chat, streaming every step as a ChatEvent."""
+    StopAnswer: _grpc.UnaryUnaryMultiCallable[_orchestrator_pb2.StopAnswerRequest, _orchestrator_pb2.StopAnswerResponse]
+    """Stops the chat's running answer, on whichever replica runs it. A caller that only leaves a Chat stream
+    does not stop the answer: it runs to its end and can be resumed by seq.
+    """
 
 @_typing.type_check_only
 class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
@@ -43,6 +47,10 @@ class OrchestratorServiceAsyncStub(OrchestratorServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Chat: _aio.UnaryStreamMultiCallable[_orchestrator_pb2.ChatRequest, _orchestrator_pb2.ChatEvent]  # type: ignore[assignment]
     """Answers one message of a chat, streaming every step as a ChatEvent."""
+    StopAnswer: _aio.UnaryUnaryMultiCallable[_orchestrator_pb2.StopAnswerRequest, _orchestrator_pb2.StopAnswerResponse]  # type: ignore[assignment]
+    """Stops the chat's running answer, on whichever replica runs it. A caller that only leaves a Chat stream
+    does not stop the answer: it runs to its end and can be resumed by seq.
+    """
 
 class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
     """The multi-agent pipeline: classify, write SQL, run it, analyse, validate, compose; streamed as events."""
@@ -54,5 +62,15 @@ class OrchestratorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_orchestrator_pb2.ChatEvent], _abc.AsyncIterator[_orchestrator_pb2.ChatEvent]]:
         """Answers one message of a chat, streaming every step as a ChatEvent."""
+
+    @_abc_1.abstractmethod
+    def StopAnswer(
+        self,
+        request: _orchestrator_pb2.StopAnswerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_orchestrator_pb2.StopAnswerResponse, _abc.Awaitable[_orchestrator_pb2.StopAnswerResponse]]:
+        """Stops the chat's running answer, on whichever replica runs it. A caller that only leaves a Chat stream
+        does not stop the answer: it runs to its end and can be resumed by seq.
+        """
 
 def add_OrchestratorServiceServicer_to_server(servicer: OrchestratorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -7,8 +7,8 @@ the conversation in `ChatRequest.history`, so any replica answers any turn the s
 Whether a model can answer is asked of the LLM gateway once per few seconds (availability.py), so an
 install without a key goes straight to the built-in analyst with no failing model calls first.
 Every downstream call has a deadline bounded by the chat's own; every failure becomes one `error` event a
-person can act on. Answers run as tasks in `AnswerStreams`, so a dropped stream can resume by seq and a
-caller that goes away cancels its answer (and every call in flight) at once.
+person can act on. Each answer runs as a task of `streams.AnswerStreams`, which stores its events: it
+outlives a caller that goes away, resumes by seq on any replica, and only an explicit stop cancels it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import dataclasses
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import grpc
 
@@ -40,7 +40,6 @@ from services.orchestrator.models import AgentClient, KeyNotice, ModelUnavailabl
 from services.orchestrator.peers import Peers
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 from services.orchestrator.settings import OrchestratorSettings
-from services.orchestrator.streams import AnswerStreams
 
 log = logging.getLogger(__name__)
 
@@ -83,37 +82,9 @@ class Pipeline:
         warm_up_language()
         self.cache = AnswerCache(settings.answer_cache_size, settings.answer_cache_ttl_s)
         self._datasets: OrderedDict[str, DatasetContext] = OrderedDict()
-        self.streams = AnswerStreams(
-            settings.resume_retention_s, settings.resume_max_chats, settings.resume_max_events
-        )
 
     async def close(self) -> None:
-        await self.streams.close()
-
-    # -- streams and resume -------------------------------------------------------------------------
-
-    async def chat(self, request: pb.ChatRequest, deadline: float) -> AsyncIterator[pb.ChatEvent]:
-        """The events of the answer to `request`; with last_event_seq, the rest of an earlier stream."""
-        after = max(0, request.last_event_seq)
-        earlier = self.streams.get(request.chat_id) if after and request.chat_id else None
-        same = (
-            earlier is not None
-            and earlier.session_id == request.session_id
-            and (not request.message or earlier.message == request.message)
-        )
-        if earlier is not None and same and (earlier.complete or not earlier.done):
-            stream = earlier
-        else:
-            start_seq = max(after, earlier.last_seq if earlier is not None and same else 0)
-            resumed = bool(after)
-
-            async def produce(publish: Callable[[pb.ChatEvent], None]) -> None:
-                await self.produce(request, deadline, publish, start_seq, resumed)
-
-            stream = self.streams.start(request.chat_id, request.message, produce)
-            stream.session_id = request.session_id
-        async for event in stream.follow(after):
-            yield event
+        """Nothing of its own to release: answers run in services/orchestrator/streams.py."""
 
     # -- one answer ---------------------------------------------------------------------------------
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import Settings
 
 
 class OrchestratorSettings(Settings):
-    """Deadlines, caps, retries, cache and resume window of the pipeline."""
+    """Deadlines, caps, retries, cache, resume window and event store of the pipeline."""
 
     model_config = SettingsConfigDict(env_prefix="INSIGHTX_", env_file=".env", extra="ignore")
 
@@ -36,4 +36,28 @@ class OrchestratorSettings(Settings):
     resume_retention_s: float = Field(300.0, description="how long an answer's events can be resumed")
     resume_max_chats: int = Field(500, description="answers kept for resume (oldest dropped first)")
     resume_max_events: int = Field(1_000, description="events kept per answer")
+    answer_lease_s: float = Field(
+        3.0,
+        gt=0,
+        description="how long an answer's replica holds it without a heartbeat before another replica that"
+        " resumes it takes it over (answers again, seq going on)",
+    )
+    event_poll_s: float = Field(
+        0.1, gt=0, description="how often a stream of an answer produced by another replica reads new events"
+    )
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL connection string (postgresql://user:password@host:5432/db, Supabase's"
+        " included): chats, owners, API tokens and usage shared by every gateway; given to sql_engine too,"
+        " datasets' records and profiles; to the orchestrator, each answer's events, so a stream resumes on"
+        " any replica; unset: SQLite and files under INSIGHTX_DATA_DIR, answers' events in memory (secret)",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, description="most connections a process opens to INSIGHTX_DATABASE_URL"
+    )
+    database_connect_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="how long a process waits for INSIGHTX_DATABASE_URL at start before it stops",
+    )
     agents_file: Path | None = Field(None, description="YAML or JSON file overriding the agent registry")

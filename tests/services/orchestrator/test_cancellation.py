@@ -1,4 +1,6 @@
-"""A caller that goes away mid-answer leaves no sandbox child and no running query behind, within a second.
+"""A caller that goes away mid-answer does not stop it (the answer runs on, resumable); an explicit
+StopAnswer leaves no sandbox child and no running query behind, within a second, and the stream ends with
+an `error` CANCELLED.
 
 Checked through the services' own status RPCs (GetSandboxStatus.running_children, GetEngineStatus.
 running_queries), with real servers; the work in flight is made slow on purpose.
@@ -46,24 +48,44 @@ async def wait_for(probe: Callable[[], Awaitable[bool]], timeout_s: float) -> fl
     return time.monotonic() - started
 
 
-async def disconnect_while(chat: Chat, question: str, busy: Callable[[], Awaitable[bool]]) -> float:
-    """Starts a chat, waits until the downstream work is running, drops the call; seconds until it is gone."""
-    call = chat.stub.Chat(
-        opb.ChatRequest(chat_id="gone", session_id=chat.backend.session_id, message=question), timeout=60
-    )
+async def leave_then_stop(chat: Chat, question: str, busy: Callable[[], Awaitable[bool]]) -> float:
+    """Starts a chat, waits until the downstream work runs, drops the call (the work goes on), then stops
+    the answer; seconds from the stop until the work is gone."""
+    request = opb.ChatRequest(chat_id="gone", session_id=chat.backend.session_id, message=question)
+    call = chat.stub.Chat(request, timeout=60)
     reader = asyncio.create_task(_drain(call))
     await wait_for(busy, 20)
     assert not reader.done()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reader
+    await asyncio.sleep(0.5)
+    assert await busy()  # the client left: the answer still works
+    resumed = chat.stub.Chat(opb.ChatRequest(**{**_fields(request), "last_event_seq": 1}), timeout=60)
+    tail = asyncio.create_task(_collect(resumed))
+    reply = await chat.stub.StopAnswer(
+        opb.StopAnswerRequest(chat_id="gone", session_id=chat.backend.session_id), timeout=5
+    )
+    assert reply.stopped
     started = time.monotonic()
 
     async def idle() -> bool:
         return not await busy()
 
     await wait_for(idle, 5)
-    return time.monotonic() - started
+    elapsed = time.monotonic() - started
+    events = await asyncio.wait_for(tail, 5)
+    assert events[-1].WhichOneof("payload") == "error" and events[-1].error.code == "CANCELLED"
+    assert [e.seq for e in events] == list(range(2, 2 + len(events)))
+    return elapsed
+
+
+def _fields(request: opb.ChatRequest) -> dict[str, object]:
+    return {"chat_id": request.chat_id, "session_id": request.session_id, "message": request.message}
+
+
+async def _collect(call: grpc.aio.UnaryStreamCall) -> list[opb.ChatEvent]:  # type: ignore[type-arg]
+    return [event async for event in call]
 
 
 async def _drain(call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]
@@ -71,7 +93,7 @@ async def _drain(call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-a
         pass
 
 
-async def test_disconnect_during_python_leaves_no_sandbox_child(start_chat: StartChat) -> None:
+async def test_a_stop_during_python_leaves_no_sandbox_child(start_chat: StartChat) -> None:
     chat = await start_chat(python_timeout_s=60)
     chat.model.queue("classifier", '{"classification": "PY_ONLY", "reasoning": "statistics"}')
     chat.model.queue("python", SLOW_PYTHON)
@@ -80,10 +102,10 @@ async def test_disconnect_during_python_leaves_no_sandbox_child(start_chat: Star
     async def busy() -> bool:
         return await running_children(chat) > 0
 
-    assert await disconnect_while(chat, "Fit a model to every transaction", busy) < 1.0
+    assert await leave_then_stop(chat, "Fit a model to every transaction", busy) < 1.0
 
 
-async def test_disconnect_during_sql_leaves_no_running_query(start_chat: StartChat) -> None:
+async def test_a_stop_during_sql_leaves_no_running_query(start_chat: StartChat) -> None:
     chat = await start_chat(sql_timeout_ms=60_000)
     chat.model.queue("sql", SLOW_SQL)
     assert await running_queries(chat) == 0
@@ -91,4 +113,4 @@ async def test_disconnect_during_sql_leaves_no_running_query(start_chat: StartCh
     async def busy() -> bool:
         return await running_queries(chat) > 0
 
-    assert await disconnect_while(chat, "Count the odd pairs of transactions", busy) < 1.0
+    assert await leave_then_stop(chat, "Count the odd pairs of transactions", busy) < 1.0
