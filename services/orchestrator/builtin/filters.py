@@ -79,8 +79,36 @@ _MONTHS = [
 _WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 
 
+def _year_columns(q: Question, year: int) -> list[Column]:
+    """Whole-number columns of years ("Year", "Season") whose range holds `year`."""
+    return [
+        c
+        for c in q.schema.columns
+        if c.integral and c.min is not None and c.max is not None and 1000 <= c.min <= year <= c.max <= 2100
+    ]
+
+
+def _year_value_filters(q: Question) -> None:
+    """ "in 2007" where a column of years holds 2007: that column = 2007 (the first such column named
+    "year"-like, or the only one)."""
+    for i, t in enumerate(q.tokens):
+        if q.links.covered(i) or i in q.used or not t.text.isdigit() or i == 0:
+            continue
+        if q.tokens[i - 1].text not in ("in", "during", "of", "for", "year"):
+            continue
+        columns = _year_columns(q, int(t.text))
+        named = [c for c in columns if {"year", "season", "yr"} & set(c.content_words)]
+        column = (named or columns)[0] if len(named) == 1 or len(columns) == 1 else None
+        if column is None:
+            continue
+        text = f"`{column.name}` = {t.text}"
+        q.filters.append(Filter(column, f"{column.sql} = {t.text}", text, i, i + 1))
+        q.used.add(i)
+
+
 def _time_filters(q: Question) -> None:
     """Month and weekday names and years ("in January", "on Sundays", "in 2024") on the first date column."""
+    _year_value_filters(q)
     temporal = next((c for c in q.schema.columns if c.temporal), None) or next(
         (c for c in q.schema.columns if c.timelike), None
     )
