@@ -65,7 +65,7 @@ from gateway.ownership import Ownership
 from gateway.quotas import QuotaExceeded, Quotas
 from gateway.settings import GatewaySettings
 from gateway.stores import DATABASE_ERRORS, database_unavailable_handler, open_stores
-from gateway.stream import StreamStats, peek, sse_events
+from gateway.stream import StopRequest, StreamStats, peek, sse_events
 from gateway.tokens import ApiTokens
 from gateway.workspace import workspace_router
 from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
@@ -520,6 +520,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             first=first,
         )
         return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s, headers={"X-Chat-Id": chat_id})
+
+    @api.post("/api/chat/stop")
+    async def chat_stop(request: Request, user: CurrentUser, body: StopRequest) -> Response:
+        """Stops the chat's running answer on whichever orchestrator runs it (leaving a stream does not)."""
+        chat = await owned_chat(request, chats(request), user, body.chat_id)
+        if chat is None or chat.session_id != body.session_id:
+            return chat_not_found(body.chat_id)
+        try:
+            reply = await backends(request).orchestrator.StopAnswer(
+                orchestrator_pb2.StopAnswerRequest(chat_id=body.chat_id, session_id=body.session_id),
+                timeout=10,
+                metadata=user_metadata(user),
+            )
+        except grpc.aio.AioRpcError as exc:
+            return from_rpc_error(exc, "orchestrator")
+        return JSONResponse({"stopped": reply.stopped})
 
     @api.post("/api/chats", status_code=201)
     async def create_chat(request: Request, user: CurrentUser, body: NewChat) -> Response:

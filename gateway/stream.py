@@ -1,11 +1,15 @@
-"""One chat answer as SSE: the orchestrator's events in order, ids from `seq`, cancelled with the client.
+"""One chat answer as SSE: the orchestrator's events in order, ids from `seq`.
 
 The wire format (`retry:`, `id:`, `data:`, heartbeat comments, 204 on a finished resume) is described in
 docs/events.md; each event's JSON comes from gateway/events.py.
 
 The generator owns the upstream gRPC call: whatever ends the stream (the last event, an upstream failure,
-the client leaving, the server stopping), `finally` cancels the call so the orchestrator stops its own
-downstream work. `StreamStats` counts calls by how they ended, so the cancellation is observable.
+the client leaving, the server stopping), `finally` cancels the call. That ends only this stream: the
+answer runs on in the orchestrator (its events stored, resumable by `Last-Event-ID` on any gateway) until
+its end or an explicit stop (`POST /api/chat/stop`, `StopRequest`). An orchestrator replica lost in the
+middle of an answer (UNAVAILABLE after events were sent) ends the stream without a terminal event, so
+the client reconnects with `Last-Event-ID` and another replica goes on. `StreamStats` counts calls by how
+they ended, so the cancellation is observable.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from pydantic import BaseModel, Field
 
 from common.errors import error_info
 from gateway.errors import redact
@@ -62,6 +67,15 @@ class StreamStats:
 
 OnEvent = Callable[[dict[str, Any]], Awaitable[None]]
 
+RESUME_COMMENT = "upstream lost: reconnect with Last-Event-ID"
+
+
+class StopRequest(BaseModel):
+    """The body of POST /api/chat/stop: the chat whose running answer is stopped."""
+
+    chat_id: str = Field(min_length=1, max_length=128)
+    session_id: str = Field(min_length=1, max_length=64)
+
 
 async def sse_events(
     call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
@@ -93,6 +107,12 @@ async def sse_events(
             return
         if stats is not None:
             stats.failed += 1
+        if info.code == grpc.StatusCode.UNAVAILABLE and seq > after_seq:
+            # The replica answering died mid-answer: the answer's events are stored and another replica
+            # takes it over, so no terminal event: the client reconnects from the last seq it has.
+            log.info("upstream lost mid-answer", extra={"seq": seq})
+            yield {"comment": RESUME_COMMENT}
+            return
         message, code = stream_failure(info.code, info.message)
         payload = dict(error_payload(seq + 1, message, code))
         await _notify(on_event, payload)

@@ -447,7 +447,17 @@ async function ask(question) {
 }
 
 function stop() {
-  state.run?.controller.abort(); // the gateway cancels the upstream call when the connection closes
+  const run = state.run;
+  if (!run) return;
+  // Leaving a stream does not stop an answer (it runs on, resumable): the stop is asked for explicitly.
+  if (run.chatId) {
+    fetch("/api/chat/stop", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ chat_id: run.chatId, session_id: run.session.session_id }),
+    }).catch(() => {});
+  }
+  run.controller.abort();
 }
 
 async function saveInsight(button, data, sessionId) {

@@ -1,8 +1,9 @@
-"""A client that leaves mid-answer cancels the upstream gRPC call; a silent answer still gets heartbeats.
+"""A client that leaves mid-answer cancels the gateway's upstream gRPC call, but not the answer: it runs on
+and a resume joins it; POST /api/chat/stop is what stops it. A silent answer still gets heartbeats.
 
 The orchestrator here talks to a "SQL engine" address that accepts TCP connections and never answers, so an
 answer hangs at its first step for as long as its deadline (tens of seconds). Only the gateway's cancel can
-end the upstream call within the few seconds the test waits.
+end the upstream call, and only the stop can end the answer, within the few seconds the test waits.
 """
 
 from __future__ import annotations
@@ -75,6 +76,37 @@ def test_leaving_client_cancels_the_upstream_call_and_heartbeats_flow(
         time.sleep(0.05)
     after = streams(hanging_stack)
     assert after["open"] == 0 and after["cancelled"] == 1, after
+
+
+def test_the_answer_outlives_its_client_until_stopped(hanging_stack: Stack, tmp_path: Path) -> None:
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,2\n3,4\n")
+    base = hanging_stack.base_url
+    session_id = upload(base, csv)["session_id"]
+    body = {"session_id": session_id, "message": "how many rows are there?"}
+    with http.stream("POST", f"{base}/api/chat/stream", json=body, timeout=30) as reply:
+        chat_id = reply.headers["x-chat-id"]
+        for line in reply.iter_lines():
+            if line.startswith("id: "):
+                break  # the first event came: the client leaves
+    time.sleep(0.5)
+    seen: list[str] = []
+    stop = {"chat_id": chat_id, "session_id": session_id}
+    resume = {**body, "chat_id": chat_id}
+    headers = {"Last-Event-ID": "1"}
+    with http.stream("POST", f"{base}/api/chat/stream", json=resume, headers=headers, timeout=30) as again:
+        assert again.status_code == 200  # still running: the resume joins it (a finished one answers 204)
+        for line in again.iter_lines():
+            seen.append(line)
+            if line.startswith(": ping"):
+                stopped = http.post(f"{base}/api/chat/stop", json=stop, timeout=10)
+                assert stopped.status_code == 200 and stopped.json() == {"stopped": True}, stopped.text
+    sse = parse("\n".join(seen))
+    assert sse.types == ["error"] and sse.events[0]["code"] == "CANCELLED"
+    assert sse.ids == [str(sse.events[0]["seq"])] and sse.events[0]["seq"] == 2
+    assert http.post(f"{base}/api/chat/stop", json=stop, timeout=10).json() == {"stopped": False}
+    gone = http.post(f"{base}/api/chat/stop", json={**stop, "chat_id": "no-such-chat"}, timeout=10)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "CHAT_NOT_FOUND"
 
 
 def test_unreachable_orchestrator_is_an_error_event(hanging_stack: Stack, tmp_path: Path) -> None:
