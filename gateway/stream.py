@@ -107,9 +107,10 @@ async def sse_events(
             return
         if stats is not None:
             stats.failed += 1
-        if info.code == grpc.StatusCode.UNAVAILABLE and seq > after_seq:
-            # The replica answering died mid-answer: the answer's events are stored and another replica
-            # takes it over, so no terminal event: the client reconnects from the last seq it has.
+        if info.code == grpc.StatusCode.UNAVAILABLE and seq > 0:
+            # The replica answering died mid-answer (or before a resumed stream went on): the answer's
+            # events are stored and another replica takes it over, so no terminal event: the client
+            # reconnects from the last seq it has.
             log.info("upstream lost mid-answer", extra={"seq": seq})
             yield {"comment": RESUME_COMMENT}
             return
