@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from common.chat_events import is_terminal
@@ -171,7 +171,7 @@ class AnswerStreams:
 
     async def answer(
         self, chat_id: str, session_id: str, message: str, after_seq: int, produce: Produce
-    ) -> AsyncIterator[pb.ChatEvent]:
+    ) -> AsyncGenerator[pb.ChatEvent, None]:
         """The events of the chat's answer after `after_seq`: a new answer (after_seq 0), or the rest of
         the chat's newest one (the same session and question), or, when that one is gone or ended without
         a terminal event, the question answered again with seq going on from `after_seq`."""
@@ -197,7 +197,7 @@ class AnswerStreams:
 
     async def _follow(
         self, record: AnswerRecord, after_seq: int, produce: Produce
-    ) -> AsyncIterator[pb.ChatEvent]:
+    ) -> AsyncGenerator[pb.ChatEvent, None]:
         """Stored events after `after_seq` until the terminal one; takes the answer over if orphaned."""
         sent = after_seq
         while True:

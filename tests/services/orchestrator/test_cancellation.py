@@ -61,7 +61,10 @@ async def leave_then_stop(chat: Chat, question: str, busy: Callable[[], Awaitabl
         await reader
     await asyncio.sleep(0.5)
     assert await busy()  # the client left: the answer still works
-    resumed = chat.stub.Chat(opb.ChatRequest(**{**_fields(request), "last_event_seq": 1}), timeout=60)
+    again = opb.ChatRequest()
+    again.CopyFrom(request)
+    again.last_event_seq = 1
+    resumed = chat.stub.Chat(again, timeout=60)
     tail = asyncio.create_task(_collect(resumed))
     reply = await chat.stub.StopAnswer(
         opb.StopAnswerRequest(chat_id="gone", session_id=chat.backend.session_id), timeout=5
@@ -78,10 +81,6 @@ async def leave_then_stop(chat: Chat, question: str, busy: Callable[[], Awaitabl
     assert events[-1].WhichOneof("payload") == "error" and events[-1].error.code == "CANCELLED"
     assert [e.seq for e in events] == list(range(2, 2 + len(events)))
     return elapsed
-
-
-def _fields(request: opb.ChatRequest) -> dict[str, object]:
-    return {"chat_id": request.chat_id, "session_id": request.session_id, "message": request.message}
 
 
 async def _collect(call: grpc.aio.UnaryStreamCall) -> list[opb.ChatEvent]:  # type: ignore[type-arg]

@@ -39,7 +39,7 @@ def three_events(calls: list[int]) -> Produce:
 
 
 async def test_resume_replays_events_after_the_seq() -> None:
-    streams, calls = replica(MemoryEventStore()), []
+    streams, calls = replica(MemoryEventStore()), list[int]()
     produce = three_events(calls)
     assert [e.seq for e in await read(streams, 0, produce)] == [1, 2, 3]
     assert [e.seq for e in await read(streams, 1, produce)] == [2, 3]
@@ -156,7 +156,7 @@ async def test_a_live_producer_elsewhere_is_followed_not_duplicated() -> None:
 
 
 async def test_an_answer_not_kept_is_answered_again_from_the_seq() -> None:
-    streams, calls = replica(MemoryEventStore()), []
+    streams, calls = replica(MemoryEventStore()), list[int]()
     events = await read(streams, 7, three_events(calls), chat="never-seen")
     assert [e.seq for e in events] == [8, 9, 10, 11] and events[0].status.stage == "resume"
 
