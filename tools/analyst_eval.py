@@ -7,8 +7,9 @@ No servers: each table is imported and profiled by the SQL engine's own function
 sees in production), the plan's SQL runs on DuckDB, and its Python step runs in this process (the sandbox's
 job in production; the code is the same).
 
-    .venv/bin/python -m tools.analyst_eval                        # both corpora, both splits
+    .venv/bin/python -m tools.analyst_eval                        # every corpus, both splits
     .venv/bin/python -m tools.analyst_eval --corpus databench
+    .venv/bin/python -m tools.analyst_eval --corpus everyday     # bench/everyday, in this repository
     .venv/bin/python -m tools.analyst_eval --corpus wtq --wtq-sample 1500   # fixed-seed sample of questions
 
 The shared folder is `<repo>/../shared/benchmarks` unless `INSIGHTX_BENCHMARKS_DIR` says otherwise; loaded
@@ -39,13 +40,31 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CORPORA = ("databench", "wtq")
+CORPORA = ("databench", "wtq", "everyday")
+# Corpora in DataBench's format: a folder per table (all.parquet), typed gold answers, DataBench's scoring.
+DATABENCH_FORMAT = frozenset({"databench", "everyday"})
 
 # The tables the old rules were written on are the DataBench training part; three whole tables are held back.
 DATABENCH_TRAIN = frozenset(
     {"066_IBM_HR", "069_Taxonomy", "070_OpenFoodFacts", "071_COL", "072_Admissions", "073_Med_Cost"}
 )
 DATABENCH_HELDOUT = frozenset({"001_Forbes", "002_Titanic", "003_Love"})
+
+# The everyday corpus (`bench/everyday`, public tables from PyPI packages): 7 of 12 whole tables to train on.
+EVERYDAY_TRAIN = frozenset(
+    {
+        "001_cars",
+        "002_seattle_weather",
+        "004_airports",
+        "006_la_riots",
+        "007_gapminder",
+        "010_statecrime",
+        "012_macrodata",
+    }
+)
+EVERYDAY_HELDOUT = frozenset(
+    {"003_stocks", "005_iowa_electricity", "008_tips", "009_election", "011_grunfeld"}
+)
 
 
 def benchmarks_dir() -> Path:
@@ -54,13 +73,21 @@ def benchmarks_dir() -> Path:
     return Path(override) if override else REPO.parent / "shared" / "benchmarks"
 
 
+def corpus_dir(corpus: str, root: Path | None = None) -> Path:
+    """A corpus's folder: `<root>/<corpus>`; without `root`, the shared benchmarks folder, except the
+    everyday corpus, which lives in this repository (`bench/everyday`)."""
+    if root is None and corpus == "everyday":
+        return REPO / "bench" / "everyday"
+    return (root or benchmarks_dir()) / corpus
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("INSIGHTX_ANALYST_EVAL_CACHE", REPO / ".cache" / "analyst_eval"))
 
 
 def split_of(corpus: str, table: str) -> str:
     """`"train"` or `"heldout"` for a whole table; every tool uses this one function, so the split never
-    drifts. DataBench: by dataset folder (fixed lists). WTQ: the sha1 of the table path
+    drifts. DataBench and everyday: by dataset folder (fixed lists). WTQ: the sha1 of the table path
     (`tables/t204-590.csv`) as an integer, mod 5 == 0 is held back (about a fifth)."""
     if corpus == "databench":
         if table in DATABENCH_TRAIN:
@@ -68,6 +95,12 @@ def split_of(corpus: str, table: str) -> str:
         if table in DATABENCH_HELDOUT:
             return "heldout"
         raise ValueError(f"DataBench table {table!r} is in neither part of the split")
+    if corpus == "everyday":
+        if table in EVERYDAY_TRAIN:
+            return "train"
+        if table in EVERYDAY_HELDOUT:
+            return "heldout"
+        raise ValueError(f"everyday table {table!r} is in neither part of the split")
     if corpus == "wtq":
         return "heldout" if int(hashlib.sha1(table.encode()).hexdigest(), 16) % 5 == 0 else "train"
     raise ValueError(f"unknown corpus {corpus!r}; expected one of {', '.join(CORPORA)}")
@@ -91,14 +124,14 @@ class Item:
 
 def load_items(corpus: str, root: Path | None = None) -> list[Item]:
     """Every question of `corpus`, in file order."""
-    base = (root or benchmarks_dir()) / corpus
+    base = corpus_dir(corpus, root)
     lines = (base / "questions.jsonl").read_text().splitlines()
     items = []
     for line in lines:
         if not line.strip():
             continue
         q = json.loads(line)
-        if corpus == "databench":
+        if corpus in DATABENCH_FORMAT:
             items.append(Item(corpus, str(q["id"]), q["question"], q["dataset"], q["answer"], q["type"]))
         else:
             items.append(Item(corpus, q["id"], q["question"], q["table"], q["answer"], wtq_kind(q["answer"])))
@@ -258,7 +291,7 @@ def score_wtq(got: Any, gold: list[str]) -> bool:
 
 
 def is_correct(item: Item, got: Any) -> bool:
-    return score(got, item.gold, item.kind) if item.corpus == "databench" else score_wtq(got, item.gold)
+    return score(got, item.gold, item.kind) if item.corpus in DATABENCH_FORMAT else score_wtq(got, item.gold)
 
 
 # ---- loading tables as the engine does ----------------------------------------
@@ -322,9 +355,9 @@ def load_table(corpus: str, table: str, root: Path | None = None) -> LoadedTable
     from services.sql_engine.importer import import_file, table_name_for
     from services.sql_engine.profiler import profile_parquet
 
-    base = (root or benchmarks_dir()) / corpus
-    raw = base / table / "all.parquet" if corpus == "databench" else base / table
-    filename = f"{table}.parquet" if corpus == "databench" else Path(table).name
+    base = corpus_dir(corpus, root)
+    raw = base / table / "all.parquet" if corpus in DATABENCH_FORMAT else base / table
+    filename = f"{table}.parquet" if corpus in DATABENCH_FORMAT else Path(table).name
     key = hashlib.sha1(f"{raw.resolve()}".encode()).hexdigest()[:16]
     folder = cache_dir() / corpus / key
     meta_path = folder / "meta.json"
