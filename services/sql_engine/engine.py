@@ -31,6 +31,7 @@ from services.sql_engine.profiles import ProfileJobs
 from services.sql_engine.result_cache import ResultCache, normalize_sql
 from services.sql_engine.safety import check_read_only
 from services.sql_engine.settings import SqlEngineSettings
+from services.sql_engine.spool import Upload
 from services.sql_engine.worker import WorkerConfig
 from services.sql_engine.workers import Job, PoolLimits, Reply, WorkerPool
 
@@ -122,12 +123,18 @@ class SqlEngine:
     # --- datasets -------------------------------------------------------------------------------------
 
     def import_dataset(
-        self, raw: Path, filename: str, sheet: str = "", cancelled: threading.Event | None = None
+        self,
+        raw: Path,
+        filename: str,
+        sheet: str = "",
+        cancelled: threading.Event | None = None,
+        upload: Upload | None = None,
     ) -> tuple[DatasetRecord, pb.DatasetProfile | None]:
         """Stores `raw` as a new session's dataset; nothing is left behind when it fails.
 
         Returns the profile too when the table was small enough to profile before replying; else None,
-        and the profile is computed right after (`profiles`).
+        and the profile is computed right after (`profiles`). `upload`: `raw` is still being received
+        (the import reads it as it arrives; spool.py).
         """
         limit = self.settings.max_upload_bytes
         if raw.stat().st_size > limit:
@@ -143,6 +150,7 @@ class SqlEngine:
                 profile_rows=self.settings.sql_profile_inline_rows,
                 database=self.import_database,
                 cancelled=cancelled,  # set when the client leaves: the import stops
+                upload=upload,
             )
             record = DatasetRecord(
                 session_id=self.store.new_session_id(),

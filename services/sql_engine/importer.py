@@ -17,6 +17,7 @@ without dictionaries the same parse takes 530 ms instead of 17 ms).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from insightx.v1 import sql_engine_pb2 as pb
 from services.sql_engine.connection import quote_ident, quote_literal
 from services.sql_engine.dates import date_conversions, parse_expression
 from services.sql_engine.formats import (
+    HEAD_BYTES,
     READABLE,
     Dialect,
     Sniffed,
@@ -42,12 +44,14 @@ from services.sql_engine.formats import (
     sniff,
 )
 from services.sql_engine.profiler import notes_option, profile_relation
+from services.sql_engine.spool import Upload
 from services.sql_engine.xlsx import read_sheet
 
 _HASH_CHUNK = 1 << 22
 _PARQUET = "FORMAT parquet, COMPRESSION lz4, ROW_GROUP_SIZE 122880"
 _RETYPED_MAX = 8  # columns read again as text when a late value does not fit the type sniffed for them
 _TABLE = "_import"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,13 +106,24 @@ def import_file(
     profile_rows: int = 0,
     database: duckdb.DuckDBPyConnection | None = None,
     cancelled: threading.Event | None = None,
+    upload: Upload | None = None,
 ) -> ImportedTable:
     """Converts `raw` to `out_dir/raw.parquet`, profiling it too when it has at most `profile_rows` rows
     (0: never); raises InvalidInput on a bad file, or PROFILE_FAILED when the data was read but could not
     be profiled. Runs on a cursor of `database` (open_import_database), or on a database of its own
     with `memory_limit` and `threads`. Setting `cancelled` (the client left) stops the import soon after:
-    DuckDB's statement is interrupted, the workbook reader stops (IMPORT_CANCELLED)."""
+    DuckDB's statement is interrupted, the workbook reader stops (IMPORT_CANCELLED).
+
+    `upload`, when `raw` is still being received: the import starts once the head has arrived, and a
+    UTF-8 CSV is read as it arrives (spool.py); anything else waits for the whole file."""
+    if upload is not None:
+        upload.wait_for(HEAD_BYTES)  # the head decides the format and the dialect
+        if upload.complete:
+            upload = None  # all here already: read the file itself
     sniffed = sniff(raw, filename)
+    if upload is not None and (sniffed.format != "csv" or sniffed.encoding != "utf-8"):
+        upload.wait_complete()
+        upload = None
     out = out_dir / "raw.parquet"
     if database is None:
         con = open_import_database(memory_limit, threads, out_dir / "spill")
@@ -117,7 +132,7 @@ def import_file(
     hasher: _Hasher | None = None
     watcher = _CancelWatcher(con, cancelled) if cancelled is not None else None
     try:
-        rows, notes = _write_parquet(con, raw, filename, sniffed, sheet, out, cancelled)
+        rows, notes = _write_parquet(con, raw, filename, sniffed, sheet, out, cancelled, upload)
         relation = f"read_parquet({quote_literal(str(out))})"
         columns = _describe(con, relation)
         if not columns or rows == 0:
@@ -210,6 +225,7 @@ def _write_parquet(
     sheet: str,
     out: Path,
     cancelled: threading.Event | None = None,
+    upload: Upload | None = None,
 ) -> tuple[int, list[str]]:
     """Writes the upload to `out`; returns the rows written (COPY's own count: no second scan) and the
     notes on how it was read (also stored in the Parquet's metadata, where a later profile finds them)."""
@@ -221,7 +237,8 @@ def _write_parquet(
         dialect = csv_dialect(head_text)
         notes = dialect.notes()
         sink = _sink(out, notes)
-        return _read_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled), notes
+        rows = _read_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled, upload)
+        return rows, notes
     sink = _sink(out, [])
     notes = []
     try:
@@ -264,10 +281,11 @@ def _read_csv(
     head_text: str,
     dialect: Dialect,
     cancelled: threading.Event | None = None,
+    upload: Upload | None = None,
 ) -> int:
     """Runs `sink` (a COPY with a `{select}` slot) over the CSV; bad files raise InvalidInput."""
     try:
-        return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled)
+        return _copy_csv(con, raw, filename, sniffed, sink, head_text, dialect, cancelled, upload)
     except (InvalidInput, duckdb.InterruptException):
         raise
     except duckdb.Error as exc:
@@ -289,6 +307,7 @@ def _copy_csv(
     head_text: str,
     dialect: Dialect,
     cancelled: threading.Event | None = None,
+    upload: Upload | None = None,
 ) -> int:
     # DuckDB's sniffer would quietly skip leading rows or pick another delimiter when rows are ragged, and
     # reads prose as a table of one column: check the head ourselves (DuckDB's strict mode catches ragged
@@ -305,10 +324,15 @@ def _copy_csv(
     options = "" if sniffed.encoding == "utf-8" else f", encoding={quote_literal(sniffed.encoding)}"
     options += dialect.duckdb_options()
     reader = f"read_csv({quote_literal(str(raw))}{options}{{extra}})"
+    if upload is not None and dialect.backslash_escapes:  # read twice at worst (_copy_rewritten): the file
+        upload.wait_complete()
+        upload = None
     try:
         try:
             try:
-                rows = _copy_with_retry(con, reader, sink)
+                rows = None if upload is None else _copy_streamed(con, upload, options, sink)
+                if rows is None:
+                    rows = _copy_with_retry(con, reader, sink)
             except duckdb.Error as exc:
                 if not dialect.backslash_escapes or isinstance(exc, duckdb.InterruptException):
                     raise
@@ -331,6 +355,27 @@ def _copy_csv(
                 f"{expected}. Fix or remove that row and upload the file again.",
             ) from exc
         raise
+
+
+def _copy_streamed(con: duckdb.DuckDBPyConnection, upload: Upload, options: str, sink: str) -> int | None:
+    """The COPY of a CSV still being received, read through a pipe as it arrives (spool.py); None when
+    that read cannot be kept (a DuckDB error, which the file's own read retries or explains; a stalled
+    client; a short read), once the upload is complete. Raises UploadIncomplete when it never is."""
+    error = ""
+    with upload.stream() as stream:
+        reader = f"read_csv({quote_literal(str(stream.path))}{options})"
+        try:
+            rows: int | None = _run(con, sink.format(select=f"SELECT * FROM {reader}"))
+        except duckdb.InterruptException:
+            raise
+        except duckdb.Error as exc:
+            rows, error = None, type(exc).__name__
+    upload.wait_complete()
+    if rows is not None and stream.whole:
+        return rows
+    why = "the client stalled" if stream.abandoned else error or "the stream was cut short"
+    log.info("streamed read not kept: reading the received file", extra={"why": why})
+    return None
 
 
 def _copy_rewritten(

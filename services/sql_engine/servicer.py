@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,6 +23,7 @@ from services.sql_engine.deletion import delete_dataset
 from services.sql_engine.engine import SqlEngine, too_large_message
 from services.sql_engine.executor import QueryHandle
 from services.sql_engine.profiles import state_of
+from services.sql_engine.spool import Upload
 
 log = logging.getLogger(__name__)
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
@@ -32,6 +31,31 @@ _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
 def _columns(record: DatasetRecord) -> list[common_pb2.Column]:
     return [common_pb2.Column(name=c["name"], type=c["type"]) for c in record.columns]
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Marks an import's failure as seen when the call ended for another reason (the upload failed)."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _next_unless(
+    messages: AsyncIterator[pb.ImportDatasetRequest], importing: asyncio.Future[Any] | None
+) -> pb.ImportDatasetRequest | None:
+    """The next message of an upload; None at its end, or once the import has ended before it (it failed
+    on the head: not a table, a wrong format), so the client hears why without sending the rest."""
+    if importing is not None and importing.done():
+        return None
+    next_message = asyncio.ensure_future(anext(messages))
+    if importing is not None:
+        await asyncio.wait({next_message, importing}, return_when=asyncio.FIRST_COMPLETED)
+        if not next_message.done():
+            next_message.cancel()
+            return None
+    try:
+        return await next_message
+    except StopAsyncIteration:
+        return None
 
 
 def user_of(context: grpc.aio.ServicerContext) -> str:
@@ -61,32 +85,43 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         self, request_iterator: AsyncIterator[pb.ImportDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportDatasetResponse:
         limit = self.engine.settings.max_upload_bytes
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.spool_dir)
-        raw = Path(name)
+        upload = Upload(self.spool_dir)
+        left = threading.Event()  # the client left: the import thread stops instead of running on
+        importing: asyncio.Future[tuple[DatasetRecord, pb.DatasetProfile | None]] | None = None
         try:
             metadata: pb.ImportMetadata | None = None
-            size = 0
             started = time.perf_counter()
-            with os.fdopen(fd, "wb") as sink:
-                async for message in request_iterator:
-                    if message.HasField("metadata"):
+            messages = aiter(request_iterator)
+            while (message := await _next_unless(messages, importing)) is not None:
+                if message.HasField("metadata"):
+                    if importing is None:
                         metadata = message.metadata
-                    elif message.HasField("chunk"):
-                        if metadata is None:
-                            raise InvalidInput("METADATA_FIRST", "Send ImportMetadata before any chunk.")
-                        chunk = message.chunk  # each access copies the bytes: once
-                        size += len(chunk)
-                        if size > limit:
-                            raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
-                        sink.write(chunk)
-            if metadata is None:
+                        # The import starts now and reads the upload as it arrives (spool.py).
+                        importing = asyncio.ensure_future(
+                            asyncio.to_thread(
+                                self.engine.import_dataset,
+                                upload.path,
+                                metadata.filename,
+                                metadata.sheet,
+                                left,
+                                upload,
+                            )
+                        )
+                        importing.add_done_callback(_retrieve)
+                elif message.HasField("chunk"):
+                    if metadata is None:
+                        raise InvalidInput("METADATA_FIRST", "Send ImportMetadata before any chunk.")
+                    chunk = message.chunk  # each access copies the bytes: once
+                    if upload.size + len(chunk) > limit:
+                        raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
+                    upload.append(chunk)
+            if metadata is None or importing is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
+            if not importing.done():
+                upload.finish()
             received = time.perf_counter()
-            left = threading.Event()  # the client left: the import thread stops instead of running on
             try:
-                record, profile = await asyncio.to_thread(
-                    self.engine.import_dataset, raw, metadata.filename, metadata.sheet, left
-                )
+                record, profile = await importing
             except asyncio.CancelledError:
                 left.set()
                 raise
@@ -95,10 +130,11 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                 extra={
                     "session_id": record.session_id,
                     "rows": record.row_count,
-                    "bytes": size,
+                    "bytes": upload.size,
                     "format": record.source_format,
                     "receive_ms": round((received - started) * 1000, 1),
-                    "import_ms": round((time.perf_counter() - received) * 1000, 1),
+                    # the import overlaps the receiving: this is what it took after the last byte
+                    "import_after_receive_ms": round((time.perf_counter() - received) * 1000, 1),
                 },
             )
             return pb.ImportDatasetResponse(
@@ -115,7 +151,9 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             await abort_with(context, exc)
             raise
         finally:
-            raw.unlink(missing_ok=True)
+            if importing is not None and not importing.done():
+                left.set()  # the upload failed or the client left: the import stops
+            upload.discard()
 
     async def DescribeDataset(
         self, request: pb.DescribeDatasetRequest, context: grpc.aio.ServicerContext
