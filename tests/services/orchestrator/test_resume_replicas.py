@@ -1,0 +1,83 @@
+"""Two orchestrator replicas over one PostgreSQL event store (real servers, a real database): a resume that
+reaches the other replica follows the live answer (the same events, each once; the question answered
+once), and a stop asked of either replica stops it where it runs."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import pytest
+
+from insightx.v1 import orchestrator_pb2 as opb
+from tests.services.orchestrator.conftest import StartChat, kinds
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
+
+COUNT_SQL = 'SELECT count(*) AS n FROM "upi_transactions" WHERE "device_type" = \'Web\''
+
+
+async def _rest(call: grpc.aio.UnaryStreamCall) -> list[opb.ChatEvent]:  # type: ignore[type-arg]
+    events = []
+    while (event := await call.read()) is not grpc.aio.EOF:
+        events.append(event)
+    return events
+
+
+async def test_a_resume_on_another_replica_follows_the_live_answer(
+    start_chat: StartChat, postgres_url: str
+) -> None:
+    one = await start_chat(database_url=postgres_url)
+    two = await start_chat(database_url=postgres_url)
+    model = two.model  # the fake model's responder for both (the last started)
+    release = threading.Event()
+
+    def composer(_: str) -> str:
+        release.wait(20)
+        return 'Done.\n{"follow_ups": []}'
+
+    model.handlers["sql"] = lambda _: COUNT_SQL
+    model.handlers["composer"] = composer
+    request = opb.ChatRequest(chat_id="across", session_id=one.backend.session_id, message="Web count?")
+    original = one.stub.Chat(request, timeout=60)
+    seen = [await original.read() for _ in range(4)]
+    resume = opb.ChatRequest()
+    resume.CopyFrom(request)
+    resume.last_event_seq = seen[1].seq  # it missed two events it must now get from the store
+    joined = two.stub.Chat(resume, timeout=60)
+    replayed = [await joined.read() for _ in range(2)]
+    assert replayed == seen[2:]
+    release.set()
+    tail, rest = await asyncio.gather(_rest(joined), _rest(original))
+    assert tail == rest and kinds(tail)[-1] == "final_response"
+    assert [e.seq for e in seen + rest] == list(range(1, len(seen) + len(rest) + 1))
+    assert model.count("composer") == 1  # followed, never answered twice
+
+
+async def test_a_stop_asked_of_another_replica_stops_the_answer(
+    start_chat: StartChat, postgres_url: str
+) -> None:
+    one = await start_chat(database_url=postgres_url)
+    two = await start_chat(database_url=postgres_url)
+    release = threading.Event()
+
+    def composer(_: str) -> str:
+        release.wait(20)
+        return 'Done.\n{"follow_ups": []}'
+
+    two.model.handlers["sql"] = lambda _: COUNT_SQL
+    two.model.handlers["composer"] = composer
+    try:
+        request = opb.ChatRequest(chat_id="stopped", session_id=one.backend.session_id, message="Web?")
+        call = one.stub.Chat(request, timeout=60)
+        first = await call.read()
+        reply = await two.stub.StopAnswer(
+            opb.StopAnswerRequest(chat_id="stopped", session_id=one.backend.session_id), timeout=10
+        )
+        assert reply.stopped
+        rest = await asyncio.wait_for(_rest(call), 5)  # the owner hears it on its heartbeat (1 s)
+        assert rest[-1].error.code == "CANCELLED"
+        assert [e.seq for e in [first, *rest]] == list(range(1, len(rest) + 2))
+    finally:
+        release.set()
