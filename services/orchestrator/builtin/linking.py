@@ -364,7 +364,9 @@ def link(question: str, schema: Schema) -> Links:
             (
                 c.column
                 for c in columns
-                if (0 <= c.start - value.end <= 2 or 0 <= value.start - c.end <= 2)
+                # the column, then its value ("Department equal to Android"); a value before a noun
+                # qualifies it instead ("mexican swimmers": swimmers whose country is Mexico)
+                if 0 <= value.start - c.end <= 2
                 and all(
                     t.text in _CONNECTORS for t in tokens[min(c.end, value.end) : max(c.start, value.start)]
                 )

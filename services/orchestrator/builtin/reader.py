@@ -68,10 +68,10 @@ _LAST_WORDS = re.compile(r"\b(last|latest|final|most recent|bottom|end)\b")
 _NEXT_WORDS = re.compile(r"\b(next|after|following|below|succeed\w*)\b")
 _PREV_WORDS = re.compile(r"\b(previous|before|prior|preceding|above|preced\w*)\b")
 _COMPARE = (
-    (re.compile(r"\b(more|greater|higher|larger|over|above|exceed\w*)( than)?\s*$"), ">"),
-    (re.compile(r"\bat least\s*$|\bor more\b"), ">="),
-    (re.compile(r"\b(less|fewer|lower|smaller|under|below)( than)?\s*$"), "<"),
-    (re.compile(r"\bat most\s*$|\bor less\b|\bor fewer\b"), "<="),
+    (re.compile(r"\b(more|greater|higher|larger|over|above|exceed\w*|after|later)( than)?\s*$"), ">"),
+    (re.compile(r"\bat least\s*$|\bor more\b|\bsince\s*$"), ">="),
+    (re.compile(r"\b(less|fewer|lower|smaller|under|below|before|earlier|prior to)( than)?\s*$"), "<"),
+    (re.compile(r"\bat most\s*$|\bor less\b|\bor fewer\b|\buntil\s*$|\b(in|into|within) the top\s*$"), "<="),
 )
 _AGG_WORDS = {
     "sum": re.compile(r"\b(total|sum|combined|altogether|in all)\b"),
@@ -166,6 +166,30 @@ def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, in
     return out
 
 
+def _number_range(col: Column) -> tuple[float, float] | None:
+    """The range of a number-like column: the profile's, or that of the leading numbers of its values."""
+    if col.numeric:
+        return (col.min, col.max) if col.min is not None and col.max is not None else None
+    found = [re.match(r"^\s*(-?\d[\d,]*(?:\.\d+)?)", v) for v, _ in col.values]
+    numbers = [float(m.group(1).replace(",", "")) for m in found if m is not None]
+    return (min(numbers), max(numbers)) if numbers else None
+
+
+def _plausible_columns(columns: list[Column], value: float) -> list[Column]:
+    """Number-like columns a bare comparison may be about, those whose range holds the number first (a
+    threshold outside every value's range selects all rows or none), in table order."""
+
+    def near_range(col: Column) -> bool:
+        span = _number_range(col)
+        if span is None:
+            return False
+        low, high = span
+        slack = 0.5 * (high - low) + 1.0
+        return low - slack <= value <= high + slack
+
+    return sorted(columns, key=lambda c: (not near_range(c), c.position))
+
+
 def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filter, int]]:
     """Comparisons ("more than 3 goals") and year-like equalities ("in 2004") on number-like columns."""
     low = text.lower()
@@ -180,8 +204,14 @@ def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filt
             op = ">="
         near = [c.column for c in links.columns if abs(c.start - n.index) <= 3 and c.column in numeric_cols]
         if op is not None:
-            for col in near[:1] or numeric_cols[:2]:
+            columns = near[:1] or _plausible_columns(numeric_cols, n.value)[:3]
+            for col in columns:
                 out.append((Filter(col, op, n.value, (n.index, n.index + 1), verified=bool(near)), n.index))
+            if re.search(r"\b(after|before|since)\s*$", before) and columns:
+                # "the race after 1987" may also be the row after the one of 1987 (a `next` reading)
+                out.append(
+                    (Filter(columns[0], "=", n.value, (n.index, n.index + 1), verified=bool(near)), n.index)
+                )
             continue
         if near and not (1000 <= n.value <= 2100):  # "4 doors", "rooms: 3": the named column equals it
             col = near[0]
@@ -407,6 +437,8 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         f["filters_numeric"] = float(sum(not isinstance(fl.value, str) for fl in nf))
         if any(fl.op == "!=" for fl in nf):
             f["filters_negated"] = 1.0
+        if any(fl.op in ("<", ">", "<=", ">=") for fl in nf):
+            f[f"filter_compares&op={q.op}"] = 1.0
         if not nf:
             f["no_filters"] = 1.0
             f[f"no_filters&op={q.op}"] = 1.0
@@ -481,15 +513,16 @@ def matched_rows(filters: tuple[Filter, ...]) -> int | None:
 
 
 def _group_numeric(numeric: list[tuple[Filter, int]]) -> list[list[Filter]]:
-    """One choice of column per number: each number's first column, and (if any) its second."""
+    """One choice of reading per number: every number's first, then every number's second, … (a number
+    with fewer readings keeps its last), at most four choices."""
     by_index: dict[int, list[Filter]] = {}
     for f, i in numeric:
         by_index.setdefault(i, []).append(f)
     if not by_index:
         return [[]]
-    firsts = [fs[0] for fs in by_index.values()]
-    choices = [firsts]
-    seconds = [fs[1] if len(fs) > 1 else fs[0] for fs in by_index.values()]
-    if seconds != firsts:
-        choices.append(seconds)
+    choices: list[list[Filter]] = []
+    for k in range(min(4, max(len(fs) for fs in by_index.values()))):
+        choice = [fs[min(k, len(fs) - 1)] for fs in by_index.values()]
+        if choice not in choices:
+            choices.append(choice)
     return choices
