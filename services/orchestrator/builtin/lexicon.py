@@ -6,6 +6,7 @@ the column's word, a form of it, a synonym, or an expansion of an abbreviation i
 
 from __future__ import annotations
 
+from services.orchestrator.builtin.degrees import measure_groups
 from services.orchestrator.builtin.text import split_name, stem
 
 # Groups of words that name the same thing; a question word in a group links to a header word in it.
@@ -70,6 +71,7 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["restaurant", "eat", "dining", "meal"],
     ["grocery", "groceries", "food"],
     ["rent", "renting", "tenant"],
+    ["date", "day"],
 ]
 
 # Abbreviations in headers and their spelled-out words (both directions link).
@@ -274,7 +276,7 @@ STOPWORDS = {
 STOP_STEMS = {stem(w) for w in STOPWORDS}
 
 _SYN_INDEX: dict[str, set[str]] = {}
-for _group in _SYNONYM_GROUPS:
+for _group in _SYNONYM_GROUPS + measure_groups():
     _stems = {stem(w) for w in _group}
     for _s in _stems:
         _SYN_INDEX.setdefault(_s, set()).update(_stems)

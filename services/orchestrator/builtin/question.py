@@ -10,6 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
+from services.orchestrator.builtin.degrees import ASC_SUPERLATIVES, DESC_SUPERLATIVES
 from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.linking import ColumnLink, Links, link
 from services.orchestrator.builtin.schema import Column, Schema
@@ -52,7 +53,9 @@ _MODE = re.compile(
     r"|\bmost (active|busy)\b|\bpeak\b",
     re.I,
 )
-_SUPER = re.compile(rf"\b(?P<desc>{_DESC})\b|\b(?P<asc>{_ASC})\b", re.I)
+_SUPER = re.compile(
+    rf"\b(?P<desc>{_DESC}|{DESC_SUPERLATIVES})\b|\b(?P<asc>{_ASC}|{ASC_SUPERLATIVES})\b", re.I
+)
 _CMP: list[tuple[str, str]] = [
     (r"\bat least\b|\bno less than\b|\bminimum of\b|\bor more\b|>=", ">="),
     (r"\bat most\b|\bno more than\b|\bup to\b|\bor less\b|\bor fewer\b|<=", "<="),

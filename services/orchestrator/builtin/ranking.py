@@ -89,6 +89,9 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     as_list = q.answer_type == "list" or (q.k is not None and q.k > 1)
     free = _free(ctx)
     target_link = free[0] if free else None
+    if target_link is not None and target_link.start == sup.index and len(free) > 1:
+        # the superlative names its own measure ("the hottest day"): the answer is the noun it qualifies
+        target_link = free[1]
     if sup.mode:
         # "the most common X": X is the column named nearest the words
         col = None

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 
+from services.orchestrator.builtin.degrees import ASC_SUPERLATIVES, DESC_SUPERLATIVES
 from services.orchestrator.builtin.form import Filter, Query
 from services.orchestrator.builtin.forms import question_form
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
@@ -57,11 +58,12 @@ _GENERIC_NOUNS = _words(
 )
 _DESC_WORDS = re.compile(
     r"\b(most|highest|largest|biggest|greatest|max|maximum|top|longest|tallest|oldest|latest|best|more|"
-    r"higher|larger|bigger|greater|longer|taller|deeper|deepest|heaviest|fastest|richest|widest)\b"
+    r"higher|larger|bigger|greater|longer|taller|deeper|deepest|heaviest|fastest|richest|widest|"
+    rf"{DESC_SUPERLATIVES})\b"
 )
 _ASC_WORDS = re.compile(
     r"\b(least|lowest|smallest|fewest|min|minimum|bottom|shortest|youngest|earliest|worst|less|lower|"
-    r"smaller|fewer|shorter|slowest|lightest|cheapest)\b"
+    rf"smaller|fewer|shorter|slowest|lightest|cheapest|{ASC_SUPERLATIVES})\b"
 )
 _FIRST_WORDS = re.compile(r"\b(first|earliest|initial|top|opening|begin\w*)\b")
 _LAST_WORDS = re.compile(r"\b(last|latest|final|most recent|bottom|end)\b")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from services.orchestrator.builtin.degrees import base_of
+
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _WORD = re.compile(r"[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z]+[A-Za-z\d]*|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&")
 
@@ -124,6 +126,9 @@ def stem(word: str) -> str:
     w = word.lower()
     if w in _IRREGULAR:
         return _IRREGULAR[w]
+    graded = base_of(w)
+    if graded is not None:
+        return graded  # "hottest" → "hot", "windier" → "windy"
     if not w.isalpha() or len(w) <= 3:
         return w
     for suffix in _SUFFIXES:

@@ -205,3 +205,11 @@ def test_a_follow_up_with_its_own_aggregate_is_a_question_of_its_own(
     history = [("user", "What is the average Amount in 2007?"), ("assistant", "…")]
     answer = ask("and the median Temperature?", history)
     assert _close(answer.answer, truth("SELECT median(Temperature) FROM T"))
+
+
+def test_a_superlative_adjective_names_its_measure(
+    ask: Callable[..., Answer], truth: Callable[[str], Any]
+) -> None:
+    """ "the hottest day": the day of the row with the largest temperature, not the temperature."""
+    answer = ask("What was the hottest day?")
+    assert str(answer.answer) == str(truth("SELECT Day FROM T ORDER BY Temperature DESC LIMIT 1"))

@@ -54,3 +54,22 @@ def test_negation_cues_before_a_value(question: str, value: str, expected: bool)
     tokens = tokenize(question)
     index = next(i for i, t in enumerate(tokens) if t.text == value)
     assert negated(tokens, index) is expected
+
+
+@pytest.mark.parametrize(
+    ("word", "base"),
+    [
+        ("hottest", "hot"),
+        ("windiest", "windy"),
+        ("priciest", "pricey"),
+        ("northernmost", "northern"),
+        ("coldest", "cold"),
+        ("interest", None),
+        ("forest", None),
+        ("latest", None),
+    ],
+)
+def test_gradable_forms_fold_to_their_adjective(word: str, base: str | None) -> None:
+    from services.orchestrator.builtin.degrees import base_of
+
+    assert base_of(word) == base
