@@ -61,13 +61,19 @@ class Production:
         loop = asyncio.get_running_loop()
         name = f"answer:{record.chat_id}"
         self.task = loop.create_task(produce(record.last_seq, resumed, self.publish), name=name)
-        self.task.add_done_callback(lambda _: self._queue.put_nowait(None))
+        self.task.add_done_callback(self._produced)
         self.writer = loop.create_task(self._write(), name=f"{name}:writer")
         self.heartbeat = loop.create_task(self._beat(), name=f"{name}:heartbeat")
 
     @property
     def answer_id(self) -> str:
         return self.record.answer_id
+
+    def _produced(self, task: asyncio.Task[None]) -> None:
+        """The producer is done: the writer stores what is queued, then ends the answer."""
+        if not task.cancelled() and (failure := task.exception()) is not None:
+            log.error("an answer's producer failed", exc_info=failure, extra={"chat_id": self.record.chat_id})
+        self._queue.put_nowait(None)
 
     def publish(self, event: pb.ChatEvent) -> None:
         self.last_seq = event.seq
