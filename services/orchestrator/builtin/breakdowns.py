@@ -16,7 +16,7 @@ from services.orchestrator.builtin.context import (
     _plan,
     c_quote,
 )
-from services.orchestrator.builtin.question import Filter
+from services.orchestrator.builtin.question import Filter, Question
 from services.orchestrator.builtin.schema import Column
 from services.orchestrator.plan import Plan
 
@@ -184,6 +184,18 @@ def _measure_expr(ctx: _Ctx, exclude: tuple[Column | None, ...] = ()) -> tuple[s
     return "count(*)", "rows", False, ""
 
 
+def _names_a_measured_rate(q: Question) -> bool:
+    """Whether "<words> rate/share/ratio" names a numeric column (the data holds the rate itself)."""
+    for i, t in enumerate(q.tokens):
+        if t.text not in ("rate", "rates", "share", "ratio", "percentage") or i == 0:
+            continue
+        link = q.links.column_at(i - 1) or q.links.column_at(i)
+        # a 0/1 flag's rate is the share of its rows, which the rate shape computes
+        if link is not None and link.column.numeric and not 0 < link.column.distinct <= 2:
+            return True
+    return False
+
+
 def _rate(ctx: _Ctx) -> Plan | None:
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
@@ -196,6 +208,8 @@ def _rate(ctx: _Ctx) -> Plan | None:
         return None
     if _group_column(ctx) is not None:
         return None
+    if _names_a_measured_rate(q):
+        return None  # "the poverty rate" where `poverty` holds the rate: an aggregate of that column
     event = _event_filter(ctx)
     if event is None:
         return None

@@ -96,7 +96,26 @@ def _word_strength(q: str, h: str) -> float:
         return 0.7
     if _typo(q, h):
         return 0.75  # "departmnet", "salery"
+    if _clipped(q, h):
+        return 0.7  # "pop" for "population", "unemp" for "unemployment"
     return 0.0
+
+
+_NOT_CLIPPINGS = frozenset(
+    {"max", "min", "avg", "sum", "num", "no", "tot", "per", "pre", "sub", "non", "con"}
+)
+
+
+def _clipped(q: str, h: str) -> bool:
+    """Whether header word `h` is `q` cut short, as headers abbreviate ("pop" ← "population", "temp" ←
+    "temperature", "grad" ← "graduation"); never an operator's abbreviation ("max" ← "maximum")."""
+    return (
+        len(h) >= 3
+        and len(q) >= len(h) + (1 if len(h) >= 4 else 2)
+        and h.isalpha()
+        and q.startswith(h)
+        and h not in _NOT_CLIPPINGS
+    )
 
 
 @lru_cache(maxsize=65536)

@@ -213,3 +213,45 @@ def test_a_superlative_adjective_names_its_measure(
     """ "the hottest day": the day of the row with the largest temperature, not the temperature."""
     answer = ask("What was the hottest day?")
     assert str(answer.answer) == str(truth("SELECT Day FROM T ORDER BY Temperature DESC LIMIT 1"))
+
+
+@pytest.fixture(scope="module")
+def states(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    """A table of US states whose headers abbreviate ("pop", "unemp", "hs_grad") and hold rates."""
+    names = ["Alabama", "Alaska", "Arizona", "Texas", "Ohio", "Utah", "Iowa", "Maine", "Idaho", "Nevada"]
+    lines = ["state,region,poverty,pop,unemp,hs_grad"]
+    for i, name in enumerate(names):
+        lines.append(
+            f"{name},{['South', 'West', 'Midwest'][i % 3]},{10 + (i * 7) % 9}.{i},{1000 + i * 937},"
+            f"{3 + (i * 3) % 5}.{i},{70 + (i * 11) % 20}.5"
+        )
+    csv = tmp_path_factory.mktemp("states") / "states.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    dataset, parquet = load_table(csv, "states")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
+    return dataset, con
+
+
+@pytest.mark.parametrize(
+    ("question", "truth_sql"),
+    [
+        ("Which state has the largest population?", "SELECT state FROM T ORDER BY pop DESC LIMIT 1"),
+        ("What is the average unemployment?", "SELECT avg(unemp) FROM T"),
+        (
+            "What is the average high school graduation rate in the South?",
+            "SELECT avg(hs_grad) FROM T WHERE region = 'South'",
+        ),
+    ],
+)
+def test_a_header_that_abbreviates_links_from_the_full_word(
+    states: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: str, truth_sql: str
+) -> None:
+    """ "population" → `pop`, "unemployment" → `unemp`; a rate the data holds is aggregated, not a share of
+    rows."""
+    dataset, con = states
+    plan = plan_question(question, dataset, [])
+    assert plan.sql, plan.reasoning
+    got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
+    want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
+    assert _close(got, want)
