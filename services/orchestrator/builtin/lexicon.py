@@ -72,6 +72,8 @@ _SYNONYM_GROUPS: list[list[str]] = [
     ["grocery", "groceries", "food"],
     ["rent", "renting", "tenant"],
     ["date", "day"],
+    ["female", "woman", "girl", "lady"],
+    ["male", "man", "boy", "gentleman"],
 ]
 
 # Abbreviations in headers and their spelled-out words (both directions link).

@@ -98,7 +98,28 @@ def _word_strength(q: str, h: str) -> float:
         return 0.75  # "departmnet", "salery"
     if _clipped(q, h):
         return 0.7  # "pop" for "population", "unemp" for "unemployment"
+    if _demonym(q, h):
+        return 0.8  # "Japanese" for Japan, "European" for Europe
     return 0.0
+
+
+_DEMONYM_SUFFIXES = ("ese", "ian", "ean", "an", "ish", "i")
+_NOT_DEMONYMS = frozenset({"median", "meridian", "mean", "media"})
+
+
+def _demonym(q: str, h: str) -> bool:
+    """Whether `q` is the adjective of the place `h` by the regular English suffixes (Japan-ese,
+    Europe-an, Canad-ian, Swed-ish); irregular ones ("French", "Dutch") are not guessed."""
+    if not (q.isalpha() and h.isalpha()) or len(h) < 4 or q in _NOT_DEMONYMS:
+        return False
+    for suffix in _DEMONYM_SUFFIXES:
+        if q.endswith(suffix):
+            root = q[: -len(suffix)]
+            if h == root + "a":
+                return True  # Asi-an
+            if len(root) >= 4 and h.startswith(root) and len(h) - len(root) <= 3 and h != q:
+                return True
+    return False
 
 
 _NOT_CLIPPINGS = frozenset(

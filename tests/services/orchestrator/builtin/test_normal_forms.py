@@ -73,3 +73,29 @@ def test_gradable_forms_fold_to_their_adjective(word: str, base: str | None) -> 
     from services.orchestrator.builtin.degrees import base_of
 
     assert base_of(word) == base
+
+
+@pytest.mark.parametrize(
+    ("question_word", "header_word", "links"),
+    [
+        ("japanese", "japan", True),
+        ("european", "europe", True),
+        ("asian", "asia", True),
+        ("canadian", "canada", True),
+        ("popul", "pop", True),  # stems of "population" and a clipped header
+        ("unemploy", "unemp", True),
+        ("maximum", "max", False),  # an operator's abbreviation is not a clipped header
+        ("card", "car", False),  # too short a difference for a three-letter header
+    ],
+)
+def test_place_adjectives_and_clipped_headers_link(question_word: str, header_word: str, links: bool) -> None:
+    from services.orchestrator.builtin.linking import _word_strength
+
+    assert (_word_strength(question_word, header_word) > 0) is links
+
+
+def test_an_operator_is_never_read_as_a_place_adjective() -> None:
+    from services.orchestrator.builtin.linking import _demonym
+
+    assert not _demonym("median", "media")
+    assert _demonym("italian", "italy")
