@@ -137,7 +137,9 @@ def _side_quantity(ctx: _Ctx, filters: list[Filter]) -> tuple[str, str]:
             (x for x, _ in lk.candidates if x.measure and x.flag_values is None and x.distinct > 1), None
         )
         # "more employees" counts rows; "average income … less than" or "more purchasing power" use a measure
-        if col is not None and (q.agg in _AGG or (lk.start <= comparative + 2 and lk.end > comparative)):
+        right_after = lk.start <= comparative + 2 and lk.end > comparative  # "higher income"
+        right_before = comparative >= 0 and 0 <= comparative - lk.end <= 1  # "is the income higher"
+        if col is not None and (q.agg in _AGG or right_after or right_before):
             measure = col
             break
     where = ctx.where(filters=filters)

@@ -196,6 +196,24 @@ def _names_a_measured_rate(q: Question) -> bool:
     return False
 
 
+_SHARE_OF = re.compile(
+    r"\b(share|percentage|percent|proportion|fraction|part)\s+of\s+(the\s+)?(total\s+|overall\s+|all\s+)?"
+)
+
+
+def _share_measure(q: Question, event_column: Column | None) -> Column | None:
+    """The additive measure a share is taken of ("the share of total sales"): a numeric column, not a 0/1
+    flag and not the event's own column, named right after "share of"."""
+    for m in _SHARE_OF.finditer(q.low):
+        link = q.links.column_at(q.index_at(m.end()))
+        if link is None:
+            continue
+        col = link.column
+        if col.numeric and col is not event_column and not 0 < col.distinct <= 2:
+            return col
+    return None
+
+
 def _rate(ctx: _Ctx) -> Plan | None:
     if ctx.q.loose_numbers():
         return None  # a number in the question was not understood: no guess
@@ -247,6 +265,20 @@ def _rate(ctx: _Ctx) -> Plan | None:
             sql,
             c.breakdown(label, compared.name, "rate %", ctx.follow_ups(compared), True),
             f"The share of {event.text} for each named `{compared.name}`.",
+        )
+    measure = _share_measure(q, event.column)
+    if measure is not None:
+        # "the share of total population in the South": a share of the measure, not of the rows
+        sql = (
+            f"SELECT round(100.0 * sum(CASE WHEN {event.sql} THEN {measure.sql} ELSE 0 END) "
+            f"/ nullif(sum({measure.sql}), 0), 4) AS share_percent FROM {ctx.table}{ctx.where(filters=rest)}"
+        )
+        label = f"Share of total `{measure.name}` with {event.text}{ctx.basis(rest)}"
+        return _plan(
+            ctx,
+            sql,
+            c.number(label, ctx.follow_ups(measure), percent=True),
+            f"The share of the sum of `{measure.name}` where {event.text}.",
         )
     sql = (
         f"SELECT round(100.0 * avg(CASE WHEN {event.sql} THEN 1 ELSE 0 END), 4) AS rate_percent, "

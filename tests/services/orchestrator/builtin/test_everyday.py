@@ -255,3 +255,30 @@ def test_a_header_that_abbreviates_links_from_the_full_word(
     got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
     want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
     assert _close(got, want)
+
+
+def test_a_share_of_a_measure_is_not_a_share_of_rows(
+    states: tuple[DatasetContext, duckdb.DuckDBPyConnection],
+) -> None:
+    dataset, con = states
+    plan = plan_question("What share of the total population lives in the South?", dataset, [])
+    assert plan.sql is not None
+    got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
+    want = con.execute(
+        f"SELECT 100.0 * sum(pop) FILTER (WHERE region = 'South') / sum(pop) FROM \"{dataset.table}\""
+    ).fetchall()[0][0]
+    assert _close(round(float(got), 4), round(float(want), 4))
+
+
+def test_a_yes_no_comparison_uses_the_measure_named_before_the_comparative(
+    states: tuple[DatasetContext, duckdb.DuckDBPyConnection],
+) -> None:
+    dataset, con = states
+    plan = plan_question("Is the poverty higher in Texas than in Ohio?", dataset, [])
+    assert plan.sql is not None and "poverty" in plan.sql
+    got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
+    texas, ohio = (
+        con.execute(f"SELECT poverty FROM \"{dataset.table}\" WHERE state = '{s}'").fetchall()[0][0]
+        for s in ("Texas", "Ohio")
+    )
+    assert got is (texas > ohio)
