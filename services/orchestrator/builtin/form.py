@@ -32,8 +32,13 @@ OPS = (
     "pick_max",  # of two named values of one column, the one whose measure is larger
     "pick_min",
     "difference",  # measure of the first named value minus that of the second
+    "group_argmax",  # the group (answer column's value) whose aggregate of the measure is largest
+    "group_argmin",
 )
 AGGREGATES = ("sum", "avg", "max", "min")
+
+
+_AGG_WORD = {"sum": "total", "avg": "average"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class Query:
     measure: Column | None = None  # the numeric column aggregated, ranked or compared
     filters: tuple[Filter, ...] = ()
     pair: tuple[Filter, Filter] | None = None  # the two named values of pick_*/difference
+    limit: int | None = None  # how many answers a ranking returns ("the 3 largest"); None: the best ones
+    agg: str = ""  # the aggregate of a group ranking: "sum", "avg" or "count" (then no measure)
     spans: dict[str, Span] = field(default_factory=dict, hash=False, compare=False)
 
     def describe(self) -> str:
@@ -76,7 +83,14 @@ class Query:
             return f"What is {a} in the {self.op} row{where}?"
         if self.op in ("argmax", "argmin"):
             most = "largest" if self.op == "argmax" else "smallest"
+            if self.limit:
+                return f"Which {self.limit} {a} have the {most} {m}{where}?"
             return f"Which {a} has the {most} {m}{where}?"
+        if self.op in ("group_argmax", "group_argmin"):
+            most = "largest" if self.op == "group_argmax" else "smallest"
+            what = "number of rows" if self.agg == "count" else f"{_AGG_WORD.get(self.agg, self.agg)} {m}"
+            which = f"Which {self.limit} {a} have" if self.limit else f"Which {a} has"
+            return f"{which} the {most} {what}{where}?"
         if self.op == "count":
             return f"How many rows are there{where}?"
         if self.op == "count_distinct":

@@ -355,8 +355,10 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         )
         for v in links.values
     ]
-    numeric = _numeric_filters(text, links, schema)
-    skip = {i for f, i in numeric} | {i for f in value_filters for i in range(*f.span)}
+    k_index, k = _ranking_size(links)
+    numeric = [(f, i) for f, i in _numeric_filters(text, links, schema) if i != k_index]
+    skip = {i for f, i in numeric} | ({k_index} if k else set())
+    skip |= {i for f, i in numeric} | {i for f in value_filters for i in range(*f.span)}
     skip |= {n.index for n in links.numbers}
     spans = _entity_spans(text, links, skip)
     entity = [(Filter(None, "match", raw, (s, e)), required) for s, e, raw, required in spans]
@@ -450,6 +452,10 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
             size = "1" if matched == 1 else "2-3" if matched <= 3 else "4+"
             f[f"matched_rows={size}&op={q.op}"] = 1.0
             f[f"matched_rows={size}&form={form}"] = 1.0
+        if k and q.op in ("argmax", "argmin", "group_argmax", "group_argmin"):
+            f[f"ranking_size={'kept' if q.limit else 'ignored'}"] = 1.0
+        if q.agg:
+            f[f"group_agg={q.agg}"] = 1.0
         candidates.append(Candidate(q, f))
 
     filter_sets: list[tuple[tuple[Filter, ...], int]] = []
@@ -483,6 +489,17 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 if m.name != a.name:
                     for op in ranks:
                         add(Query(op, answer=a, measure=m, filters=filters), dropped)
+                        if k:
+                            add(Query(op, answer=a, measure=m, filters=filters, limit=k), dropped)
+            if ranks and _groups(a, schema) and a.name not in fcols:
+                # "which region has the highest total population": the groups ranked by an aggregate
+                for op in ranks:
+                    group_op = "group_" + op
+                    for agg in [g for g in aggs if g in ("sum", "avg")]:
+                        for m in measures:
+                            add(Query(group_op, a, m, filters, limit=k, agg=agg), dropped)
+                    if not aggs:
+                        add(Query(group_op, a, None, filters, limit=k, agg="count"), dropped)
             if filters:
                 for op in steps:
                     add(Query(op, answer=a, filters=filters), dropped)
@@ -499,6 +516,28 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 add(Query("pick_min", answer=a, measure=m, pair=(x, y)), 0)
             add(Query("difference", answer=answers[0], measure=m, pair=(x, y)), 0)
     return Reading(text, form, links, candidates, triggers)
+
+
+def _ranking_size(links: Links) -> tuple[int, int | None]:
+    """(token index, k) of "the 3 largest", "top 5 states", "which 3 countries" (k from 2 to 50), else
+    (-1, None)."""
+    tokens = links.tokens
+    for n in links.numbers:
+        if not n.value.is_integer() or not 2 <= n.value <= 50 or n.percent:
+            continue
+        before = tokens[n.index - 1].text if n.index > 0 else ""
+        after_link = links.column_at(n.index + 1)
+        names_items = (  # "3 states", not "4 doors" (a number of a numeric column is its value)
+            after_link is not None and after_link.start == n.index + 1 and after_link.column.textual
+        )
+        if before in ("top", "bottom", "first", "last", "which", "what", "list") or names_items:
+            return n.index, int(n.value)
+    return -1, None
+
+
+def _groups(col: Column, schema: Schema) -> bool:
+    """Whether a column's values group rows (a category repeated across rows, not a name per row)."""
+    return col.textual and not col.listlike and 2 <= col.distinct < 0.5 * max(schema.row_count, 1)
 
 
 def matched_rows(filters: tuple[Filter, ...]) -> int | None:

@@ -113,11 +113,23 @@ def render(q: Query, schema: Schema) -> str:
         assert q.measure is not None
         m = numeric(q.measure)
         extra = f" AND {m} IS NOT NULL" if w else f" WHERE {m} IS NOT NULL"
+        if q.limit:
+            order = "DESC" if q.op == "argmax" else "ASC"
+            return f"SELECT {a} AS answer FROM {table} t{w}{extra} ORDER BY {m} {order} LIMIT {q.limit}"
         best = f"max({m})" if q.op == "argmax" else f"min({m})"
         # every row tied for the best value answers
         return (
             f"SELECT {a} AS answer FROM {table} t{w}{extra} AND {m} = "
             f"(SELECT {best} FROM {table} s{w}) LIMIT 20"
+        )
+    if q.op in ("group_argmax", "group_argmin"):
+        assert q.answer is not None
+        value = "count(*)" if q.agg == "count" or q.measure is None else f"{q.agg}({numeric(q.measure)})"
+        extra = f" AND {a} IS NOT NULL" if w else f" WHERE {a} IS NOT NULL"
+        order = "DESC" if q.op == "group_argmax" else "ASC"
+        return (
+            f"SELECT {a} AS answer FROM {table} t{w}{extra} GROUP BY {a} "
+            f"ORDER BY {value} {order} NULLS LAST, {a} LIMIT {q.limit or 1}"
         )
     if q.op == "count":
         return f"SELECT count(*) AS answer FROM {table} t{w}"
