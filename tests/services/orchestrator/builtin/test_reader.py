@@ -52,6 +52,18 @@ def _slots(q: Query) -> tuple:
         ("What was the Department in the first row?", ("first", "Department", None, ())),
         # a count of different values
         ("How many different Department values are there?", ("count_distinct", "Department", None, ())),
+        # exclusion: "outside" makes the value's filter a <>
+        (
+            "What is the average Age outside Sales?",
+            ("avg", None, "Age", (("Department", "!=", "Sales"),)),
+        ),
+        # "after" a number is a comparison
+        ("How many employees have an Age after 40?", ("count", None, None, (("Age", ">", 40.0),))),
+        # groups ranked by an aggregate
+        (
+            "Which Department has the highest total Age?",
+            ("group_argmax", "Department", "Age", ()),
+        ),
     ],
 )
 def test_reader_proposes_the_reading(
@@ -86,3 +98,14 @@ def test_a_reading_says_itself_as_a_question(hr_table: tuple[DatasetContext, Pat
     reading = read("What is the average Age in Sales?", schema_of(dataset))
     q = next(c.query for c in reading.candidates if c.query is not None and c.query.op == "avg")
     assert q.describe() == "What is the average `Age` where `Department` is 'Sales'?"
+
+
+def test_a_ranking_keeps_its_size(hr_table: tuple[DatasetContext, Path]) -> None:
+    dataset, _ = hr_table
+    reading = read("Which 3 Employee ID have the highest Monthly Income?", schema_of(dataset))
+    sizes = {
+        c.query.limit
+        for c in reading.candidates
+        if c.query is not None and c.query.op == "argmax" and c.query.answer is not None
+    }
+    assert 3 in sizes

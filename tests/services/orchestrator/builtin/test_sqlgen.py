@@ -121,3 +121,34 @@ def test_numbers_stored_as_text_are_read_as_numbers() -> None:
     s = Schema("t", 3, [Column("k", "VARCHAR", 0), Column("n", "VARCHAR", 1)])
     q = Query("sum", measure=s.columns[1])
     assert con.execute(render(q, s)).fetchall()[0][0] == 12484
+
+
+@pytest.mark.parametrize(
+    ("build", "truth"),
+    [
+        (
+            lambda s: Query(
+                "argmax", answer=_col(s, "Employee ID"), measure=_col(s, "Monthly Income (USD)"), limit=3
+            ),
+            'SELECT "Employee ID" FROM T ORDER BY "Monthly Income (USD)" DESC LIMIT 3',
+        ),
+        (
+            lambda s: Query("group_argmax", answer=_col(s, "Department"), measure=_col(s, "Age"), agg="sum"),
+            "SELECT Department FROM T GROUP BY 1 ORDER BY sum(Age) DESC, 1 LIMIT 1",
+        ),
+        (
+            lambda s: Query("group_argmin", answer=_col(s, "Department"), measure=_col(s, "Age"), agg="avg"),
+            "SELECT Department FROM T GROUP BY 1 ORDER BY avg(Age) ASC, 1 LIMIT 1",
+        ),
+        (
+            lambda s: Query("group_argmax", answer=_col(s, "Department"), agg="count", limit=2),
+            "SELECT Department FROM T GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 2",
+        ),
+    ],
+)
+def test_rankings_keep_their_size_and_groups_rank_by_an_aggregate(
+    schema: Schema, con: duckdb.DuckDBPyConnection, build, truth: str
+) -> None:
+    got = con.execute(render(build(schema), schema)).fetchall()
+    want = con.execute(truth.replace("FROM T", f"FROM {ident(schema.table)}")).fetchall()
+    assert [r[0] for r in got] == [r[0] for r in want]
