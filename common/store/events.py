@@ -108,21 +108,30 @@ def new_answer_id() -> str:
 
 
 class Wakers:
-    """Wakes this process's followers of an answer when this process stores its events (no polling wait)."""
+    """Wakes the followers of an answer in this process when its events are stored (by this process, or,
+    for PostgreSQL, by any: its NOTIFY), so a follower polls only as a fallback."""
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+
+    def arm(self, answer_id: str) -> asyncio.Event:
+        """What the next `wake(answer_id)` sets: armed before reading, so no wake between is missed."""
+        return self._events.setdefault(answer_id, asyncio.Event())
 
     def wake(self, answer_id: str) -> None:
         event = self._events.pop(answer_id, None)
         if event is not None:
             event.set()
 
-    async def wait(self, answer_id: str, timeout_s: float) -> None:
-        """Until the next `wake(answer_id)` or `timeout_s`."""
-        event = self._events.setdefault(answer_id, asyncio.Event())
+    def forget(self, answer_id: str) -> None:
+        """The answer ended: nothing waits for it any more (wakes whoever still does)."""
+        self.wake(answer_id)
+
+    @staticmethod
+    async def wait(armed: asyncio.Event, timeout_s: float) -> None:
+        """Until `armed` is set or `timeout_s` passes."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await asyncio.wait_for(armed.wait(), timeout_s)
 
 
 async def follow_store(
@@ -131,6 +140,7 @@ async def follow_store(
     """`EventStore.follow` on `read_after` and `get`: both backends share it."""
     sent = after_seq
     while True:
+        armed = wakers.arm(answer_id)
         fresh = await store.read_after(answer_id, sent)
         for seq, blob in fresh:
             sent = seq
@@ -139,11 +149,12 @@ async def follow_store(
             continue
         record = await store.get(answer_id)
         if record is None or record.finished or record.lease_expired:
+            wakers.forget(answer_id)
             for seq, blob in await store.read_after(answer_id, sent):  # stored before it ended
                 sent = seq
                 yield seq, blob
             return
-        await wakers.wait(answer_id, poll_s)
+        await wakers.wait(armed, poll_s)
 
 
 @dataclass

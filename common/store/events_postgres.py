@@ -4,8 +4,11 @@ Times are the database's own clock (`clock_timestamp()`), so replicas with skewe
 lease ran out. Each append is one transaction that first renews the owner's lease with an UPDATE (which
 row-locks the answer) and only then inserts: a `take_over` (an UPDATE of the same row, only where the
 lease has run out) therefore either waits for that append and then sees the lease renewed, or wins first
-and the old owner's UPDATE matches no row, so it stores nothing. Followers poll (`poll_s`); followers in
-the process that appends are woken at once.
+and the old owner's UPDATE matches no row, so it stores nothing. Each append, finish and release also
+sends `NOTIFY insightx_answer_events, '<answer_id>'` (delivered at commit); every replica LISTENs on one
+connection of its own and wakes its followers of that answer at once. Followers still poll every
+`poll_s`, the fallback while that connection is being re-established, and how a dead owner's lease is
+seen to run out.
 
 Finished answers (and orphans nobody resumed) are deleted after `retention_s`, by whichever replica
 begins an answer at most once a minute.
@@ -13,9 +16,15 @@ begins an answer at most once a minute.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+import psycopg
 
 from common.store.events import AnswerRecord, StoredEvent, Wakers, follow_store, new_answer_id
 from common.store.migrations import Migration
@@ -52,6 +61,10 @@ MIGRATIONS = (
     ),
 )
 
+log = logging.getLogger(__name__)
+
+CHANNEL = "insightx_answer_events"
+_NOTIFY = f"SELECT pg_notify('{CHANNEL}', %s)"
 _NOW = "extract(epoch from clock_timestamp())"
 _RECORD = (
     "a.answer_id, a.chat_id, a.session_id, a.message, a.owner,"
@@ -76,11 +89,44 @@ class PostgresEventStore:
         self.retention_s = retention_s
         self._wakers = Wakers()
         self._swept = 0.0
+        self._listener: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
 
     @classmethod
     async def open(cls, db: PostgresDatabase, retention_s: float = 300.0) -> PostgresEventStore:
+        """Migrates, and starts listening for other replicas' appends."""
         await db.migrate("events", MIGRATIONS)
-        return cls(db, retention_s)
+        store = cls(db, retention_s)
+        store._listener = asyncio.get_running_loop().create_task(store._listen(), name="events:listen")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(store.listening.wait(), 10)  # else polling serves until it connects
+        return store
+
+    async def _conninfo(self) -> str:
+        """The pool's connection string (psycopg_pool also takes one made by a function)."""
+        info: Any = self.db.pool.conninfo
+        if callable(info):
+            info = info()
+            if inspect.isawaitable(info):
+                info = await info
+        return str(info)
+
+    async def _listen(self) -> None:
+        """LISTENs on a connection of its own (outside the pool), reconnecting after a failure."""
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(await self._conninfo(), autocommit=True)
+                try:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    self.listening.set()
+                    async for note in conn.notifies():
+                        self._wakers.wake(note.payload)
+                finally:
+                    self.listening.clear()
+                    await conn.close()
+            except psycopg.Error as exc:
+                log.warning("listening for answers' events failed; polling until it is back: %s", type(exc))
+            await asyncio.sleep(1.0)
 
     async def _one(self, sql: str, params: Sequence[Any]) -> Any:
         async with self.db.pool.connection() as conn:
@@ -124,6 +170,7 @@ class PostgresEventStore:
                     " SELECT %s, s.seq, s.event FROM unnest(%s::bigint[], %s::bytea[]) AS s(seq, event)",
                     (answer_id, [seq for seq, _ in events], [blob for _, blob in events]),
                 )
+                await conn.execute(_NOTIFY, (answer_id,))
         self._wakers.wake(answer_id)
         return True
 
@@ -152,19 +199,26 @@ class PostgresEventStore:
         return _record(row) if row is not None else None
 
     async def release(self, answer_id: str, owner: str) -> None:
-        await self._one(
-            "UPDATE answers SET lease_expires_at = 0 WHERE answer_id = %s AND owner = %s AND NOT finished"
-            " RETURNING 1",
+        await self._notifying(
+            "UPDATE answers SET lease_expires_at = 0 WHERE answer_id = %s AND owner = %s AND NOT finished",
             (answer_id, owner),
+            answer_id,
         )
 
     async def finish(self, answer_id: str, owner: str, complete: bool) -> None:
-        await self._one(
+        await self._notifying(
             f"UPDATE answers SET finished = true, complete = %s, finished_at = {_NOW}"
-            " WHERE answer_id = %s AND owner = %s AND NOT finished RETURNING 1",
+            " WHERE answer_id = %s AND owner = %s AND NOT finished",
             (complete, answer_id, owner),
+            answer_id,
         )
         self._wakers.wake(answer_id)
+
+    async def _notifying(self, sql: str, params: Sequence[Any], answer_id: str) -> None:
+        """`sql` and a NOTIFY for the answer's followers, in one transaction."""
+        async with self.db.pool.connection() as conn, conn.transaction():
+            await conn.execute(sql, params)  # type: ignore[arg-type]  # our own literal SQL
+            await conn.execute(_NOTIFY, (answer_id,))
 
     async def request_stop(self, chat_id: str, session_id: str) -> AnswerRecord | None:
         row = await self._one(
@@ -191,4 +245,8 @@ class PostgresEventStore:
         )
 
     async def close(self) -> None:
-        """The database is the caller's to close (it may be shared with other stores)."""
+        """Stops listening; the database is the caller's to close (it may be shared with other stores)."""
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener

@@ -56,7 +56,12 @@ async def open_event_store(
     except BaseException:
         await database.close()
         raise
-    return store, database.close
+
+    async def close() -> None:
+        await store.close()
+        await database.close()
+
+    return store, close
 
 
 async def start(settings: OrchestratorSettings, address: str | None = None) -> RunningServer:

@@ -43,7 +43,10 @@ class OrchestratorSettings(Settings):
         " resumes it takes it over (answers again, seq going on)",
     )
     event_poll_s: float = Field(
-        0.1, gt=0, description="how often a stream of an answer produced by another replica reads new events"
+        0.5,
+        gt=0,
+        description="how often a stream re-reads the event store unwoken (PostgreSQL's NOTIFY wakes it at"
+        " once): the fallback, and how soon a dead replica's lease is seen to run out",
     )
     database_url: SecretStr | None = Field(
         None,

@@ -155,7 +155,7 @@ class Production:
 class AnswerStreams:
     """This replica's answers in production, and every stream read from the event store."""
 
-    def __init__(self, store: EventStore, owner: str, lease_s: float = 3.0, poll_s: float = 0.1) -> None:
+    def __init__(self, store: EventStore, owner: str, lease_s: float = 3.0, poll_s: float = 0.5) -> None:
         self.store = store
         self.owner = owner
         self.lease_s = lease_s

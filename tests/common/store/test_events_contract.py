@@ -9,6 +9,7 @@ old owner stores nothing; a stop request reaches the chat's running answer only.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
@@ -33,7 +34,9 @@ async def replicas(backend: Backend) -> Callable[[], asyncio.Future[EventStore]]
     async def open_one() -> EventStore:
         if backend.kind == "sqlite":
             return memory
-        return await PostgresEventStore.open(await backend.database())
+        store = await PostgresEventStore.open(await backend.database())
+        backend._closers.insert(0, store.close)  # before its database
+        return store
 
     return open_one  # type: ignore[return-value]
 
@@ -137,6 +140,30 @@ async def test_a_stop_request_reaches_the_running_answer_of_that_session_only(
     assert renewed is not None and renewed.stop_requested  # the owner learns it on its heartbeat
     await store.finish(answer.answer_id, "r1", complete=False)
     assert await other.request_stop("chat-7", "s1") is None  # nothing runs any more
+
+
+async def test_a_follower_is_woken_by_an_append_elsewhere_not_by_its_poll(
+    replicas: Callable[[], asyncio.Future[EventStore]],
+) -> None:
+    producer, follower = await replicas(), await replicas()
+    answer = await producer.begin("chat-9", "s1", "q", "r1", LEASE)
+    seen: list[float] = []
+
+    async def follow() -> None:
+        async for _ in follower.follow(answer.answer_id, 0, poll_s=30):  # PostgreSQL: its NOTIFY
+            seen.append(time.monotonic())
+            if len(seen) == 3:
+                return
+
+    reader = asyncio.create_task(follow())
+    for seq in (1, 2, 3):
+        await asyncio.sleep(0.2)
+        sent = time.monotonic()
+        await producer.append(answer.answer_id, "r1", [(seq, b"x")], LEASE)
+        while len(seen) < seq:
+            assert time.monotonic() - sent < 2, f"event {seq} not seen within 2 s"
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(reader, 2)
 
 
 async def test_events_are_bytes_kept_exactly(replicas: Callable[[], asyncio.Future[EventStore]]) -> None:
