@@ -1,16 +1,20 @@
 """Two orchestrator replicas over one PostgreSQL event store (real servers, a real database): a resume that
 reaches the other replica follows the live answer (the same events, each once; the question answered
-once), and a stop asked of either replica stops it where it runs."""
+once), and a stop asked of either replica stops it where it runs. An event store that cannot be reached
+stops the start with a message naming the server, never its password."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 
 import grpc
 import pytest
 
 from insightx.v1 import orchestrator_pb2 as opb
+from services.orchestrator.server import start as start_orchestrator
+from services.orchestrator.settings import OrchestratorSettings
 from tests.services.orchestrator.conftest import StartChat, kinds
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
@@ -81,3 +85,15 @@ async def test_a_stop_asked_of_another_replica_stops_the_answer(
         assert [e.seq for e in [first, *rest]] == list(range(1, len(rest) + 2))
     finally:
         release.set()
+
+
+async def test_an_unreachable_event_store_stops_the_start_with_a_message(tmp_path: Path) -> None:
+    url = "postgresql://insightx:hunter2-secret@127.0.0.1:1/insightx"
+    settings = OrchestratorSettings(
+        data_dir=tmp_path, database_url=url, database_connect_timeout_s=0.5, internal_token="t" * 32
+    )
+    with pytest.raises(SystemExit) as stopped:
+        await start_orchestrator(settings, "127.0.0.1:0")
+    message = str(stopped.value)
+    assert "insightx@127.0.0.1:1/insightx" in message and "INSIGHTX_DATABASE_URL" in message
+    assert "hunter2" not in message
