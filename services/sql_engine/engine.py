@@ -31,7 +31,7 @@ from services.sql_engine.profiles import ProfileJobs
 from services.sql_engine.result_cache import ResultCache, normalize_sql
 from services.sql_engine.safety import check_read_only
 from services.sql_engine.settings import SqlEngineSettings
-from services.sql_engine.spool import Upload
+from services.sql_engine.spool import SpoolFiles, Upload
 from services.sql_engine.worker import WorkerConfig
 from services.sql_engine.workers import Job, PoolLimits, Reply, WorkerPool
 
@@ -75,6 +75,7 @@ class SqlEngine:
             settings.sql_import_memory_limit, settings.sql_threads, self._spill
         )
         self.profiles = ProfileJobs(store, self._profile_stored, settings.sql_profile_workers)
+        self.spool_files = SpoolFiles(Path(settings.data_dir) / "spool")  # uploads' files, reused
 
     # --- status ---------------------------------------------------------------------------------------
 
@@ -119,6 +120,7 @@ class SqlEngine:
         except duckdb.Error:  # an import or profile still runs on a cursor: it ends with the process
             log.info("import database still busy at close")
         shutil.rmtree(self._spill, ignore_errors=True)
+        self.spool_files.close()
 
     # --- datasets -------------------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class SqlEngine:
         (the import reads it as it arrives; spool.py).
         """
         limit = self.settings.max_upload_bytes
-        if raw.stat().st_size > limit:
+        if upload is None and raw.stat().st_size > limit:  # an upload's receiver counts as it receives
             raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
         work = Path(tempfile.mkdtemp(prefix="import-", dir=raw.parent))
         started = time.perf_counter()
@@ -214,6 +216,7 @@ class SqlEngine:
         """Drops what this engine remembers about a deleted session (its path; its results are keyed by
         session and never served once the session is gone, and workers' open views are never used again)."""
         self._located.pop(session_id, None)
+        self.spool_files.clear()  # a kept spool file may still hold the deleted dataset's raw upload
 
     def locate(self, session_id: str) -> tuple[DatasetRecord, Path]:
         """The session's record and local Parquet (downloading it when the store is remote). Blocking."""

@@ -85,9 +85,10 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         self, request_iterator: AsyncIterator[pb.ImportDatasetRequest], context: grpc.aio.ServicerContext
     ) -> pb.ImportDatasetResponse:
         limit = self.engine.settings.max_upload_bytes
-        upload = Upload(self.spool_dir)
+        upload = Upload(self.engine.spool_files)
         left = threading.Event()  # the client left: the import thread stops instead of running on
         importing: asyncio.Future[tuple[DatasetRecord, pb.DatasetProfile | None]] | None = None
+        stored = False
         try:
             metadata: pb.ImportMetadata | None = None
             started = time.perf_counter()
@@ -125,6 +126,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             except asyncio.CancelledError:
                 left.set()
                 raise
+            stored = True
             log.info(
                 "dataset imported",
                 extra={
@@ -153,7 +155,7 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         finally:
             if importing is not None and not importing.done():
                 left.set()  # the upload failed or the client left: the import stops
-            upload.discard()
+            upload.discard(keep=stored)  # a stored upload's file is rewritten by the next (spool.py)
 
     async def DescribeDataset(
         self, request: pb.DescribeDatasetRequest, context: grpc.aio.ServicerContext

@@ -204,3 +204,12 @@ async def _send(
             yield pb.ImportDatasetRequest(chunk=data[offset : offset + CHUNK])
 
     return await stub.ImportDataset(messages(), timeout=60)
+
+
+async def test_a_kept_spool_file_goes_with_a_deleted_dataset(served: Served, tmp_path: Path) -> None:
+    data_dir = _data_dir(served)
+    reply = await _send(served.stub, _csv(tmp_path, 50_000), "kept.csv")
+    spares = list((data_dir / "spool").glob("spare-*"))
+    assert len(spares) == 1, "the finished upload's file was not kept for the next"
+    await served.stub.DeleteDataset(pb.DeleteDatasetRequest(session_id=reply.session_id), timeout=30)
+    assert not list((data_dir / "spool").glob("spare-*")), "the raw upload outlived its dataset"

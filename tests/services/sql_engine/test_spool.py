@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from services.sql_engine import spool
-from services.sql_engine.spool import Upload, UploadIncomplete
+from services.sql_engine.spool import SpoolFiles, Upload, UploadIncomplete
 
 
 class _Reader(threading.Thread):
@@ -150,3 +150,51 @@ def test_duckdb_reads_a_growing_csv_through_the_stream(tmp_path: Path) -> None:
         assert stream.whole
     assert streamed == duckdb.execute(f"SELECT * FROM read_csv('{source}')").fetchall()
     upload.discard()
+
+
+def test_a_finished_upload_file_is_rewritten_by_the_next_and_cut_to_its_size(tmp_path: Path) -> None:
+    files = SpoolFiles(tmp_path)
+    first = Upload(files)
+    first.append(b"x" * 10_000)
+    first.finish()
+    inode = first.path.stat().st_ino
+    first.discard(keep=True)
+    assert [p.name.startswith("spare-") for p in tmp_path.iterdir()] == [True]
+    second = Upload(files)
+    assert second.path.stat().st_ino == inode, "the kept file was not reused"
+    assert second.path.name.startswith("upload-")
+    second.append(b"short\n")
+    second.finish()
+    second.wait_complete()
+    assert second.path.read_bytes() == b"short\n", "the previous upload's bytes show past the new end"
+    second.discard()
+    files.clear()  # e.g. a dataset was deleted: no raw upload stays on disk
+    assert not any(tmp_path.iterdir())
+
+
+def test_only_finished_small_recent_uploads_are_kept(tmp_path: Path) -> None:
+    files = SpoolFiles(tmp_path, keep=1, keep_bytes=100, keep_s=0.2)
+    refused = Upload(files)
+    refused.append(b"not a table")
+    refused.finish()
+    refused.discard()  # its import failed: not kept either
+    assert not any(tmp_path.iterdir())
+    failed = Upload(files)
+    failed.append(b"half")
+    failed.discard(keep=True)  # the client left: never kept
+    assert not any(tmp_path.iterdir())
+    large = Upload(files)
+    large.append(b"x" * 101)
+    large.finish()
+    large.discard(keep=True)
+    assert not any(tmp_path.iterdir()), "a file past keep_bytes was kept"
+    for _ in range(2):  # one kept at most
+        upload = Upload(files)
+        upload.append(b"a,b\n")
+        upload.finish()
+        upload.discard(keep=True)
+    kept = list(tmp_path.iterdir())
+    assert len(kept) == 1
+    time.sleep(0.3)
+    Upload(files).discard()  # an upload after keep_s: the old file is not reused but deleted
+    assert not any(tmp_path.iterdir())
