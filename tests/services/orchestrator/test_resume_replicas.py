@@ -1,7 +1,8 @@
 """Two orchestrator replicas over one PostgreSQL event store (real servers, a real database): a resume that
 reaches the other replica follows the live answer (the same events, each once; the question answered
 once), and a stop asked of either replica stops it where it runs. An event store that cannot be reached
-stops the start with a message naming the server, never its password."""
+stops the start with a message naming the server, never its password; an outage later answers
+UNAVAILABLE (EVENT_STORE_UNAVAILABLE) and passes when the database is back."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from common.errors import error_info
 from insightx.v1 import orchestrator_pb2 as opb
 from services.orchestrator.server import start as start_orchestrator
 from services.orchestrator.settings import OrchestratorSettings
 from tests.services.orchestrator.conftest import StartChat, kinds
+from tools.postgres_server import PostgresServer, bin_dir
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]
 
@@ -97,3 +100,29 @@ async def test_an_unreachable_event_store_stops_the_start_with_a_message(tmp_pat
     message = str(stopped.value)
     assert "insightx@127.0.0.1:1/insightx" in message and "INSIGHTX_DATABASE_URL" in message
     assert "hunter2" not in message
+
+
+async def test_an_event_store_outage_is_unavailable_and_passes(start_chat: StartChat) -> None:
+    binaries = bin_dir()
+    assert binaries is not None, "PostgreSQL is not installed: make system-deps"
+    server = PostgresServer(binaries).start()
+    try:
+        chat = await start_chat(database_url=server.new_database())
+        chat.model.handlers["sql"] = lambda _: COUNT_SQL
+        assert kinds(await chat.ask("Web count?", chat_id="before"))[-1] == "final_response"
+        server.pause()
+        with pytest.raises(grpc.aio.AioRpcError) as down:
+            await chat.ask("Web count?", chat_id="during", timeout=30)
+        assert down.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert error_info(down.value).reason == "EVENT_STORE_UNAVAILABLE"
+        assert server.password not in str(down.value)
+        server.resume()
+        for _ in range(60):  # the pool replaces the connections the outage broke
+            try:
+                events = await chat.ask("Web count?", chat_id="after", timeout=30)
+                break
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.5)
+        assert kinds(events)[-1] == "final_response"
+    finally:
+        server.stop()
