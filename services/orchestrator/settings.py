@@ -33,9 +33,13 @@ class OrchestratorSettings(Settings):
     prompt_max_rows: int = Field(30, description="result rows shown to the validator and composer")
     answer_cache_size: int = Field(256, description="answers kept in the answer cache (0 turns it off)")
     answer_cache_ttl_s: float = Field(3600.0, description="how long a cached answer is served")
-    resume_retention_s: float = Field(300.0, description="how long an answer's events can be resumed")
-    resume_max_chats: int = Field(500, description="answers kept for resume (oldest dropped first)")
-    resume_max_events: int = Field(1_000, description="events kept per answer")
+    resume_retention_s: float = Field(
+        300.0, description="how long a finished answer's events can be resumed (in memory or PostgreSQL)"
+    )
+    resume_max_chats: int = Field(
+        500, description="finished answers kept in memory for resume (oldest dropped first; no database)"
+    )
+    resume_max_events: int = Field(1_000, description="events kept per answer in memory (no database)")
     answer_lease_s: float = Field(
         3.0,
         gt=0,
