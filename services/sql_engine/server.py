@@ -11,7 +11,8 @@ from common.logging import configure_logging
 from common.server import RunningServer, create_server, serve_forever
 from common.settings import listen_address
 from common.store import open_dataset_store
-from insightx.v1 import sql_engine_pb2, sql_engine_pb2_grpc
+from insightx.v1 import sql_engine_pb2
+from services.sql_engine.chunks import add_servicer
 from services.sql_engine.engine import SqlEngine
 from services.sql_engine.servicer import SqlEngineServicer
 from services.sql_engine.settings import SqlEngineSettings
@@ -31,7 +32,7 @@ async def start(settings: SqlEngineSettings, address: str | None = None) -> Runn
     running = await create_server(
         address or listen_address(settings.sql_engine_addr, settings.grpc_listen_host),
         [SERVICE_NAME],
-        lambda server: sql_engine_pb2_grpc.add_SqlEngineServiceServicer_to_server(servicer, server),
+        lambda server: add_servicer(servicer, server),  # chunks read without protobuf's copies
         auth=ServerAuth.from_settings(settings, CALLERS, SERVICE_NAME),
         reflection=settings.grpc_reflection,
     )

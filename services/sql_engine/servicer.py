@@ -26,6 +26,7 @@ from services.sql_engine.profiles import state_of
 from services.sql_engine.spool import Upload
 
 log = logging.getLogger(__name__)
+_IMPORT_STOP_S = 10.0  # how long a refusal waits for the import it stops
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
 
 
@@ -40,8 +41,8 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 async def _next_unless(
-    messages: AsyncIterator[pb.ImportDatasetRequest], importing: asyncio.Future[Any] | None
-) -> pb.ImportDatasetRequest | None:
+    messages: AsyncIterator[pb.ImportDatasetRequest | memoryview], importing: asyncio.Future[Any] | None
+) -> pb.ImportDatasetRequest | memoryview | None:
     """The next message of an upload; None at its end, or once the import has ended before it (it failed
     on the head: not a table, a wrong format), so the client hears why without sending the rest."""
     if importing is not None and importing.done():
@@ -82,7 +83,9 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
         spool_dir.mkdir(parents=True, exist_ok=True)
 
     async def ImportDataset(
-        self, request_iterator: AsyncIterator[pb.ImportDatasetRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[pb.ImportDatasetRequest | memoryview],
+        context: grpc.aio.ServicerContext,
     ) -> pb.ImportDatasetResponse:
         limit = self.engine.settings.max_upload_bytes
         upload = Upload(self.engine.spool_files)
@@ -94,28 +97,28 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
             started = time.perf_counter()
             messages = aiter(request_iterator)
             while (message := await _next_unless(messages, importing)) is not None:
-                if message.HasField("metadata"):
-                    if importing is None:
-                        metadata = message.metadata
-                        # The import starts now and reads the upload as it arrives (spool.py).
-                        importing = asyncio.ensure_future(
-                            asyncio.to_thread(
-                                self.engine.import_dataset,
-                                upload.path,
-                                metadata.filename,
-                                metadata.sheet,
-                                left,
-                                upload,
-                            )
-                        )
-                        importing.add_done_callback(_retrieve)
-                elif message.HasField("chunk"):
+                if isinstance(message, memoryview) or message.HasField("chunk"):
                     if metadata is None:
                         raise InvalidInput("METADATA_FIRST", "Send ImportMetadata before any chunk.")
-                    chunk = message.chunk  # each access copies the bytes: once
+                    # a view of the received bytes (chunks.py), or a copy when protobuf parsed the message
+                    chunk = message if isinstance(message, memoryview) else message.chunk
                     if upload.size + len(chunk) > limit:
                         raise InvalidInput("FILE_TOO_LARGE", too_large_message(limit))
                     upload.append(chunk)
+                elif message.HasField("metadata") and importing is None:  # a second one changes nothing
+                    metadata = message.metadata
+                    # The import starts now and reads the upload as it arrives (spool.py).
+                    importing = asyncio.ensure_future(
+                        asyncio.to_thread(
+                            self.engine.import_dataset,
+                            upload.path,
+                            metadata.filename,
+                            metadata.sheet,
+                            left,
+                            upload,
+                        )
+                    )
+                    importing.add_done_callback(_retrieve)
             if metadata is None or importing is None:
                 raise InvalidInput("METADATA_FIRST", "Send ImportMetadata (the file name) first.")
             if not importing.done():
@@ -150,6 +153,13 @@ class SqlEngineServicer(sql_engine_pb2_grpc.SqlEngineServiceServicer):
                 profile_state=state_of(profile),
             )
         except InsightError as exc:
+            if importing is not None and not importing.done():
+                # Refused while receiving: the import stops at once (it waits for bytes that will not come,
+                # or reads a stream that ends now); answer once it has removed its work, for a refusal to
+                # leave nothing behind.
+                left.set()
+                upload.fail()
+                await asyncio.wait({importing}, timeout=_IMPORT_STOP_S)
             await abort_with(context, exc)
             raise
         finally:

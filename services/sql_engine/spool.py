@@ -124,7 +124,7 @@ class Upload:
     def complete(self) -> bool:
         return self._state == "complete"
 
-    def append(self, chunk: bytes) -> None:
+    def append(self, chunk: bytes | memoryview) -> None:
         """Writes `chunk` at the end of the spool file (a blocking write, as any file write)."""
         assert self._fd is not None, "append after finish"
         view = memoryview(chunk)
