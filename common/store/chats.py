@@ -15,7 +15,9 @@ from typing import Any, Protocol
 @dataclass(frozen=True)
 class StoredMessage:
     """One persisted turn. `card` is how an answer was shown (chart, follow_ups, clarifications,
-    confidence, answer_type), kept so any browser draws it again; None for questions and older rows."""
+    confidence, answer_type), kept so any browser draws it again; None for questions and older rows.
+    `message_id` is the store's id of the row (0 before it is stored); `reply_to` is, on an answer
+    recorded by `record_answer`, the `message_id` of the question it answers (0 otherwise)."""
 
     chat_id: str
     role: str
@@ -24,6 +26,8 @@ class StoredMessage:
     sql: str = ""
     created_at: float = 0.0
     card: dict[str, Any] | None = None
+    message_id: int = 0
+    reply_to: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,8 +69,16 @@ class ChatRepository(Protocol):
 
     async def add_message(self, message: StoredMessage) -> None: ...
 
-    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
-        """Creates the chat if new (titled by its first question) and appends the question."""
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> int:
+        """Creates the chat if new (titled by its first question) and appends the question; answers the
+        question's `message_id`, the key its answer is recorded under."""
+        ...
+
+    async def record_answer(self, reply: StoredMessage) -> bool:
+        """Appends the answer to the question `reply.reply_to` once: however many recorders race (a
+        stream, its resume on another gateway, a background follower), one row is stored (a unique index
+        and `INSERT … ON CONFLICT DO NOTHING`). True when this call stored it; False when the question
+        already has its answer, or is gone (its chat deleted while the answer ran)."""
         ...
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:

@@ -53,6 +53,14 @@ MIGRATIONS = (
         """,
     ),
     Migration(2, "an answer's card", "ALTER TABLE messages ADD COLUMN IF NOT EXISTS card_json TEXT"),
+    Migration(
+        3,
+        "one answer per question",
+        """
+        ALTER TABLE messages ADD COLUMN IF NOT EXISTS reply_to BIGINT;
+        CREATE UNIQUE INDEX IF NOT EXISTS messages_one_reply ON messages(reply_to) WHERE reply_to IS NOT NULL
+        """,
+    ),
 )
 
 _ENSURE_CHAT = (
@@ -67,6 +75,16 @@ _ADD_MESSAGE = (
 )
 
 
+# An answer to a question still stored, once: a second recorder's row meets the unique index on reply_to
+# (waiting for the first one's commit) and stores nothing.
+_RECORD_ANSWER = (
+    "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json, reply_to)"
+    " SELECT %(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s, %(card)s, %(reply_to)s"
+    " WHERE EXISTS (SELECT 1 FROM messages WHERE id=%(reply_to)s AND chat_id=%(chat_id)s AND role='user')"
+    " ON CONFLICT DO NOTHING"
+)
+
+
 def _message_params(message: StoredMessage) -> dict[str, Any]:
     return {
         "chat_id": message.chat_id,
@@ -76,6 +94,7 @@ def _message_params(message: StoredMessage) -> dict[str, Any]:
         "sql": message.sql,
         "created_at": message.created_at or time.time(),
         "card": None if message.card is None else json.dumps(message.card),
+        "reply_to": message.reply_to or None,
     }
 
 
@@ -130,25 +149,38 @@ class PostgresChatRepository:
             with contextlib.suppress(psycopg.errors.ForeignKeyViolation):  # its chat went meanwhile
                 await conn.execute(_ADD_MESSAGE, _message_params(message))
 
-    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> int:
         # One statement, so one round trip and atomic: the chat (if new), then its question (the foreign
         # key is checked at the statement's end, when the chat row is there).
         params = _message_params(StoredMessage(chat_id, "user", question))
         async with self.db.pool.connection() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 "WITH chat AS (INSERT INTO chats(chat_id, session_id, title, created_at)"
                 " VALUES (%(chat_id)s, %(session_id)s, %(title)s, %(created_at)s)"
                 " ON CONFLICT (chat_id) DO NOTHING)"
                 " INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json)"
                 " VALUES (%(chat_id)s, %(role)s, %(content)s, %(answer)s, %(sql)s, %(created_at)s,"
-                " %(card)s)",
+                " %(card)s) RETURNING id",
                 {**params, "session_id": session_id, "title": question[:80]},
             )
+            row = await cursor.fetchone()
+        assert row is not None
+        return int(row[0])
+
+    async def record_answer(self, reply: StoredMessage) -> bool:
+        if reply.reply_to <= 0:
+            raise ValueError("record_answer needs the message_id of the question answered (reply_to)")
+        async with self.db.pool.connection() as conn:
+            try:
+                cursor = await conn.execute(_RECORD_ANSWER, _message_params(reply))
+            except psycopg.errors.ForeignKeyViolation:  # its chat went meanwhile
+                return False
+            return cursor.rowcount == 1
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         rows = await self._all(
-            "SELECT chat_id, role, content, answer_json, sql, created_at, card_json FROM messages"
-            " WHERE chat_id=%s ORDER BY id",
+            "SELECT chat_id, role, content, answer_json, sql, created_at, card_json, id, reply_to"
+            " FROM messages WHERE chat_id=%s ORDER BY id",
             chat_id,
         )
         return [
@@ -160,6 +192,8 @@ class PostgresChatRepository:
                 r[4] or "",
                 r[5],
                 json.loads(r[6]) if r[6] else None,
+                r[7],
+                r[8] or 0,
             )
             for r in rows
         ]

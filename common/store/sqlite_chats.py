@@ -58,13 +58,43 @@ MIGRATIONS = (
         2, "chats by session", "CREATE INDEX IF NOT EXISTS chats_by_session ON chats(session_id, created_at)"
     ),
     Migration(3, "an answer's card", "ALTER TABLE messages ADD COLUMN card_json TEXT"),
+    Migration(
+        4,
+        "one answer per question",
+        """
+        ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+        CREATE UNIQUE INDEX IF NOT EXISTS messages_one_reply ON messages(reply_to) WHERE reply_to IS NOT NULL
+        """,
+    ),
 )
+
+_COLUMNS = "chat_id, role, content, answer_json, sql, created_at, card_json, id, reply_to"
 
 
 def _message(row: Any) -> StoredMessage:
     card = json.loads(row[6]) if row[6] else None
     return StoredMessage(
-        row[0], row[1], row[2], json.loads(row[3]) if row[3] else None, row[4] or "", row[5], card
+        row[0],
+        row[1],
+        row[2],
+        json.loads(row[3]) if row[3] else None,
+        row[4] or "",
+        row[5],
+        card,
+        row[7],
+        row[8] or 0,
+    )
+
+
+def _values(message: StoredMessage) -> tuple[Any, ...]:
+    return (
+        message.chat_id,
+        message.role,
+        message.content,
+        json.dumps(message.answer),
+        message.sql,
+        message.created_at or time.time(),
+        None if message.card is None else json.dumps(message.card),
     )
 
 
@@ -108,21 +138,13 @@ class SqliteChatRepository:
         )
 
     @staticmethod
-    def _add_message(conn: sqlite3.Connection, message: StoredMessage) -> None:
-        conn.execute(  # a message for a chat that is gone (deleted while its answer ran) is dropped
+    def _add_message(conn: sqlite3.Connection, message: StoredMessage) -> int:
+        cursor = conn.execute(  # a message for a chat that is gone (deleted while its answer ran) is dropped
             "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json)"
             " SELECT ?,?,?,?,?,?,? WHERE EXISTS (SELECT 1 FROM chats WHERE chat_id=?)",
-            (
-                message.chat_id,
-                message.role,
-                message.content,
-                json.dumps(message.answer),
-                message.sql,
-                message.created_at or time.time(),
-                None if message.card is None else json.dumps(message.card),
-                message.chat_id,
-            ),
+            (*_values(message), message.chat_id),
         )
+        return cursor.lastrowid or 0
 
     async def create_chat(self, session_id: str, title: str = "", chat_id: str | None = None) -> Chat:
         chat_id = chat_id or uuid.uuid4().hex
@@ -152,19 +174,35 @@ class SqliteChatRepository:
     async def add_message(self, message: StoredMessage) -> None:
         await self._run(lambda conn: self._add_message(conn, message))
 
-    async def start_turn(self, chat_id: str, session_id: str, question: str) -> None:
-        def write(conn: sqlite3.Connection) -> None:
+    async def start_turn(self, chat_id: str, session_id: str, question: str) -> int:
+        def write(conn: sqlite3.Connection) -> int:
             self._ensure_chat(conn, chat_id, session_id, question[:80])
-            self._add_message(conn, StoredMessage(chat_id, "user", question))
+            return self._add_message(conn, StoredMessage(chat_id, "user", question))
 
-        await self._transaction(write)
+        return await self._transaction(write)
+
+    async def record_answer(self, reply: StoredMessage) -> bool:
+        if reply.reply_to <= 0:
+            raise ValueError("record_answer needs the message_id of the question answered (reply_to)")
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # Only for a question of this chat that is still stored; the unique index on reply_to makes
+            # a second recorder (another connection, another process) store nothing.
+            cursor = conn.execute(
+                "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at, card_json,"
+                " reply_to) SELECT ?,?,?,?,?,?,?,? WHERE EXISTS"
+                " (SELECT 1 FROM messages WHERE id=? AND chat_id=? AND role='user')"
+                " ON CONFLICT DO NOTHING",
+                (*_values(reply), reply.reply_to, reply.reply_to, reply.chat_id),
+            )
+            return cursor.rowcount == 1
+
+        return await self._run(write)
 
     async def messages(self, chat_id: str) -> list[StoredMessage]:
         rows = await self._run(
             lambda conn: conn.execute(
-                "SELECT chat_id, role, content, answer_json, sql, created_at, card_json FROM messages"
-                " WHERE chat_id=? ORDER BY id",
-                (chat_id,),
+                f"SELECT {_COLUMNS} FROM messages WHERE chat_id=? ORDER BY id", (chat_id,)
             ).fetchall()
         )
         return [_message(row) for row in rows]

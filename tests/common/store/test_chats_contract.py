@@ -6,6 +6,8 @@ import asyncio
 import math
 import sqlite3
 
+import pytest
+
 from common.store import postgres_chats, sqlite_chats
 from common.store.chats import StoredMessage
 from common.store.migrations import migrate_sqlite
@@ -126,3 +128,41 @@ async def test_a_database_from_before_cards_gains_the_column_and_keeps_its_rows(
     assert (old.content, old.answer, old.sql, old.card) == ("old answer", 42, "SELECT 42", None)
     await repo.add_message(StoredMessage("c1", "assistant", "new", card=CARD))
     assert (await repo.messages("c1"))[-1].card == CARD
+
+
+async def test_an_answer_is_recorded_once_however_many_recorders_race(backend: Backend) -> None:
+    first, second = await backend.open_chats(), await backend.open_chats()  # two gateways
+    question = await first.start_turn("c1", "s1", "How many rows?")
+    assert question > 0
+    reply = StoredMessage("c1", "assistant", "**42**", 42, "SELECT 42", card=CARD, reply_to=question)
+    stored = await asyncio.gather(*((first if i % 2 else second).record_answer(reply) for i in range(20)))
+    assert stored.count(True) == 1  # one recorder stored it; the others met the unique index
+    turns = await second.messages("c1")
+    assert [(t.role, t.content, t.reply_to) for t in turns] == [
+        ("user", "How many rows?", 0),
+        ("assistant", "**42**", question),
+    ]
+    assert turns[0].message_id == question and turns[1].message_id > question
+    assert (turns[1].answer, turns[1].sql, turns[1].card) == (42, "SELECT 42", CARD)
+    # The chat's next question has an answer of its own.
+    follow_up = await second.start_turn("c1", "s1", "How many rows?")
+    assert follow_up > question
+    assert await first.record_answer(StoredMessage("c1", "assistant", "**42**", reply_to=follow_up))
+    assert not await second.record_answer(StoredMessage("c1", "assistant", "other", reply_to=follow_up))
+    assert [t.content for t in await first.messages("c1")] == ["How many rows?", "**42**"] * 2
+
+
+async def test_an_answer_to_a_question_that_is_not_there_is_dropped(backend: Backend) -> None:
+    repo = await backend.open_chats()
+    question = await repo.start_turn("c1", "s1", "q")
+    other = await repo.start_turn("c2", "s1", "q2")
+    assert not await repo.record_answer(StoredMessage("c1", "assistant", "a", reply_to=other))  # c2's
+    assert not await repo.record_answer(StoredMessage("c1", "assistant", "a", reply_to=question + 99))
+    assert await repo.record_answer(StoredMessage("c1", "assistant", "a", reply_to=question))
+    answer = (await repo.messages("c1"))[-1].message_id
+    assert not await repo.record_answer(StoredMessage("c1", "assistant", "b", reply_to=answer))  # no question
+    await repo.delete_chat("c2")  # deleted while its answer ran: the answer is dropped, nothing recreated
+    assert not await repo.record_answer(StoredMessage("c2", "assistant", "late", reply_to=other))
+    assert await repo.messages("c2") == [] and await repo.get_chat("c2") is None
+    with pytest.raises(ValueError, match="reply_to"):
+        await repo.record_answer(StoredMessage("c1", "assistant", "no key"))

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from common.store import postgres_access, postgres_chats, sqlite_access, sqlite_chats
+from common.store.chats import StoredMessage
 from common.store.migrations import Migration, SchemaTooNew, migrate_postgres, migrate_sqlite
 from common.store.postgres import DatabaseUnavailable, PostgresDatabase
 from tests.common.store.conftest import Backend
@@ -106,3 +107,39 @@ async def test_an_unreachable_database_is_named_without_its_password(postgres_ur
     assert "not-the-password" not in message and postgres_url.split(":")[2].split("@")[0] not in message
     with pytest.raises(DatabaseUnavailable, match="not a connection string"):
         await PostgresDatabase.open("postgresql://u:secret@host:notaport/db x=")
+
+
+async def test_the_one_answer_step_adopts_a_chat_store_with_repeated_answers(backend: Backend) -> None:
+    """A store from the release before `record_answer` (a resumed answer could be stored twice then) gains
+    the reply_to column and its unique index; its rows stay, and new answers are recorded once."""
+    old = "INSERT INTO messages(chat_id, role, content, answer_json, sql, created_at) VALUES "
+    rows = (
+        "('c1','user','q','null','',1.0), ('c1','assistant','a','1','',2.0),"
+        " ('c1','assistant','a','1','',3.0)"
+    )
+    if backend.kind == "sqlite":
+        conn = sqlite3.connect(backend.root / "chats.sqlite3", isolation_level=None)
+        migrate_sqlite(conn, "chats", sqlite_chats.MIGRATIONS[:-1])
+        conn.execute("INSERT INTO chats VALUES ('c1', 's1', 'old', 1.0)")
+        conn.execute(old + rows)
+        conn.close()
+    else:
+        db = await backend.database()
+        await db.migrate("chats", postgres_chats.MIGRATIONS[:-1])
+        async with db.pool.connection() as pg:
+            await pg.execute("INSERT INTO chats VALUES ('c1', 's1', 'old', 1.0)")
+            await pg.execute(old + rows)  # type: ignore[arg-type]  # literal SQL
+    repo = await backend.open_chats()
+    turns = await repo.messages("c1")
+    assert [(t.role, t.content, t.reply_to) for t in turns] == [
+        ("user", "q", 0),
+        ("assistant", "a", 0),
+        ("assistant", "a", 0),
+    ]
+    question = await repo.start_turn("c1", "s1", "q2")
+    reply, other = StoredMessage("c1", "assistant", "a2", reply_to=question), await backend.open_chats()
+    assert sorted(await asyncio.gather(repo.record_answer(reply), other.record_answer(reply))) == [
+        False,
+        True,
+    ]
+    assert [t.content for t in await repo.messages("c1")] == ["q", "a", "a", "q2", "a2"]
