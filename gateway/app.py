@@ -47,6 +47,7 @@ from gateway.chats import (
     chat_json,
     insight_json,
     message_json,
+    resumed_question,
     turn_history,
 )
 from gateway.clients import Backends
@@ -60,6 +61,7 @@ from gateway.errors import (
     validation_exception_handler,
 )
 from gateway.events import contract_json
+from gateway.followers import AnswerFollowers
 from gateway.limits import BodyLimitMiddleware
 from gateway.ownership import Ownership
 from gateway.quotas import QuotaExceeded, Quotas
@@ -73,6 +75,7 @@ from insightx.v1 import common_pb2, orchestrator_pb2, sql_engine_pb2
 MAX_SEQ = 2**53  # a seq, like every JSON number the browser reads, fits a double exactly
 _SEQ = re.compile(r"[0-9]{1,16}")
 _RESUME_PEEK_S = 1.0  # how long a resumed stream may take to show it has more, before its response starts
+_FOLLOW_GRACE_S = 5.0  # a follower waits this much past the chat's deadline for the answer's own end
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 
@@ -176,6 +179,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Builds the app; channels, the chat repository and the access database open at start-up."""
     settings = settings or GatewaySettings()
     stats = StreamStats()
+    followers = AnswerFollowers(settings.answer_followers, settings.sse_max_rows)
     hide_paths([Path(settings.data_dir)])
 
     @asynccontextmanager
@@ -190,6 +194,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
+        await followers.close()
         await stores.close()
         await app.state.backends.close()
 
@@ -222,6 +227,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         app.add_exception_handler(database_error, database_unavailable_handler)
     app.add_exception_handler(Exception, unexpected_exception_handler)
     app.state.stream_stats = stats
+    app.state.followers = followers
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     api = APIRouter(dependencies=[Depends(current_user)])
 
@@ -341,8 +347,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
     @api.get("/api/status")
     async def status() -> JSONResponse:
-        """The gateway's own counters: upstream chat calls open, completed, cancelled, failed."""
-        return JSONResponse({"streams": stats.as_json()})
+        """The gateway's own counters: upstream chat calls open, completed, cancelled, failed; and the
+        background followers of answers whose client left (running, recorded, skipped, gave up)."""
+        return JSONResponse({"streams": stats.as_json(), "followers": followers.stats.as_json()})
 
     # --- API tokens -----------------------------------------------------------------------------------
 
@@ -460,12 +467,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         body: ChatStreamRequest,
         last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
     ) -> Response:
-        """Streams the orchestrator's events as SSE; the gRPC call is cancelled if the client leaves.
+        """Streams the orchestrator's events as SSE; the gRPC call is cancelled if the client leaves, and
+        the answer, which runs on, is read to its end by a background follower that records it.
 
         The chat is one the server made (404 otherwise); without a chat_id the server makes one and
         answers its id in the `X-Chat-Id` header. A stream resumed past its last event answers 204, which
         tells an EventSource to stop reconnecting.
         """
+        deadline = asyncio.get_running_loop().time() + settings.chat_deadline_s + _FOLLOW_GRACE_S
         if (missing := await owned_session(request, user, body.session_id)) is not None:
             return missing
         after_seq = body.last_event_id
@@ -489,17 +498,16 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         chat_id = chat.chat_id
         # The store is the chat's only record (the client's history counts only for a new chat, above).
         history = await turn_history(repo, chat_id, body.message, resumed=after_seq > 0)
-        call = backends(request).orchestrator.Chat(
-            orchestrator_pb2.ChatRequest(
-                chat_id=chat_id,
-                session_id=body.session_id,
-                message=body.message,
-                history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in history],
-                last_event_seq=after_seq,
-            ),
-            timeout=settings.chat_deadline_s,
-            metadata=user_metadata(user),
+        chat_request = orchestrator_pb2.ChatRequest(
+            chat_id=chat_id,
+            session_id=body.session_id,
+            message=body.message,
+            history=[common_pb2.ChatMessage(role=t.role, content=t.content) for t in history],
+            last_event_seq=after_seq,
         )
+        metadata = user_metadata(user)
+        orchestrator = backends(request).orchestrator
+        call = orchestrator.Chat(chat_request, timeout=settings.chat_deadline_s, metadata=metadata)
         stats.track(call)
         first = None
         if after_seq > 0:
@@ -507,9 +515,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             if first is None:  # resumed past the end: 204 tells an EventSource to stop reconnecting
                 stats.completed += 1
                 return Response(status_code=204, headers={"X-Chat-Id": chat_id})
-        record = TurnRecorder(repo, chat_id, resumed=after_seq > 0)
+        record = TurnRecorder(repo, chat_id)
         if after_seq == 0:
             record.start(body.session_id, body.message)
+        else:
+            record.resume(await resumed_question(repo, chat_id, body.session_id, body.message))
+
+        def reopen(seq: int, timeout_s: float) -> grpc.aio.UnaryStreamCall:  # type: ignore[type-arg]
+            resumed = orchestrator_pb2.ChatRequest()
+            resumed.CopyFrom(chat_request)
+            resumed.last_event_seq = seq
+            return orchestrator.Chat(resumed, timeout=timeout_s, metadata=metadata)  # type: ignore[no-any-return]
+
+        def leave(resume_seq: int, left: Any, first: Any) -> bool:
+            """The stream ended: unless its reply is recorded, a follower reads the answer on."""
+            key = (chat_id, body.message)
+            return followers.follow(key, record, reopen, resume_seq, deadline, left, first)
+
         events = sse_events(
             call,
             max_rows=settings.sse_max_rows,
@@ -518,6 +540,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             on_event=record,
             stats=stats,
             first=first,
+            on_leave=leave,
         )
         return EventSourceResponse(events, sep="\n", ping=settings.sse_ping_s, headers={"X-Chat-Id": chat_id})
 

@@ -1,7 +1,8 @@
 """Chats, their messages and a session's saved insights, behind one small interface.
 
 The gateway is the only writer of chats, and this store is the only record of them: it records the user's
-question and the final answer as a stream passes through, and sends the stored turns as the history of the
+question and the final answer as a stream passes through (or, when the client left first, as a background
+follower reads the answer to its end: gateway/followers.py), and sends the stored turns as the history of the
 next question (`turn_history`; the orchestrator keeps no transcript). The workspace saves insights. The
 embedded implementation keeps them in SQLite under the data directory (common/store/sqlite_chats.py); with
 INSIGHTX_DATABASE_URL every gateway shares PostgreSQL's (common/store/postgres_chats.py), behind the same
@@ -11,7 +12,7 @@ INSIGHTX_DATABASE_URL every gateway shares PostgreSQL's (common/store/postgres_c
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,6 +32,7 @@ __all__ = [
     "insight_json",
     "message_json",
     "open_chat_repository",
+    "resumed_question",
     "turn_history",
 ]
 
@@ -44,22 +46,32 @@ CARD_FIELDS = ("chart", "follow_ups", "clarifications", "confidence", "answer_ty
 
 
 class TurnRecorder:
-    """Stores one answer's turn as its stream passes: the question while the answer starts (off the first
-    event's path), then the reply — the final answer or the error — once, before the client sees it."""
+    """Stores one answer's turn: the question while the answer starts (off the first event's path), then
+    the reply — the final answer or the error — under the question's id, before the client sees it.
 
-    _pending: ClassVar[set[asyncio.Task[None]]] = set()  # strong references until each write is done
+    One recorder serves the stream and, when its client leaves first, the background follower that reads
+    the answer to its end (gateway/followers.py). The store records a reply once per question
+    (`ChatRepository.record_answer`), so a resume on another gateway recording the same answer adds
+    nothing."""
 
-    def __init__(self, repo: ChatRepository, chat_id: str, resumed: bool = False) -> None:
+    _pending: ClassVar[set[asyncio.Task[int]]] = set()  # strong references until each write is done
+
+    def __init__(self, repo: ChatRepository, chat_id: str) -> None:
         self.repo = repo
         self.chat_id = chat_id
-        self.resumed = resumed
-        self._question: asyncio.Task[None] | None = None
+        self.finished = False  # a terminal event passed and its reply was recorded (by this or another)
+        self._question: asyncio.Task[int] | None = None
+        self._question_id = 0
 
     def start(self, session_id: str, question: str) -> None:
         """Begins storing the question (and the chat, if new) in the background."""
         self._question = asyncio.create_task(self.repo.start_turn(self.chat_id, session_id, question))
         self._pending.add(self._question)
         self._question.add_done_callback(self._pending.discard)
+
+    def resume(self, question_id: int) -> None:
+        """A resumed stream answers a question already stored (`resumed_question`)."""
+        self._question_id = question_id
 
     async def __call__(self, payload: dict[str, Any]) -> None:
         """The stream's hook for each SSE payload."""
@@ -74,15 +86,25 @@ class TurnRecorder:
         else:
             return
         if self._question is not None:
-            await self._question  # the question is stored before its answer
-        if self.resumed and await self._already_stored(reply):
-            return
-        await self.repo.add_message(reply)
+            # The question is stored before its answer; shielded, so a client leaving now does not
+            # cancel the question's write.
+            self._question_id = await asyncio.shield(self._question)
+        if self._question_id <= 0:
+            raise RuntimeError("the question of this answer was not stored")
+        await self.repo.record_answer(replace(reply, reply_to=self._question_id))
+        self.finished = True
 
-    async def _already_stored(self, reply: StoredMessage) -> bool:
-        """A resumed stream whose reply reached the store before the client lost it."""
-        history = await self.repo.messages(self.chat_id)
-        return bool(history) and history[-1].role == "assistant" and history[-1].content == reply.content
+
+async def resumed_question(repo: ChatRepository, chat_id: str, session_id: str, question: str) -> int:
+    """The stored question a resumed stream answers: the chat's newest question, when it is this one (the
+    orchestrator resumes the chat's newest answer); otherwise the question is stored now, so that its
+    answer has a question to belong to."""
+    for turn in reversed(await repo.messages(chat_id)):
+        if turn.role == "user":
+            if turn.content == question:
+                return turn.message_id
+            break
+    return await repo.start_turn(chat_id, session_id, question)
 
 
 HISTORY_TURNS = 50  # the most earlier turns sent with a question (the orchestrator trims further for prompts)

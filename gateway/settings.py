@@ -24,6 +24,12 @@ class GatewaySettings(Settings):
     sse_max_rows: int = Field(200, description="rows of a sql_result sent in one SSE event")
     sse_ping_s: float = Field(15.0, description="seconds between SSE heartbeat comments")
     sse_retry_ms: int = Field(3000, description="reconnection delay announced with `retry:`")
+    answer_followers: int = Field(
+        64,
+        ge=0,
+        description="answers whose client left before their end that one gateway reads on in the background"
+        " to record them in the chat store; beyond it an answer is recorded only when resumed",
+    )
     max_json_bytes: int = Field(1 << 20, description="largest accepted JSON request body (bytes)")
     workspace_max_rows: int = Field(1000, description="rows returned by the SQL editor endpoint")
     profile_wait_s: float = Field(

@@ -24,10 +24,10 @@ from typing import Any
 import grpc
 from pydantic import BaseModel, Field
 
+from common.chat_events import is_terminal
 from common.errors import error_info
 from gateway.errors import redact
 from gateway.events import error_payload, event_to_json
-from insightx.v1 import orchestrator_pb2
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,14 @@ class StopRequest(BaseModel):
     session_id: str = Field(min_length=1, max_length=64)
 
 
+OnLeave = Callable[[int, "grpc.aio.UnaryStreamCall | None", "asyncio.Future[Any] | None"], bool]
+"""`on_leave(resume_seq, call, first)`, called as the stream ends, however it ends (its terminal event
+passed and recorded, the client left, the upstream was lost), so the callee can see the answer through.
+`resume_seq` is the last seq whose event needs no replay (the terminal event is always replayed); the
+call and its `first` read are handed over when nothing was read yet (there is no seq to resume from
+then), else None. True when the callee took the call, which is then not cancelled here."""
+
+
 async def sse_events(
     call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
     *,
@@ -86,19 +94,29 @@ async def sse_events(
     on_event: OnEvent | None = None,
     stats: StreamStats | None = None,
     first: asyncio.Future[Any] | None = None,
+    on_leave: OnLeave | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event (from the read
     `first` when peek started one, then the rest)."""
     yield {"retry": retry_ms, "comment": "stream open"}
-    seq = after_seq
+    seq = resume_seq = after_seq
+    read_any = False
+    if first is None:
+        # The first read runs as a task of its own: a client leaving before the first event cancels the
+        # wait, not the read, so the call can still be handed over (on_leave) instead of lost.
+        first = asyncio.ensure_future(call.read())
     try:
-        async for event in _read_all(call, first):
-            if event.seq <= seq:
-                continue  # a resumed stream never repeats what the client already has
-            seq = event.seq
-            payload: dict[str, Any] = dict(event_to_json(event, max_rows))
-            await _notify(on_event, payload)
-            yield {"id": str(seq), "data": json.dumps(_redacted(payload), ensure_ascii=False)}
+        event = await asyncio.shield(first)
+        read_any = True
+        while event is not grpc.aio.EOF:
+            if event.seq > seq:  # a resumed stream never repeats what the client already has
+                seq = event.seq
+                payload: dict[str, Any] = dict(event_to_json(event, max_rows))
+                await _notify(on_event, payload)
+                if not is_terminal(payload["type"]):
+                    resume_seq = seq
+                yield {"id": str(seq), "data": json.dumps(_redacted(payload), ensure_ascii=False)}
+            event = await call.read()
         if stats is not None:
             stats.completed += 1
     except grpc.aio.AioRpcError as exc:
@@ -134,7 +152,13 @@ async def sse_events(
         await _notify(on_event, payload)
         yield {"id": str(seq + 1), "data": json.dumps(payload)}
     finally:
-        call.cancel()
+        handed = False
+        if on_leave is not None:
+            handed = on_leave(resume_seq, None if read_any else call, None if read_any else first)
+        if not handed:
+            if not first.done():
+                first.cancel()
+            call.cancel()
 
 
 async def peek(
@@ -151,22 +175,6 @@ async def peek(
     if read.done() and not read.cancelled() and read.exception() is None and read.result() is grpc.aio.EOF:
         return None
     return read
-
-
-async def _read_all(
-    call: grpc.aio.UnaryStreamCall,  # type: ignore[type-arg]
-    first: asyncio.Future[Any] | None,
-) -> AsyncIterator[orchestrator_pb2.ChatEvent]:
-    """Every event of `call` by read() (grpc refuses mixing read() and iteration on one call), starting
-    with the read `first` when peek began one."""
-    try:
-        event = await first if first is not None else await call.read()
-        while event is not grpc.aio.EOF:
-            yield event
-            event = await call.read()
-    finally:
-        if first is not None and not first.done():
-            first.cancel()
 
 
 def _redacted(payload: dict[str, Any]) -> dict[str, Any]:

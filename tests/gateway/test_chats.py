@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.chats import HISTORY_TURNS, LocalChatRepository, TurnRecorder, adopt_history, turn_history
+from gateway.chats import (
+    HISTORY_TURNS,
+    LocalChatRepository,
+    TurnRecorder,
+    adopt_history,
+    resumed_question,
+    turn_history,
+)
 
 
 @pytest.fixture
@@ -40,13 +47,38 @@ async def test_a_resumed_turn_does_not_store_its_reply_twice(repo: LocalChatRepo
     first = TurnRecorder(repo, "c2")
     first.start("s1", "q")
     await first(final("A."))
-    resumed = TurnRecorder(repo, "c2", resumed=True)
+    assert first.finished
+    resumed = TurnRecorder(repo, "c2")
+    resumed.resume(await resumed_question(repo, "c2", "s1", "q"))
     await resumed(final("A."))
-    assert [m.role for m in await repo.messages("c2")] == ["user", "assistant"]
+    assert resumed.finished  # recorded already: nothing added
     await resumed(
         {"type": "error", "message": "The SQL engine is unreachable.", "code": "UPSTREAM_UNAVAILABLE"}
     )
-    assert (await repo.messages("c2"))[-1].content == "The SQL engine is unreachable."
+    assert [(m.role, m.content) for m in await repo.messages("c2")] == [("user", "q"), ("assistant", "A.")]
+
+
+async def test_a_resumed_turn_whose_question_is_not_the_newest_stores_it(repo: LocalChatRepository) -> None:
+    await _answered(repo, "c3", "q1", "A1.")
+    await _answered(repo, "c3", "q2", "A2.")
+    resumed = TurnRecorder(repo, "c3")
+    resumed.resume(await resumed_question(repo, "c3", "s1", "q1"))  # the orchestrator answers it again
+    await resumed(final("A1 again."))
+    assert [m.content for m in await repo.messages("c3")] == ["q1", "A1.", "q2", "A2.", "q1", "A1 again."]
+
+
+async def test_two_recorders_of_one_answer_store_it_once(repo: LocalChatRepository) -> None:
+    """The stream and the follower of a left answer (or a resume elsewhere) racing on one question."""
+    stream = TurnRecorder(repo, "c4")
+    stream.start("s1", "q")
+    resume = TurnRecorder(repo, "c4")
+    await stream({"type": "status", "message": "working", "data": {"stage": "sql"}})
+    while not (stored := await repo.messages("c4")):  # the question is written off the stream's path
+        await asyncio.sleep(0.01)
+    resume.resume(stored[0].message_id)
+    await asyncio.gather(stream(final("A.")), resume(final("A.")))
+    assert stream.finished and resume.finished
+    assert [m.content for m in await repo.messages("c4")] == ["q", "A."]
 
 
 async def test_chats_and_insights_belong_to_their_session(repo: LocalChatRepository) -> None:

@@ -1,9 +1,13 @@
 """A client that leaves mid-answer cancels the gateway's upstream gRPC call, but not the answer: it runs on
-and a resume joins it; POST /api/chat/stop is what stops it. A silent answer still gets heartbeats.
+and a resume joins it; POST /api/chat/stop is what stops it. A silent answer still gets heartbeats. An
+answer whose client left is read to its end by the gateway (gateway/followers.py) and recorded in the chat
+store exactly once, whether or not the client comes back.
 
-The orchestrator here talks to a "SQL engine" address that accepts TCP connections and never answers, so an
-answer hangs at its first step for as long as its deadline (tens of seconds). Only the gateway's cancel can
-end the upstream call, and only the stop can end the answer, within the few seconds the test waits.
+The hanging stack's orchestrator talks to a "SQL engine" address that accepts TCP connections and never
+answers, so an answer hangs at its first step for as long as its deadline (tens of seconds). Only the
+gateway's cancel can end the upstream call, and only the stop can end the answer, within the few seconds
+the test waits. The slow stack answers through the language-model path, played by the fake model of
+tests/fakes after a delay per agent, so an answer takes a few seconds after its first event.
 """
 
 from __future__ import annotations
@@ -12,9 +16,12 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.llm_gateway.agents import default_agents
+from tests.fakes.fake_llm_server import FakeLlmServer, Reply
 from tests.gateway.sse import parse
 from tests.gateway.stacks import http, upload, wait_serving
 from tools.stack import Stack, free_port
@@ -50,6 +57,27 @@ def hanging_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def streams(stack: Stack) -> dict[str, int]:
     return http.get(f"{stack.base_url}/api/status").json()["streams"]  # type: ignore[no-any-return]
+
+
+def followers(stack: Stack) -> dict[str, int]:
+    return http.get(f"{stack.base_url}/api/status").json()["followers"]  # type: ignore[no-any-return]
+
+
+def turns(stack: Stack, chat_id: str) -> list[tuple[str, str]]:
+    reply = http.get(f"{stack.base_url}/api/chats/{chat_id}/messages", timeout=10)
+    assert reply.status_code == 200, reply.text
+    return [(m["role"], m["content"]) for m in reply.json()["messages"]]
+
+
+def wait_for_answer(stack: Stack, chat_id: str, timeout_s: float = 20.0) -> list[tuple[str, str]]:
+    """The chat's turns once an answer is stored and no follower runs any more."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stored = turns(stack, chat_id)
+        if any(role == "assistant" for role, _ in stored) and followers(stack)["running"] == 0:
+            return stored
+        time.sleep(0.1)
+    raise AssertionError(f"no answer stored after {timeout_s} s: {turns(stack, chat_id)}")
 
 
 def test_leaving_client_cancels_the_upstream_call_and_heartbeats_flow(
@@ -105,6 +133,12 @@ def test_the_answer_outlives_its_client_until_stopped(hanging_stack: Stack, tmp_
     assert sse.types == ["error"] and sse.events[0]["code"] == "CANCELLED"
     assert sse.ids == [str(sse.events[0]["seq"])] and sse.events[0]["seq"] == 2
     assert http.post(f"{base}/api/chat/stop", json=stop, timeout=10).json() == {"stopped": False}
+    # The stopped answer is recorded once, as a stop always was: by the resumed stream and by the follower
+    # of the stream left first, racing.
+    assert wait_for_answer(hanging_stack, chat_id) == [
+        ("user", "how many rows are there?"),
+        ("assistant", "The answer was stopped."),
+    ]
     gone = http.post(f"{base}/api/chat/stop", json={**stop, "chat_id": "no-such-chat"}, timeout=10)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "CHAT_NOT_FOUND"
 
@@ -120,3 +154,105 @@ def test_unreachable_orchestrator_is_an_error_event(hanging_stack: Stack, tmp_pa
     events = parse(reply.text).events
     assert [e["type"] for e in events] == ["error"]
     assert events[0]["code"] == "UPSTREAM_UNAVAILABLE" and events[0]["message"]
+
+
+AGENT_BY_PROMPT = {config.system_prompt: name for name, config in default_agents().items()}
+DELAY_S = {"classifier": 0.5, "sql": 0.5, "validator": 0.4, "composer": 0.8}
+QUESTION = "how many rows are there?"
+
+
+class SlowModel:
+    """Plays the agents of the language-model path after a delay each."""
+
+    def __init__(self) -> None:
+        self.table = "t"
+
+    def __call__(self, messages: list[dict[str, Any]], model: str) -> Reply:
+        system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
+        agent = AGENT_BY_PROMPT.get(system, "unknown")
+        replies = {
+            "classifier": '{"classification": "SQL_ONLY", "reasoning": "one aggregate"}',
+            "sql": f'SELECT count(*) AS n FROM "{self.table}"',
+            "validator": '{"valid": true, "issues": [], "confidence": 0.9}',
+            "composer": 'There are 2 rows.\n{"follow_ups": ["And by a?"]}',
+        }
+        return Reply(text=replies.get(agent, "Nothing scripted."), delay_s=DELAY_S.get(agent, 0.0))
+
+
+@pytest.fixture(scope="module")
+def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
+    """A stack answering through the slow fake model; yields it with an uploaded dataset's session."""
+    root = tmp_path_factory.mktemp("slow")
+    model = SlowModel()
+    with FakeLlmServer(keys=["k1"], responder=model) as fake:
+        env = {
+            "BYTEZ_BASE_URL": fake.base_url,
+            "BYTEZ_API_KEYS": "k1",
+            "INSIGHTX_LLM_BYTEZ_MAX_IN_FLIGHT_PER_KEY": "0",
+            "INSIGHTX_ANSWER_CACHE_SIZE": "0",
+        }
+        stack = Stack.on_free_ports(root / "data", extra_env=env, log_dir=root / "logs")
+        stack.data_dir.mkdir(parents=True)
+        try:
+            for name in ("sql_engine", "llm_gateway", "orchestrator", "gateway"):
+                stack.start_one(name)
+            wait_serving(stack, ["sql_engine", "llm_gateway", "orchestrator"])
+            http.register(stack)
+            csv = root / "t.csv"
+            csv.write_text("a,b\n1,2\n3,4\n")
+            dataset = upload(stack.base_url, csv)
+            model.table = str(dataset["table"])
+            yield stack, str(dataset["session_id"])
+        finally:
+            stack.stop()
+
+
+def leave_after_first_event(stack: Stack, session_id: str) -> str:
+    """Asks, reads the first event, leaves; answers the chat's id."""
+    body = {"session_id": session_id, "message": QUESTION}
+    with http.stream("POST", f"{stack.base_url}/api/chat/stream", json=body, timeout=30) as reply:
+        assert reply.status_code == 200
+        chat_id = reply.headers["x-chat-id"]
+        for line in reply.iter_lines():
+            if line.startswith("id: "):
+                break
+    return chat_id
+
+
+def test_an_answer_whose_client_left_and_never_came_back_is_recorded_once(
+    slow_stack: tuple[Stack, str],
+) -> None:
+    stack, session_id = slow_stack
+    before = followers(stack)
+    chat_id = leave_after_first_event(stack, session_id)
+    assert turns(stack, chat_id) == [("user", QUESTION)]  # the answer is still running
+    stored = wait_for_answer(stack, chat_id)
+    assert stored == [("user", QUESTION), ("assistant", "There are 2 rows.")], stored
+    after = followers(stack)
+    assert after["recorded"] == before["recorded"] + 1 and after["gave_up"] == before["gave_up"], after
+    time.sleep(0.5)
+    assert turns(stack, chat_id) == stored  # nothing more arrives later
+    messages = http.get(f"{stack.base_url}/api/chats/{chat_id}/messages", timeout=10).json()["messages"]
+    assert messages[1]["card"]["follow_ups"] == ["And by a?"]  # recorded with its card, as a stream does
+
+
+def test_a_client_that_leaves_then_resumes_gets_one_stored_answer(slow_stack: tuple[Stack, str]) -> None:
+    stack, session_id = slow_stack
+    chat_id = leave_after_first_event(stack, session_id)
+    resume = {"session_id": session_id, "message": QUESTION, "chat_id": chat_id}
+    url = f"{stack.base_url}/api/chat/stream"
+    with http.stream("POST", url, json=resume, headers={"Last-Event-ID": "1"}, timeout=30) as again:
+        assert again.status_code == 200
+        sse = parse(again.read().decode())
+    assert sse.types[-1] == "final_response" and sse.events[0]["seq"] == 2
+    stored = wait_for_answer(stack, chat_id)
+    assert stored == [("user", QUESTION), ("assistant", "There are 2 rows.")], stored
+    # The next question's history holds that one turn, once.
+    body = {"session_id": session_id, "message": "and now?", "chat_id": chat_id}
+    assert http.post(url, json=body, timeout=30).status_code == 200
+    assert turns(stack, chat_id) == [
+        ("user", QUESTION),
+        ("assistant", "There are 2 rows."),
+        ("user", "and now?"),
+        ("assistant", "There are 2 rows."),
+    ]
