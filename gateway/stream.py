@@ -10,6 +10,11 @@ its end or an explicit stop (`POST /api/chat/stop`, `StopRequest`). An orchestra
 middle of an answer (UNAVAILABLE after events were sent) ends the stream without a terminal event, so
 the client reconnects with `Last-Event-ID` and another replica goes on. `StreamStats` counts calls by how
 they ended, so the cancellation is observable.
+
+As it ends, the stream tells `on_leave` the last seq it passed before any terminal event, so that an
+answer whose reply was not recorded is read on by a follower (gateway/followers.py). A stream left before
+its first event has no seq to resume from: it hands its call (and the pending first read, which runs as a
+task of its own for that reason) to the follower instead of cancelling it.
 """
 
 from __future__ import annotations
@@ -98,7 +103,6 @@ async def sse_events(
 ) -> AsyncIterator[dict[str, Any]]:
     """SSE messages for sse-starlette: `retry:` first, then one `id:`/`data:` per event (from the read
     `first` when peek started one, then the rest)."""
-    yield {"retry": retry_ms, "comment": "stream open"}
     seq = resume_seq = after_seq
     read_any = False
     if first is None:
@@ -106,6 +110,7 @@ async def sse_events(
         # wait, not the read, so the call can still be handed over (on_leave) instead of lost.
         first = asyncio.ensure_future(call.read())
     try:
+        yield {"retry": retry_ms, "comment": "stream open"}
         event = await asyncio.shield(first)
         read_any = True
         while event is not grpc.aio.EOF:
