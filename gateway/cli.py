@@ -6,7 +6,8 @@
 
 Exit status of `ask`: 0 answered, 1 an error (the answer's `error` event, or a failed upload or request),
 2 wrong usage, 3 not answered (the analyst asked back or would not guess; the questions it offers are
-printed, and are in the JSON's `data.clarifications`).
+printed, and are in the JSON's `data.clarifications`), 130 interrupted: Ctrl-C asks the gateway to stop
+the answer (`POST /api/chat/stop`, best effort), since a client that only leaves does not stop it.
 
 `ask` uses the gateway at --url when one answers there, signed in with the token in INSIGHTX_TOKEN (the one
 `make run` printed, or an API token); otherwise it starts a private stack on free ports for the one
@@ -36,6 +37,8 @@ DEFAULT_URL = "http://localhost:8000"
 TOKEN_ENV = "INSIGHTX_TOKEN"
 EXIT_ERROR = 1
 EXIT_REFUSED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+STOP_TIMEOUT_S = 5.0
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
@@ -92,6 +95,17 @@ def _error_of(response: httpx.Response) -> tuple[str, str]:
         return f"HTTP {response.status_code}", ""
 
 
+def _stop(base: str, auth: dict[str, str], chat: dict[str, str], console: Console) -> None:
+    """Asks the gateway to stop the chat's answer (Ctrl-C): best effort, never a second failure."""
+    try:
+        reply = httpx.post(f"{base}/api/chat/stop", json=chat, headers=auth, timeout=STOP_TIMEOUT_S)
+        stopped = reply.status_code == 200 and bool(reply.json().get("stopped"))
+    except (httpx.HTTPError, ValueError):
+        stopped = False
+    said = "the answer was stopped" if stopped else "no answer was running to stop"
+    console.print(f"[yellow]Interrupted:[/] {said} (chat {chat['chat_id']}).")
+
+
 @app.command()
 def ask(
     file: Annotated[
@@ -122,27 +136,41 @@ def ask(
         console.print(
             f"[dim]{file.name}: {session['row_count']:,} rows, {len(session['columns'])} columns[/]"
         )
-        body = {"session_id": session["session_id"], "message": question}
+        # The chat is made first, so that a Ctrl-C at any moment knows which answer to stop.
+        made = httpx.post(
+            f"{base}/api/chats",
+            json={"session_id": session["session_id"], "title": question[:80]},
+            headers=auth,
+            timeout=30.0,
+        )
+        if made.status_code != 201:
+            _fail(console, *_error_of(made))
+        chat = {"chat_id": made.json()["chat_id"], "session_id": session["session_id"]}
+        body = {**chat, "message": question}
         final: dict[str, Any] | None = None
         renderer = Renderer(console)
         timeout = httpx.Timeout(10.0, read=300.0)
-        with (
-            console.status("Thinking…") as spinner,
-            httpx.stream(
-                "POST", f"{base}/api/chat/stream", json=body, headers=auth, timeout=timeout
-            ) as response,
-        ):
-            if response.status_code != 200:
-                response.read()
-                _fail(console, *_error_of(response))
-            for event in sse_events(response.iter_lines()):
-                if event["type"] == "status":
-                    spinner.update(str(event.get("message", "")) + "…")
-                elif not as_json:
-                    renderer.show(event)
-                if event["type"] in TERMINAL:
-                    final = event
-                    break
+        try:
+            with (
+                console.status("Thinking…") as spinner,
+                httpx.stream(
+                    "POST", f"{base}/api/chat/stream", json=body, headers=auth, timeout=timeout
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    response.read()
+                    _fail(console, *_error_of(response))
+                for event in sse_events(response.iter_lines()):
+                    if event["type"] == "status":
+                        spinner.update(str(event.get("message", "")) + "…")
+                    elif not as_json:
+                        renderer.show(event)
+                    if event["type"] in TERMINAL:
+                        final = event
+                        break
+        except KeyboardInterrupt:
+            _stop(base, auth, chat, console)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
     if final is None:
         _fail(console, "The answer stream ended before the answer.", "STREAM_ENDED")
     assert final is not None

@@ -1,5 +1,6 @@
 """`insightx ask` against the running gateway: live steps and the result once, `--json`, exit statuses
-(0 answered, 1 error, 2 usage, 3 refused) and plain errors."""
+(0 answered, 1 error, 2 usage, 3 refused) and plain errors. Ctrl-C (exit 130, the answer stopped) needs an
+answer that hangs: it is tested on the hanging stack of test_disconnect.py."""
 
 from __future__ import annotations
 

@@ -12,9 +12,13 @@ tests/fakes after a delay per agent, so an answer takes a few seconds after its 
 
 from __future__ import annotations
 
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +27,8 @@ import pytest
 from services.llm_gateway.agents import default_agents
 from tests.fakes.fake_llm_server import FakeLlmServer, Reply
 from tests.gateway.sse import parse
-from tests.gateway.stacks import http, upload, wait_serving
-from tools.stack import Stack, free_port
+from tests.gateway.stacks import http, token_of, upload, wait_serving
+from tools.stack import ROOT, Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -70,14 +74,21 @@ def turns(stack: Stack, chat_id: str) -> list[tuple[str, str]]:
 
 
 def wait_for_answer(stack: Stack, chat_id: str, timeout_s: float = 20.0) -> list[tuple[str, str]]:
-    """The chat's turns once an answer is stored and no follower runs any more."""
+    """The chat's turns once an answer is stored, and a moment later (a second recorder would be done)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        stored = turns(stack, chat_id)
-        if any(role == "assistant" for role, _ in stored) and followers(stack)["running"] == 0:
-            return stored
+        if any(role == "assistant" for role, _ in turns(stack, chat_id)):
+            time.sleep(1.0)
+            return turns(stack, chat_id)
         time.sleep(0.1)
     raise AssertionError(f"no answer stored after {timeout_s} s: {turns(stack, chat_id)}")
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def test_leaving_client_cancels_the_upstream_call_and_heartbeats_flow(
@@ -141,6 +152,43 @@ def test_the_answer_outlives_its_client_until_stopped(hanging_stack: Stack, tmp_
     ]
     gone = http.post(f"{base}/api/chat/stop", json={**stop, "chat_id": "no-such-chat"}, timeout=10)
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "CHAT_NOT_FOUND"
+
+
+def test_ctrl_c_during_ask_stops_the_answer(hanging_stack: Stack, tmp_path: Path) -> None:
+    """`insightx ask` interrupted: the CLI asks POST /api/chat/stop, so the server's work ends (recorded
+    as a stop) instead of running on to its deadline."""
+    csv = tmp_path / "t.csv"
+    csv.write_text("a,b\n1,2\n3,4\n")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "COLUMNS": "200",
+        "TERM": "dumb",
+        "INSIGHTX_TOKEN": token_of(hanging_stack),
+    }
+    opened = streams(hanging_stack)["open"]
+    question = "how many rows are there?"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "gateway.cli", "ask", str(csv), question, "--url", hanging_stack.base_url],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: streams(hanging_stack)["open"] > opened, timeout_s=30)  # the answer is under way
+        time.sleep(0.3)
+        cli.send_signal(signal.SIGINT)
+        out, err = cli.communicate(timeout=30)
+    finally:
+        cli.kill()
+    assert cli.returncode == 130, out + err
+    said = re.search(r"Interrupted: the answer was stopped \(chat (\w+)\)", " ".join(out.split()))
+    assert said is not None, out + err
+    assert wait_for_answer(hanging_stack, said[1]) == [
+        ("user", question),
+        ("assistant", "The answer was stopped."),
+    ]
 
 
 def test_unreachable_orchestrator_is_an_error_event(hanging_stack: Stack, tmp_path: Path) -> None:
@@ -228,10 +276,8 @@ def test_an_answer_whose_client_left_and_never_came_back_is_recorded_once(
     assert turns(stack, chat_id) == [("user", QUESTION)]  # the answer is still running
     stored = wait_for_answer(stack, chat_id)
     assert stored == [("user", QUESTION), ("assistant", "There are 2 rows.")], stored
-    after = followers(stack)
-    assert after["recorded"] == before["recorded"] + 1 and after["gave_up"] == before["gave_up"], after
-    time.sleep(0.5)
-    assert turns(stack, chat_id) == stored  # nothing more arrives later
+    wait_until(lambda: followers(stack)["recorded"] == before["recorded"] + 1)  # the follower did it
+    assert followers(stack)["gave_up"] == before["gave_up"]
     messages = http.get(f"{stack.base_url}/api/chats/{chat_id}/messages", timeout=10).json()["messages"]
     assert messages[1]["card"]["follow_ups"] == ["And by a?"]  # recorded with its card, as a stream does
 
