@@ -2,8 +2,9 @@
 
 Why: receiving a 148 MB upload costs 0.15 to 1 s on this VM (fresh pages for every new file), time in which
 the import could already be converting. The receiver appends chunks to the spool file (`append`, on the
-event loop, as before); the import thread waits for the head it sniffs (`wait_for`) and may then read the
-CSV through a FIFO (`stream`) that a pump thread fills from the spool file as the upload grows, with
+event loop, as before); the import thread waits for the head it sniffs (`wait_for`) and, for an upload
+that arrives slowly (`slow`: DuckDB reads a pipe on one thread, a whole file on all), reads the CSV
+through a FIFO (`stream`) that a pump thread fills from the spool file as the upload grows, with
 `sendfile` (no copy through Python). The spool file stays the source of truth: when the streamed read
 fails for any reason, the importer reads the complete file as before (`wait_complete`).
 
@@ -33,6 +34,12 @@ from types import TracebackType
 from common.errors import InvalidInput
 
 STALL_S = 1.0  # a stream waiting this long for the client's next bytes is ended; the file is read after
+# DuckDB reads a pipe on one thread (its CSV scan gets one thread per 8 MB of file size, and a pipe has
+# none), at about 100 MB/s for a 17-column CSV, while it reads a whole file on every thread: stream only
+# an upload that arrives slower than that, seen STREAM_AFTER_S after it began (a browser's, not a
+# neighbour's on loopback, which is converted sooner in parallel once complete).
+STREAM_AFTER_S = 0.5
+STREAM_BELOW_BPS = 48 << 20
 _PIPE_BYTES = 1 << 20  # F_SETPIPE_SZ: fewer wake-ups than the default 64 KiB (the unprivileged maximum)
 _SEND_BYTES = 1 << 20
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -113,6 +120,7 @@ class Upload:
         fd, self.path = self._files.take()
         self._fd: int | None = fd
         self._size = 0
+        self._started = time.monotonic()
         self._state = "receiving"  # then "complete" or "failed"
         self._changed = threading.Condition()
 
@@ -163,11 +171,14 @@ class Upload:
         else:
             self.path.unlink(missing_ok=True)
 
-    def wait_for(self, size: int) -> None:
-        """Blocks until `size` bytes are received or the upload has ended; raises UploadIncomplete when it
-        failed."""
+    def wait_for(self, size: int, seconds_from_start: float | None = None) -> None:
+        """Blocks until `size` bytes are received or the upload has ended (or, given `seconds_from_start`,
+        that long after the upload began); raises UploadIncomplete when it failed."""
+        timeout = None
+        if seconds_from_start is not None:
+            timeout = max(0.0, self._started + seconds_from_start - time.monotonic())
         with self._changed:
-            self._changed.wait_for(lambda: self._size >= size or self._state != "receiving")
+            self._changed.wait_for(lambda: self._size >= size or self._state != "receiving", timeout)
             if self._state == "failed":
                 raise UploadIncomplete()
 
@@ -177,6 +188,23 @@ class Upload:
             self._changed.wait_for(lambda: self._state != "receiving")
             if self._state == "failed":
                 raise UploadIncomplete()
+
+    def slow(self) -> bool:
+        """Whether the upload is worth converting while it arrives: still arriving STREAM_AFTER_S after it
+        began (then again every STREAM_AFTER_S), below STREAM_BELOW_BPS. Waits until it can tell; False
+        once complete; raises UploadIncomplete when it failed."""
+        looks = 1
+        with self._changed:
+            while True:
+                timeout = self._started + looks * STREAM_AFTER_S - time.monotonic()
+                self._changed.wait_for(lambda: self._state != "receiving", max(0.0, timeout))
+                if self._state == "failed":
+                    raise UploadIncomplete()
+                if self._state == "complete":
+                    return False
+                if self._size / (time.monotonic() - self._started) < STREAM_BELOW_BPS:
+                    return True
+                looks += 1
 
     def stream(self) -> Stream:
         """A FIFO next to the spool file, fed with the upload as it arrives (use it as a context manager)."""

@@ -104,7 +104,8 @@ async def test_a_late_value_of_another_type_is_read_again_from_the_file(
     # read again with every row sniffed, as an upload read from the file always was.
     data = _csv(tmp_path, 200_000, late="not a number,x,1.5,2021-01-01\n")
     caplog.set_level(logging.INFO, logger="services.sql_engine.importer")
-    reply = await _send(served.stub, data, "late.csv")
+    reply = await _send(served.stub, data, "late.csv", pause=0.03)
+    assert _streamed(caplog)
     assert reply.row_count == 200_001
     assert ("id", "VARCHAR") in [(c.name, c.type) for c in reply.columns]
     assert any("streamed read not kept" in r.getMessage() for r in caplog.records)
@@ -196,14 +197,39 @@ async def test_a_file_refused_on_its_head_is_answered_before_the_upload_ends(ser
 
 
 async def _send(
-    stub: sql_engine_pb2_grpc.SqlEngineServiceStub, data: bytes, filename: str
+    stub: sql_engine_pb2_grpc.SqlEngineServiceStub, data: bytes, filename: str, pause: float = 0.0
 ) -> pb.ImportDatasetResponse:
+    """Uploads `data`, pausing `pause` seconds between chunks (a slow client, 256 KiB at a time)."""
+
     async def messages() -> AsyncIterator[pb.ImportDatasetRequest]:
         yield pb.ImportDatasetRequest(metadata=pb.ImportMetadata(filename=filename))
         for offset in range(0, len(data), CHUNK):
             yield pb.ImportDatasetRequest(chunk=data[offset : offset + CHUNK])
+            if pause:
+                await asyncio.sleep(pause)
 
     return await stub.ImportDataset(messages(), timeout=60)
+
+
+def _streamed(caplog: pytest.LogCaptureFixture) -> bool:
+    return any("reading the upload as it arrives" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_fast_upload_is_read_from_the_whole_file_a_slow_one_as_it_arrives(
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # DuckDB reads a pipe on one thread but a whole file on all: an upload that arrives faster than
+    # STREAM_BELOW_BPS is converted once complete; a slower one while it arrives. Same table either way.
+    caplog.set_level(logging.INFO, logger="services.sql_engine.importer")
+    data = _csv(tmp_path, 200_000)
+    monkeypatch.setattr(spool, "STREAM_AFTER_S", 0.2)
+    monkeypatch.setattr(spool, "STREAM_BELOW_BPS", 1 << 20)  # a busy machine's loopback is still faster
+    fast = await _send(served.stub, data, "fast.csv")
+    assert not _streamed(caplog), "an upload arriving at loopback speed was read on one thread"
+    monkeypatch.setattr(spool, "STREAM_BELOW_BPS", 48 << 20)
+    slow = await _send(served.stub, data, "slow.csv", pause=0.03)  # at most 8 MB/s
+    assert _streamed(caplog)
+    assert slow.dataset_hash == fast.dataset_hash and slow.row_count == fast.row_count == 200_000
 
 
 async def test_a_kept_spool_file_goes_with_a_deleted_dataset(served: Served, tmp_path: Path) -> None:
@@ -213,3 +239,33 @@ async def test_a_kept_spool_file_goes_with_a_deleted_dataset(served: Served, tmp
     assert len(spares) == 1, "the finished upload's file was not kept for the next"
     await served.stub.DeleteDataset(pb.DeleteDatasetRequest(session_id=reply.session_id), timeout=30)
     assert not list((data_dir / "spool").glob("spare-*")), "the raw upload outlived its dataset"
+
+
+async def test_a_fast_upload_is_sniffed_on_its_head_while_it_arrives(
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # DuckDB's sniffing of the first 8 MB is done before the upload ends; the whole file is then read
+    # with it, into the same Parquet, byte for byte, as read_csv sniffing the file itself writes.
+    caplog.set_level(logging.INFO, logger="services.sql_engine")
+    data = _csv(tmp_path, 400_000)
+    assert len(data) > 12 << 20
+    reply = await _send(served.stub, data, "orders.csv")
+    assert any(getattr(r, "presniffed", False) for r in caplog.records), "the head was not sniffed"
+    assert not any("not kept" in r.getMessage() for r in caplog.records)
+    raw = tmp_path / "whole.csv"
+    raw.write_bytes(data)
+    (tmp_path / "out").mkdir()
+    expected = import_file(raw, "orders.csv", tmp_path / "out")
+    assert reply.dataset_hash == expected.sha256
+    assert [(c.name, c.type) for c in reply.columns] == expected.columns
+
+
+async def test_a_late_row_the_head_did_not_show_is_read_with_duckdbs_own_sniffing(
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="services.sql_engine")
+    data = _csv(tmp_path, 400_000, late='"a, quoted", x,1.5,2021-01-01\n')  # no quotes in the head
+    reply = await _send(served.stub, data, "late.csv")
+    assert any("presniffed read not kept" in r.getMessage() for r in caplog.records)
+    assert reply.row_count == 400_001
+    assert ("id", "VARCHAR") in [(c.name, c.type) for c in reply.columns]

@@ -198,3 +198,28 @@ def test_only_finished_small_recent_uploads_are_kept(tmp_path: Path) -> None:
     time.sleep(0.3)
     Upload(files).discard()  # an upload after keep_s: the old file is not reused but deleted
     assert not any(tmp_path.iterdir())
+
+
+def test_slow_tells_a_slow_upload_from_a_fast_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool, "STREAM_AFTER_S", 0.1)
+    monkeypatch.setattr(spool, "STREAM_BELOW_BPS", 1 << 20)
+    fast = Upload(tmp_path)
+    fast.append(b"x" * 1000)
+    fast.finish()
+    assert not fast.slow()  # complete: read from the file
+    fast.discard()
+    slow = Upload(tmp_path)
+    slow.append(b"x" * 1000)  # 1 KB in 0.1 s: far below 1 MiB/s
+    assert slow.slow()
+    slow.discard()
+    steady = Upload(tmp_path)
+    steady.append(b"x" * (1 << 20))  # 1 MiB within the first 0.1 s: fast so far
+    finisher = threading.Timer(0.25, steady.finish)
+    finisher.start()
+    assert not steady.slow(), "an upload faster than the threshold was streamed"
+    steady.discard()
+    failed = Upload(tmp_path)
+    threading.Timer(0.05, failed.fail).start()
+    with pytest.raises(UploadIncomplete):
+        failed.slow()
+    failed.discard()
