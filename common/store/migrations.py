@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
 """
 
 
+# `CREATE TABLE IF NOT EXISTS` is not safe against itself in PostgreSQL: two processes creating the ledger
+# at once (each under its own component's lock: a gateway, an engine, an orchestrator starting together on
+# an empty database) both pass the check and one fails on a duplicate type. So the ledger is made in a
+# transaction of its own under one lock every component takes.
+_LEDGER_LOCK = zlib.crc32(b"insightx:schema_migrations")
+
+
 def _check(component: str, steps: Sequence[Migration], applied: int) -> list[Migration]:
     versions = [step.version for step in steps]
     if versions != list(range(1, len(steps) + 1)):
@@ -94,11 +101,13 @@ def _statements(sql: str) -> list[str]:
 async def migrate_postgres(conn: Any, component: str, steps: Sequence[Migration]) -> int:
     """Applies the steps `conn` (a psycopg AsyncConnection) lacks, in one transaction under an advisory
     lock keyed by the component, so gateways starting together apply each step once; returns how many."""
+    async with conn.transaction():  # the shared ledger first, under a lock of its own (see _LEDGER_LOCK)
+        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
+        await conn.execute(_POSTGRES_LEDGER)
     async with conn.transaction():
         await conn.execute(
             "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),)
         )
-        await conn.execute(_POSTGRES_LEDGER)
         cursor = await conn.execute(
             "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s", (component,)
         )
@@ -117,8 +126,10 @@ async def migrate_postgres(conn: Any, component: str, steps: Sequence[Migration]
 def migrate_postgres_blocking(conn: Any, component: str, steps: Sequence[Migration]) -> int:
     """`migrate_postgres` for a blocking psycopg Connection (the engine's dataset store)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),))
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
         conn.execute(_POSTGRES_LEDGER)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),))
         row = conn.execute(
             "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s", (component,)
         ).fetchone()

@@ -12,7 +12,13 @@ import pytest
 
 from common.store import postgres_access, postgres_chats, sqlite_access, sqlite_chats
 from common.store.chats import StoredMessage
-from common.store.migrations import Migration, SchemaTooNew, migrate_postgres, migrate_sqlite
+from common.store.migrations import (
+    Migration,
+    SchemaTooNew,
+    migrate_postgres,
+    migrate_postgres_blocking,
+    migrate_sqlite,
+)
 from common.store.postgres import DatabaseUnavailable, PostgresDatabase
 from tests.common.store.conftest import Backend
 
@@ -143,3 +149,20 @@ async def test_the_one_answer_step_adopts_a_chat_store_with_repeated_answers(bac
         True,
     ]
     assert [t.content for t in await repo.messages("c1")] == ["q", "a", "a", "q2", "a2"]
+
+
+async def test_processes_migrating_different_components_at_once_share_one_ledger(postgres_url: str) -> None:
+    """A gateway, an engine and an orchestrator starting together on an empty database: each migrates its
+    own component under its own lock, and the ledger they share is made once (no duplicate-type error)."""
+    conns = [await psycopg.AsyncConnection.connect(postgres_url, autocommit=True) for _ in range(6)]
+    try:
+        steps = [(Migration(1, f"t{i}", f"CREATE TABLE t{i} (a INTEGER)"),) for i in range(6)]
+        ran = await asyncio.gather(*(migrate_postgres(c, f"c{i}", steps[i]) for i, c in enumerate(conns)))
+        assert ran == [1] * 6
+    finally:
+        for conn in conns:
+            await conn.close()
+    with psycopg.connect(postgres_url, autocommit=True) as blocking:  # the engine's blocking path too
+        assert (
+            migrate_postgres_blocking(blocking, "c6", (Migration(1, "t6", "CREATE TABLE t6 (a INT)"),)) == 1
+        )
