@@ -519,7 +519,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         if after_seq == 0:
             record.start(body.session_id, body.message)
         else:
-            record.resume(await resumed_question(repo, chat_id, body.session_id, body.message))
+            try:
+                record.resume(await resumed_question(repo, chat_id, body.session_id, body.message))
+            except BaseException:
+                call.cancel()  # the store failed (answered 503): no stream will own the call
+                raise
 
         def reopen(seq: int, timeout_s: float) -> grpc.aio.UnaryStreamCall:  # type: ignore[type-arg]
             resumed = orchestrator_pb2.ChatRequest()
@@ -527,10 +531,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             resumed.last_event_seq = seq
             return orchestrator.Chat(resumed, timeout=timeout_s, metadata=metadata)  # type: ignore[no-any-return]
 
-        def leave(resume_seq: int, left: Any, first: Any) -> bool:
+        def leave(resume_seq: int, left: Any, pending: Any) -> bool:
             """The stream ended: unless its reply is recorded, a follower reads the answer on."""
             key = (chat_id, body.message)
-            return followers.follow(key, record, reopen, resume_seq, deadline, left, first)
+            return followers.follow(key, record, reopen, resume_seq, deadline, left, pending)
 
         events = sse_events(
             call,
