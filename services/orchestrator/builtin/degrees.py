@@ -95,3 +95,18 @@ ASC_SUPERLATIVES = _alternation("asc")
 def measure_groups() -> list[list[str]]:
     """Synonym groups linking each adjective (and its forms' base) to its measure's header words."""
     return [[base, *words] for base, (_, words) in GRADABLE.items()]
+
+
+def _comparatives(direction: str) -> str:
+    words = [
+        form
+        for base, (d, _) in GRADABLE.items()
+        if d == direction
+        for form, kind in _forms(base).items()
+        if kind == "er"
+    ]
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+MORE_COMPARATIVES = _comparatives("desc")  # "hotter", "older": a regex alternation
+LESS_COMPARATIVES = _comparatives("asc")  # "colder", "younger"

@@ -12,7 +12,12 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 
-from services.orchestrator.builtin.degrees import ASC_SUPERLATIVES, DESC_SUPERLATIVES
+from services.orchestrator.builtin.degrees import (
+    ASC_SUPERLATIVES,
+    DESC_SUPERLATIVES,
+    LESS_COMPARATIVES,
+    MORE_COMPARATIVES,
+)
 from services.orchestrator.builtin.form import Filter, Query
 from services.orchestrator.builtin.forms import question_form
 from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
@@ -70,9 +75,21 @@ _LAST_WORDS = re.compile(r"\b(last|latest|final|most recent|bottom|end)\b")
 _NEXT_WORDS = re.compile(r"\b(next|after|following|below|succeed\w*)\b")
 _PREV_WORDS = re.compile(r"\b(previous|before|prior|preceding|above|preced\w*)\b")
 _COMPARE = (
-    (re.compile(r"\b(more|greater|higher|larger|over|above|exceed\w*|after|later)( than)?\s*$"), ">"),
+    (
+        re.compile(
+            r"\b(more|greater|higher|larger|over|above|exceed\w*|after|later|bigger|"
+            rf"{MORE_COMPARATIVES})( than)?\s*$"
+        ),
+        ">",
+    ),
     (re.compile(r"\bat least\s*$|\bor more\b|\bsince\s*$"), ">="),
-    (re.compile(r"\b(less|fewer|lower|smaller|under|below|before|earlier|prior to)( than)?\s*$"), "<"),
+    (
+        re.compile(
+            r"\b(less|fewer|lower|smaller|under|below|before|earlier|prior to|"
+            rf"{LESS_COMPARATIVES})( than)?\s*$"
+        ),
+        "<",
+    ),
     (re.compile(r"\bat most\s*$|\bor less\b|\bor fewer\b|\buntil\s*$|\b(in|into|within) the top\s*$"), "<="),
 )
 _AGG_WORDS = {
@@ -199,6 +216,8 @@ def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filt
     numeric_cols = [c for c in schema.columns if numberish(c)]
     for n in links.numbers:
         tok = links.tokens[n.index]
+        if re.match(r"\s*(am|pm|a\.m|p\.m|o'clock|h\b|hrs?\b|:)", low[tok.end : tok.end + 6]):
+            continue  # a time of day, not a threshold on a measure (the shapes read clock times)
         before = low[: tok.start]
         op = next((o for pattern, o in _COMPARE if pattern.search(before[-24:])), None)
         after = low[tok.end : tok.end + 12]
@@ -233,7 +252,14 @@ def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filt
     return out
 
 
+# words a rank word qualifies without ranking rows: "the lower quartile", "the upper bound"
+_NOT_RANKING = re.compile(
+    r"\b(lower|upper|higher|top|bottom)\s+(quartile|percentile|bound|limit|half|case)s?\b"
+)
+
+
 def triggers_of(low: str) -> list[str]:
+    low = _NOT_RANKING.sub(r"\2", low)
     found = []
     for name, pattern in (
         ("desc", _DESC_WORDS),
