@@ -1,4 +1,5 @@
-"""The built-in analyst through the real services: DataBench and WikiTableQuestions, train and held-back.
+"""The built-in analyst through the real services: DataBench, WikiTableQuestions and the everyday corpus,
+train and held-back.
 
 Starts sql_engine, py_sandbox (when it starts), a keyless llm_gateway, the orchestrator and the HTTP gateway
 as processes on free ports, with no language-model key (as a new user's `make run`). Uploads each table
@@ -15,7 +16,7 @@ answer (target < 100 ms) against the same SQL run in-process on DuckDB.
     ANALYST_BENCH_CORPORA=databench .venv/bin/python bench/analyst.py
 
 Settings (environment):
-    ANALYST_BENCH_CORPORA           databench,wtq
+    ANALYST_BENCH_CORPORA           databench,wtq,everyday (everyday is in this repository: bench/everyday)
     ANALYST_BENCH_WTQ_PER_SPLIT     questions drawn from each WTQ part, fixed seed (default 500; 0: all)
     ANALYST_BENCH_SEED              the sample's seed (default 12, as tools/analyst_eval)
     ANALYST_BENCH_LATENCY_QUESTIONS questions timed on the demo table (default 12; 0: skip)
@@ -48,6 +49,7 @@ from tools.analyst_eval import (  # noqa: E402
     Item,
     Outcome,
     benchmarks_dir,
+    corpus_dir,
     is_correct,
     report,
     select,
@@ -158,8 +160,8 @@ def ask(client: httpx.Client, base: str, session_id: str, question: str) -> dict
 
 def table_file(item: Item) -> tuple[Path, str]:
     """The file a person would upload for the item's table, and its name."""
-    base = benchmarks_dir() / item.corpus
-    if item.corpus == "databench":
+    base = corpus_dir(item.corpus)
+    if item.corpus in ("databench", "everyday"):
         return base / item.table / "all.parquet", f"{item.table}.parquet"
     return base / item.table, Path(item.table).name
 
@@ -308,7 +310,7 @@ def direct_sql_ms(csv_path: Path, work: Path, sqls: list[str]) -> float:
 
 
 def main() -> int:
-    corpora = [c for c in os.environ.get("ANALYST_BENCH_CORPORA", "databench,wtq").split(",") if c]
+    corpora = [c for c in os.environ.get("ANALYST_BENCH_CORPORA", "databench,wtq,everyday").split(",") if c]
     per_split = int(os.environ.get("ANALYST_BENCH_WTQ_PER_SPLIT", "500"))
     seed = int(os.environ.get("ANALYST_BENCH_SEED", "12"))
     n_latency = int(os.environ.get("ANALYST_BENCH_LATENCY_QUESTIONS", str(len(LATENCY_QUESTIONS))))
@@ -324,7 +326,7 @@ def main() -> int:
             with httpx.Client(headers=headers) as client:
                 if corpora and not benchmarks_dir().exists():
                     print(f"(no benchmarks at {benchmarks_dir()}; INSIGHTX_BENCHMARKS_DIR: skipped)")
-                    corpora = []
+                    corpora = [c for c in corpora if c == "everyday"]
                 for corpus in corpora:
                     items = select(corpus, wtq_sample=per_split if corpus == "wtq" else 0, seed=seed)
                     if corpus == "wtq":

@@ -181,7 +181,9 @@ def test_closest_to_a_number(ask: Ask, truth: Truth) -> None:
 def test_questions_about_data_that_is_not_there_get_no_guess(ask: Ask, question: str) -> None:
     got = ask(question)
     assert got.answer.answer is None, got.answer.text
-    assert got.answer.answer_type == "none" and "could not answer" in got.answer.text
+    # either it names what is missing, or no reading is likely enough to state: never a number or a name
+    assert got.answer.answer_type == "none"
+    assert "could not answer" in got.answer.text or "not sure enough" in got.answer.text
 
 
 def test_group_with_the_highest_rate(ask: Ask, truth: Truth) -> None:
