@@ -239,33 +239,3 @@ async def test_a_kept_spool_file_goes_with_a_deleted_dataset(served: Served, tmp
     assert len(spares) == 1, "the finished upload's file was not kept for the next"
     await served.stub.DeleteDataset(pb.DeleteDatasetRequest(session_id=reply.session_id), timeout=30)
     assert not list((data_dir / "spool").glob("spare-*")), "the raw upload outlived its dataset"
-
-
-async def test_a_fast_upload_is_sniffed_on_its_head_while_it_arrives(
-    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # DuckDB's sniffing of the first 8 MB is done before the upload ends; the whole file is then read
-    # with it, into the same Parquet, byte for byte, as read_csv sniffing the file itself writes.
-    caplog.set_level(logging.INFO, logger="services.sql_engine")
-    data = _csv(tmp_path, 400_000)
-    assert len(data) > 12 << 20
-    reply = await _send(served.stub, data, "orders.csv")
-    assert any(getattr(r, "presniffed", False) for r in caplog.records), "the head was not sniffed"
-    assert not any("not kept" in r.getMessage() for r in caplog.records)
-    raw = tmp_path / "whole.csv"
-    raw.write_bytes(data)
-    (tmp_path / "out").mkdir()
-    expected = import_file(raw, "orders.csv", tmp_path / "out")
-    assert reply.dataset_hash == expected.sha256
-    assert [(c.name, c.type) for c in reply.columns] == expected.columns
-
-
-async def test_a_late_row_the_head_did_not_show_is_read_with_duckdbs_own_sniffing(
-    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.INFO, logger="services.sql_engine")
-    data = _csv(tmp_path, 400_000, late='"a, quoted", x,1.5,2021-01-01\n')  # no quotes in the head
-    reply = await _send(served.stub, data, "late.csv")
-    assert any("presniffed read not kept" in r.getMessage() for r in caplog.records)
-    assert reply.row_count == 400_001
-    assert ("id", "VARCHAR") in [(c.name, c.type) for c in reply.columns]
