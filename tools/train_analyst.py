@@ -1,12 +1,12 @@
 """Fits the built-in analyst's ranker on the TRAIN split only and writes its small data file.
 
 Why: which reading a question means is learned from data, not hand-ordered, and the confidence the analyst
-states must be a measured rate. For every train question of DataBench and of WikiTableQuestions (a
-fixed-seed sample) this lists the readings (`planner.readings`), runs each one in-process, and marks as
-positive those whose result equals the gold answer (weak supervision). A log-linear model (L2, L-BFGS) is
-fitted to put the positives first; the top reading's out-of-fold probability (folds by whole table, so it
-is measured on tables the weights were not fitted to) is mapped to measured precision by isotonic
-regression. Held-back tables are never read.
+states must be a measured rate. For every train question of DataBench, of the everyday corpus
+(`bench/everyday`) and of WikiTableQuestions (a fixed-seed sample) this lists the readings
+(`planner.readings`), runs each one in-process, and marks as positive those whose result equals the
+gold answer (weak supervision). A log-linear model (L2, L-BFGS) is fitted to put the positives first;
+the top reading's out-of-fold probability (folds by whole table, so it is measured on tables the weights
+were not fitted to) is mapped to measured precision by isotonic regression. Held-back tables are never read.
 
     make train-analyst        # = .venv/bin/python -m tools.train_analyst
 """
@@ -27,7 +27,7 @@ from scipy import optimize, sparse
 
 from tools import analyst_eval as ev
 
-THRESHOLD = 0.5  # answer when answers judged like this one were right at least this often (out of fold)
+THRESHOLD = 0.6  # answer when answers judged like this one were right at least this often (out of fold)
 
 
 @dataclass
@@ -124,9 +124,11 @@ class Design:
         self.seg = np.repeat(np.arange(len(examples)), np.diff(np.append(self.starts_arr, r)))
 
     def top_probability(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(probability of the top reading, its margin over the second, whether it is positive, its row)."""
+        """(probability of the top reading, its margin over the second, whether it is positive, its row);
+        the runner-up's row of each example is left in `self.seconds`."""
         s = self.x @ w
         probs, margins, correct, rows = [], [], [], []
+        self.seconds: list[int] = []
         bounds = np.append(self.starts_arr, len(s))
         for a, b in itertools.pairwise(bounds):
             if a == b:
@@ -134,6 +136,7 @@ class Design:
                 margins.append(0.0)
                 correct.append(False)
                 rows.append(-1)
+                self.seconds.append(-1)
                 continue
             seg = s[a:b]
             e = np.exp(seg - seg.max())
@@ -144,6 +147,7 @@ class Design:
             margins.append(float(p[k] - (p[order[1]] if len(order) > 1 else 0.0)))
             correct.append(bool(self.y_arr[a + k]))
             rows.append(a + k)
+            self.seconds.append(a + int(order[1]) if len(order) > 1 else -1)
         return np.array(probs), np.array(margins), np.array(correct), np.array(rows)
 
 
@@ -209,7 +213,7 @@ def isotonic(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> list[tuple[float, f
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--wtq-sample", type=int, default=3000, help="WTQ train questions (fixed seed)")
+    parser.add_argument("--wtq-sample", type=int, default=6000, help="WTQ train questions (fixed seed)")
     parser.add_argument("--l2", type=float, default=1.0)
     parser.add_argument("--l2-judge", type=float, default=3.0)
     parser.add_argument("--databench-weight", type=float, default=4.0, help="weight of a DataBench question")
@@ -218,18 +222,34 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--cache", type=Path, default=None, help="reuse/collect examples in this pickle")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--examples", type=Path, default=None, help="reuse/collect the collected readings in this pickle"
+    )
     args = parser.parse_args(argv)
     from services.orchestrator.builtin import scorer
 
     started = time.perf_counter()
-    items = ev.select("databench", "train") + ev.select("wtq", "train", wtq_sample=args.wtq_sample)
+    items = (
+        ev.select("databench", "train")
+        + ev.select("everyday", "train")
+        + ev.select("wtq", "train", wtq_sample=args.wtq_sample)
+    )
     if any(i.split != "train" for i in items):
         raise SystemExit("refusing to train on held-back tables")
     if args.cache and args.cache.exists():
         import pickle
 
         RESULTS_CACHE.update(pickle.loads(args.cache.read_bytes()))
-    examples = collect(items)
+    if args.examples and args.examples.exists():
+        import pickle
+
+        examples = pickle.loads(args.examples.read_bytes())  # refit only: the readings are unchanged
+    else:
+        examples = collect(items)
+    if args.examples and not args.examples.exists():
+        import pickle
+
+        args.examples.write_bytes(pickle.dumps(examples))
     if args.cache:
         import pickle
 
@@ -246,17 +266,27 @@ def main(argv: list[str] | None = None) -> int:
     oof_p, oof_m = np.zeros(len(examples)), np.zeros(len(examples))
     oof_ok = np.zeros(len(examples), dtype=bool)
     oof_row = np.zeros(len(examples), dtype=np.int64)
-    ew = np.array([args.databench_weight if ex.item.corpus == "databench" else 1.0 for ex in examples])
+    # the small corpora of data exports weigh more, so that WTQ's many wiki tables do not drown them
+    ew = np.array([1.0 if ex.item.corpus == "wtq" else args.databench_weight for ex in examples])
+    oof_second = np.full(len(examples), -1, dtype=np.int64)
     for fold in range(3):
         w = fit(d, folds != fold, args.l2, ew)
         p, m, ok, rows = d.top_probability(w)
         sel = folds == fold
         oof_p[sel], oof_m[sel], oof_ok[sel], oof_row[sel] = p[sel], m[sel], ok[sel], rows[sel]
+        oof_second[sel] = np.array(d.seconds)[sel]
     # stage 2: is the top reading right? features of the top reading plus how clearly it won
     flat = [f for ex in examples for f in ex.features]
     tops = [
-        scorer.judge_features(flat[r] if r >= 0 else {}, float(p), float(m), ex.rows)
-        for r, p, m, ex in zip(oof_row, oof_p, oof_m, examples, strict=True)
+        scorer.judge_features(
+            flat[r] if r >= 0 else {},
+            float(p),
+            float(m),
+            ex.rows,
+            flat[r2] if r2 >= 0 else None,
+            len(ex.features),
+        )
+        for r, r2, p, m, ex in zip(oof_row, oof_second, oof_p, oof_m, examples, strict=True)
     ]
     judge_names = sorted({k for f in tops for k in f})
     jx = np.zeros((len(tops), len(judge_names)))
@@ -288,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     answered = conf >= THRESHOLD
     for corpus in ev.CORPORA:
         sel = np.array([ex.item.corpus == corpus for ex in examples])
+        if not sel.any():
+            continue
         a = answered & sel
         oracle = np.mean([any(ex.positive) for ex in examples if ex.item.corpus == corpus])
         print(
@@ -295,6 +327,12 @@ def main(argv: list[str] | None = None) -> int:
             f"the top reading is right for {oof_ok[sel].mean():.1%}; answering at confidence >= {THRESHOLD}: "
             f"coverage {a.sum() / sel.sum():.1%}, precision {oof_ok[a].mean() if a.any() else 0:.1%}"
         )
+        for edge in (0.5, 0.6, 0.7, 0.8):
+            a = (conf >= edge) & sel
+            print(
+                f"    out of fold at >= {edge}: coverage {a.sum() / sel.sum():.1%}, precision "
+                f"{oof_ok[a].mean() if a.any() else 0:.1%}, accuracy {(oof_ok & a).sum() / sel.sum():.1%}"
+            )
     print(f"{len(d.y)} readings, {len(names)} features, collected in {collected:.0f} s; wrote {out}")
     return 0
 

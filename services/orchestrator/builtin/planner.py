@@ -119,7 +119,10 @@ def decide(question: str, schema: Schema) -> Plan:
         return unanswerable(schema, _why(parse(question, schema)))
     best, p = ranked_readings[0]
     second = ranked_readings[1][1] if len(ranked_readings) > 1 else 0.0
-    confidence = round(model.confidence(best, p, p - second, schema.row_count), 2)
+    runner_up = ranked_readings[1][0] if len(ranked_readings) > 1 else None
+    confidence = round(
+        model.confidence(best, p, p - second, schema.row_count, runner_up, len(ranked_readings)), 2
+    )
     if absent:
         # the question names something the data does not have: never answered by another reading
         return asking(schema, [], 0.0, reason)

@@ -19,17 +19,34 @@ from services.orchestrator.builtin.reader import Candidate
 WEIGHTS = Path(__file__).with_name("parser_weights.json")
 
 
-def judge_features(top: dict[str, float], p: float, margin: float, rows: int) -> dict[str, float]:
-    """What the judge sees of the top reading: its own features, how clearly it won, and the table's size
-    (small hand-made tables with prose in their cells are read less reliably than data exports)."""
+def _op_of(features: dict[str, float]) -> str:
+    return next((k for k in features if k.startswith("op=") and "&" not in k), "")
+
+
+def judge_features(
+    top: dict[str, float],
+    p: float,
+    margin: float,
+    rows: int,
+    second: dict[str, float] | None = None,
+    readings: int = 0,
+) -> dict[str, float]:
+    """What the judge sees of the top reading: its own features, how clearly it won, whether the runner-up
+    computes the same thing (then only a column is in doubt) and how many readings competed."""
     f = {f"top:{k}": v for k, v in top.items()}
     f["bias"] = 1.0
     del rows  # as a feature, the table's size learned which corpus a table came from, not how clear it is
+    if second is not None:
+        f["second_same_op" if _op_of(second) == _op_of(top) else "second_other_op"] = 1.0
+    if readings:
+        f["readings<=3" if readings <= 3 else "readings<=12" if readings <= 12 else "readings>12"] = 1.0
     f["p"] = p
     f["margin"] = margin
+    op = _op_of(top)
     for edge in (0.3, 0.5, 0.7, 0.9):
         if p >= edge:
             f[f"p>={edge}"] = 1.0
+            f[f"{op}&p>={edge}"] = 1.0
         if margin >= edge:
             f[f"margin>={edge}"] = 1.0
     return f
@@ -45,9 +62,17 @@ class Ranker:
     def score(self, c: Candidate) -> float:
         return sum(self.weights.get(k, 0.0) * v for k, v in c.features.items())
 
-    def confidence(self, top: Candidate, p: float, margin: float, rows: int) -> float:
+    def confidence(
+        self,
+        top: Candidate,
+        p: float,
+        margin: float,
+        rows: int,
+        second: Candidate | None = None,
+        readings: int = 0,
+    ) -> float:
         """The precision measured (out of fold, on train tables) for top readings judged like this one."""
-        feats = judge_features(top.features, p, margin, rows)
+        feats = judge_features(top.features, p, margin, rows, second.features if second else None, readings)
         z = sum(self.judge.get(k, 0.0) * v for k, v in feats.items())
         q = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
         out = 0.0

