@@ -4,7 +4,9 @@
     (b) a trivial query's gRPC round trip, p50 (target <= 3 ms)
     (c) ImportDataset of a 1M-row CSV over gRPC, until the data can be queried, vs DuckDB's own
         `COPY (SELECT * FROM read_csv(…)) TO '….parquet'` of the same file, the floor of any importer that
-        stores Parquet (target <= 1.3); also until the profile is ready, and read_csv alone into a table
+        stores Parquet (target <= 1.3: the median of the ratios of each import to a floor run next to it,
+        the ratio of the medians printed beside it); also until the profile is ready, read_csv alone into
+        a table, and the CPU time of the import (engine and client) against the floor's
     (d) 50 concurrent ExecuteSql calls: all complete
 
 Run: `.venv/bin/python bench/sql_engine.py`. Scale with BENCH_ROWS (default 10,000,000), BENCH_CSV_ROWS
