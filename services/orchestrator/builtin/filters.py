@@ -6,6 +6,7 @@ Why a module of its own: each finder looks at the question's links (columns, val
 
 from __future__ import annotations
 
+import datetime
 import re
 
 from services.orchestrator.builtin.lexicon import STOP_STEMS
@@ -106,12 +107,49 @@ def _year_value_filters(q: Question) -> None:
         q.used.add(i)
 
 
+_MONTH_NAMES = "january|february|march|april|may|june|july|august|september|october|november|december"
+_DATE_LITERALS = (
+    re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b"),
+    re.compile(rf"\b(?P<mon>{_MONTH_NAMES}|[a-z]{{3}})\.? (?P<d>\d{{1,2}})(st|nd|rd|th)?,? (?P<y>\d{{4}})\b"),
+    re.compile(
+        rf"\b(?P<d>\d{{1,2}})(st|nd|rd|th)? (of )?(?P<mon>{_MONTH_NAMES}|[a-z]{{3}})\.?,? (?P<y>\d{{4}})\b"
+    ),
+)
+
+
+def _date_filters(q: Question, temporal: Column) -> None:
+    """A whole date ("on May 1, 2012", "2012-05-01", "1 May 2012") on the date column: that day."""
+    for pattern in _DATE_LITERALS:
+        for m in pattern.finditer(q.low):
+            month = m.groupdict().get("mon")
+            number = int(m.group("m")) if month is None else _month_number(month)
+            if number is None:
+                continue
+            try:
+                day = datetime.date(int(m.group("y")), number, int(m.group("d")))
+            except ValueError:
+                continue
+            start, end = q.index_at(m.start()), q.index_at(m.end() - 1) + 1
+            if any(i in q.used or q.links.covered(i) for i in range(start, end)):
+                continue
+            sql = f"CAST({temporal.time_sql} AS DATE) = DATE '{day.isoformat()}'"
+            q.filters.append(Filter(temporal, sql, f"`{temporal.name}` on {day.isoformat()}", start, end))
+            q.used.update(range(start, end))
+
+
+def _month_number(word: str) -> int | None:
+    full = [m for m in _MONTH_NAMES.split("|") if m.startswith(word)]
+    return _MONTH_NAMES.split("|").index(full[0]) + 1 if len(full) == 1 else None
+
+
 def _time_filters(q: Question) -> None:
     """Month and weekday names and years ("in January", "on Sundays", "in 2024") on the first date column."""
-    _year_value_filters(q)
     temporal = next((c for c in q.schema.columns if c.temporal), None) or next(
         (c for c in q.schema.columns if c.timelike), None
     )
+    if temporal is not None:
+        _date_filters(q, temporal)
+    _year_value_filters(q)
     if temporal is None:
         return
     for i, t in enumerate(q.tokens):

@@ -40,6 +40,13 @@ _IRREGULAR = {
     "lowest": "low",
     "cheaper": "cheap",
     "cheapest": "cheap",
+    "foggy": "fog",  # weather adjectives name the weather ("foggy days" → `fog`)
+    "sunny": "sun",
+    "rainy": "rain",
+    "snowy": "snow",
+    "cloudy": "cloud",
+    "stormy": "storm",
+    "windy": "wind",
     "won": "win",
     "winning": "win",
     "lost": "loss",
@@ -128,7 +135,7 @@ def stem(word: str) -> str:
         return _IRREGULAR[w]
     graded = base_of(w)
     if graded is not None:
-        return graded  # "hottest" → "hot", "windier" → "windy"
+        return _IRREGULAR.get(graded, graded)  # "hottest" → "hot", "windiest" → "wind"
     if not w.isalpha() or len(w) <= 3:
         return w
     for suffix in _SUFFIXES:

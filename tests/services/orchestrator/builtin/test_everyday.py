@@ -15,7 +15,7 @@ import pytest
 
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, StepResults
-from tests.services.orchestrator.builtin.conftest import load_table
+from tests.services.orchestrator.builtin.conftest import answer_or_best_reading, load_table
 
 CITIES = ["Austin", "Dallas", "Houston", "Denver", "Boston"]
 STATES = {"Austin": "TX", "Dallas": "TX", "Houston": "TX", "Denver": "CO", "Boston": "MA"}
@@ -282,3 +282,48 @@ def test_a_yes_no_comparison_uses_the_measure_named_before_the_comparative(
         for s in ("Texas", "Ohio")
     )
     assert got is (texas > ohio)
+
+
+@pytest.fixture(scope="module")
+def weather(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    """A daily weather log: a date column and the day's weather as a word (`fog`, `sun`)."""
+    import datetime
+
+    lines = ["date,weather,temp_max,precipitation"]
+    for i in range(400):
+        day = datetime.date(2012, 1, 1) + datetime.timedelta(days=i * 3)
+        lines.append(f"{day},{['sun', 'rain', 'fog', 'snow'][i % 4]},{10 + (i * 7) % 23},{(i * 13) % 29}.1")
+    csv = tmp_path_factory.mktemp("weather") / "weather.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    dataset, parquet = load_table(csv, "weather")
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
+    return dataset, con
+
+
+@pytest.mark.parametrize(
+    ("question", "truth_sql"),
+    [
+        (
+            "How many foggy days were there in 2013?",
+            "SELECT count(*) FROM T WHERE weather = 'fog' AND year(date) = 2013",
+        ),
+        (
+            "What was the precipitation on April 30, 2012?",
+            "SELECT precipitation FROM T WHERE date = '2012-04-30'",
+        ),
+        ("What was the temp_max on 2012-01-04?", "SELECT temp_max FROM T WHERE date = '2012-01-04'"),
+    ],
+)
+def test_weather_words_and_whole_dates(
+    weather: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: str, truth_sql: str
+) -> None:
+    """ "foggy" is the value `fog`; "on April 30, 2012" is that day of the date column."""
+    dataset, con = weather
+
+    def answer() -> Answer:
+        plan = plan_question(question, dataset, [])
+        return plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table() if plan.sql else None))
+
+    want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
+    assert _close(answer_or_best_reading(answer), want)
