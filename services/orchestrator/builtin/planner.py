@@ -149,7 +149,8 @@ _ANALYSES = {
         r"\b(by|per|each|every|over) (hour|day|week|month|quarter|year|weekday)s?\b|\bbusiest\b"
     ),
     "breakdown": re.compile(
-        r"\b(for each|per|across)\b|\bby (each|every)\b|^\W*(average|mean|total|sum|count|median)\b.*\bby\b"
+        r"\b(for each|per|across)\b|\bby (each|every)\b"
+        r"|\b(average|mean|total|sum|count|median|number of)\b.*\bby\b(?! (far|the way|then|now))"
     ),
     "rate": re.compile(r"\b\w+ rate\b|\b(share|proportion|fraction|percentage) of\b"),
     "weekend_contrast": re.compile(r"\bweekends?\b"),

@@ -327,3 +327,13 @@ def test_weather_words_and_whole_dates(
 
     want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
     assert _close(answer_or_best_reading(answer), want)
+
+
+def test_an_aggregate_by_a_column_is_a_breakdown(
+    ask: Callable[..., Answer], truth: Callable[[str], Any]
+) -> None:
+    """ "What is the total Amount by City?": one total per city, not one grand total."""
+    answer = ask("What is the total Amount by City?")
+    assert isinstance(answer.answer, list) and len(answer.answer) == truth(
+        "SELECT count(DISTINCT City) FROM T"
+    )
