@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
-from services.llm_gateway.agents import default_agents
-from tests.fakes.fake_llm_server import FakeLlmServer, Reply
+from tests.fakes.fake_llm_server import FakeLlmServer
+from tests.fakes.slow_model import SlowModel
 from tests.gateway.sse import parse
 from tests.gateway.stacks import upload
 from tools.postgres_server import PostgresServer
@@ -39,26 +39,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(240)]
 TOKEN = "failover-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 CHATS, IN_FLIGHT = 50, 10
-AGENT_BY_PROMPT = {config.system_prompt: name for name, config in default_agents().items()}
 DELAY_S = {"classifier": 0.6, "sql": 0.6, "validator": 0.5, "composer": 1.2}
-
-
-class SlowModel:
-    """Plays the five agents after a delay each (the fake server waits; its threads stay free)."""
-
-    def __init__(self) -> None:
-        self.table = "t"
-
-    def __call__(self, messages: list[dict[str, Any]], model: str) -> Reply:
-        system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
-        agent = AGENT_BY_PROMPT.get(system, "unknown")
-        replies = {
-            "classifier": '{"classification": "SQL_ONLY", "reasoning": "one aggregate"}',
-            "sql": f'SELECT count(*) AS n FROM "{self.table}"',
-            "validator": '{"valid": true, "issues": [], "confidence": 0.9}',
-            "composer": 'There are 40 rows.\n{"follow_ups": ["And by bank?"]}',
-        }
-        return Reply(text=replies.get(agent, "Nothing scripted."), delay_s=DELAY_S.get(agent, 0.0))
 
 
 @dataclass
@@ -94,7 +75,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresSer
     root = tmp_path_factory.mktemp("failover")
     data = root / "data"
     data.mkdir()
-    model = SlowModel()
+    model = SlowModel(DELAY_S, 40, "And by bank?")
     with FakeLlmServer(keys=["k1"], responder=model) as fake:
         shared = {
             "INSIGHTX_DATABASE_URL": postgres_server.new_database(),

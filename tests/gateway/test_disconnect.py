@@ -20,12 +20,11 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from services.llm_gateway.agents import default_agents
-from tests.fakes.fake_llm_server import FakeLlmServer, Reply
+from tests.fakes.fake_llm_server import FakeLlmServer
+from tests.fakes.slow_model import SlowModel
 from tests.gateway.sse import parse
 from tests.gateway.stacks import http, token_of, upload, wait_serving
 from tools.stack import ROOT, Stack, free_port
@@ -204,34 +203,15 @@ def test_unreachable_orchestrator_is_an_error_event(hanging_stack: Stack, tmp_pa
     assert events[0]["code"] == "UPSTREAM_UNAVAILABLE" and events[0]["message"]
 
 
-AGENT_BY_PROMPT = {config.system_prompt: name for name, config in default_agents().items()}
 DELAY_S = {"classifier": 0.5, "sql": 0.5, "validator": 0.4, "composer": 0.8}
 QUESTION = "how many rows are there?"
-
-
-class SlowModel:
-    """Plays the agents of the language-model path after a delay each."""
-
-    def __init__(self) -> None:
-        self.table = "t"
-
-    def __call__(self, messages: list[dict[str, Any]], model: str) -> Reply:
-        system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
-        agent = AGENT_BY_PROMPT.get(system, "unknown")
-        replies = {
-            "classifier": '{"classification": "SQL_ONLY", "reasoning": "one aggregate"}',
-            "sql": f'SELECT count(*) AS n FROM "{self.table}"',
-            "validator": '{"valid": true, "issues": [], "confidence": 0.9}',
-            "composer": 'There are 2 rows.\n{"follow_ups": ["And by a?"]}',
-        }
-        return Reply(text=replies.get(agent, "Nothing scripted."), delay_s=DELAY_S.get(agent, 0.0))
 
 
 @pytest.fixture(scope="module")
 def slow_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, str]]:
     """A stack answering through the slow fake model; yields it with an uploaded dataset's session."""
     root = tmp_path_factory.mktemp("slow")
-    model = SlowModel()
+    model = SlowModel(DELAY_S, 2, "And by a?")
     with FakeLlmServer(keys=["k1"], responder=model) as fake:
         env = {
             "BYTEZ_BASE_URL": fake.base_url,

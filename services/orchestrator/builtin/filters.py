@@ -12,6 +12,7 @@ import re
 from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.linking import NumberLink
 from services.orchestrator.builtin.negation import negated
+from services.orchestrator.builtin.normal_forms import MONTHS, WEEKDAYS
 from services.orchestrator.builtin.question import _CMP, Filter, Question
 from services.orchestrator.builtin.schema import Column, literal
 from services.orchestrator.builtin.text import ORDINALS, Token
@@ -63,21 +64,8 @@ def _value_filters(q: Question) -> None:
                     q.used.update(range(c.start, c.end))
 
 
-_MONTHS = [
-    "january",
-    "february",
-    "march",
-    "april",
-    "may",
-    "june",
-    "july",
-    "august",
-    "september",
-    "october",
-    "november",
-    "december",
-]
-_WEEKDAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+_MONTHS = list(MONTHS)
+_WEEKDAYS = list(WEEKDAYS)
 
 
 def _year_columns(q: Question, year: int) -> list[Column]:
@@ -107,7 +95,7 @@ def _year_value_filters(q: Question) -> None:
         q.used.add(i)
 
 
-_MONTH_NAMES = "january|february|march|april|may|june|july|august|september|october|november|december"
+_MONTH_NAMES = "|".join(MONTHS)
 _DATE_LITERALS = (
     re.compile(r"\b(?P<y>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})\b"),
     re.compile(rf"\b(?P<mon>{_MONTH_NAMES}|[a-z]{{3}})\.? (?P<d>\d{{1,2}})(st|nd|rd|th)?,? (?P<y>\d{{4}})\b"),
@@ -138,8 +126,8 @@ def _date_filters(q: Question, temporal: Column) -> None:
 
 
 def _month_number(word: str) -> int | None:
-    full = [m for m in _MONTH_NAMES.split("|") if m.startswith(word)]
-    return _MONTH_NAMES.split("|").index(full[0]) + 1 if len(full) == 1 else None
+    full = [m for m in MONTHS if m.startswith(word)]
+    return MONTHS.index(full[0]) + 1 if len(full) == 1 else None
 
 
 def _time_filters(q: Question) -> None:

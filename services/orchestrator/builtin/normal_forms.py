@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_MONTHS = (
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MONTHS = (
     "january",
     "february",
     "march",
@@ -95,8 +95,8 @@ def _calendar(full: tuple[str, ...]) -> dict[str, str]:
 
 
 _SCHEMES: dict[str, dict[str, str]] = {
-    "weekday": _calendar(_WEEKDAYS),
-    "month": _calendar(_MONTHS),
+    "weekday": _calendar(WEEKDAYS),
+    "month": _calendar(MONTHS),
     "us_state": {
         **{code.lower(): name for code, name in _STATES.items()},
         **{name.lower(): code for code, name in _STATES.items()},

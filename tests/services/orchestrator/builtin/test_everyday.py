@@ -8,6 +8,7 @@ so that they flip to failures (and get their mark removed) the day they start to
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -38,15 +39,20 @@ def _rows() -> list[str]:
     return lines
 
 
+def _served(csv: Path, session: str) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
+    """The table imported and profiled as the engine would, and a connection that reads it."""
+    dataset, parquet = load_table(csv, session)
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
+    return dataset, con
+
+
 @pytest.fixture(scope="module")
 def city(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, duckdb.DuckDBPyConnection]:
     work = tmp_path_factory.mktemp("everyday")
     csv = work / "city log.csv"
     csv.write_text("\n".join(_rows()) + "\n")
-    dataset, parquet = load_table(csv, "everyday")
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
-    return dataset, con
+    return _served(csv, "everyday")
 
 
 @pytest.fixture(scope="module")
@@ -227,10 +233,7 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, du
         )
     csv = tmp_path_factory.mktemp("states") / "states.csv"
     csv.write_text("\n".join(lines) + "\n")
-    dataset, parquet = load_table(csv, "states")
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
-    return dataset, con
+    return _served(csv, "states")
 
 
 @pytest.mark.parametrize(
@@ -295,10 +298,7 @@ def weather(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, d
         lines.append(f"{day},{['sun', 'rain', 'fog', 'snow'][i % 4]},{10 + (i * 7) % 23},{(i * 13) % 29}.1")
     csv = tmp_path_factory.mktemp("weather") / "weather.csv"
     csv.write_text("\n".join(lines) + "\n")
-    dataset, parquet = load_table(csv, "weather")
-    con = duckdb.connect()
-    con.execute(f"CREATE VIEW \"{dataset.table}\" AS SELECT * FROM read_parquet('{parquet}')")
-    return dataset, con
+    return _served(csv, "weather")
 
 
 @pytest.mark.parametrize(
