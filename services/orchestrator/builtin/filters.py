@@ -77,6 +77,26 @@ def _year_columns(q: Question, year: int) -> list[Column]:
     ]
 
 
+def _decade_filters(q: Question, temporal: Column | None) -> None:
+    """ "in the 1990s": the years 1990 to 1999 of a column of years, else of the date column."""
+    for i, t in enumerate(q.tokens):
+        m = re.fullmatch(r"(1[5-9]\d0|20\d0)'?s", t.text)
+        if m is None or i in q.used or q.links.covered(i):
+            continue
+        first = int(m.group(1))
+        columns = _year_columns(q, first) or _year_columns(q, first + 9)
+        named = [c for c in columns if {"year", "season", "yr"} & set(c.content_words)]
+        column = (named or columns)[0] if len(named) == 1 or len(columns) == 1 else None
+        if column is not None:
+            sql = f"{column.sql} BETWEEN {first} AND {first + 9}"
+        elif temporal is not None:
+            column, sql = temporal, f"year({temporal.time_sql}) BETWEEN {first} AND {first + 9}"
+        else:
+            continue
+        q.filters.append(Filter(column, sql, f"`{column.name}` in the {first}s", i, i + 1))
+        q.used.add(i)
+
+
 def _year_value_filters(q: Question) -> None:
     """ "in 2007" where a column of years holds 2007: that column = 2007 (the first such column named
     "year"-like, or the only one)."""
@@ -137,6 +157,7 @@ def _time_filters(q: Question) -> None:
     )
     if temporal is not None:
         _date_filters(q, temporal)
+    _decade_filters(q, temporal)
     _year_value_filters(q)
     if temporal is None:
         return

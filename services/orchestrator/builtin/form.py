@@ -46,13 +46,15 @@ class Filter:
     """A condition on rows. `column` None: the value may be in any text column (not seen in the profile)."""
 
     column: Column | None
-    op: str  # "=", "match", "!=", ">", ">=", "<", "<="
+    op: str  # "=", "match", "!=", ">", ">=", "<", "<=", "decade" (value to value + 9)
     value: str | float
     span: Span
     verified: bool = False  # the value was found in this column's profile
 
     def describe(self) -> str:
         where = f"`{self.column.name}`" if self.column is not None else "a cell"
+        if self.op == "decade" and not isinstance(self.value, str):
+            return f"{where} is in the {self.value:g}s"
         shown = self.value if isinstance(self.value, str) else f"{self.value:g}"
         op = {"match": "is", "=": "is", "!=": "is not"}.get(self.op, self.op)
         return f"{where} {op} {shown!r}" if isinstance(shown, str) else f"{where} {op} {shown}"

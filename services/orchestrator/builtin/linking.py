@@ -351,6 +351,39 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
     return found
 
 
+# a word before a column's words that its header abbreviates ("maximum temperature" → `temp_max`)
+_QUALIFIERS = {
+    "maximum": "max",
+    "max": "max",
+    "highest": "max",
+    "minimum": "min",
+    "min": "min",
+    "lowest": "min",
+    "average": "avg",
+    "mean": "mean",
+}
+
+
+_AGGREGATE_WORDS = frozenset({"average", "mean", "median", "total", "sum", "avg"})
+
+
+def _with_qualifier(link: ColumnLink, tokens: list[Token]) -> ColumnLink:
+    """After an aggregate word, the link grown over the word before it when that word is part of a
+    candidate's header: that candidate first ("average maximum temperature" links `temp_max`, and asks
+    for an average, not a maximum)."""
+    if link.start < 2 or tokens[link.start - 2].text not in _AGGREGATE_WORDS:
+        return link  # "the maximum temperature" alone asks for the maximum; "the average maximum …" not
+    short = _QUALIFIERS.get(tokens[link.start - 1].text)
+    if short is None:
+        return link
+    full = {"max": "maximum", "min": "minimum", "avg": "average", "mean": "mean"}[short]
+    fitting = [(c, s) for c, s in link.candidates if short in c.words or full in c.words]
+    if not fitting:
+        return link
+    others = [(c, s) for c, s in link.candidates if (c, s) not in fitting]
+    return ColumnLink(link.start - 1, link.end, [(c, s + 1.0) for c, s in fitting] + others)
+
+
 _QUOTED = re.compile(r"'([^']{2,})'|\"([^\"]{2,})\"|‘([^’]{2,})’|“([^”]{2,})”")
 
 
@@ -423,7 +456,7 @@ def link(question: str, schema: Schema) -> Links:
         ):
             value.column, value.element = named, False
     links.values = sorted(chosen, key=lambda v: v.start)
-    links.columns = columns
+    links.columns = [_with_qualifier(c, tokens) for c in columns]
     for i, t in enumerate(tokens):
         if links.covered(i):
             continue

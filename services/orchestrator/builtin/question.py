@@ -379,6 +379,10 @@ def _superlative(q: Question) -> Superlative | None:
             continue
         if q.low[max(0, m.start() - 3) : m.start()] == "at ":
             continue
+        if word in ("maximum", "max", "highest", "minimum", "min", "lowest") and any(
+            c.start == index and c.end - c.start >= 2 for c in q.links.columns
+        ):
+            continue  # "the average maximum temperature" names `temp_max`: a column, not a ranking
         if (
             word == "most"
             and _BOOL_START.match(q.text)

@@ -214,6 +214,11 @@ def _numeric_filters(text: str, links: Links, schema: Schema) -> list[tuple[Filt
     low = text.lower()
     out: list[tuple[Filter, int]] = []
     numeric_cols = [c for c in schema.columns if numberish(c)]
+    for i, tok in enumerate(links.tokens):
+        first = _decade(tok.text)
+        if first is not None:  # "in the 1990s": a column of years from 1990 to 1999
+            for col in [c for c in numeric_cols if _col_kind(c) == "year"][:2]:
+                out.append((Filter(col, "decade", float(first), (i, i + 1), verified=True), i))
     for n in links.numbers:
         tok = links.tokens[n.index]
         if re.match(r"\s*(am|pm|a\.m|p\.m|o'clock|h\b|hrs?\b|:)", low[tok.end : tok.end + 6]):
@@ -368,7 +373,7 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
     links = links or link(text, schema)
     low = text.lower()
     form = question_form(text)
-    triggers = triggers_of(low)
+    triggers = _outside_headers(triggers_of(low), low, links)
 
     # values the profile knows, then numbers, then names it does not know
     value_filters = [
@@ -542,6 +547,30 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 add(Query("pick_min", answer=a, measure=m, pair=(x, y)), 0)
             add(Query("difference", answer=answers[0], measure=m, pair=(x, y)), 0)
     return Reading(text, form, links, candidates, triggers)
+
+
+def _outside_headers(triggers: list[str], low: str, links: Links) -> list[str]:
+    """The triggers less an aggregate whose every word is part of a column's name ("the average maximum
+    temperature" with `temp_max`: an average, not a maximum)."""
+    spans = [
+        (links.tokens[c.start].start, links.tokens[c.end - 1].end)
+        for c in links.columns
+        if c.end - c.start >= 2
+    ]
+    kept = []
+    for trigger in triggers:
+        agg = trigger.removeprefix("agg_")
+        if trigger.startswith("agg_") and agg in _AGG_WORDS:
+            hits = [m.start() for m in _AGG_WORDS[agg].finditer(low)]
+            if hits and all(any(a <= h < b for a, b in spans) for h in hits):
+                continue
+        kept.append(trigger)
+    return kept
+
+
+def _decade(text: str) -> int | None:
+    m = re.fullmatch(r"(1[5-9]\d0|20\d0)'?s", text)
+    return int(m.group(1)) if m else None
 
 
 def _ranking_size(links: Links) -> tuple[int, int | None]:

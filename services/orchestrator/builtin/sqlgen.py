@@ -69,6 +69,8 @@ def condition(f: Filter, schema: Schema) -> str:
     if f.op == "!=" and isinstance(f.value, str):
         return f"({col} IS DISTINCT FROM {literal(f.value)})"
     value = number(float(f.value))
+    if f.op == "decade":
+        return f"{numeric(f.column)} BETWEEN {value} AND {number(float(f.value) + 9)}"
     return f"{numeric(f.column)} {'=' if f.op == 'match' else f.op} {value}"
 
 

@@ -313,6 +313,11 @@ def weather(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, d
             "SELECT precipitation FROM T WHERE date = '2012-04-30'",
         ),
         ("What was the temp_max on 2012-01-04?", "SELECT temp_max FROM T WHERE date = '2012-01-04'"),
+        (
+            "What was the average temp_max in the 2010s?",
+            "SELECT avg(temp_max) FROM T WHERE year(date) < 2020",
+        ),
+        ("What was the maximum temp_max?", "SELECT max(temp_max) FROM T"),
     ],
 )
 def test_weather_words_and_whole_dates(
@@ -337,3 +342,12 @@ def test_an_aggregate_by_a_column_is_a_breakdown(
     assert isinstance(answer.answer, list) and len(answer.answer) == truth(
         "SELECT count(DISTINCT City) FROM T"
     )
+
+
+def test_an_aggregate_of_a_column_named_with_a_qualifier(
+    weather: tuple[DatasetContext, duckdb.DuckDBPyConnection],
+) -> None:
+    """ "the average maximum temperature": the average of the maximum-temperature column, not a maximum."""
+    dataset, _con = weather
+    plan = plan_question("What was the average maximum temperature in July?", dataset, [])
+    assert plan.sql is not None and "avg" in plan.sql.lower() and "max(" not in plan.sql.lower()
