@@ -41,8 +41,9 @@ log = logging.getLogger(__name__)
 class StreamStats:
     """Upstream chat calls of this gateway: open now, and how the finished ones ended.
 
-    `open` and `cancelled` come from gRPC's own done callback, so they prove the call really ended;
-    `completed` and `failed` are counted by the stream that read the call to its end.
+    `open` and `cancelled` come from gRPC's own done callback, so they prove the call really ended (a call
+    the server ended as cancelled, after a stop, is counted by the stream that read it); `completed` and
+    `failed` are counted by the stream that read the call to its end.
     """
 
     open: int = 0
@@ -127,6 +128,9 @@ async def sse_events(
     except grpc.aio.AioRpcError as exc:
         info = error_info(exc)
         if info.code == grpc.StatusCode.CANCELLED:
+            # ended by the server as cancelled (a stop): gRPC's done callback counts only our own cancel
+            if stats is not None and not call.cancelled():
+                stats.cancelled += 1
             return
         if stats is not None:
             stats.failed += 1
