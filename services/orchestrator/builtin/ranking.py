@@ -21,7 +21,7 @@ from services.orchestrator.builtin.context import (
 )
 from services.orchestrator.builtin.lexicon import STOP_STEMS
 from services.orchestrator.builtin.question import Question
-from services.orchestrator.builtin.schema import Column
+from services.orchestrator.builtin.schema import Column, Schema
 from services.orchestrator.plan import Plan
 
 
@@ -78,6 +78,22 @@ def _counts_rows(q: Question, index: int) -> bool:
     return nxt.text.endswith("s") and len(nxt.text) > 3 and nxt.text.isalpha()
 
 
+def _noun_after(q: Question, index: int) -> bool:
+    """Whether a content word the data does not name follows (the noun a superlative qualifies)."""
+    if index >= len(q.tokens):
+        return False
+    t = q.tokens[index]
+    return t.stem not in STOP_STEMS and t.text.isalpha() and not q.links.covered(index)
+
+
+def _label_column(schema: Schema) -> Column | None:
+    """The column that names a row: a mostly distinct text column, one called a name or title first."""
+    rows = max(schema.row_count, 1)
+    labels = [c for c in schema.columns if c.textual and not c.listlike and c.distinct >= 0.5 * rows]
+    named = [c for c in labels if {"name", "title", "label"} & set(c.words)]
+    return (named or labels or [None])[0]
+
+
 def _ranked(ctx: _Ctx) -> Plan | None:
     """Superlatives: the most common value, top/bottom-k, the row with the highest X, the top group."""
     if ctx.q.loose_numbers():
@@ -89,9 +105,13 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     as_list = q.answer_type == "list" or (q.k is not None and q.k > 1)
     free = _free(ctx)
     target_link = free[0] if free else None
+    names_row = False
     if target_link is not None and target_link.start == sup.index and len(free) > 1:
         # the superlative names its own measure ("the hottest day"): the answer is the noun it qualifies
         target_link = free[1]
+    elif target_link is not None and target_link.start == sup.index and _noun_after(q, target_link.end):
+        # "the lightest car", no column for "car": the row is meant, named by the table's label column
+        names_row = True
     if sup.mode:
         # "the most common X": X is the column named nearest the words
         col = None
@@ -112,6 +132,8 @@ def _ranked(ctx: _Ctx) -> Plan | None:
     target = None
     if target_link is not None:
         target = _pick(target_link, lambda x: True)
+    if names_row:
+        target = _label_column(ctx.schema) or target
     # "which X has the most <rows>" (no measure after the superlative): a count per X
     if order is None or (target is not None and order is target and target.textual):
         if target is None:

@@ -16,7 +16,11 @@ import pytest
 
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, StepResults
-from tests.services.orchestrator.builtin.conftest import answer_or_best_reading, load_table
+from tests.services.orchestrator.builtin.conftest import (
+    answer_or_best_reading,
+    every_reading_answered,
+    load_table,
+)
 
 CITIES = ["Austin", "Dallas", "Houston", "Denver", "Boston"]
 STATES = {"Austin": "TX", "Dallas": "TX", "Houston": "TX", "Denver": "CO", "Boston": "MA"}
@@ -351,3 +355,23 @@ def test_an_aggregate_of_a_column_named_with_a_qualifier(
     dataset, _con = weather
     plan = plan_question("What was the average maximum temperature in July?", dataset, [])
     assert plan.sql is not None and "avg" in plan.sql.lower() and "max(" not in plan.sql.lower()
+
+
+def test_a_superlative_of_a_row_the_data_does_not_name_answers_its_label(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """ "the lightest car" with no column for "car": the row's name, not its weight."""
+    lines = ["code,name,origin,weight_lbs"]
+    for i in range(40):
+        lines.append(f"C{i:03d},model {i},{['USA', 'Japan', 'Europe'][i % 3]},{2000 + (i * 37) % 1500}")
+    csv = tmp_path_factory.mktemp("cars") / "cars.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    dataset, con = _served(csv, "cars")
+    plan = plan_question("Which is the lightest car?", dataset, [])
+    got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table() if plan.sql else None))
+    want = con.execute(f'SELECT name FROM "{dataset.table}" ORDER BY weight_lbs LIMIT 1').fetchall()[0][0]
+    assert got.answer in (None, want)  # never the weight itself, nor another row
+    with every_reading_answered():
+        plan = plan_question("Which is the lightest car?", dataset, [])
+        assert plan.sql is not None
+        assert plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer == want
