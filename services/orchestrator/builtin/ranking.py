@@ -91,7 +91,8 @@ def _label_column(schema: Schema) -> Column | None:
     rows = max(schema.row_count, 1)
     labels = [c for c in schema.columns if c.textual and not c.listlike and c.distinct >= 0.5 * rows]
     named = [c for c in labels if {"name", "title", "label"} & set(c.words)]
-    return (named or labels or [None])[0]
+    chosen = named or labels
+    return chosen[0] if chosen else None
 
 
 def _ranked(ctx: _Ctx) -> Plan | None:
