@@ -98,47 +98,49 @@ def _statements(sql: str) -> list[str]:
     return [part.strip() for part in sql.split(";") if part.strip()]
 
 
+# PostgreSQL statements shared by the async (gateway, orchestrator) and blocking (engine) paths
+_LOCK_SQL = "SELECT pg_advisory_xact_lock(%s)"
+_APPLIED_SQL = "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s"
+_RECORD_SQL = "INSERT INTO schema_migrations VALUES (%s,%s,%s,%s)"
+
+
+def _component_lock(component: str) -> int:
+    """The advisory lock key of one component's steps."""
+    return zlib.crc32(b"insightx:" + component.encode())
+
+
+def _record(component: str, step: Migration) -> tuple[str, int, str, float]:
+    return (component, step.version, step.description, time.time())
+
+
 async def migrate_postgres(conn: Any, component: str, steps: Sequence[Migration]) -> int:
     """Applies the steps `conn` (a psycopg AsyncConnection) lacks, in one transaction under an advisory
     lock keyed by the component, so gateways starting together apply each step once; returns how many."""
     async with conn.transaction():  # the shared ledger first, under a lock of its own (see _LEDGER_LOCK)
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
+        await conn.execute(_LOCK_SQL, (_LEDGER_LOCK,))
         await conn.execute(_POSTGRES_LEDGER)
     async with conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),)
-        )
-        cursor = await conn.execute(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s", (component,)
-        )
-        row = await cursor.fetchone()
+        await conn.execute(_LOCK_SQL, (_component_lock(component),))
+        row = await (await conn.execute(_APPLIED_SQL, (component,))).fetchone()
         pending = _check(component, steps, int(row[0]))
         for step in pending:
             for statement in _statements(step.sql):
                 await conn.execute(statement)  # type: ignore[arg-type]  # our own literal SQL
-            await conn.execute(
-                "INSERT INTO schema_migrations VALUES (%s,%s,%s,%s)",
-                (component, step.version, step.description, time.time()),
-            )
+            await conn.execute(_RECORD_SQL, _record(component, step))
     return len(pending)
 
 
 def migrate_postgres_blocking(conn: Any, component: str, steps: Sequence[Migration]) -> int:
     """`migrate_postgres` for a blocking psycopg Connection (the engine's dataset store)."""
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LEDGER_LOCK,))
+        conn.execute(_LOCK_SQL, (_LEDGER_LOCK,))
         conn.execute(_POSTGRES_LEDGER)
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (zlib.crc32(b"insightx:" + component.encode()),))
-        row = conn.execute(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations WHERE component=%s", (component,)
-        ).fetchone()
+        conn.execute(_LOCK_SQL, (_component_lock(component),))
+        row = conn.execute(_APPLIED_SQL, (component,)).fetchone()
         pending = _check(component, steps, int(row[0]))
         for step in pending:
             for statement in _statements(step.sql):
                 conn.execute(statement)
-            conn.execute(
-                "INSERT INTO schema_migrations VALUES (%s,%s,%s,%s)",
-                (component, step.version, step.description, time.time()),
-            )
+            conn.execute(_RECORD_SQL, _record(component, step))
     return len(pending)
