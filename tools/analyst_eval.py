@@ -466,6 +466,18 @@ def run_plan(plan: Any, loaded: LoadedTable, con: Any) -> Any:
     return plan.compose(results)
 
 
+def sql_runner(con: Any) -> Callable[[str], Any]:
+    """Runs one SQL statement on `con` for the analyst's look at its top readings (None when it fails)."""
+
+    def run(sql: str) -> Any:
+        try:
+            return con.sql(sql).to_arrow_table()
+        except Exception:
+            return None
+
+    return run
+
+
 def ask(
     item: Item,
     loaded: LoadedTable,
@@ -477,11 +489,13 @@ def ask(
     and the Python step in-process, composes the answer and scores it."""
     from services.orchestrator.builtin import plan_question
 
-    plan_fn = planner or plan_question
     out = Outcome(item)
     started = time.perf_counter()
     try:
-        plan = plan_fn(item.question, loaded.dataset, history or [])
+        if planner is not None:
+            plan = planner(item.question, loaded.dataset, history or [])
+        else:  # the top readings are run before the decision, as the orchestrator runs them
+            plan = plan_question(item.question, loaded.dataset, history or [], run=sql_runner(con))
         answer = run_plan(plan, loaded, con)
     except Exception as exc:
         out.error = f"{type(exc).__name__}: {exc}"[:200]

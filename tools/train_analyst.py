@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize, sparse
 
+from services.orchestrator.builtin import planner
 from tools import analyst_eval as ev
 
 THRESHOLD = 0.5  # answer when answers judged like this one were right at least this often (out of fold)
@@ -38,6 +39,7 @@ class Example:
     features: list[dict[str, float]]
     positive: list[bool]
     rows: int = 0
+    answers: list[tuple[object, str] | None] | None = None  # each reading's (value, type); None: not run
 
 
 RESULTS_CACHE: dict[tuple[str, str], object] = {}
@@ -72,12 +74,17 @@ def collect(items: list[ev.Item]) -> list[Example]:
                 cands, _ = readings(item.question, schema)
             except Exception:
                 continue
-            feats, labels = [], []
+            feats, labels, answers = [], [], []
             for cand in cands:
                 ok = False
+                got: tuple[object, str] | None = (None, "none")
                 try:
                     if cand.plan is not None:
-                        ok = ev.is_correct(item, ev.run_plan(cand.plan, loaded, con).answer)
+                        composed = ev.run_plan(cand.plan, loaded, con)
+                        # the analyst runs no sandbox before deciding, so it never sees such a result
+                        kind = composed.answer_type or "none"
+                        got = None if cand.plan.python_code else (composed.answer, kind)
+                        ok = ev.is_correct(item, composed.answer)
                     elif cand.query is not None:
                         sql = render(cand.query, schema)
                         key = (table, sql)
@@ -87,13 +94,15 @@ def collect(items: list[ev.Item]) -> list[Example]:
                             except Exception:
                                 results_by_sql[key] = None
                         table_result = results_by_sql[key]
-                        value, _ = answer_of(cand.query, StepResults(sql_table=table_result))  # type: ignore[arg-type]
+                        value, kind = answer_of(cand.query, StepResults(sql_table=table_result))  # type: ignore[arg-type]
+                        got = (value, kind)
                         ok = value is not None and ev.is_correct(item, value)
                 except Exception:
                     ok = False
                 feats.append(cand.features)
                 labels.append(ok)
-            examples.append(Example(item, feats, labels, loaded.dataset.row_count))
+                answers.append(got)
+            examples.append(Example(item, feats, labels, loaded.dataset.row_count, answers))
         con.execute(f"DROP VIEW IF EXISTS {name}")
     con.close()
     return examples
@@ -123,32 +132,15 @@ class Design:
         self.starts_arr = np.array(self.starts, dtype=np.int64)
         self.seg = np.repeat(np.arange(len(examples)), np.diff(np.append(self.starts_arr, r)))
 
-    def top_probability(self, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """(probability of the top reading, its margin over the second, whether it is positive, its row);
-        the runner-up's row of each example is left in `self.seconds`."""
+    def probabilities(self, w: np.ndarray) -> list[np.ndarray]:
+        """Each example's readings' probabilities under weights `w`."""
         s = self.x @ w
-        probs, margins, correct, rows = [], [], [], []
-        self.seconds: list[int] = []
-        bounds = np.append(self.starts_arr, len(s))
-        for a, b in itertools.pairwise(bounds):
-            if a == b:
-                probs.append(0.0)
-                margins.append(0.0)
-                correct.append(False)
-                rows.append(-1)
-                self.seconds.append(-1)
-                continue
+        out = []
+        for a, b in itertools.pairwise(np.append(self.starts_arr, len(s))):
             seg = s[a:b]
-            e = np.exp(seg - seg.max())
-            p = e / e.sum()
-            order = np.argsort(-p)
-            k = int(order[0])
-            probs.append(float(p[k]))
-            margins.append(float(p[k] - (p[order[1]] if len(order) > 1 else 0.0)))
-            correct.append(bool(self.y_arr[a + k]))
-            rows.append(a + k)
-            self.seconds.append(a + int(order[1]) if len(order) > 1 else -1)
-        return np.array(probs), np.array(margins), np.array(correct), np.array(rows)
+            e = np.exp(seg - seg.max()) if b > a else seg
+            out.append(e / e.sum() if b > a else e)
+        return out
 
 
 def fit(d: Design, mask: np.ndarray, l2: float, weight: np.ndarray | None = None) -> np.ndarray:
@@ -211,6 +203,86 @@ def isotonic(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> list[tuple[float, f
     return [(round(b[0], 4), round(b[1] / b[2], 4)) for b in blocks]
 
 
+View = tuple[dict[str, float], bool]  # the judge's features of the reading answered, and whether it is right
+
+
+def top_views(ex: Example, p: np.ndarray) -> tuple[View, View]:
+    """(judge features, right?) of the reading the analyst would answer with, when the top readings are run
+    (`denotation.Seen` may pass over an empty result) and when none is (blind)."""
+    from services.orchestrator.builtin import scorer
+    from services.orchestrator.builtin.denotation import Seen
+
+    if not len(p):
+        empty = scorer.judge_features({}, 0.0, 0.0, ex.rows)
+        return (empty, False), (empty, False)
+    order = [int(j) for j in np.argsort(-p, kind="stable")]
+    top = order[: planner.PROBED_READINGS]
+    answers = ex.answers or [None] * len(ex.features)
+    seen = Seen(ex.item.question, [], [answers[j] for j in top], ex.rows)
+    views = []
+    for k in (seen.chosen(), None):
+        first = order[k or 0]
+        rest = [j for j in order if j != first]
+        second = rest[0] if rest else None
+        margin = float(p[first] - (p[second] if second is not None else 0.0))
+        feats = scorer.judge_features(
+            ex.features[first],
+            float(p[first]),
+            margin,
+            ex.rows,
+            ex.features[second] if second is not None else None,
+            len(ex.features),
+            seen.features_at(k) if k is not None else None,
+        )
+        views.append((feats, bool(ex.positive[first])))
+    return views[0], views[1]
+
+
+def fit_judge(
+    tops: list[dict[str, float]], ok: np.ndarray, examples: list[Example], ew: np.ndarray, l2: float
+) -> tuple[dict[str, float], list[tuple[float, float]], np.ndarray]:
+    """(judge weights fitted on all, isotonic calibration of its out-of-fold probability, the out-of-fold
+    calibrated confidence of each example)."""
+    names = sorted({k for f in tops for k in f})
+    index = {n: i for i, n in enumerate(names)}
+    x = np.zeros((len(tops), len(names)))
+    for i, f in enumerate(tops):
+        for k, v in f.items():
+            x[i, index[k]] = v
+    y = ok.astype(float)
+    folds = np.array([zlib.crc32(("j" + ex.item.table).encode()) % 3 for ex in examples])
+    oof = np.zeros(len(examples))
+    for fold in range(3):
+        beta = logistic(x[folds != fold], y[folds != fold], l2, ew[folds != fold])
+        oof[folds == fold] = 1 / (1 + np.exp(-np.clip(x[folds == fold] @ beta, -30, 30)))
+    calibration = isotonic(oof, y, ew)
+    beta = logistic(x, y, l2, ew)
+    conf = np.array([max([c for e, c in calibration if q >= e] or [0.0]) for q in oof])
+    weights = {n: round(float(b), 4) for n, b in zip(names, beta, strict=True) if abs(b) > 1e-4}
+    return weights, calibration, conf
+
+
+def report(examples: list[Example], ok: np.ndarray, conf: np.ndarray, label: str) -> None:
+    """Out-of-fold coverage, precision and accuracy per corpus at a few thresholds."""
+    print(f"== judged with {label}")
+    for corpus in ev.CORPORA:
+        sel = np.array([ex.item.corpus == corpus for ex in examples])
+        if not sel.any():
+            continue
+        oracle = np.mean([any(ex.positive) for ex in examples if ex.item.corpus == corpus])
+        print(
+            f"{corpus}: {sel.sum()} train questions; a right reading exists for {oracle:.1%}; out of fold "
+            f"the reading answered is right for {ok[sel].mean():.1%}"
+        )
+        for edge in (0.5, 0.6, 0.7, 0.8):
+            a = (conf >= edge) & sel
+            mark = "  <- threshold" if edge == THRESHOLD else ""
+            print(
+                f"    at >= {edge}: coverage {a.sum() / sel.sum():.1%}, precision "
+                f"{ok[a].mean() if a.any() else 0:.1%}, accuracy {(ok & a).sum() / sel.sum():.1%}{mark}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wtq-sample", type=int, default=6000, help="WTQ train questions (fixed seed)")
@@ -263,45 +335,25 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(k for k, n in counts.items() if n >= args.min_count)
     d = Design(examples, names)
     folds = np.array([zlib.crc32(ex.item.table.encode()) % 3 for ex in examples])
-    oof_p, oof_m = np.zeros(len(examples)), np.zeros(len(examples))
-    oof_ok = np.zeros(len(examples), dtype=bool)
-    oof_row = np.zeros(len(examples), dtype=np.int64)
     # the small corpora of data exports weigh more, so that WTQ's many wiki tables do not drown them
     ew = np.array([1.0 if ex.item.corpus == "wtq" else args.databench_weight for ex in examples])
-    oof_second = np.full(len(examples), -1, dtype=np.int64)
+    probs: list[np.ndarray] = [np.zeros(0)] * len(examples)
     for fold in range(3):
-        w = fit(d, folds != fold, args.l2, ew)
-        p, m, ok, rows = d.top_probability(w)
-        sel = folds == fold
-        oof_p[sel], oof_m[sel], oof_ok[sel], oof_row[sel] = p[sel], m[sel], ok[sel], rows[sel]
-        oof_second[sel] = np.array(d.seconds)[sel]
-    # stage 2: is the top reading right? features of the top reading plus how clearly it won
-    flat = [f for ex in examples for f in ex.features]
-    tops = [
-        scorer.judge_features(
-            flat[r] if r >= 0 else {},
-            float(p),
-            float(m),
-            ex.rows,
-            flat[r2] if r2 >= 0 else None,
-            len(ex.features),
-        )
-        for r, r2, p, m, ex in zip(oof_row, oof_second, oof_p, oof_m, examples, strict=True)
-    ]
-    judge_names = sorted({k for f in tops for k in f})
-    jx = np.zeros((len(tops), len(judge_names)))
-    jindex = {n: i for i, n in enumerate(judge_names)}
-    for i, f in enumerate(tops):
-        for k, v in f.items():
-            jx[i, jindex[k]] = v
-    jy = oof_ok.astype(float)
-    folds2 = np.array([zlib.crc32(("j" + ex.item.table).encode()) % 3 for ex in examples])
-    oof_q = np.zeros(len(examples))
-    for fold in range(3):
-        beta = logistic(jx[folds2 != fold], jy[folds2 != fold], args.l2_judge, ew[folds2 != fold])
-        oof_q[folds2 == fold] = 1 / (1 + np.exp(-np.clip(jx[folds2 == fold] @ beta, -30, 30)))
-    calibration = isotonic(oof_q, jy, ew)
-    judge = logistic(jx, jy, args.l2_judge, ew)
+        for i, p in enumerate(d.probabilities(fit(d, folds != fold, args.l2, ew))):
+            if folds[i] == fold:
+                probs[i] = p
+    # stage 2: is the top reading right? judged with the top readings' results, and blind (none run)
+    seen_tops, blind_tops, seen_ok, blind_ok = [], [], [], []
+    for ex, p in zip(examples, probs, strict=True):
+        seen, blind = top_views(ex, p)
+        seen_tops.append(seen[0])
+        seen_ok.append(seen[1])
+        blind_tops.append(blind[0])
+        blind_ok.append(blind[1])
+    judge, calibration, conf = fit_judge(seen_tops, np.array(seen_ok), examples, ew, args.l2_judge)
+    judge_blind, calibration_blind, conf_blind = fit_judge(
+        blind_tops, np.array(blind_ok), examples, ew, args.l2_judge
+    )
     w = fit(d, np.ones(len(examples), dtype=bool), args.l2, ew)
     weights = {n: round(float(b), 4) for n, b in zip(names, w, strict=True) if abs(b) > 1e-4}
     data = {
@@ -310,29 +362,14 @@ def main(argv: list[str] | None = None) -> int:
         "threshold": THRESHOLD,
         "calibration": calibration,
         "weights": weights,
-        "judge": {n: round(float(b), 4) for n, b in zip(judge_names, judge, strict=True) if abs(b) > 1e-4},
+        "judge": judge,
+        "calibration_blind": calibration_blind,
+        "judge_blind": judge_blind,
     }
     out = args.out or scorer.WEIGHTS
     out.write_text(json.dumps(data, indent=0, sort_keys=True) + "\n")
-    conf = np.array([max([c for e, c in calibration if q >= e] or [0.0]) for q in oof_q])
-    answered = conf >= THRESHOLD
-    for corpus in ev.CORPORA:
-        sel = np.array([ex.item.corpus == corpus for ex in examples])
-        if not sel.any():
-            continue
-        a = answered & sel
-        oracle = np.mean([any(ex.positive) for ex in examples if ex.item.corpus == corpus])
-        print(
-            f"{corpus}: {sel.sum()} train questions; a right reading exists for {oracle:.1%}; out of fold "
-            f"the top reading is right for {oof_ok[sel].mean():.1%}; answering at confidence >= {THRESHOLD}: "
-            f"coverage {a.sum() / sel.sum():.1%}, precision {oof_ok[a].mean() if a.any() else 0:.1%}"
-        )
-        for edge in (0.5, 0.6, 0.7, 0.8):
-            a = (conf >= edge) & sel
-            print(
-                f"    out of fold at >= {edge}: coverage {a.sum() / sel.sum():.1%}, precision "
-                f"{oof_ok[a].mean() if a.any() else 0:.1%}, accuracy {(oof_ok & a).sum() / sel.sum():.1%}"
-            )
+    for label, ok, cf in (("top readings run", seen_ok, conf), ("blind", blind_ok, conf_blind)):
+        report(examples, np.array(ok), cf, label)
     print(f"{len(d.y)} readings, {len(names)} features, collected in {collected:.0f} s; wrote {out}")
     return 0
 

@@ -86,20 +86,8 @@ class Execution:
 
     async def sql(self, sql: str, attempt: int, for_python: bool = False) -> SqlOutcome:
         """Runs `sql`; emits its sql_result event (rows or error). Rows feeding Python get a larger cap."""
-        timeout = remaining(self.deadline, self.settings.sql_timeout_ms / 1000.0 + 2.0)
         try:
-            reply = await self.peers.sql.ExecuteSql(
-                sql_engine_pb2.ExecuteSqlRequest(
-                    session_id=self.dataset.session_id,
-                    sql=sql,
-                    max_rows=self.settings.python_input_max_rows
-                    if for_python
-                    else self.settings.sql_max_rows,
-                    timeout_ms=max(1, int(min(self.settings.sql_timeout_ms, (timeout - 0.5) * 1000))),
-                ),
-                timeout=timeout,
-                metadata=call_metadata(),
-            )
+            outcome = await self._execute(sql, for_python)
         except grpc.aio.AioRpcError as exc:
             info = error_info(exc)
             correctable = info.reason.startswith("SQL_") and info.reason != "SQL_CANCELLED"
@@ -108,15 +96,42 @@ class Execution:
             if not correctable:
                 raise peer_failure("sql", exc) from exc
             return SqlOutcome(sql, error=info.message, reason=info.reason)
-        table = ipc_to_table(reply.result.arrow_ipc)
+        self.announce(outcome, attempt)
+        return outcome
+
+    async def probe(self, sql: str) -> SqlOutcome:
+        """Runs `sql` without an event, to look at a reading's result before deciding: a failure of any
+        kind is an outcome without rows (the chosen plan's own run reports errors)."""
+        try:
+            return await self._execute(sql, False)
+        except (grpc.aio.AioRpcError, StepFailed) as exc:
+            return SqlOutcome(sql, error=str(exc)[:200], reason="PROBE_FAILED")
+
+    def announce(self, outcome: SqlOutcome, attempt: int) -> None:
+        """The sql_result event of a run that returned rows."""
+        assert outcome.table is not None
         cap = self.settings.event_max_rows
         self.events.sql_result(
-            sql,
-            table.slice(0, cap),
-            reply.result.truncated or table.num_rows > cap,
+            outcome.sql,
+            outcome.table.slice(0, cap),
+            outcome.truncated or outcome.table.num_rows > cap,
             attempt=attempt,
-            total_rows=table.num_rows,
+            total_rows=outcome.table.num_rows,
         )
+
+    async def _execute(self, sql: str, for_python: bool) -> SqlOutcome:
+        timeout = remaining(self.deadline, self.settings.sql_timeout_ms / 1000.0 + 2.0)
+        reply = await self.peers.sql.ExecuteSql(
+            sql_engine_pb2.ExecuteSqlRequest(
+                session_id=self.dataset.session_id,
+                sql=sql,
+                max_rows=self.settings.python_input_max_rows if for_python else self.settings.sql_max_rows,
+                timeout_ms=max(1, int(min(self.settings.sql_timeout_ms, (timeout - 0.5) * 1000))),
+            ),
+            timeout=timeout,
+            metadata=call_metadata(),
+        )
+        table = ipc_to_table(reply.result.arrow_ipc)
         return SqlOutcome(sql, table=table, truncated=reply.result.truncated, wire=reply.result)
 
     async def python(self, code: str, input_table: SqlOutcome | None) -> PythonOutcome:

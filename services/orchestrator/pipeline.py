@@ -28,7 +28,7 @@ from insightx.v1 import common_pb2, sql_engine_pb2
 from insightx.v1 import orchestrator_pb2 as pb
 from services.llm_gateway.agents import AgentRegistry, load_registry
 from services.orchestrator.availability import ModelAvailability
-from services.orchestrator.builtin import plan_question
+from services.orchestrator.builtin.planner import prepare, settle
 from services.orchestrator.cache import AnswerCache, answer_events, cache_key
 from services.orchestrator.errors import StepFailed, peer_failure
 from services.orchestrator.events import EventBuilder
@@ -52,9 +52,23 @@ _FALLBACK_MESSAGES = {
 }
 
 
-def _plan(question: str, dataset: DatasetContext, history: Sequence[common_pb2.ChatMessage]) -> Plan:
-    """The built-in analyst's plan, given the conversation as (role, content) turns."""
-    return plan_question(question, dataset, history=[(m.role, m.content) for m in history])
+_REFUSED_SQL = frozenset({"SQL_SYNTAX", "SQL_BINDER", "SQL_ERROR"})  # the SQL itself failed
+
+
+async def _plan(
+    question: str,
+    dataset: DatasetContext,
+    history: Sequence[common_pb2.ChatMessage],
+    execution: Execution,
+) -> tuple[Plan, dict[str, SqlOutcome]]:
+    """The built-in analyst's plan, given the conversation as (role, content) turns; its top readings are
+    run first (concurrently, without events) so that the judge sees what they compute. Also those runs."""
+    shortlist = prepare(question, dataset, [(m.role, m.content) for m in history])
+    probes = await asyncio.gather(*(execution.probe(sql) for sql in shortlist.to_run()))
+    runs = {p.sql: p for p in probes}
+    # SQL the engine refused has no answer; a probe that could not run (busy, slow, down) was not seen
+    seen = {sql: run.table for sql, run in runs.items() if run.ok or run.reason in _REFUSED_SQL}
+    return settle(shortlist, seen), runs
 
 
 def _table_words(dataset: DatasetContext) -> set[str]:
@@ -206,14 +220,18 @@ class Pipeline:
         if not reads_as_english(question, _table_words(dataset)):
             events.orchestrator_result("EXPLAIN_ONLY", "The question is not in English.", "builtin")
             return Answer(text=NOT_ENGLISH_MESSAGE, answer=None, confidence=0.0), ""
-        plan = _plan(question, dataset, history)
+        plan, probes = await _plan(question, dataset, history, execution)
         events.orchestrator_result(plan.classification, plan.reasoning, "builtin")
         results = StepResults()
         outcome: SqlOutcome | None = None
         if plan.sql:
             events.status("Running SQL on DuckDB", "sql")
             feeds_python = bool(plan.python_code and plan.python_on_sql_result)
-            outcome = await execution.sql(plan.sql, 1, for_python=feeds_python)
+            outcome = probes.get(plan.sql)
+            if outcome is not None and outcome.ok and not feeds_python:
+                execution.announce(outcome, 1)  # already run to decide: its rows are the answer's
+            else:
+                outcome = await execution.sql(plan.sql, 1, for_python=feeds_python)
             if not outcome.ok:
                 raise StepFailed(f"The query failed: {outcome.error}", outcome.reason or "SQL_FAILED")
             results.sql_table, results.sql_truncated = outcome.table, outcome.truncated

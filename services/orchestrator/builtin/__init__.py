@@ -8,8 +8,11 @@ How a question is answered (`planner.plan_question`):
   `booleans`, `weekparts`, reading the question through `question`, `filters`, `linking`, `text`, `lexicon`,
   `schema`) is one more reading;
 - `scorer` ranks the readings (weights fitted on the train split only: `parser_weights.json`, written by
-  `make train-analyst`) and judges the winner: its calibrated confidence is the precision measured for
-  such answers on tables the weights were not fitted to;
+  `make train-analyst`);
+- the SQL of the top three readings is run (`planner.prepare`, then the caller runs `Shortlist.to_run()`,
+  then `planner.settle`), and `denotation` describes what each computed: an empty result gives way to the
+  next reading with one, and the judge decides from the words and the results together: its calibrated
+  confidence is the precision measured for such answers on tables the weights were not fitted to;
 - at 0.5 or more the winner's plan runs (`sqlgen` renders a typed reading to SQL, quoting in one place;
   `parsed` composes and checks its answer; a shape composes its own, through `compose` and `guards`);
   below, the analyst asks back with the top readings as `Answer.clarifications` (`clarify`);

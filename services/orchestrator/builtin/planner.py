@@ -9,10 +9,14 @@ something the data lacks, the analyst asks back instead of guessing.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
 
 from services.orchestrator.builtin import compose as c
-from services.orchestrator.builtin import followups, scorer
+from services.orchestrator.builtin import denotation, followups, scorer
 from services.orchestrator.builtin.aggregates import (
     _aggregate,
     _distinct,
@@ -39,6 +43,7 @@ from services.orchestrator.builtin.ranking import _closest, _ranked
 from services.orchestrator.builtin.reader import Candidate, read, shape_candidate
 from services.orchestrator.builtin.rows import _frequency, _per_column, _row_order
 from services.orchestrator.builtin.schema import Schema, schema_of
+from services.orchestrator.builtin.sqlgen import render
 from services.orchestrator.builtin.stats import _correlation, _outliers, _significance
 from services.orchestrator.builtin.weekparts import _weekend_contrast
 from services.orchestrator.plan import DatasetContext, Plan
@@ -77,16 +82,82 @@ _SHAPES: list[Callable[[_Ctx], Plan | None]] = [
 ]
 
 
+SqlRunner = Callable[[str], "pa.Table | None"]  # runs one SQL statement; None when the SQL failed
+
+
 def plan_question(
-    question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None
+    question: str,
+    dataset: DatasetContext,
+    history: list[tuple[str, str]] | None = None,
+    run: SqlRunner | None = None,
 ) -> Plan:
     """The plan for `question` over `dataset`: the best reading when it wins clearly, else an honest question
-    back (the top readings as clarifications)."""
+    back (the top readings as clarifications). With `run`, the top readings are run first and the judge sees
+    their results (`denotation`); without it the judge decides from the words alone."""
+    shortlist = prepare(question, dataset, history)
+    results = {sql: run(sql) for sql in shortlist.to_run()} if run is not None else None
+    return settle(shortlist, results)
+
+
+@dataclass
+class Shortlist:
+    """A question's readings, ranked, before any of them is run: `to_run` names the SQL that would let the
+    judge see the top readings' results; `settle` then decides."""
+
+    question: str  # as resolved (a follow-up rewritten)
+    asked: str  # as the user typed it
+    schema: Schema
+    ranked: list[tuple[Candidate, float]]
+    reason: str
+    absent: bool
+
+    def top(self) -> list[Candidate]:
+        return [cand for cand, _ in self.ranked[:PROBED_READINGS]]
+
+    def to_run(self) -> list[str]:
+        """The SQL of the top readings that can be run without the sandbox, without repeats."""
+        return list(dict.fromkeys(sql for sql in map(self._sql, self.top()) if sql))
+
+    def _sql(self, cand: Candidate) -> str:
+        if cand.query is not None:
+            return render(cand.query, self.schema)
+        if cand.plan is not None and cand.plan.sql and not cand.plan.python_code:
+            return cand.plan.sql
+        return ""
+
+    def values(self, results: Mapping[str, pa.Table | None]) -> list[tuple[Any, str] | None]:
+        """Each top reading's (answer, answer type) from its result; None when it was not run (a result of
+        None is SQL that failed: that reading has no answer)."""
+        out: list[tuple[Any, str] | None] = []
+        for cand in self.top():
+            sql = self._sql(cand)
+            if not sql or sql not in results:
+                out.append(None)
+                continue
+            out.append(denotation.value_of(cand, results[sql]))
+        return out
+
+
+PROBED_READINGS = 3  # how many of the top readings are run before the judge decides
+
+
+def prepare(
+    question: str, dataset: DatasetContext, history: list[tuple[str, str]] | None = None
+) -> Shortlist:
+    """The ranked readings of `question` (a follow-up first rewritten from the history)."""
     schema = schema_of(dataset)
     resolved = followups.resolve(question, history, schema)
-    plan = decide(resolved, schema)
-    if resolved != question:
-        plan.reasoning = f"A follow-up, read as: “{resolved}”. {plan.reasoning}"
+    candidates, reason = readings(resolved, schema)
+    absent = reason.startswith("absent:")
+    reason = reason.split(":", 1)[1] if ":" in reason else reason
+    return Shortlist(resolved, question, schema, scorer.ranked(candidates), reason, absent)
+
+
+def settle(shortlist: Shortlist, results: Mapping[str, pa.Table | None] | None = None) -> Plan:
+    """The decision over a shortlist, given the results of its `to_run` SQL (None: nothing was run)."""
+    plan = _decide(shortlist, results)
+    if shortlist.question != shortlist.asked:
+        plan.reasoning = f"A follow-up, read as: “{shortlist.question}”. {plan.reasoning}"
     return plan
 
 
@@ -107,25 +178,33 @@ def readings(question: str, schema: Schema) -> tuple[list[Candidate], str]:
     return candidates, "" if shaped is not None else shape
 
 
-def decide(question: str, schema: Schema) -> Plan:
+def _decide(shortlist: Shortlist, results: Mapping[str, pa.Table | None] | None) -> Plan:
     """The top-ranked reading's plan when its calibrated confidence clears the threshold; else a refusal
-    that offers the top two readings as questions to click."""
+    that offers the top two readings as questions to click. With results, a top reading whose result is
+    empty gives way to the next one that has a result, and the judge sees what the readings computed."""
     model = scorer.ranker()
-    candidates, reason = readings(question, schema)
-    absent = reason.startswith("absent:")
-    reason = reason.split(":", 1)[1] if ":" in reason else reason
-    ranked_readings = scorer.ranked(candidates, model)
+    question, schema, ranked_readings = shortlist.question, shortlist.schema, shortlist.ranked
     if not ranked_readings:
         return unanswerable(schema, _why(parse(question, schema)))
-    best, p = ranked_readings[0]
-    second = ranked_readings[1][1] if len(ranked_readings) > 1 else 0.0
-    runner_up = ranked_readings[1][0] if len(ranked_readings) > 1 else None
-    confidence = round(
-        model.confidence(best, p, p - second, schema.row_count, runner_up, len(ranked_readings)), 2
-    )
-    if absent:
+    if shortlist.absent:
         # the question names something the data does not have: never answered by another reading
-        return asking(schema, [], 0.0, reason)
+        return asking(schema, [], 0.0, shortlist.reason)
+    seen = None
+    answers = shortlist.values(results) if results is not None else []
+    if any(a is not None for a in answers):  # else nothing was run: the words alone decide
+        seen = denotation.Seen(question, shortlist.top(), answers, schema.row_count)
+        ranked_readings = seen.reordered(ranked_readings)
+    best, p = ranked_readings[0]
+    rivals = [pr for cand, pr in ranked_readings[1:]]
+    second = max(rivals, default=0.0)
+    runner_up = ranked_readings[1][0] if len(ranked_readings) > 1 else None
+    seen_features = seen.features_of(best) if seen is not None else None
+    confidence = round(
+        model.confidence(
+            best, p, p - second, schema.row_count, runner_up, len(ranked_readings), seen_features
+        ),
+        2,
+    )
     named = next((cand for cand, _ in ranked_readings if _asked_for_by_name(cand, question)), None)
     if named is not None and named is not best:
         best, confidence = named, round(model.confidence(named, 0.0, 0.0, schema.row_count), 2)
@@ -135,7 +214,7 @@ def decide(question: str, schema: Schema) -> Plan:
         assert best.query is not None
         return plan_of(best.query, schema, confidence, c.follow_ups_for(schema, set()), question)
     options = [cand.query.describe() for cand, _ in ranked_readings if cand.query is not None]
-    return asking(schema, list(dict.fromkeys(options))[:2], confidence, reason)
+    return asking(schema, list(dict.fromkeys(options))[:2], confidence, shortlist.reason)
 
 
 # Analyses named by their own words. Neither training corpus asks for them, so the fitted judge has not

@@ -30,10 +30,13 @@ def judge_features(
     rows: int,
     second: dict[str, float] | None = None,
     readings: int = 0,
+    seen: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """What the judge sees of the top reading: its own features, how clearly it won, whether the runner-up
-    computes the same thing (then only a column is in doubt) and how many readings competed."""
+    computes the same thing (then only a column is in doubt), how many readings competed and, when the top
+    readings were run, what its result says (`denotation.Seen`)."""
     f = {f"top:{k}": v for k, v in top.items()}
+    f.update({f"top:{k}": v for k, v in (seen or {}).items()})
     f["bias"] = 1.0
     del rows  # as a feature, the table's size learned which corpus a table came from, not how clear it is
     if second is not None:
@@ -57,7 +60,9 @@ class Ranker:
     weights: dict[str, float]
     threshold: float  # calibrated confidence under which the analyst asks instead of answering
     calibration: list[tuple[float, float]]  # (judge probability at least, measured precision), ascending
-    judge: dict[str, float]  # logistic weights: is the top reading right?
+    judge: dict[str, float]  # logistic weights: is the top reading right? (its result seen)
+    judge_blind: dict[str, float] | None = None  # the same judge when no reading could be run
+    calibration_blind: list[tuple[float, float]] | None = None
 
     def score(self, c: Candidate) -> float:
         return sum(self.weights.get(k, 0.0) * v for k, v in c.features.items())
@@ -70,13 +75,20 @@ class Ranker:
         rows: int,
         second: Candidate | None = None,
         readings: int = 0,
+        seen: dict[str, float] | None = None,
     ) -> float:
-        """The precision measured (out of fold, on train tables) for top readings judged like this one."""
-        feats = judge_features(top.features, p, margin, rows, second.features if second else None, readings)
-        z = sum(self.judge.get(k, 0.0) * v for k, v in feats.items())
+        """The precision measured (out of fold, on train tables) for top readings judged like this one;
+        `seen`: the top reading's result features, when the top readings were run."""
+        blind = seen is None and self.judge_blind is not None
+        judge = self.judge_blind if blind and self.judge_blind is not None else self.judge
+        calibration = self.calibration_blind if blind and self.calibration_blind else self.calibration
+        feats = judge_features(
+            top.features, p, margin, rows, second.features if second else None, readings, seen
+        )
+        z = sum(judge.get(k, 0.0) * v for k, v in feats.items())
         q = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
         out = 0.0
-        for edge, precision in self.calibration:
+        for edge, precision in calibration:
             if q >= edge:
                 out = precision
         return out
@@ -102,6 +114,8 @@ def ranker() -> Ranker:
         float(data["threshold"]),
         [(float(a), float(b)) for a, b in data["calibration"]],
         {k: float(v) for k, v in data.get("judge", {}).items()},
+        {k: float(v) for k, v in data["judge_blind"].items()} if "judge_blind" in data else None,
+        [(float(a), float(b)) for a, b in data["calibration_blind"]] if "calibration_blind" in data else None,
     )
 
 

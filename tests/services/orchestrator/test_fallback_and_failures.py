@@ -155,3 +155,13 @@ async def test_an_unreachable_sandbox_ends_in_an_error_event(start_chat: StartCh
     assert kinds(events)[-1] == "error"
     assert events[-1].error.code == "UPSTREAM_UNAVAILABLE" and "sandbox" in events[-1].error.message
     assert of_kind(events, "python_result")[0].error
+
+
+async def test_the_builtin_analysts_look_at_its_readings_is_not_shown_as_steps(start_chat: StartChat) -> None:
+    chat = await start_chat(keys=None)
+    events = await chat.ask("What is the average amount for Android users?")
+    final = events[-1].final_response
+    assert kinds(events)[-1] == "final_response" and final.sql, events[-1]
+    shown = of_kind(events, "sql_result")
+    # the top readings ran before the decision, but the chat shows one SQL step: the answer's own
+    assert [s.query for s in shown] == [final.sql] and shown[0].total_rows == 1
