@@ -470,8 +470,8 @@ def sql_runner(con: Any) -> Callable[[str], Any]:
     """Runs one SQL statement on `con` for the analyst's look at its top readings (None when it fails)."""
 
     def run(sql: str) -> Any:
-        try:
-            return con.sql(sql).to_arrow_table()
+        try:  # on a cursor of its own: a result left unfinished on `con` does not fail it
+            return con.cursor().sql(sql).to_arrow_table()
         except Exception:
             return None
 

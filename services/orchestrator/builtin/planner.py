@@ -229,7 +229,8 @@ _ANALYSES = {
     ),
     "breakdown": re.compile(
         r"\b(for each|per|across)\b|\bby (each|every)\b"
-        r"|\b(average|mean|total|sum|count|median|number of)\b.*\bby\b(?! (far|the way|then|now))"
+        r"|\b(average|mean|total|sum|count|median|number of|rate|share|percentage|proportion|ratio)\b"
+        r".*\bby\b(?! (far|the way|then|now))"
     ),
     "rate": re.compile(r"\b\w+ rate\b|\b(share|proportion|fraction|percentage) of\b"),
     "weekend_contrast": re.compile(r"\bweekends?\b"),

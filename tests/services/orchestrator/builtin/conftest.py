@@ -17,6 +17,7 @@ from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 from services.sql_engine.importer import import_file
 from services.sql_engine.profiler import profile_parquet
+from tools.analyst_eval import sql_runner
 
 DEPARTMENTS = ["Research & Development", "Sales", "Human Resources"]
 DEVICES = ["Android", "iOS", "Web"]
@@ -94,7 +95,7 @@ def ask(hr_table: tuple[DatasetContext, Path], con: duckdb.DuckDBPyConnection) -
     dataset, _ = hr_table
 
     def run(question: str) -> Asked:
-        plan = plan_question(question, dataset)
+        plan = plan_question(question, dataset, run=sql_runner(con))
         results = StepResults()
         rows: list[tuple] = []
         if plan.sql:

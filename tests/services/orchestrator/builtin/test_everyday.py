@@ -21,6 +21,7 @@ from tests.services.orchestrator.builtin.conftest import (
     every_reading_answered,
     load_table,
 )
+from tools.analyst_eval import sql_runner
 
 CITIES = ["Austin", "Dallas", "Houston", "Denver", "Boston"]
 STATES = {"Austin": "TX", "Dallas": "TX", "Houston": "TX", "Denver": "CO", "Boston": "MA"}
@@ -64,7 +65,7 @@ def ask(city: tuple[DatasetContext, duckdb.DuckDBPyConnection]) -> Callable[...,
     dataset, con = city
 
     def run(question: str, history: list[tuple[str, str]] | None = None) -> Answer:
-        plan = plan_question(question, dataset, history or [])
+        plan = plan_question(question, dataset, history or [], run=sql_runner(con))
         results = StepResults()
         if plan.sql:
             results.sql_table = con.sql(plan.sql).to_arrow_table()
@@ -257,7 +258,7 @@ def test_a_header_that_abbreviates_links_from_the_full_word(
     """ "population" → `pop`, "unemployment" → `unemp`; a rate the data holds is aggregated, not a share of
     rows."""
     dataset, con = states
-    plan = plan_question(question, dataset, [])
+    plan = plan_question(question, dataset, [], run=sql_runner(con))
     assert plan.sql, plan.reasoning
     got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
     want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
@@ -268,7 +269,9 @@ def test_a_share_of_a_measure_is_not_a_share_of_rows(
     states: tuple[DatasetContext, duckdb.DuckDBPyConnection],
 ) -> None:
     dataset, con = states
-    plan = plan_question("What share of the total population lives in the South?", dataset, [])
+    plan = plan_question(
+        "What share of the total population lives in the South?", dataset, [], run=sql_runner(con)
+    )
     assert plan.sql is not None
     got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
     want = con.execute(
@@ -281,7 +284,7 @@ def test_a_yes_no_comparison_uses_the_measure_named_before_the_comparative(
     states: tuple[DatasetContext, duckdb.DuckDBPyConnection],
 ) -> None:
     dataset, con = states
-    plan = plan_question("Is the poverty higher in Texas than in Ohio?", dataset, [])
+    plan = plan_question("Is the poverty higher in Texas than in Ohio?", dataset, [], run=sql_runner(con))
     assert plan.sql is not None and "poverty" in plan.sql
     got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer
     texas, ohio = (
@@ -331,7 +334,7 @@ def test_weather_words_and_whole_dates(
     dataset, con = weather
 
     def answer() -> Answer:
-        plan = plan_question(question, dataset, [])
+        plan = plan_question(question, dataset, [], run=sql_runner(con))
         return plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table() if plan.sql else None))
 
     want = con.execute(truth_sql.replace("FROM T", f'FROM "{dataset.table}"')).fetchall()[0][0]
@@ -352,8 +355,10 @@ def test_an_aggregate_of_a_column_named_with_a_qualifier(
     weather: tuple[DatasetContext, duckdb.DuckDBPyConnection],
 ) -> None:
     """ "the average maximum temperature": the average of the maximum-temperature column, not a maximum."""
-    dataset, _con = weather
-    plan = plan_question("What was the average maximum temperature in July?", dataset, [])
+    dataset, con = weather
+    plan = plan_question(
+        "What was the average maximum temperature in July?", dataset, [], run=sql_runner(con)
+    )
     assert plan.sql is not None and "avg" in plan.sql.lower() and "max(" not in plan.sql.lower()
 
 
@@ -367,11 +372,11 @@ def test_a_superlative_of_a_row_the_data_does_not_name_answers_its_label(
     csv = tmp_path_factory.mktemp("cars") / "cars.csv"
     csv.write_text("\n".join(lines) + "\n")
     dataset, con = _served(csv, "cars")
-    plan = plan_question("Which is the lightest car?", dataset, [])
+    plan = plan_question("Which is the lightest car?", dataset, [], run=sql_runner(con))
     got = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table() if plan.sql else None))
     want = con.execute(f'SELECT name FROM "{dataset.table}" ORDER BY weight_lbs LIMIT 1').fetchall()[0][0]
     assert got.answer in (None, want)  # never the weight itself, nor another row
     with every_reading_answered():
-        plan = plan_question("Which is the lightest car?", dataset, [])
+        plan = plan_question("Which is the lightest car?", dataset, [], run=sql_runner(con))
         assert plan.sql is not None
         assert plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table())).answer == want

@@ -10,6 +10,7 @@ import pytest
 from services.orchestrator.builtin import plan_question
 from services.orchestrator.plan import Answer, DatasetContext, Plan, StepResults
 from tests.services.orchestrator.builtin.conftest import answer_or_best_reading, load_table
+from tools.analyst_eval import sql_runner
 
 HEADER = [
     "transaction id",
@@ -65,7 +66,7 @@ def payments(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetContext, 
 
 def _ask(payments: tuple[DatasetContext, duckdb.DuckDBPyConnection], question: str) -> tuple[Plan, Answer]:
     dataset, con = payments
-    plan = plan_question(question, dataset)
+    plan = plan_question(question, dataset, run=sql_runner(con))
     results = StepResults()
     if plan.sql:
         results.sql_table = con.cursor().sql(plan.sql).to_arrow_table()

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from tests.services.orchestrator.builtin.conftest import Asked, answer_or_best_reading
+from tools.analyst_eval import sql_runner
 
 Ask = Callable[[str], Asked]
 Truth = Callable[[str], Any]
@@ -225,7 +226,7 @@ def test_follow_up_replaces_the_value_of_the_previous_question(
     from services.orchestrator.plan import StepResults
 
     history = [("user", "How many employees use Android?"), ("assistant", "20")]
-    plan = plan_question("and iOS?", hr_table[0], history=history)
+    plan = plan_question("and iOS?", hr_table[0], history=history, run=sql_runner(con))
     assert plan.sql is not None and "'iOS'" in plan.sql and "Android" not in plan.sql
     answer = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table()))
     assert answer.answer == truth("SELECT count(*) FROM T WHERE \"deviceType\" = 'iOS'")
@@ -241,7 +242,10 @@ def test_key_columns_are_not_compared_by_a_partial_name(ask: Ask) -> None:
 
 
 def test_signs_and_least_used(ask: Ask, truth: Truth) -> None:
-    assert ask("How many employees have a negative monthly income?").answer.answer == 0
+    # a count of 0 is seldom right in the train data, so the judge may ask back; its best reading counts 0
+    assert (
+        answer_or_best_reading(lambda: ask("How many employees have a negative monthly income?").answer) == 0
+    )
     got = answer_or_best_reading(lambda: ask("Which device type is used the least?").answer)
     assert got == truth('SELECT "deviceType" FROM T GROUP BY 1 ORDER BY count(*), 1 LIMIT 1')
 
@@ -282,7 +286,7 @@ def test_dates_kept_as_text_still_bucket_by_month(tmp_path: Path) -> None:
     assert dict(columns)["order_date"] == "VARCHAR"
     dataset = DatasetContext("s", "t", 20, columns, profile_parquet(parquet, columns, 20))
     con.execute(f"CREATE VIEW t AS SELECT * FROM '{parquet}'").fetchall()
-    plan = plan_question("Total qty by month", dataset)
+    plan = plan_question("Total qty by month", dataset, run=sql_runner(con))
     assert plan.sql is not None and "TRY_CAST" in plan.sql
     answer = plan.compose(StepResults(sql_table=con.sql(plan.sql).to_arrow_table()))
     assert answer.answer[:2] == ["2024-01", "2024-02"] and answer.chart is not None
