@@ -178,10 +178,8 @@ def _time_filters(q: Question) -> None:
             and 1900 <= int(t.text) <= 2100
             and i > 0
             and q.tokens[i - 1].text in ("in", "during", "of", "for", "year", "from")
-            and not any(  # a column of years that holds it ("Year" = 2007) is meant, not the date's year
-                c.numeric and c.min is not None and c.max is not None and c.min <= int(t.text) <= c.max
-                for c in q.schema.columns
-            )
+            # a column of years that holds it ("Year" = 2007) is meant, not the date's year
+            and not _year_columns(q, int(t.text))
         ):
             sql, text = f"year({temporal.time_sql}) = {t.text}", f"year of `{temporal.name}` = {t.text}"
         else:

@@ -228,9 +228,24 @@ def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, i
                 spread = _spread_match(tokens, content)
                 if spread is not None:
                     best[spread] = max(best.get(spread, 0.0), 2.6)
+        for key in _fused_spans(tokens, column.name):
+            best[key] = max(best.get(key, 0.0), 3.0)
         for (start, end), score in best.items():
             found.append((start, end, column, score))
     return found
+
+
+def _fused_spans(tokens: list[Token], header: str) -> list[tuple[int, int]]:
+    """Spans of two or three words that a header writes as one ("real GDP" for `realgdp`)."""
+    fused = re.sub(r"[^a-z0-9]", "", header.lower())
+    if len(fused) < 5:
+        return []
+    return [
+        (i, i + n)
+        for n in (2, 3)
+        for i in range(len(tokens) - n + 1)
+        if "".join(t.text for t in tokens[i : i + n]) == fused
+    ]
 
 
 def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnLink]:
@@ -274,6 +289,8 @@ def _elements(column: Column) -> list[tuple[str, int]]:
 
 
 _CONNECTORS = {"in", "of", "is", "equal", "equals", "to", "for", "as", "the", "=", "from", "at", "on"}
+# "cities in California": a place after a noun locates it; it is not that column's value
+_PLACE_PREPOSITIONS = frozenset({"in", "from", "at", "on"})
 _STRUCTURAL_VALUE_WORDS = {
     "frequent",
     "frequently",
@@ -323,7 +340,10 @@ def _value_candidates(tokens: list[Token], schema: Schema, raw: str) -> list[Val
                 full = matched == len(words)
                 span_stems = [t.stem for t in tokens[start:end]]
                 exactish = all(
-                    q in STOP_STEMS or max(_word_strength(q, w) for w in words) >= 0.9 for q in span_stems
+                    q in STOP_STEMS
+                    or max(_word_strength(q, w) for w in words) >= 0.9
+                    or (full and len(words) == 1 and _demonym(q, words[0]))  # "Japanese" for `Japan`
+                    for q in span_stems
                 )
                 if not exactish or all(t.text in _STRUCTURAL_VALUE_WORDS for t in tokens[start:end]):
                     continue
@@ -371,9 +391,7 @@ def _with_qualifier(link: ColumnLink, tokens: list[Token]) -> ColumnLink:
     """After an aggregate word, the link grown over the word before it when that word is part of a
     candidate's header: that candidate first ("average maximum temperature" links `temp_max`, and asks
     for an average, not a maximum)."""
-    if link.start < 2 or tokens[link.start - 2].text not in _AGGREGATE_WORDS:
-        return link  # "the maximum temperature" alone asks for the maximum; "the average maximum …" not
-    short = _QUALIFIERS.get(tokens[link.start - 1].text)
+    short = _QUALIFIERS.get(tokens[link.start - 1].text) if link.start >= 1 else None
     if short is None:
         return link
     full = {"max": "maximum", "min": "minimum", "avg": "average", "mean": "mean"}[short]
@@ -381,6 +399,9 @@ def _with_qualifier(link: ColumnLink, tokens: list[Token]) -> ColumnLink:
     if not fitting:
         return link
     others = [(c, s) for c, s in link.candidates if (c, s) not in fitting]
+    if link.start < 2 or tokens[link.start - 2].text not in _AGGREGATE_WORDS:
+        # "the minimum temperature" still asks for a minimum, and of `temp_min` rather than `temp_max`
+        return ColumnLink(link.start, link.end, [(c, s + 0.5) for c, s in fitting] + others)
     return ColumnLink(link.start - 1, link.end, [(c, s + 1.0) for c, s in fitting] + others)
 
 
@@ -441,7 +462,8 @@ def link(question: str, schema: Schema) -> Links:
                 # qualifies it instead ("mexican swimmers": swimmers whose country is Mexico)
                 if 0 <= value.start - c.end <= 2
                 and all(
-                    t.text in _CONNECTORS for t in tokens[min(c.end, value.end) : max(c.start, value.start)]
+                    t.text in _CONNECTORS and t.text not in _PLACE_PREPOSITIONS
+                    for t in tokens[min(c.end, value.end) : max(c.start, value.start)]
                 )
                 and c.column.textual
                 and not c.column.listlike

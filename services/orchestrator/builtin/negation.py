@@ -48,4 +48,21 @@ def negated(tokens: list[Token], index: int, window: int = 3) -> bool:
     if any((a, b) in _NEGATING_PAIRS for a, b in itertools.pairwise(words)):
         return True
     # "all but Boston": "but" right before the value (a plain "but" elsewhere joins two clauses)
-    return len(before) > 1 and before[-1].text == "but" and before[-2].text in _ALL_WORDS
+    if len(before) > 1 and before[-1].text == "but" and before[-2].text in _ALL_WORDS:
+        return True
+    return _negated_through_a_participle(tokens, index)
+
+
+_BRIDGES = frozenset({"in", "from", "at", "by", "the", "a", "an", "of", "made", "born", "built", "sold"})
+
+
+def _negated_through_a_participle(tokens: list[Token], index: int) -> bool:
+    """ "not made in the USA", "not born in Ohio": a negation, then only a participle and prepositions."""
+    for back in range(index - 1, max(-1, index - 6), -1):
+        word = tokens[back].text
+        if word in ("not", "never", "non"):
+            between = [t.text for t in tokens[back + 1 : index]]
+            return any(w in ("in", "from", "at", "by") for w in between)
+        if word not in _BRIDGES and not (word.endswith("ed") and len(word) > 4):
+            return False
+    return False

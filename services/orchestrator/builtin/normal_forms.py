@@ -1,9 +1,9 @@
 """Other names of a value, when the column itself shows which naming scheme it uses.
 
 Why: people write "Texas" where the data holds `TX`, "Sundays" where it holds `Sun`, "March" where it holds
-`Mar` (and the other way round). An alias is offered only for a column whose values are mostly members of
-one scheme (US states, weekdays, months), so that "OR" or "ME" in a column of initials never become Oregon
-or Maine: the data itself supports the normal form, no table is named.
+`Mar`, "women" where it holds `F` (and the other way round). An alias is offered only for a column whose
+values are mostly members of one scheme (US states, weekdays, months, sexes), so that "OR" or "ME" in a
+column of initials never become Oregon or Maine: the data itself supports the normal form, no table is named.
 """
 
 from __future__ import annotations
@@ -104,8 +104,16 @@ _SCHEMES: dict[str, dict[str, str]] = {
 }
 
 
+_FEMALE = ("female", "f", "woman", "women", "girl", "girls")
+_MALE = ("male", "m", "man", "men", "boy", "boys")
+# a column of sexes: each value's other names ("women" where the data holds `F` or `female`)
+_SEXES = {name: ", ".join(n for n in group if n != name) for group in (_FEMALE, _MALE) for name in group}
+_SCHEMES["sex"] = _SEXES
+
+
 def _member(scheme: str, value: str) -> str | None:
-    """The other name of `value` in `scheme` (None when `value` is not a member)."""
+    """The other name of `value` in `scheme` (None when `value` is not a member; several names of the
+    sex scheme are joined by ", ")."""
     key = value.strip().rstrip(".").lower()
     return _SCHEMES[scheme].get(key)
 
@@ -131,4 +139,6 @@ def aliases(value: str, column_values: tuple[str, ...]) -> list[str]:
     other = _member(scheme, value)
     if other is None:
         return []
+    if scheme == "sex":
+        return [name for name in other.split(", ") if len(name) > 1]
     return [other if scheme != "us_state" or len(other) > 2 else other.upper()]

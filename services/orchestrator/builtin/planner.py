@@ -237,9 +237,16 @@ _ANALYSES = {
 }
 
 
+# "the average T-bill rate": a rate the data holds, aggregated; not a share of rows to compute
+_AGGREGATED_RATE = re.compile(r"\b(average|mean|median)\b[^?.]*\brates?\b")
+
+
 def _asked_for_by_name(best: Candidate, question: str) -> bool:
     pattern = _ANALYSES.get(best.shape)
-    return best.plan is not None and pattern is not None and pattern.search(question.lower()) is not None
+    low = question.lower()
+    if best.shape == "rate" and _AGGREGATED_RATE.search(low):
+        return False
+    return best.plan is not None and pattern is not None and pattern.search(low) is not None
 
 
 def shape_plan(question: str, schema: Schema) -> tuple[Plan | None, Question, str, int]:

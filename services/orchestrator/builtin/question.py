@@ -532,12 +532,13 @@ def parse(question: str, schema: Schema) -> Question:
     q.k_numbers = k_idx
     _ordinal_filters(q, k_idx)
     _sign_filters(q)
-    for index, op, value, col in _numeric_filters(q, k_idx):
+    placed = k_idx | {n.index for n in links.numbers if n.index in q.used}  # "in 2000" is a year already
+    for index, op, value, col in _numeric_filters(q, placed):
         if op == "between":
             q.used.add(index)
             continue
         if op == "between_hi":
-            lo = next(v for i, o, v, c in _numeric_filters(q, k_idx) if o == "between" and c is col)
+            lo = next(v for i, o, v, c in _numeric_filters(q, placed) if o == "between" and c is col)
             sql = f"{col.sql} BETWEEN {_num_sql(lo)} AND {_num_sql(value)}"
             text = f"`{col.name}` between {lo:g} and {value:g}"
         else:

@@ -56,16 +56,27 @@ def _match(expr: str, value: str) -> str:
     return f"contains({cell}, {literal(v)})"
 
 
+def _exact_else_part(columns: list[Column], value: str, schema: Schema) -> str:
+    """A value the profile did not show: the cells equal to it (case and accents aside) when the table has
+    any, else the cells that contain it ("China" is the country, not also "Hong Kong, China")."""
+    v = literal(fold_text(value))
+    exact = "(" + " OR ".join(f"{folded(ident(c.name))} = {v}" for c in columns) + ")"
+    part = "(" + " OR ".join(_match(ident(c.name), value) for c in columns) + ")"
+    return (
+        f"(CASE WHEN EXISTS (SELECT 1 FROM {ident(schema.table)} WHERE {exact}) THEN {exact} ELSE {part} END)"
+    )
+
+
 def condition(f: Filter, schema: Schema) -> str:
     """One filter as a SQL predicate."""
     if f.column is None:
         texts = [c for c in schema.columns if c.textual and c.distinct > 1] or schema.columns
-        return "(" + " OR ".join(_match(ident(c.name), str(f.value)) for c in texts) + ")"
+        return _exact_else_part(texts, str(f.value), schema)
     col = ident(f.column.name)
     if f.op in ("=", "match") and isinstance(f.value, str):
         if f.verified:
             return f"{col} = {literal(f.value)}"
-        return _match(col, f.value)
+        return _exact_else_part([f.column], f.value, schema)
     if f.op == "!=" and isinstance(f.value, str):
         return f"({col} IS DISTINCT FROM {literal(f.value)})"
     value = number(float(f.value))

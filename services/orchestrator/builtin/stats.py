@@ -163,7 +163,7 @@ def _outliers(ctx: _Ctx) -> Plan | None:
 
 def _significance(ctx: _Ctx) -> Plan | None:
     q = ctx.q
-    if not q.has(r"\bsignifican|\bstatistically\b|\bt-test\b|\bp-value\b|\bchi"):
+    if not q.has(r"\bsignifican|\bstatistically\b|\bt-test\b|\bp-value\b|\bchi[- ]?squared?\b|\bchi2\b"):
         return None
     measure = _first(ctx, lambda x: x.measure)
     group = _first(ctx, lambda x: x.textual and not x.listlike and 1 < x.distinct <= 50, exclude=(measure,))

@@ -186,7 +186,9 @@ class Token:
 
 
 _PIECE = re.compile(
-    r"\d+(?:st|nd|rd|th)(?![a-z])|[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z]+[A-Za-z\d]*|[A-Za-z]+|\d+(?:[.,]\d+)*%?|&"
+    r"\d+(?:st|nd|rd|th)(?![a-z])|[A-Za-z]+\d[A-Za-z\d]*|\d+[A-Za-z]+[A-Za-z\d]*|[A-Za-z]+"
+    r"|(?<![A-Za-z\d-])-\d+(?:\.\d+)?(?![\d-])"  # a negative number ("below -5"), not "1973-74"
+    r"|\d+(?:[.,]\d+)*%?|&"
 )
 
 
@@ -265,7 +267,7 @@ def word_number(token: str) -> float | None:
     t = token.lower().rstrip("%")
     if t in _UNITS:
         return float(_UNITS[t])
-    m = re.fullmatch(r"\d+(?:,\d{3})*(?:\.\d+)?|\d+\.\d+", t)
+    m = re.fullmatch(r"-?(?:\d+(?:,\d{3})*(?:\.\d+)?|\d+\.\d+)", t)
     if m:
         return float(t.replace(",", ""))
     m = re.fullmatch(r"(\d+)(?:st|nd|rd|th)", t)
