@@ -39,6 +39,20 @@ AGGREGATES = ("sum", "avg", "max", "min")
 
 
 _AGG_WORD = {"sum": "total", "avg": "average"}
+MONTH_NAMES = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +60,7 @@ class Filter:
     """A condition on rows. `column` None: the value may be in any text column (not seen in the profile)."""
 
     column: Column | None
-    op: str  # "=", "match", "!=", ">", ">=", "<", "<=", "decade" (value to value + 9)
+    op: str  # "=", "match", "!=", ">", ">=", "<", "<=", "decade" (value to value + 9), "month" (1-12)
     value: str | float
     span: Span
     verified: bool = False  # the value was found in this column's profile
@@ -55,6 +69,8 @@ class Filter:
         where = f"`{self.column.name}`" if self.column is not None else "a cell"
         if self.op == "decade" and not isinstance(self.value, str):
             return f"{where} is in the {self.value:g}s"
+        if self.op == "month" and not isinstance(self.value, str):
+            return f"{where} is in {MONTH_NAMES[int(self.value) - 1]}"
         shown = self.value if isinstance(self.value, str) else f"{self.value:g}"
         op = {"match": "is", "=": "is", "!=": "is not"}.get(self.op, self.op)
         return f"{where} {op} {shown!r}" if isinstance(shown, str) else f"{where} {op} {shown}"

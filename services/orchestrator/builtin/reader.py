@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 
+from services.orchestrator.builtin import months
 from services.orchestrator.builtin.degrees import (
     ASC_SUPERLATIVES,
     DESC_SUPERLATIVES,
@@ -24,7 +25,7 @@ from services.orchestrator.builtin.lexicon import GENERIC, STOP_STEMS
 from services.orchestrator.builtin.linking import Links, link
 from services.orchestrator.builtin.negation import NEGATING_WORDS, negated
 from services.orchestrator.builtin.schema import Column, Schema
-from services.orchestrator.builtin.text import ORDINALS, word_number
+from services.orchestrator.builtin.text import ORDINALS, Token, word_number
 from services.orchestrator.plan import Plan
 
 MAX_ANSWER_COLUMNS = 5
@@ -143,6 +144,62 @@ def _content(token_text: str, token_stem: str) -> bool:
     )
 
 
+_IRREGULAR_PAST = frozenset(
+    [
+        "won",
+        "lost",
+        "held",
+        "made",
+        "played",
+        "scored",
+        "got",
+        "had",
+        "did",
+        "took",
+        "gave",
+        "went",
+        "came",
+        "ran",
+        "sang",
+        "wrote",
+        "drew",
+        "beat",
+        "led",
+        "left",
+        "began",
+        "became",
+        "built",
+        "bought",
+        "brought",
+        "caught",
+        "fought",
+        "found",
+        "kept",
+        "met",
+        "paid",
+        "put",
+        "read",
+        "said",
+        "sold",
+        "sent",
+        "set",
+        "shot",
+        "spent",
+        "stood",
+        "taught",
+        "told",
+        "thought",
+    ]
+)
+
+
+def _verbish(text: str, t: Token) -> bool:
+    """A word after a name that reads as its verb ("completed", "won"), not as part of the name."""
+    if text[t.start : t.start + 1].isupper():
+        return False
+    return t.text in _IRREGULAR_PAST or (t.text.endswith("ed") and len(t.text) > 4)
+
+
 def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, int, str, bool]]:
     """(start, end, text, required) runs of words that name nothing in the schema: values not in the profile.
 
@@ -171,7 +228,16 @@ def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, in
             if not _content(t.text, t.stem) and word_number(t.text) is None:
                 break
             j += 1
-        words = [t.text for t in tokens[i:j]]
+        end = j
+        while end - i > 1 and _verbish(text, tokens[end - 1]):
+            end -= 1  # "pippa mann completed": the name, without the verb after it
+        words = [t.text for t in tokens[i:end]]
+        if end < j:
+            raw = text[tokens[i].start : tokens[end - 1].end]
+            capital = any(text[t.start : t.start + 1].isupper() for t in tokens[i:end] if t.start > 0)
+            out.append((i, end, raw, end - i > 1 or capital or any(ch.isdigit() for ch in raw)))
+            i = j
+            continue
         if all(w in _GENERIC_NOUNS or w in GENERIC for w in words) or all(
             word_number(w) is not None for w in words
         ):
@@ -263,8 +329,11 @@ _NOT_RANKING = re.compile(
 )
 
 
+_BOUND = re.compile(r"\bat (least|most)\b")  # "at least 5" bounds a comparison; it ranks nothing
+
+
 def triggers_of(low: str) -> list[str]:
-    low = _NOT_RANKING.sub(r"\2", low)
+    low = _BOUND.sub("at-bound", _NOT_RANKING.sub(r"\2", low))
     found = []
     for name, pattern in (
         ("desc", _DESC_WORDS),
@@ -386,6 +455,7 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         )
         for v in links.values
     ]
+    value_filters += months.filters(text, links, schema)
     k_index, k = _ranking_size(links)
     numeric = [(f, i) for f, i in _numeric_filters(text, links, schema) if i != k_index]
     skip = {i for f, i in numeric} | ({k_index} if k else set())
@@ -408,7 +478,13 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         (i for i, t in enumerate(tokens) if t.text in ("what", "which", "who", "whom", "whose", "when")), -1
     )
     sup = next(
-        (i for i, t in enumerate(tokens) if _DESC_WORDS.fullmatch(t.text) or _ASC_WORDS.fullmatch(t.text)), -1
+        (
+            i
+            for i, t in enumerate(tokens)
+            if (_DESC_WORDS.fullmatch(t.text) or _ASC_WORDS.fullmatch(t.text))
+            and not (i > 0 and tokens[i - 1].text == "at")
+        ),
+        -1,
     )
     head: set[str] = set()
     after_sup: set[str] = set()
@@ -583,8 +659,15 @@ def _ranking_size(links: Links) -> tuple[int, int | None]:
         before = tokens[n.index - 1].text if n.index > 0 else ""
         after_link = links.column_at(n.index + 1)
         names_items = (  # "3 states", not "4 doors" (a number of a numeric column is its value)
-            after_link is not None and after_link.start == n.index + 1 and after_link.column.textual
+            after_link is not None
+            and after_link.start == n.index + 1
+            and after_link.column.textual
+            and not numberish(after_link.column)
         )
+        if n.index >= 2 and tokens[n.index - 2].text == "at" and before in ("least", "most"):
+            continue  # "at least 5 episodes" bounds a comparison
+        if before in ("than", "over", "under", "above", "below"):
+            continue  # "more than 3 goals"
         if before in ("top", "bottom", "first", "last", "which", "what", "list") or names_items:
             return n.index, int(n.value)
     return -1, None

@@ -7,7 +7,7 @@ Row order is the table's own (`row_number() OVER ()` on the stored Parquet, read
 
 from __future__ import annotations
 
-from services.orchestrator.builtin.form import AGGREGATES, Filter, Query
+from services.orchestrator.builtin.form import AGGREGATES, MONTH_NAMES, Filter, Query
 from services.orchestrator.builtin.schema import Column, Schema
 
 ROW = "__row"
@@ -79,10 +79,21 @@ def condition(f: Filter, schema: Schema) -> str:
         return _exact_else_part([f.column], f.value, schema)
     if f.op == "!=" and isinstance(f.value, str):
         return f"({col} IS DISTINCT FROM {literal(f.value)})"
+    if f.op == "month":
+        return month_condition(f.column, int(f.value))
     value = number(float(f.value))
     if f.op == "decade":
         return f"{numeric(f.column)} BETWEEN {value} AND {number(float(f.value) + 9)}"
     return f"{numeric(f.column)} {'=' if f.op == 'match' else f.op} {value}"
+
+
+def month_condition(col: Column, month: int) -> str:
+    """Rows in `month`: the month of a date, or text dates that name it ("8 Apr", "April 5-8")."""
+    if col.temporal:
+        return f"month({ident(col.name)}) = {month}"
+    name = MONTH_NAMES[month - 1].lower()
+    words = f"{name[:3]}|{name}" + ("|sept" if month == 9 else "")
+    return f"regexp_matches(lower(CAST({ident(col.name)} AS VARCHAR)), '\\b({words})\\b')"
 
 
 _TOTALS = "'^\\s*(total|totals|sum|all|overall|grand total)\\b'"

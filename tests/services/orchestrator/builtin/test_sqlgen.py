@@ -152,3 +152,38 @@ def test_rankings_keep_their_size_and_groups_rank_by_an_aggregate(
     got = con.execute(render(build(schema), schema)).fetchall()
     want = con.execute(truth.replace("FROM T", f"FROM {ident(schema.table)}")).fetchall()
     assert [r[0] for r in got] == [r[0] for r in want]
+
+
+def _tiny(rows: str, columns: list[tuple[str, str]]) -> tuple[duckdb.DuckDBPyConnection, Schema]:
+    from services.orchestrator.builtin.schema import Column
+
+    con = duckdb.connect()
+    names = ", ".join(n for n, _ in columns)
+    con.execute(f"CREATE TABLE t AS SELECT * FROM (VALUES {rows}) v({names})")
+    return con, Schema("t", 0, [Column(n, ty, i) for i, (n, ty) in enumerate(columns)])
+
+
+def test_a_value_not_in_the_profile_matches_whole_cells_when_the_table_has_them() -> None:
+    con, s = _tiny(
+        "('China', 10), ('Hong Kong, China', 20), ('Chile', 30)", [("country", "VARCHAR"), ("pop", "BIGINT")]
+    )
+    china = Filter(None, "match", "china", (0, 1))
+    q = Query("sum", measure=s.columns[1], filters=(china,))
+    assert con.execute(render(q, s)).fetchall() == [(10,)]
+    # no cell equals "kong": the cells that contain it
+    kong = Filter(s.columns[0], "=", "Kong", (0, 1))
+    assert con.execute(render(Query("sum", measure=s.columns[1], filters=(kong,)), s)).fetchall() == [(20,)]
+
+
+@pytest.mark.parametrize(
+    ("dates", "kind"),
+    [
+        ("(DATE '2020-04-03', 1), (DATE '2020-05-01', 2), (DATE '2021-04-30', 4)", "DATE"),
+        ("('3 Apr', 1), ('1 May', 2), ('April 30', 4)", "VARCHAR"),
+    ],
+)
+def test_a_month_filter_on_dates_and_on_dates_written_as_text(dates: str, kind: str) -> None:
+    con, s = _tiny(dates, [("day", kind), ("n", "BIGINT")])
+    april = Filter(s.columns[0], "month", 4.0, (0, 1), verified=True)
+    assert con.execute(render(Query("sum", measure=s.columns[1], filters=(april,)), s)).fetchall() == [(5,)]
+    assert april.describe() == "`day` is in April"

@@ -153,3 +153,44 @@ def test_a_header_written_as_one_word_and_a_year_used_once(macro: Served) -> Non
     # "real GDP" is `realgdp`; 2000 is the year, not also a value of `realgdp` (whose range holds it)
     got = _answer(macro, "What was the real GDP in the second quarter of 2000?")
     assert got == pytest.approx(_truth(macro, "SELECT realgdp FROM T WHERE year = 2000 AND quarter = 2"))
+
+
+@pytest.fixture(scope="module")
+def shows(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """Episodes kept as text ("7 (+1 special)"): a number of a text column is still its value."""
+    lines = ["Year,Name of show,Episodes"]
+    for i in range(30):
+        lines.append(f'{1990 + i},Show {i},"{1 + (i * 7) % 12} (+{i % 3} specials)"')
+    return _served(tmp_path_factory, "shows", lines)
+
+
+def test_at_least_a_number_is_a_bound_not_a_ranking(shows: Served) -> None:
+    got = _answer(shows, "How many shows had at least 5 episodes?")
+    want = _truth(
+        shows, "SELECT count(*) FROM T WHERE CAST(regexp_extract(Episodes, '^[0-9]+') AS INTEGER) >= 5"
+    )
+    assert got == want
+
+
+@pytest.fixture(scope="module")
+def tournaments(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """Dates as text ("8 Apr"): a month named in the question is still a condition on them."""
+    months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct"]
+    lines = ["Date,Tournament,Winner"]
+    for i in range(25):
+        lines.append(f"{1 + (i * 3) % 27} {months[(i * 7) % 10]},Open {i},Player {i % 9}")
+    return _served(tmp_path_factory, "tournaments", lines)
+
+
+def test_a_month_on_dates_written_as_text(tournaments: Served) -> None:
+    got = _answer(tournaments, "How many tournaments were held in April?")
+    assert got == _truth(tournaments, "SELECT count(*) FROM T WHERE Date LIKE '% Apr'")
+
+
+def test_a_name_not_in_the_profile_is_read_without_the_verb_after_it(countries: Served) -> None:
+    from services.orchestrator.builtin.reader import read
+    from services.orchestrator.builtin.schema import schema_of
+
+    reading = read("What is the pop that john smith reported?", schema_of(countries[0]))
+    values = {f.value for c in reading.candidates if c.query for f in c.query.filters if f.column is None}
+    assert "john smith" in values and "john smith reported" not in values
