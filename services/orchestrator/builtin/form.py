@@ -86,7 +86,7 @@ class Query:
     filters: tuple[Filter, ...] = ()
     pair: tuple[Filter, Filter] | None = None  # the two named values of pick_*/difference
     limit: int | None = None  # how many answers a ranking returns ("the 3 largest"); None: the best ones
-    agg: str = ""  # the aggregate of a group ranking: "sum", "avg" or "count" (then no measure)
+    agg: str = ""  # of a group ranking: "sum", "avg" or "count" (then no measure); of a pick: "count" (rows)
     spans: dict[str, Span] = field(default_factory=dict, hash=False, compare=False)
 
     def describe(self) -> str:
@@ -122,6 +122,8 @@ class Query:
             x, y = (f.value for f in self.pair)
             if self.op == "difference":
                 return f"What is {m} for {x!r} minus {m} for {y!r}?"
+            if self.agg == "count":
+                return f"Which of {x!r} and {y!r} has {'more' if self.op == 'pick_max' else 'fewer'} rows?"
             more = "larger" if self.op == "pick_max" else "smaller"
             return f"Which of {x!r} and {y!r} has the {more} {m}?"
         return f"What is {a}{where}?"

@@ -131,8 +131,12 @@ def numberish(col: Column) -> bool:
     shown = [v for v, _ in col.values if v]
     if len(shown) < 2:
         return False
-    hits = sum(bool(re.match(r"^\s*-?\d[\d,]*(\.\d+)?", v)) for v in shown)
+    hits = sum(bool(LEADING_NUMBER.match(v)) for v in shown)
     return hits >= 0.8 * len(shown)
+
+
+# a number at the start of a text cell, after a currency sign if any ("1,234", "17 years", "£103.3 million")
+LEADING_NUMBER = re.compile(r"^\s*[£$€¥₹]?\s*(-?\d[\d,]*(?:\.\d+)?)")
 
 
 def _content(token_text: str, token_stem: str) -> bool:
@@ -255,7 +259,7 @@ def _number_range(col: Column) -> tuple[float, float] | None:
     """The range of a number-like column: the profile's, or that of the leading numbers of its values."""
     if col.numeric:
         return (col.min, col.max) if col.min is not None and col.max is not None else None
-    found = [re.match(r"^\s*(-?\d[\d,]*(?:\.\d+)?)", v) for v, _ in col.values]
+    found = [LEADING_NUMBER.match(v) for v, _ in col.values]
     numbers = [float(m.group(1).replace(",", "")) for m in found if m is not None]
     return (min(numbers), max(numbers)) if numbers else None
 
@@ -622,6 +626,9 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                 add(Query("pick_max", answer=a, measure=m, pair=(x, y)), 0)
                 add(Query("pick_min", answer=a, measure=m, pair=(x, y)), 0)
             add(Query("difference", answer=answers[0], measure=m, pair=(x, y)), 0)
+        # "which country had more competitions, Germany or Greece?": the one with more rows
+        add(Query("pick_max", pair=(x, y), agg="count"), 0)
+        add(Query("pick_min", pair=(x, y), agg="count"), 0)
     return Reading(text, form, links, candidates, triggers)
 
 

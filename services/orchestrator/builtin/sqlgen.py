@@ -41,12 +41,13 @@ def fold_text(text: str) -> str:
 
 
 def numeric(col: Column) -> str:
-    """The column as a number: itself when numeric, else the number its text starts with ("1,234 m")."""
+    """The column as a number: itself when numeric, else the number its text starts with ("1,234 m",
+    "£103.3 million", a currency sign skipped)."""
     if col.numeric:
         return ident(col.name)
     return (
         f"TRY_CAST(replace(regexp_extract(CAST({ident(col.name)} AS VARCHAR), "
-        f"'^\\s*-?[0-9][0-9,]*(\\.[0-9]+)?'), ',', '') AS DOUBLE)"
+        f"'^\\s*[£$€¥₹]?\\s*(-?[0-9][0-9,]*(\\.[0-9]+)?)', 1), ',', '') AS DOUBLE)"
     )
 
 
@@ -167,6 +168,16 @@ def render(q: Query, schema: Schema) -> str:
         return (
             f"SELECT {a} AS answer FROM {table} t WHERE {ROW} = (SELECT min({ROW}) {step} FROM {table} s{w})"
         )
+    if q.op in ("pick_max", "pick_min") and q.agg == "count":
+        assert q.pair is not None
+        x, y = q.pair
+        nx = f"(SELECT count(*) FROM {table} t WHERE {condition(x, schema)})"
+        ny = f"(SELECT count(*) FROM {table} t WHERE {condition(y, schema)})"
+        more, fewer = (literal(str(x.value)), literal(str(y.value)))
+        if q.op == "pick_min":
+            more, fewer = fewer, more
+        # a tie names neither
+        return f"SELECT CASE WHEN {nx} > {ny} THEN {more} WHEN {nx} < {ny} THEN {fewer} END AS answer"
     if q.op in ("pick_max", "pick_min", "difference"):
         assert q.pair is not None and q.measure is not None and q.answer is not None
         m = numeric(q.measure)

@@ -194,3 +194,43 @@ def test_a_name_not_in_the_profile_is_read_without_the_verb_after_it(countries: 
     reading = read("What is the pop that john smith reported?", schema_of(countries[0]))
     values = {f.value for c in reading.candidates if c.query for f in c.query.filters if f.column is None}
     assert "john smith" in values and "john smith reported" not in values
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> Served:
+    venues = ["Berlin, Germany", "Athens, Greece", "Munich, Germany", "Rome, Italy", "Hamburg, Germany"]
+    lines = ["Year,Competition,Venue,Net profit"]
+    for i in range(15):
+        lines.append(f'{1990 + i},Games {i},"{venues[i % 5]}","£{100 + (i * 37) % 90}.5 million"')
+    return _served(tmp_path_factory, "results", lines)
+
+
+def test_which_of_two_named_values_has_more_rows(results: Served) -> None:
+    dataset, con = results
+    question = "Which country had more competitions, Germany or Greece?"
+    germany = _truth(results, "SELECT count(*) FROM T WHERE Venue LIKE '%Germany'")
+    greece = _truth(results, "SELECT count(*) FROM T WHERE Venue LIKE '%Greece'")
+    assert germany > greece
+    from services.orchestrator.builtin.reader import read
+    from services.orchestrator.builtin.schema import schema_of
+    from services.orchestrator.builtin.sqlgen import render
+
+    schema = schema_of(dataset)
+    picks = [
+        c.query
+        for c in read(question, schema).candidates
+        if c.query and c.query.agg == "count" and c.query.pair
+    ]
+    assert {q.op for q in picks} == {"pick_max", "pick_min"}
+    pick_max = next(q for q in picks if q.op == "pick_max")
+    assert pick_max.describe() == "Which of 'Germany' and 'Greece' has more rows?"
+    assert con.execute(render(pick_max, schema)).fetchall()[0][0].lower() == "germany"
+
+
+def test_a_measure_written_with_a_currency_sign_is_ranked_as_a_number(results: Served) -> None:
+    got = _answer(results, "What year had the least net profit?")
+    want = _truth(
+        results,
+        "SELECT Year FROM T ORDER BY CAST(regexp_extract(\"Net profit\", '[0-9.]+') AS DOUBLE) LIMIT 1",
+    )
+    assert got == want
