@@ -28,7 +28,7 @@ from scipy import optimize, sparse
 from services.orchestrator.builtin import planner
 from tools import analyst_eval as ev
 
-THRESHOLD = 0.5  # answer when answers judged like this one were right at least this often (out of fold)
+THRESHOLD = 0.6  # answer when answers judged like this one were right at least this often (out of fold)
 
 
 @dataclass

@@ -13,8 +13,9 @@ How a question is answered (`planner.plan_question`):
   then `planner.settle`), and `denotation` describes what each computed: an empty result gives way to the
   next reading with one, and the judge decides from the words and the results together: its calibrated
   confidence is the precision measured for such answers on tables the weights were not fitted to;
-- at 0.5 or more the winner's plan runs (`sqlgen` renders a typed reading to SQL, quoting in one place;
-  `parsed` composes and checks its answer; a shape composes its own, through `compose` and `guards`);
+- at 0.6 or more (the threshold in `parser_weights.json`) the winner's plan runs (`sqlgen` renders a
+  typed reading to SQL, quoting in one place; `parsed` composes and checks its answer; a shape composes
+  its own, through `compose` and `guards`);
   below, the analyst asks back with the top readings as `Answer.clarifications` (`clarify`);
 - `forms` says what kind of answer a question's form asks for, and checks answers against it.
 """
