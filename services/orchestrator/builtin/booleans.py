@@ -142,6 +142,17 @@ def _side_quantity(ctx: _Ctx, filters: list[Filter]) -> tuple[str, str]:
         if col is not None and (q.agg in _AGG or right_after or right_before):
             measure = col
             break
+    if measure is None and comparative >= 0:
+        # "is the murder rate in California higher than …": the one measure named before the comparative
+        named = {
+            x.name: x
+            for lk in q.free_columns()
+            if lk.end <= comparative
+            for x in [lk.candidates[0][0]]
+            if x.measure and x.flag_values is None and x.distinct > 1
+        }
+        if len(named) == 1:
+            measure = next(iter(named.values()))
     where = ctx.where(filters=filters)
     if measure is not None:
         agg = q.agg if q.agg in _AGG else "avg"

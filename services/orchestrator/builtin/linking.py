@@ -236,7 +236,8 @@ def _column_candidates(tokens: list[Token], schema: Schema) -> list[tuple[int, i
 
 
 def _fused_spans(tokens: list[Token], header: str) -> list[tuple[int, int]]:
-    """Spans of two or three words that a header writes as one ("real GDP" for `realgdp`)."""
+    """Spans of two or three words that a header writes as one ("real GDP" for `realgdp`, "T-bill rate"
+    for `tbilrate`)."""
     fused = re.sub(r"[^a-z0-9]", "", header.lower())
     if len(fused) < 5:
         return []
@@ -244,8 +245,22 @@ def _fused_spans(tokens: list[Token], header: str) -> list[tuple[int, int]]:
         (i, i + n)
         for n in (2, 3)
         for i in range(len(tokens) - n + 1)
-        if "".join(t.text for t in tokens[i : i + n]) == fused
+        if _same_or_slip([t.text for t in tokens[i : i + n]], fused)
     ]
+
+
+def _same_or_slip(words: list[str], fused: str) -> bool:
+    """The words joined are the header, or one slip inside a long one that starts with the first word and
+    ends with the last ("t bill rate" for `tbilrate`)."""
+    joined = "".join(words)
+    if joined == fused:
+        return True
+    return (
+        len(fused) >= 7
+        and fused.startswith(words[0])
+        and fused.endswith(words[-1])
+        and _typo(joined, fused)
+    )
 
 
 def _select_columns(found: list[tuple[int, int, Column, float]]) -> list[ColumnLink]:

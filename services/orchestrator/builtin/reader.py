@@ -198,10 +198,16 @@ _IRREGULAR_PAST = frozenset(
 
 
 def _verbish(text: str, t: Token) -> bool:
-    """A word after a name that reads as its verb ("completed", "won"), not as part of the name."""
+    """A word after a name that reads as its verb ("completed", "won", "died"), not as part of the name."""
     if text[t.start : t.start + 1].isupper():
         return False
-    return t.text in _IRREGULAR_PAST or (t.text.endswith("ed") and len(t.text) > 4)
+    return t.text in _IRREGULAR_PAST or (t.text.endswith("ed") and len(t.text) >= 4)
+
+
+def _code(text: str, t: Token) -> bool:
+    """A code written in capitals in the question ("LAX", "GDP"), not a capitalized word."""
+    word = text[t.start : t.end]
+    return len(word) >= 2 and word.isupper()
 
 
 def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, int, str, bool]]:
@@ -235,22 +241,20 @@ def _entity_spans(text: str, links: Links, skip: set[int]) -> list[tuple[int, in
         end = j
         while end - i > 1 and _verbish(text, tokens[end - 1]):
             end -= 1  # "pippa mann completed": the name, without the verb after it
-        words = [t.text for t in tokens[i:end]]
-        if end < j:
-            raw = text[tokens[i].start : tokens[end - 1].end]
-            capital = any(text[t.start : t.start + 1].isupper() for t in tokens[i:end] if t.start > 0)
-            out.append((i, end, raw, end - i > 1 or capital or any(ch.isdigit() for ch in raw)))
-            i = j
-            continue
+        start = i
+        codes = [k for k in range(i, end) if _code(text, tokens[k])]
+        if codes and len(codes) < end - i and all(_code(text, t) or t.text.islower() for t in tokens[i:end]):
+            start, end = codes[0], codes[-1] + 1  # "code LAX": the code, not the word naming it
+        words = [t.text for t in tokens[start:end]]
         if all(w in _GENERIC_NOUNS or w in GENERIC for w in words) or all(
             word_number(w) is not None for w in words
         ):
             i = j
             continue
-        raw = text[tokens[i].start : tokens[j - 1].end]
-        capital = any(text[t.start : t.start + 1].isupper() for t in tokens[i:j] if t.start > 0)
-        required = j - i > 1 or capital or any(ch.isdigit() for ch in raw)
-        out.append((i, j, raw, required))
+        raw = text[tokens[start].start : tokens[end - 1].end]
+        capital = any(text[t.start : t.start + 1].isupper() for t in tokens[start:end] if t.start > 0)
+        required = end - start > 1 or capital or any(ch.isdigit() for ch in raw)
+        out.append((start, end, raw, required))
         i = j
     return out
 
@@ -665,11 +669,13 @@ def _ranking_size(links: Links) -> tuple[int, int | None]:
             continue
         before = tokens[n.index - 1].text if n.index > 0 else ""
         after_link = links.column_at(n.index + 1)
-        names_items = (  # "3 states", not "4 doors" (a number of a numeric column is its value)
+        names_items = (  # "3 states", "3 years"; not "4 doors" (a number of a numeric column is its value)
             after_link is not None
             and after_link.start == n.index + 1
-            and after_link.column.textual
-            and not numberish(after_link.column)
+            and (
+                (after_link.column.textual and not numberish(after_link.column))
+                or _col_kind(after_link.column) == "year"
+            )
         )
         if n.index >= 2 and tokens[n.index - 2].text == "at" and before in ("least", "most"):
             continue  # "at least 5 episodes" bounds a comparison
@@ -681,8 +687,10 @@ def _ranking_size(links: Links) -> tuple[int, int | None]:
 
 
 def _groups(col: Column, schema: Schema) -> bool:
-    """Whether a column's values group rows (a category repeated across rows, not a name per row)."""
-    return col.textual and not col.listlike and 2 <= col.distinct < 0.5 * max(schema.row_count, 1)
+    """Whether a column's values group rows (a category, or a year, repeated across rows; not a name per
+    row)."""
+    kind_ok = (col.textual and not col.listlike) or _col_kind(col) == "year"
+    return kind_ok and 2 <= col.distinct < 0.5 * max(schema.row_count, 1)
 
 
 def matched_rows(filters: tuple[Filter, ...]) -> int | None:

@@ -68,11 +68,25 @@ def _people() -> list[str]:
 
 
 def _macro() -> list[str]:
-    lines = ["year,quarter,realgdp,unemp"]
+    lines = ["year,quarter,realgdp,unemp,tbilrate,infl"]
     for year in range(1995, 2005):
         for quarter in range(1, 5):
-            lines.append(f"{year},{quarter},{1500 + 40 * (year - 1995) + quarter * 3}.5,{4 + quarter / 10}")
+            gdp, rate, infl = (
+                1500 + 40 * (year - 1995) + quarter * 3,
+                (year * 7 + quarter) % 5,
+                (year * 13) % 11,
+            )
+            lines.append(f"{year},{quarter},{gdp}.5,{4 + quarter / 10},{rate}.25,{infl + quarter / 4}")
     return lines
+
+
+def _crime() -> list[str]:
+    states = ["California", "New York", "Texas", "Ohio", "Iowa", "Utah"]
+    return ["state,murder,poverty"] + [f"{s},{(i * 3.7) % 9 + 1:.1f},{10 + i}" for i, s in enumerate(states)]
+
+
+def _deaths() -> list[str]:
+    return ["first_name,age,neighborhood"] + [f"Name {i},{18 + i % 50},Area {i % 7}" for i in range(40)]
 
 
 def _shows() -> list[str]:
@@ -107,6 +121,8 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "shows": _shows,
     "tournaments": _tournaments,
     "results": _results,
+    "crime": _crime,
+    "deaths": _deaths,
 }
 
 
@@ -178,6 +194,21 @@ CASES = [
         "How many tournaments were held in April?",
         "SELECT count(*) FROM T WHERE Date LIKE '% Apr'",
     ),
+    # "T-bill rate" is `tbilrate` (one slip inside a header written as one word)
+    (
+        "macro",
+        "What was the average T-bill rate in 2001?",
+        "SELECT avg(tbilrate) FROM T WHERE year = 2001",
+    ),
+    # the measure named before the comparative is compared, not the rows
+    (
+        "crime",
+        "Is the murder rate in New York higher than in California?",
+        "SELECT (SELECT murder FROM T WHERE state = 'New York') > "
+        "(SELECT murder FROM T WHERE state = 'California')",
+    ),
+    # "died" is what the rows are about, not a value to look for
+    ("deaths", "How many people died?", "SELECT count(*) FROM T"),
     (
         "results",
         "What year had the least net profit?",
@@ -234,3 +265,23 @@ def test_which_of_two_named_values_has_more_rows(served: dict[str, Served]) -> N
     pick_max = next(q for q in picks if q.op == "pick_max")
     assert pick_max.describe() == "Which of 'Germany' and 'Greece' has more rows?"
     assert con.execute(render(pick_max, schema)).fetchall()[0][0].lower() == "germany"
+
+
+def test_a_year_groups_rows_for_a_ranking_of_groups(served: dict[str, Served]) -> None:
+    """ "the 3 years with the highest average inflation": a reading ranks the years by their average."""
+    dataset, con = served["macro"]
+    schema = schema_of(dataset)
+    question = "List the 3 years with the highest average inflation."
+    readings = [c.query for c in read(question, schema).candidates if c.query is not None]
+    group = next(
+        q
+        for q in readings
+        if q.op == "group_argmax"
+        and q.answer
+        and q.answer.name == "year"
+        and q.measure
+        and q.measure.name == "infl"
+    )
+    assert group.limit == 3 and group.agg == "avg"
+    want = con.execute("SELECT year FROM T GROUP BY 1 ORDER BY avg(infl) DESC, 1 LIMIT 3").fetchall()
+    assert con.execute(render(group, schema)).fetchall() == want
