@@ -256,10 +256,7 @@ def _same_or_slip(words: list[str], fused: str) -> bool:
     if joined == fused:
         return True
     return (
-        len(fused) >= 7
-        and fused.startswith(words[0])
-        and fused.endswith(words[-1])
-        and _typo(joined, fused)
+        len(fused) >= 7 and fused.startswith(words[0]) and fused.endswith(words[-1]) and _typo(joined, fused)
     )
 
 
