@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from itertools import product
 
-from services.orchestrator.builtin import months
+from services.orchestrator.builtin import months, places
 from services.orchestrator.builtin.degrees import (
     ASC_SUPERLATIVES,
     DESC_SUPERLATIVES,
@@ -463,7 +463,7 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         )
         for v in links.values
     ]
-    value_filters += months.filters(text, links, schema)
+    value_filters += months.filters(text, links, schema) + places.filters(links, schema)
     k_index, k = _ranking_size(links)
     numeric = [(f, i) for f, i in _numeric_filters(text, links, schema) if i != k_index]
     skip = {i for f, i in numeric} | ({k_index} if k else set())
@@ -578,7 +578,7 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
         chosen = [f for f, k in zip(optional, keep, strict=True) if k]
         dropped = sum(f.span[1] - f.span[0] for f, k in zip(optional, keep, strict=True) if not k)
         for nums in numeric_choices:
-            filter_sets.append((tuple(required + chosen + nums), dropped))
+            filter_sets.append((_distinct(required + chosen + nums), dropped))
 
     for filters, dropped in filter_sets:
         fcols = {f.column.name for f in filters if f.column is not None}
@@ -620,7 +620,8 @@ def read(text: str, schema: Schema, links: Links | None = None) -> Reading:
                     add(Query(op, answer=a, filters=filters), dropped)
 
     # two named values: which of them, or the difference between them
-    pairable = [f for f in value_filters if f.op != "!="] + [f for f, _ in entity]
+    pairable = [f for f in value_filters if f.op in ("=", "match") and isinstance(f.value, str)]
+    pairable += [f for f, _ in entity]
     if len(pairable) == 2:
         x, y = sorted(pairable, key=lambda fl: fl.span)
         for m in measures:
@@ -704,6 +705,14 @@ def matched_rows(filters: tuple[Filter, ...]) -> int | None:
         if hit:
             counts.append(sum(hit))
     return min(counts) if counts else None
+
+
+def _distinct(filters: list[Filter]) -> tuple[Filter, ...]:
+    """The filters without repeats (two words may ask for the same condition: "finished in 3rd place")."""
+    seen: dict[tuple[str, str, str | float], Filter] = {}
+    for f in filters:
+        seen.setdefault((f.column.name if f.column else "", f.op, f.value), f)
+    return tuple(seen.values())
 
 
 def _group_numeric(numeric: list[tuple[Filter, int]]) -> list[list[Filter]]:

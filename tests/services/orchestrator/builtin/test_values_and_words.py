@@ -85,6 +85,14 @@ def _crime() -> list[str]:
     return ["state,murder,poverty"] + [f"{s},{(i * 3.7) % 9 + 1:.1f},{10 + i}" for i, s in enumerate(states)]
 
 
+def _medals() -> list[str]:
+    nations = ["Austria", "Germany", "Iran", "Israel", "Japan", "Kenya", "Chile", "Peru", "Cuba", "Fiji"]
+    ranks = [1, 2, 2, 4, 4, 4, 7, 8, 8, 10]
+    return ["Rank,Nation,Gold,Total"] + [
+        f"{r},{n},{(i * 3) % 5},{10 - i}" for i, (r, n) in enumerate(zip(ranks, nations, strict=True))
+    ]
+
+
 def _deaths() -> list[str]:
     return ["first_name,age,neighborhood"] + [f"Name {i},{18 + i % 50},Area {i % 7}" for i in range(40)]
 
@@ -123,6 +131,7 @@ TABLES: dict[str, Callable[[], list[str]]] = {
     "results": _results,
     "crime": _crime,
     "deaths": _deaths,
+    "medals": _medals,
 }
 
 
@@ -207,6 +216,8 @@ CASES = [
         "SELECT (SELECT murder FROM T WHERE state = 'New York') > "
         "(SELECT murder FROM T WHERE state = 'California')",
     ),
+    # "ranked fourth" selects the rows whose rank is 4
+    ("medals", "How many countries were ranked fourth?", "SELECT count(*) FROM T WHERE Rank = 4"),
     # "died" is what the rows are about, not a value to look for
     ("deaths", "How many people died?", "SELECT count(*) FROM T"),
     (
