@@ -49,5 +49,8 @@ def filters(links: Links, schema: Schema) -> list[Filter]:
         column = _rank_column(schema)
         if column is None:
             return []
-        out.append(Filter(column, "=", float(place), (i, i + 1), verified=True))
+        # the filter explains its words: "finished in 4th place", "ranked fourth"
+        start = next((k for k in range(i - 1, max(-1, i - 3), -1) if tokens[k].text in _BEFORE), i)
+        end = i + 2 if after in _AFTER else i + 1
+        out.append(Filter(column, "=", float(place), (start, end), verified=True))
     return out
