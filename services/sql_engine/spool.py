@@ -123,6 +123,9 @@ class Upload:
         self._started = time.monotonic()
         self._state = "receiving"  # then "complete" or "failed"
         self._changed = threading.Condition()
+        # held while the file descriptor is written or closed: `fail` may come from another thread than
+        # `append`/`finish`, and a descriptor closed twice closes whatever file reused its number
+        self._fd_lock = threading.Lock()
 
     @property
     def size(self) -> int:
@@ -134,11 +137,12 @@ class Upload:
 
     def append(self, chunk: bytes | memoryview) -> None:
         """Writes `chunk` at the end of the spool file (a blocking write, as any file write)."""
-        assert self._fd is not None, "append after finish"
         view = memoryview(chunk)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
+        with self._fd_lock:
+            assert self._fd is not None, "append after finish"
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
         with self._changed:
             self._size += len(chunk)
             self._changed.notify_all()
@@ -152,15 +156,16 @@ class Upload:
         self._end("failed")
 
     def _end(self, state: str) -> None:
-        if state == "complete" and self._fd is not None and self._state == "receiving":
-            os.ftruncate(self._fd, self._size)  # a kept file may be longer: the upload is what was written
+        with self._fd_lock:
+            fd, self._fd = self._fd, None
+            if state == "complete" and fd is not None and self._state == "receiving":
+                os.ftruncate(fd, self._size)  # a kept file may be longer: the upload is what was written
+            if fd is not None:
+                os.close(fd)  # once: the descriptor is taken under the lock
         with self._changed:
             if self._state == "receiving":
                 self._state = state
             self._changed.notify_all()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def discard(self, keep: bool = False) -> None:
         """Ends the upload (failed, unless finished) and deletes the spool file, or, with `keep` (its
